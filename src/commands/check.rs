@@ -1,0 +1,101 @@
+//! `aidt-batch check`: configuration, PostgreSQL, MongoDB and KERIS, each with
+//! a verdict. Exit 0 when all pass, 1 when any fails, 2 for bad configuration.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mongodb::bson::doc;
+
+use crate::config::Profile;
+use crate::context;
+use crate::runtime::Exit;
+
+struct Verdict {
+    what: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit> {
+    let loaded = crate::config::load(profile, extra)?;
+    crate::telemetry::init(profile, loaded.settings.log.format, &loaded.settings.log.level);
+    let settings = &loaded.settings;
+    let files: Vec<String> = loaded.files.iter().map(|p| p.display().to_string()).collect();
+    let partners: Vec<&str> = settings.keris.partners.keys().map(String::as_str).collect();
+    let mut verdicts = vec![Verdict {
+        what: "config",
+        ok: true,
+        detail: format!("profile {profile}; files {}; partners: {}", files.join(", "), partners.join(", ")),
+    }];
+    verdicts.push(check_postgres(settings).await);
+    verdicts.push(check_mongo(settings).await);
+    verdicts.push(check_keris(settings).await);
+
+    let mut all_ok = true;
+    for v in &verdicts {
+        all_ok &= v.ok;
+        println!("{:<11} {:<4}  {}", v.what, if v.ok { "OK" } else { "FAIL" }, v.detail);
+    }
+    Ok(if all_ok { Exit::Success } else { Exit::Failure })
+}
+
+async fn check_postgres(settings: &crate::config::Settings) -> Verdict {
+    let result = async {
+        let pg = context::connect_pg(settings).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pg).await?;
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('batch_job_run') IS NOT NULL").fetch_one(&pg).await?;
+        anyhow::Ok(format!(
+            "PostgreSQL {version}; batch tables {}",
+            if migrated { "present" } else { "MISSING (run `aidt-batch migrate`)" }
+        ))
+        .map(|d| (migrated, d))
+    }
+    .await;
+    match result {
+        Ok((migrated, detail)) => Verdict { what: "postgresql", ok: migrated, detail },
+        Err(e) => Verdict { what: "postgresql", ok: false, detail: format!("{e:#}") },
+    }
+}
+
+async fn check_mongo(settings: &crate::config::Settings) -> Verdict {
+    let result = async {
+        let db = context::connect_mongo(settings).await?;
+        db.run_command(doc! { "ping": 1 }).await?;
+        anyhow::Ok(format!("ping answered; database `{}`", db.name()))
+    }
+    .await;
+    match result {
+        Ok(detail) => Verdict { what: "mongodb", ok: true, detail },
+        Err(e) => Verdict { what: "mongodb", ok: false, detail: format!("{e:#}") },
+    }
+}
+
+/// Any HTTP answer from the API domain proves it reachable; the request
+/// carries no credentials, so nothing secret can leak into the verdict.
+async fn check_keris(settings: &crate::config::Settings) -> Verdict {
+    let domain = settings.keris_api_domain().to_string();
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(settings.keris.connect_timeout_secs))
+        .timeout(Duration::from_secs(settings.keris.connect_timeout_secs + 5))
+        .build();
+    let result = match client {
+        Ok(client) => client.get(&domain).send().await.map(|r| r.status()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(status) => Verdict { what: "keris", ok: true, detail: format!("{domain} answered HTTP {}", status.as_u16()) },
+        Err(e) => Verdict { what: "keris", ok: false, detail: format!("{domain} unreachable: {}", error_chain(&e)) },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

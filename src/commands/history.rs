@@ -1,0 +1,49 @@
+//! `aidt-batch history [JOB] [--limit N]`: past runs, newest first.
+
+use sqlx::PgPool;
+
+use crate::runtime::history::{self, RunRow};
+use crate::runtime::registry::JobDef;
+use crate::runtime::Exit;
+use crate::time;
+
+pub async fn run(pg: &PgPool, job: Option<&JobDef>, limit: i64) -> anyhow::Result<Exit> {
+    let rows = history::recent_runs(pg, job.map(|j| j.id), limit.max(1)).await?;
+    print!("{}", render(&rows));
+    Ok(Exit::Success)
+}
+
+/// The table `history` prints.
+pub fn render(rows: &[RunRow]) -> String {
+    let mut out = format!(
+        "{:>7} {:<12} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
+        "RUN", "JOB", "DATE", "STATUS", "READ", "WRITTEN", "SKIPPED", "FAILED", "STARTED (KST)", "DURATION", "EXIT", "ERROR"
+    );
+    for r in rows {
+        let duration = match r.ended_at {
+            Some(end) => format!("{:.1}s", (end - r.started_at).num_milliseconds() as f64 / 1000.0),
+            None => "-".into(),
+        };
+        let status = if r.dry_run { format!("{} (dry)", r.status) } else { r.status.clone() };
+        let error: String = r.error_msg.as_deref().unwrap_or("").chars().take(120).collect();
+        out.push_str(&format!(
+            "{:>7} {:<12} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
+            r.run_id,
+            r.job_id.to_ascii_lowercase(),
+            r.business_date,
+            status,
+            r.read_cnt,
+            r.write_cnt,
+            r.skip_cnt,
+            r.fail_cnt,
+            r.started_at.with_timezone(&time::seoul()).format("%Y-%m-%d %H:%M:%S"),
+            duration,
+            r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            error
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("(no runs recorded)\n");
+    }
+    out
+}

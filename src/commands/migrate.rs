@@ -1,0 +1,38 @@
+//! `aidt-batch migrate`: the batch's own PostgreSQL tables and the indexes of
+//! the MongoDB collection it owns. Safe in every profile and idempotent.
+
+use anyhow::Context as _;
+use mongodb::bson::doc;
+use mongodb::IndexModel;
+
+use crate::context::AppContext;
+use crate::runtime::Exit;
+
+/// The batch's migrations, embedded at build time. The data-contract tables
+/// live in `migrations/contract/` and are not part of this set.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The collection LRS-01-001 writes and the DC jobs read and update.
+pub const KERIS_BATCH_DATA: &str = "keris_batch_data";
+
+pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
+    apply(app).await?;
+    println!("PostgreSQL: batch migrations applied ({} known)", MIGRATOR.iter().count());
+    println!("MongoDB: indexes of {KERIS_BATCH_DATA} ensured");
+    Ok(Exit::Success)
+}
+
+/// Applies the migrations and ensures the indexes.
+pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
+    MIGRATOR.run(&app.pg).await.context("Failed to apply the batch migrations")?;
+    let indexes = vec![
+        IndexModel::builder().keys(doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 }).build(),
+        IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
+    ];
+    app.mongo
+        .collection::<mongodb::bson::Document>(KERIS_BATCH_DATA)
+        .create_indexes(indexes)
+        .await
+        .with_context(|| format!("Failed to create the indexes of {KERIS_BATCH_DATA}"))?;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! Layered configuration: `config/base.toml`, then `config/<profile>.toml`,
+//! then an optional `--config FILE`, then environment variables
+//! `AIDT__SECTION__KEY` (e.g. `AIDT__DATABASE__URL`).
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default),
+//! missing required keys are errors that name the key and the variable that
+//! sets it, and secrets are wrapped so that `Debug` never prints them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Environment variable prefix; `__` separates the prefix and nested keys.
+pub const ENV_PREFIX: &str = "AIDT";
+/// Points at the directory holding `base.toml` and the profile files.
+pub const CONFIG_DIR_ENV: &str = "AIDT_CONFIG_DIR";
+
+/// Deployment profile: which `config/<profile>.toml` is layered on the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    Local,
+    Dev,
+    Prod,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Dev => "dev",
+            Profile::Prod => "prod",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration problem; every variant names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration directory not found: looked in {looked}; set {CONFIG_DIR_ENV}")]
+    NoConfigDir { looked: String },
+    #[error("configuration file {path} not found")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("missing required configuration key `{key}` (set it in the profile file or in the environment as {env})")]
+    MissingKey { key: String, env: String },
+    #[error("invalid value for configuration key `{key}`: {reason}")]
+    BadValue { key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub mongo: MongoSettings,
+    pub keris: KerisSettings,
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub jobs: JobsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Contains the password: never printed.
+    pub url: Option<SecretString>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSettings {
+    /// May contain credentials: never printed.
+    pub uri: Option<SecretString>,
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KerisSettings {
+    pub api_domain: Option<String>,
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    #[serde(default = "default_keris_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_keris_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// One entry per textbook brand, keyed by a short name used in logs
+    /// instead of the (secret) Partner-ID.
+    #[serde(default)]
+    pub partners: BTreeMap<String, PartnerSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerSettings {
+    /// The KERIS Partner-ID: a credential, never printed.
+    pub partner_id: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    pub stop_grace_secs: u64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self { stop_grace_secs: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+/// Per-job settings, one section per job that has any (`[jobs.<name>]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    #[serde(default)]
+    pub log_cleanup: LogCleanupSettings,
+    #[serde(default)]
+    pub admin_dormancy: AdminDormancySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogCleanupSettings {
+    pub access_log_retention_days: u32,
+    pub api_log_retention_days: u32,
+    pub login_hist_retention_days: u32,
+    pub batch_size: u32,
+    pub pause_ms: u64,
+}
+
+impl Default for LogCleanupSettings {
+    fn default() -> Self {
+        Self {
+            access_log_retention_days: 90,
+            api_log_retention_days: 90,
+            login_hist_retention_days: 365,
+            batch_size: 5000,
+            pause_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminDormancySettings {
+    pub inactive_days: u32,
+}
+
+impl Default for AdminDormancySettings {
+    fn default() -> Self {
+        Self { inactive_days: 15 }
+    }
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_api_version() -> String {
+    "2.4".into()
+}
+fn default_keris_connect_timeout() -> u64 {
+    5
+}
+fn default_keris_request_timeout() -> u64 {
+    30
+}
+
+/// Where the configuration came from, for `check` and error messages.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub settings: Settings,
+    pub profile: Profile,
+    pub files: Vec<PathBuf>,
+}
+
+/// Finds the configuration directory: `$AIDT_CONFIG_DIR`, `./config`, the
+/// `config/` beside the executable (or its parent, for `target/debug`), then
+/// `/etc/aidt-batch`.
+pub fn find_config_dir() -> Result<PathBuf, ConfigError> {
+    if let Ok(dir) = std::env::var(CONFIG_DIR_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut candidates = vec![PathBuf::from("config")];
+    if let Ok(exe) = std::env::current_exe() {
+        for ancestor in exe.ancestors().skip(1).take(4) {
+            candidates.push(ancestor.join("config"));
+        }
+    }
+    candidates.push(PathBuf::from("/etc/aidt-batch"));
+    for dir in &candidates {
+        if dir.join("base.toml").is_file() {
+            return Ok(dir.clone());
+        }
+    }
+    let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    Err(ConfigError::NoConfigDir { looked })
+}
+
+/// Loads and validates the configuration of `profile`.
+pub fn load(profile: Profile, extra_file: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    let dir = find_config_dir()?;
+    load_from(&dir, profile, extra_file)
+}
+
+pub fn load_from(dir: &Path, profile: Profile, extra_file: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    use config::{Environment, File, FileFormat};
+
+    let mut files = vec![dir.join("base.toml"), dir.join(format!("{profile}.toml"))];
+    if let Some(extra) = extra_file {
+        files.push(extra.to_path_buf());
+    }
+    let mut builder = config::Config::builder();
+    for path in &files {
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile { path: path.clone() });
+        }
+        builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true),
+    );
+    let raw = builder.build().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let settings: Settings = raw.try_deserialize().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    settings.validate()?;
+    Ok(LoadedConfig { settings, profile, files })
+}
+
+fn missing(key: &str) -> ConfigError {
+    let env = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+    ConfigError::MissingKey { key: key.to_string(), env }
+}
+
+impl Settings {
+    /// Checks what serde can't: required keys and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        if self.database.url.as_ref().is_none_or(|u| u.expose_secret().is_empty()) {
+            return Err(missing("database.url"));
+        }
+        if self.mongo.uri.as_ref().is_none_or(|u| u.expose_secret().is_empty()) {
+            return Err(missing("mongo.uri"));
+        }
+        if self.mongo.database.as_deref().is_none_or(str::is_empty) {
+            return Err(missing("mongo.database"));
+        }
+        match self.keris.api_domain.as_deref() {
+            None | Some("") => return Err(missing("keris.api_domain")),
+            Some(domain) if !(domain.starts_with("http://") || domain.starts_with("https://")) => {
+                return Err(ConfigError::BadValue {
+                    key: "keris.api_domain".into(),
+                    reason: "must start with http:// or https://".into(),
+                })
+            }
+            Some(_) => {}
+        }
+        if self.keris.partners.is_empty() {
+            return Err(missing("keris.partners.<name>.partner_id"));
+        }
+        for (name, partner) in &self.keris.partners {
+            let key = format!("keris.partners.{name}.partner_id");
+            let Some(id) = &partner.partner_id else { return Err(missing(&key)) };
+            if uuid::Uuid::parse_str(id.expose_secret()).is_err() {
+                // The value itself is a secret: say what is wrong, not what it is.
+                return Err(ConfigError::BadValue { key, reason: "not a UUID".into() });
+            }
+        }
+        if self.jobs.log_cleanup.batch_size == 0 {
+            return Err(ConfigError::BadValue {
+                key: "jobs.log_cleanup.batch_size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> &SecretString {
+        self.database.url.as_ref().expect("validated")
+    }
+
+    pub fn mongo_uri(&self) -> &SecretString {
+        self.mongo.uri.as_ref().expect("validated")
+    }
+
+    pub fn mongo_database(&self) -> &str {
+        self.mongo.database.as_deref().expect("validated")
+    }
+
+    pub fn keris_api_domain(&self) -> &str {
+        self.keris.api_domain.as_deref().expect("validated")
+    }
+}

@@ -1,0 +1,67 @@
+//! The connections a command works with, built once from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::{LoadedConfig, Profile, Settings};
+
+/// Shared, cheaply clonable handles: configuration, PostgreSQL and MongoDB.
+#[derive(Clone)]
+pub struct AppContext {
+    pub settings: Arc<Settings>,
+    pub profile: Profile,
+    pub pg: PgPool,
+    pub mongo: mongodb::Database,
+}
+
+impl AppContext {
+    /// Connects to PostgreSQL (eagerly, so a bad URL fails here with a clear
+    /// message) and prepares the MongoDB client (which connects on first use).
+    pub async fn connect(config: &LoadedConfig) -> anyhow::Result<Self> {
+        let settings = Arc::new(config.settings.clone());
+        let pg = connect_pg(&settings).await?;
+        let mongo = connect_mongo(&settings).await?;
+        Ok(Self { settings, profile: config.profile, pg, mongo })
+    }
+}
+
+pub fn pg_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
+    // Parse errors of a URL could echo the password: say which key, not the value.
+    settings
+        .database_url()
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .map_err(|_| anyhow::anyhow!("configuration key `database.url` is not a valid PostgreSQL URL"))
+}
+
+pub async fn connect_pg(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options = pg_options(settings)?;
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default)")
+    );
+    PgPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .acquire_timeout(Duration::from_secs(settings.database.connect_timeout_secs))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("Failed to connect to PostgreSQL at {target} (database.url)"))
+}
+
+pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Database> {
+    let mut options = mongodb::options::ClientOptions::parse(settings.mongo_uri().expose_secret())
+        .await
+        .map_err(|_| anyhow::anyhow!("configuration key `mongo.uri` is not a valid MongoDB URI"))?;
+    options.app_name = Some("aidt-batch".into());
+    options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+    options.connect_timeout.get_or_insert(Duration::from_secs(10));
+    let client = mongodb::Client::with_options(options).context("Failed to create the MongoDB client (mongo.uri)")?;
+    Ok(client.database(settings.mongo_database()))
+}

@@ -1,0 +1,5 @@
+//! Development tools: the data-contract schema and the synthetic-data
+//! generator. The `dev` commands refuse the `prod` profile.
+
+pub mod schema;
+pub mod seed;

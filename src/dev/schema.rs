@@ -1,0 +1,40 @@
+//! Creates, for development and tests, what other systems own in production:
+//! the data-contract tables and the indexes of the LRS's `statements`.
+
+use anyhow::Context as _;
+use mongodb::bson::doc;
+use mongodb::IndexModel;
+
+use crate::context::AppContext;
+
+/// The contract DDL; idempotent (`CREATE … IF NOT EXISTS`).
+pub const CONTRACT_SQL: &str = include_str!("../../migrations/contract/0001_contract_tables.sql");
+
+/// The LRS's collection of received statements.
+pub const STATEMENTS: &str = "statements";
+
+pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
+    apply_postgres(&app.pg).await?;
+    apply_mongo(&app.mongo).await?;
+    println!("data-contract tables and LRS indexes ensured");
+    Ok(())
+}
+
+pub async fn apply_postgres(pg: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::raw_sql(CONTRACT_SQL).execute(pg).await.context("Failed to create the data-contract tables")?;
+    Ok(())
+}
+
+/// The indexes the jobs rely on: by time (daily aggregation) and by user
+/// (privacy deletion). In production the LRS team creates them.
+pub async fn apply_mongo(db: &mongodb::Database) -> anyhow::Result<()> {
+    let indexes = vec![
+        IndexModel::builder().keys(doc! { "timestamp": 1 }).build(),
+        IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
+    ];
+    db.collection::<mongodb::bson::Document>(STATEMENTS)
+        .create_indexes(indexes)
+        .await
+        .context("Failed to create the indexes of lrs.statements")?;
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! BO-01-001 — back-office admins with no access for 15 days become dormant.
+//!
+//! Reads and writes `tb_bo_admin_user`: an `ACTIVE`, approved admin whose
+//! last access — the later of `last_login_at` and `approved_at`, so an admin
+//! who never logged in counts from approval — is older than
+//! `jobs.admin_dormancy.inactive_days` (default 15) becomes `DORMANT` with
+//! `status_chg_dt` set. `LOCKED` and already `DORMANT` admins, and admins not
+//! yet approved, are left alone. Daily at 00:35.
+//!
+//! Rerun: safe; a dormant admin is not touched again. `--dry-run` performs the
+//! update in a transaction, reports it and rolls back.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
+
+use crate::runtime::{Job, JobContext};
+
+pub const ID: &str = "BO-01-001";
+
+pub struct AdminDormancy;
+
+#[async_trait::async_trait]
+impl Job for AdminDormancy {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let inactive_days = ctx.settings().jobs.admin_dormancy.inactive_days;
+        let mut tx = ctx.pg().begin().await?;
+        let dormant = mark_dormant(&mut tx, ctx.reference_time(), inactive_days).await?;
+        if ctx.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        ctx.counts.add_read(dormant.len() as u64);
+        if !ctx.dry_run {
+            ctx.counts.add_written(dormant.len() as u64);
+        }
+        ctx.set_detail("inactive_days", inactive_days);
+        ctx.set_detail(if ctx.dry_run { "would_mark_dormant" } else { "marked_dormant" }, &dormant);
+        Ok(())
+    }
+}
+
+/// Marks the admins inactive for more than `inactive_days` before `now` as
+/// dormant; returns their ids.
+#[tracing::instrument(skip_all, fields(%now, inactive_days), err)]
+pub async fn mark_dormant(conn: &mut PgConnection, now: DateTime<Utc>, inactive_days: u32) -> anyhow::Result<Vec<i64>> {
+    let cutoff = now - Duration::days(i64::from(inactive_days));
+    sqlx::query_scalar(
+        "UPDATE tb_bo_admin_user SET status = 'DORMANT', status_chg_dt = $1
+          WHERE status = 'ACTIVE'
+            AND approved_at IS NOT NULL
+            AND GREATEST(approved_at, last_login_at) < $2
+          RETURNING admin_id",
+    )
+    .bind(now)
+    .bind(cutoff)
+    .fetch_all(conn)
+    .await
+    .context("Failed to mark inactive admins dormant in tb_bo_admin_user")
+}

@@ -1,0 +1,5 @@
+//! Back-office (BO) jobs.
+
+pub mod admin_dormancy;
+pub mod notice_expiry;
+pub mod pm_schedule;

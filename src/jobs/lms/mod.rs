@@ -1,0 +1,3 @@
+//! LMS jobs.
+
+pub mod log_cleanup;

@@ -1,0 +1,4 @@
+//! The jobs, one file each, grouped by the system whose batch JAR they replace.
+
+pub mod bo;
+pub mod lms;

@@ -1,0 +1,9 @@
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod context;
+pub mod dev;
+pub mod jobs;
+pub mod runtime;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,188 @@
+//! The trait every job implements and the context a run hands to it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::checkpoint::Checkpoints;
+use super::registry::JobDef;
+use crate::config::Settings;
+use crate::context::AppContext;
+use crate::time;
+
+/// A batch job. `run` gathers what it needs from the context and calls plain
+/// functions that tests can call directly.
+///
+/// A job records its figures in `ctx.counts`, calls [`JobContext::stop_point`]
+/// between chunks so that SIGINT/SIGTERM stop it cleanly, and returns `Err`
+/// only when the run as a whole failed: an item that fails is counted in
+/// `ctx.counts.failed` (and recorded by the job), which ends the run with
+/// `COMPLETED_WITH_ERRORS` and exit code 4.
+#[async_trait::async_trait]
+pub trait Job: Send + Sync {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()>;
+}
+
+/// Returned (inside `anyhow::Error`) by [`JobContext::stop_point`] when a stop
+/// was requested; the runner records the run as `STOPPED`.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped on request before finishing")]
+pub struct JobStopped;
+
+/// Read / written / skipped / failed item counts of a run.
+#[derive(Debug, Default)]
+pub struct Counts {
+    read: AtomicU64,
+    written: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of [`Counts`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CountsSnapshot {
+    pub read: u64,
+    pub written: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    pub fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_failed(&self, n: u64) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> CountsSnapshot {
+        CountsSnapshot {
+            read: self.read.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Everything one run of one job may use.
+pub struct JobContext {
+    pub def: &'static JobDef,
+    pub run_id: i64,
+    pub business_date: NaiveDate,
+    /// The job reads and reports; it writes no business data and sends nothing.
+    pub dry_run: bool,
+    pub app: AppContext,
+    pub counts: Counts,
+    details: Mutex<serde_json::Map<String, serde_json::Value>>,
+    checkpoints: Checkpoints,
+    cancel: CancellationToken,
+    now: DateTime<Utc>,
+}
+
+impl JobContext {
+    pub fn new(
+        def: &'static JobDef,
+        run_id: i64,
+        business_date: NaiveDate,
+        dry_run: bool,
+        app: AppContext,
+        cancel: CancellationToken,
+    ) -> Self {
+        let checkpoints = Checkpoints::new(app.pg.clone(), def.id, business_date, run_id);
+        Self {
+            def,
+            run_id,
+            business_date,
+            dry_run,
+            app,
+            counts: Counts::default(),
+            details: Mutex::new(serde_json::Map::new()),
+            checkpoints,
+            cancel,
+            now: Utc::now(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.app.settings
+    }
+
+    pub fn pg(&self) -> &sqlx::PgPool {
+        &self.app.pg
+    }
+
+    /// The instant a state-changing job compares against: the run's start when
+    /// the business date is today (Asia/Seoul), otherwise the end of the
+    /// business date — so `--date` replays a job "as of" that day.
+    pub fn reference_time(&self) -> DateTime<Utc> {
+        if self.business_date >= time::today_seoul_at(self.now) {
+            self.now
+        } else {
+            time::start_of_day_seoul(self.business_date.succ_opt().expect("date in range"))
+        }
+    }
+
+    /// Records a job-specific figure, stored in the run's history `details`.
+    pub fn set_detail(&self, key: &str, value: impl Serialize) {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.details.lock().expect("details lock").insert(key.to_string(), value);
+    }
+
+    pub fn details(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.details.lock().expect("details lock").clone())
+    }
+
+    /// Whether SIGINT/SIGTERM asked the run to stop.
+    pub fn stop_requested(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Call between chunks: `Err(JobStopped)` once a stop was requested, so a
+    /// job written with `?` stops at the next chunk boundary.
+    pub fn stop_point(&self) -> Result<(), JobStopped> {
+        if self.stop_requested() {
+            Err(JobStopped)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sleeps for `pause` unless a stop is requested first.
+    pub async fn pause(&self, pause: Duration) {
+        if pause.is_zero() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = self.cancel.cancelled() => {}
+        }
+    }
+
+    /// The checkpoint a previous unfinished run of this job and date saved.
+    pub async fn load_checkpoint<T: DeserializeOwned>(&self) -> anyhow::Result<Option<T>> {
+        self.checkpoints.load().await
+    }
+
+    /// Saves where the job is, together with its counts so far, so that the
+    /// history of a run that is killed shows how far it got.
+    pub async fn save_checkpoint<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        self.checkpoints.save(value, self.counts.snapshot()).await
+    }
+
+    pub(crate) fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
+    }
+}
+
+/// Shared handle so a spawned task can hold the context.
+pub type SharedJobContext = Arc<JobContext>;

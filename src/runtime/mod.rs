@@ -1,0 +1,24 @@
+//! The shared runtime every job uses: registry, history, locks, checkpoints,
+//! the runner and exit codes.
+
+pub mod checkpoint;
+pub mod crontab;
+pub mod exit;
+pub mod history;
+pub mod job;
+pub mod lock;
+pub mod registry;
+pub mod runner;
+
+pub use exit::Exit;
+pub use job::{Job, JobContext, JobStopped};
+pub use registry::{JobDef, JOBS};
+
+/// Problems the operator fixes by running a command; mapped to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("the batch tables are missing: run `aidt-batch migrate` with this profile first")]
+    NotMigrated,
+    #[error("job {0} is registered but not implemented yet")]
+    NotImplemented(&'static str),
+}

@@ -1,0 +1,43 @@
+//! Logging: `tracing` with an env filter; JSON lines in prod (for the log
+//! collector), readable text elsewhere. Logs go to stderr so that operator
+//! commands can print tables and the crontab on stdout.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+use crate::config::{LogFormat, Profile};
+
+/// Installs the global subscriber. `level` is an EnvFilter directive such as
+/// `info` or `aidt_batch=debug,sqlx=warn`; `RUST_LOG` overrides it.
+pub fn init(profile: Profile, format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(with_quiet_dependencies(level)))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => profile == Profile::Prod,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr).with_current_span(true).with_span_list(false))
+            .try_init()
+    } else {
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
+            .try_init()
+    };
+    // A second init (tests that call into the library twice) keeps the first.
+    let _ = result;
+}
+
+/// The drivers log every statement at info; keep them at warn unless asked.
+fn with_quiet_dependencies(level: &str) -> String {
+    if level.contains('=') {
+        level.to_string()
+    } else {
+        format!("{level},sqlx=warn,mongodb=warn,hyper=warn,reqwest=warn")
+    }
+}

@@ -1,0 +1,243 @@
+//! Shared test helpers: a fresh PostgreSQL database (cloned from a migrated
+//! template) and a fresh MongoDB database per test, dropped afterwards, and
+//! ways to run jobs in-process or as real `aidt-batch` processes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aidt_batch::config::{self, LoadedConfig, Profile};
+use aidt_batch::context::AppContext;
+use aidt_batch::runtime::runner::{self, RunOutcome, RunRequest};
+use aidt_batch::runtime::{registry, Exit};
+use chrono::NaiveDate;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://aidt:aidt@127.0.0.1:5432/aidt?sslmode=disable".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017/".into())
+}
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// `DATABASE_URL` with another database name.
+pub fn url_for(database: &str) -> String {
+    let base = database_url();
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h.to_string(), format!("?{q}")),
+        None => (base.clone(), String::new()),
+    };
+    let prefix = head.rsplit_once('/').map(|(p, _)| p).unwrap_or(&head);
+    format!("{prefix}/{database}{query}")
+}
+
+/// The template database name: a hash of every schema file, so a changed
+/// migration yields a new template instead of a stale one.
+fn template_name() -> String {
+    let mut hasher = Sha256::new();
+    for migration in aidt_batch::commands::migrate::MIGRATOR.iter() {
+        hasher.update(migration.sql.as_bytes());
+    }
+    hasher.update(aidt_batch::dev::schema::CONTRACT_SQL.as_bytes());
+    let digest = hasher.finalize();
+    format!("aidt_tmpl_{}", digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+async fn admin() -> PgConnection {
+    PgConnection::connect(&database_url()).await.expect("connect to DATABASE_URL (run scripts/services)")
+}
+
+/// Creates the migrated template once; an advisory lock makes concurrent
+/// test processes wait for the first one.
+async fn ensure_template(admin: &mut PgConnection) -> String {
+    let name = template_name();
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *admin).await.unwrap();
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut *admin)
+        .await
+        .unwrap();
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut *admin).await.unwrap();
+        let pool = PgPool::connect(&url_for(&name)).await.unwrap();
+        aidt_batch::commands::migrate::MIGRATOR.run(&pool).await.unwrap();
+        aidt_batch::dev::schema::apply_postgres(&pool).await.unwrap();
+        pool.close().await;
+    }
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *admin).await.unwrap();
+    name
+}
+
+/// One test's databases and configuration.
+pub struct TestEnv {
+    pub pg_name: String,
+    pub mongo_name: String,
+    pub app: AppContext,
+    pub loaded: LoadedConfig,
+}
+
+impl TestEnv {
+    /// Fresh databases with the batch tables and the contract tables.
+    pub async fn new() -> Self {
+        Self::create(true).await
+    }
+
+    /// Fresh, empty PostgreSQL database (nothing migrated).
+    pub async fn empty() -> Self {
+        Self::create(false).await
+    }
+
+    async fn create(migrated: bool) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let pg_name = format!("test_{id}");
+        let mongo_name = format!("test_{}", &id[..16]);
+        let mut admin = admin().await;
+        let create = if migrated {
+            format!("CREATE DATABASE {pg_name} TEMPLATE {}", ensure_template(&mut admin).await)
+        } else {
+            format!("CREATE DATABASE {pg_name}")
+        };
+        let mut attempt = 0;
+        loop {
+            match sqlx::query(&create).execute(&mut admin).await {
+                Ok(_) => break,
+                // Two clones of one template at the same instant can collide.
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    eprintln!("retrying CREATE DATABASE: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("CREATE DATABASE {pg_name}: {e}"),
+            }
+        }
+        let _ = admin.close().await;
+
+        let mut loaded = config::load_from(&config_dir(), Profile::Local, None).expect("local config loads");
+        loaded.settings.database.url = Some(SecretString::from(url_for(&pg_name)));
+        loaded.settings.mongo.uri = Some(SecretString::from(mongodb_uri()));
+        loaded.settings.mongo.database = Some(mongo_name.clone());
+        let app = AppContext::connect(&loaded).await.expect("connect test databases");
+        if migrated {
+            aidt_batch::dev::schema::apply_mongo(&app.mongo).await.expect("mongo indexes");
+        }
+        TestEnv { pg_name, mongo_name, app, loaded }
+    }
+
+    pub fn pg(&self) -> &PgPool {
+        &self.app.pg
+    }
+
+    /// Changes settings for in-process runs (e.g. a smaller batch size).
+    pub fn configure(&mut self, change: impl FnOnce(&mut aidt_batch::config::Settings)) {
+        let mut settings = (*self.app.settings).clone();
+        change(&mut settings);
+        self.loaded.settings = settings.clone();
+        self.app.settings = Arc::new(settings);
+    }
+
+    /// Runs a job in this process, as `aidt-batch <id> [--date] [--dry-run]` would.
+    pub async fn run_job(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> RunOutcome {
+        let def = registry::find(id).expect("registered job");
+        let request = RunRequest { def, date, dry_run, params: serde_json::json!({"test": true}) };
+        runner::run(self.app.clone(), request).await.expect("run starts")
+    }
+
+    pub async fn run_ok(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> i64 {
+        let outcome = self.run_job(id, date, dry_run).await;
+        assert_eq!(outcome.exit, Exit::Success, "{id} should succeed");
+        outcome.run_id.unwrap()
+    }
+
+    /// Environment for a child `aidt-batch` process pointed at this test's databases.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AIDT_CONFIG_DIR".into(), config_dir().display().to_string()),
+            ("AIDT__DATABASE__URL".into(), url_for(&self.pg_name)),
+            ("AIDT__MONGO__URI".into(), mongodb_uri()),
+            ("AIDT__MONGO__DATABASE".into(), self.mongo_name.clone()),
+            ("RUST_LOG".into(), "info".into()),
+        ]
+    }
+
+    /// `aidt-batch args…` as a child process with this test's databases.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = bin();
+        cmd.args(args).envs(self.child_env()).stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run_cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("spawn aidt-batch")
+    }
+
+    /// Waits until `sql` (a boolean query) is true, or panics after `timeout`.
+    pub async fn wait_until(&self, sql: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let done: bool = sqlx::query_scalar(sql).fetch_one(self.pg()).await.unwrap();
+            if done {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for: {sql}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let pg_name = self.pg_name.clone();
+        let mongo_name = self.mongo_name.clone();
+        let pool = self.app.pg.clone();
+        // Drop runs outside async context guarantees: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                pool.close().await;
+                if let Ok(mut admin) = PgConnection::connect(&database_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+                if let Ok(client) = mongodb::Client::with_uri_str(mongodb_uri()).await {
+                    let _ = client.database(&mongo_name).drop().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The `aidt-batch` binary built for this test run.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aidt-batch"))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn date(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// Sends a signal to a child process with the system's `kill`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// The status of a run.
+pub async fn run_status(pg: &PgPool, run_id: i64) -> String {
+    sqlx::query_scalar("SELECT status FROM batch_job_run WHERE run_id = $1").bind(run_id).fetch_one(pg).await.unwrap()
+}

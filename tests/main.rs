@@ -1,0 +1,10 @@
+//! One test binary: every test module shares the helpers.
+
+mod helpers;
+
+mod cli;
+mod config;
+mod jobs_bo;
+mod jobs_lms;
+mod operator;
+mod runtime;

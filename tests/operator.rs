@@ -1,0 +1,168 @@
+//! The operator commands: list, history, crontab, migrate, check.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use crate::helpers::*;
+
+#[test]
+fn the_committed_crontab_is_the_one_the_registry_builds() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crontab/aidt-batch")).unwrap();
+    let built = aidt_batch::runtime::crontab::render(aidt_batch::config::Profile::Prod);
+    assert!(
+        committed == built,
+        "crontab/aidt-batch is out of date: run `cargo run -- crontab > crontab/aidt-batch`"
+    );
+    // And the command prints exactly that.
+    let out = bin().arg("crontab").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), committed);
+}
+
+#[test]
+fn crontab_lines_run_the_jobs_with_the_seeds_times_fixed() {
+    let text = aidt_batch::runtime::crontab::render(aidt_batch::config::Profile::Prod);
+    let active: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && l.contains("aidt-batch ")).collect();
+    assert!(active.iter().any(|l| l.starts_with("*/10 * * * * ") && l.contains("bo-01-002 --profile prod")));
+    assert!(active.iter().any(|l| l.starts_with("5 0 * * * ") && l.contains("bo-01-005")));
+    assert!(active.iter().any(|l| l.starts_with("0 4 * * * ") && l.contains("lms-01-001")));
+    assert!(text.contains("# */30 * * * * ") || active.iter().any(|l| l.starts_with("*/30 ")));
+    assert!(text.contains("lcms-01-001 --profile prod"));
+    assert!(text.contains("unscheduled: the seed leaves it undecided"));
+}
+
+#[tokio::test]
+async fn list_shows_every_job_with_schedule_and_last_run_status() {
+    let env = TestEnv::new().await;
+    env.run_ok("BO-01-005", None, false).await;
+    let out = env.run_cli(&["list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 25, "{text}");
+    let bo5 = text.lines().find(|l| l.starts_with("bo-01-005")).unwrap();
+    assert!(bo5.contains("5 0 * * *") && bo5.contains("COMPLETED") && bo5.contains("공지사항"), "{bo5}");
+    let lms8 = text.lines().find(|l| l.starts_with("lms-01-008")).unwrap();
+    assert!(lms8.contains("0 * * * *") && lms8.contains("never run"), "{lms8}");
+}
+
+#[test]
+fn list_works_without_a_database() {
+    let out = bin()
+        .arg("list")
+        .env("AIDT_CONFIG_DIR", config_dir())
+        .env("AIDT__DATABASE__URL", "postgres://aidt:x@127.0.0.1:1/aidt?sslmode=disable")
+        .env("AIDT__DATABASE__CONNECT_TIMEOUT_SECS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out).lines().count(), 25);
+    assert!(stderr(&out).contains("last runs unavailable"));
+}
+
+#[tokio::test]
+async fn history_shows_runs_with_date_status_counts_and_errors() {
+    let env = TestEnv::new().await;
+    sqlx::query("INSERT INTO tb_bo_notice (title, disp_yn, disp_end_dt) VALUES ('old', 'Y', now() - interval '1 day')")
+        .execute(env.pg())
+        .await
+        .unwrap();
+    env.run_ok("BO-01-005", Some(date("2026-03-05")), true).await;
+    env.run_ok("BO-01-005", None, false).await;
+    env.run_ok("BO-01-002", None, false).await;
+
+    let out = env.run_cli(&["history", "BO-01-005", "--limit", "5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "header + 2 runs of BO-01-005: {text}");
+    assert!(lines[0].contains("STATUS") && lines[0].contains("DURATION"));
+    assert!(lines[1].contains("bo-01-005") && lines[1].contains("COMPLETED") && !lines[1].contains("(dry)"));
+    assert!(lines[2].contains("2026-03-05") && lines[2].contains("COMPLETED (dry)"), "{}", lines[2]);
+
+    let all = stdout(&env.run_cli(&["history", "--limit", "1"]));
+    assert_eq!(all.lines().count(), 2);
+    assert!(all.contains("bo-01-002"));
+
+    let bad = env.run_cli(&["history", "bo-01-05"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("did you mean `bo-01-005`"));
+}
+
+#[tokio::test]
+async fn migrate_creates_the_batch_tables_and_is_idempotent_without_touching_contract_tables() {
+    let env = TestEnv::empty().await;
+    for _ in 0..2 {
+        let out = env.run_cli(&["migrate"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(tables, ["_sqlx_migrations", "batch_checkpoint", "batch_job_run"]);
+    let names = env.app.mongo.collection::<mongodb::bson::Document>("keris_batch_data").list_index_names().await.unwrap();
+    assert!(names.len() >= 3, "{names:?}");
+}
+
+#[tokio::test]
+async fn dev_commands_are_refused_in_prod() {
+    let env = TestEnv::empty().await;
+    let out = env.run_cli(&["dev", "schema", "--profile", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("refused in the prod profile"));
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(tables, 0);
+}
+
+/// A loopback HTTP server that answers every request with 404, as an API
+/// gateway does for `GET /`.
+fn http_stub() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn check_gives_a_verdict_per_dependency() {
+    let env = TestEnv::new().await;
+    let port = http_stub();
+    let out = env.command(&["check"]).env("AIDT__KERIS__API_DOMAIN", format!("http://127.0.0.1:{port}")).output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    for what in ["config", "postgresql", "mongodb", "keris"] {
+        let line = text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("{what}: {text}"));
+        assert!(line.contains(" OK "), "{line}");
+    }
+    assert!(text.contains("HTTP 404"));
+    assert!(!text.contains("0b6a4a8e"), "partner ids never print: {text}");
+
+    // KERIS down: that line fails, the exit says so, the others still pass.
+    let out = env.command(&["check"]).env("AIDT__KERIS__API_DOMAIN", "http://127.0.0.1:9").output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("keris") && l.contains("FAIL") && l.contains("unreachable")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("postgresql") && l.contains(" OK ")), "{text}");
+}
+
+#[tokio::test]
+async fn check_reports_an_unmigrated_database_and_an_unreachable_mongo() {
+    let env = TestEnv::empty().await;
+    let out = env.command(&["check"]).env("AIDT__MONGO__URI", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000").output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("postgresql") && l.contains("FAIL") && l.contains("aidt-batch migrate")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("mongodb") && l.contains("FAIL")), "{text}");
+}
