@@ -66,6 +66,10 @@ mod tests {
         for line in text.lines().filter(|l| l.contains("lms-01-009") || l.contains("dc-01-004")) {
             assert!(line.starts_with('#'), "{line}");
         }
-        assert!(!text.contains("_/"), "the seed's mangled */N must be fixed");
+        let schedules = text.lines().map(|l| l.trim_start_matches("# ")).filter(|l| l.contains("aidt-batch "));
+        for line in schedules {
+            assert!(!line.starts_with("_/"), "the seed's mangled */N must be fixed: {line}");
+        }
+        assert!(text.contains("\n*/10 * * * * "), "BO-01-002 every 10 minutes");
     }
 }
