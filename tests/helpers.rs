@@ -196,12 +196,12 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let pg_name = self.pg_name.clone();
         let mongo_name = self.mongo_name.clone();
-        let pool = self.app.pg.clone();
-        // Drop runs outside async context guarantees: use a thread with its own runtime.
+        // The test's runtime is blocked in this drop, so nothing of it (the
+        // pool included) can be awaited here: a thread with its own runtime
+        // drops the databases, and FORCE ends the pool's open sessions.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(mut admin) = PgConnection::connect(&database_url()).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")).execute(&mut admin).await;
                 }
