@@ -100,6 +100,33 @@ pub struct KerisSettings {
     pub connect_timeout_secs: u64,
     #[serde(default = "default_keris_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Attempts per call, the first included; only transient failures retry.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_base_backoff_ms")]
+    pub base_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// A longer `Retry-After` ends the call instead of sleeping inside it.
+    #[serde(default = "default_max_retry_after_secs")]
+    pub max_retry_after_secs: u64,
+    /// Requests per second per partner, retries included; 0 = unlimited.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: f64,
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
+    /// Requests in flight at once per partner.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Statements per API-007 request (KERIS limit 500).
+    #[serde(default = "default_max_statements_per_request")]
+    pub max_statements_per_request: usize,
+    /// Body bytes per API-007 request (KERIS limit 5 MiB).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Paths of the calls, should a later KERIS version move them.
+    #[serde(default)]
+    pub paths: crate::keris::options::ApiPaths,
     /// One entry per textbook brand, keyed by a short name used in logs
     /// instead of the (secret) Partner-ID.
     #[serde(default)]
@@ -205,6 +232,33 @@ fn default_keris_connect_timeout() -> u64 {
 fn default_keris_request_timeout() -> u64 {
     30
 }
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_base_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_max_retry_after_secs() -> u64 {
+    60
+}
+fn default_requests_per_second() -> f64 {
+    50.0
+}
+fn default_rate_burst() -> u32 {
+    5
+}
+fn default_max_concurrency() -> usize {
+    4
+}
+fn default_max_statements_per_request() -> usize {
+    500
+}
+fn default_max_request_bytes() -> usize {
+    5 * 1024 * 1024
+}
 
 /// Where the configuration came from, for `check` and error messages.
 #[derive(Debug, Clone)]
@@ -307,6 +361,18 @@ impl Settings {
                 // The value itself is a secret: say what is wrong, not what it is.
                 return Err(ConfigError::BadValue { key, reason: "not a UUID".into() });
             }
+        }
+        if self.keris.max_attempts == 0 {
+            return Err(ConfigError::BadValue { key: "keris.max_attempts".into(), reason: "must be at least 1".into() });
+        }
+        if self.keris.max_concurrency == 0 {
+            return Err(ConfigError::BadValue { key: "keris.max_concurrency".into(), reason: "must be at least 1".into() });
+        }
+        if !(1..=500).contains(&self.keris.max_statements_per_request) {
+            return Err(ConfigError::BadValue {
+                key: "keris.max_statements_per_request".into(),
+                reason: "must be between 1 and 500".into(),
+            });
         }
         if self.jobs.log_cleanup.batch_size == 0 {
             return Err(ConfigError::BadValue {

@@ -65,3 +65,31 @@ pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Datab
     let client = mongodb::Client::with_options(options).context("Failed to create the MongoDB client (mongo.uri)")?;
     Ok(client.database(settings.mongo_database()))
 }
+
+/// Creates the named indexes of `collection` that do not exist yet.
+///
+/// Asking only for the missing ones (instead of re-sending every index and
+/// relying on the server to ignore duplicates) keeps `migrate` idempotent on
+/// every MongoDB-wire server: FerretDB 1.24 drops the connection when an
+/// existing compound index is requested again.
+pub async fn ensure_indexes(
+    db: &mongodb::Database,
+    collection: &str,
+    indexes: &[(&str, mongodb::bson::Document)],
+) -> anyhow::Result<()> {
+    let coll = db.collection::<mongodb::bson::Document>(collection);
+    // listIndexes fails with NamespaceNotFound on a collection that does not exist yet.
+    let existing: Vec<String> = coll.list_index_names().await.unwrap_or_default();
+    let missing: Vec<mongodb::IndexModel> = indexes
+        .iter()
+        .filter(|(name, _)| !existing.iter().any(|e| e == name))
+        .map(|(name, keys)| {
+            let options = mongodb::options::IndexOptions::builder().name(name.to_string()).build();
+            mongodb::IndexModel::builder().keys(keys.clone()).options(options).build()
+        })
+        .collect();
+    if !missing.is_empty() {
+        coll.create_indexes(missing).await.with_context(|| format!("Failed to create the indexes of {collection}"))?;
+    }
+    Ok(())
+}

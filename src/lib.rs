@@ -7,3 +7,4 @@ pub mod jobs;
 pub mod runtime;
 pub mod telemetry;
 pub mod time;
+pub mod keris;

@@ -6,5 +6,6 @@ mod cli;
 mod config;
 mod jobs_bo;
 mod jobs_lms;
+mod keris;
 mod operator;
 mod runtime;

@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use mongodb::bson::doc;
-use mongodb::IndexModel;
 
 use crate::context::AppContext;
 use crate::runtime::Exit;
@@ -25,14 +24,11 @@ pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
 /// Applies the migrations and ensures the indexes.
 pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
     MIGRATOR.run(&app.pg).await.context("Failed to apply the batch migrations")?;
-    let indexes = vec![
-        IndexModel::builder().keys(doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 }).build(),
-        IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
+    let indexes = [
+        // DC-01-001 streams one partner's READY statements of a day in _id order.
+        ("base_dt_partner_status_id", doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 }),
+        // DC-01-003 deletes one student's documents.
+        ("user_id", doc! { "user_id": 1 }),
     ];
-    app.mongo
-        .collection::<mongodb::bson::Document>(KERIS_BATCH_DATA)
-        .create_indexes(indexes)
-        .await
-        .with_context(|| format!("Failed to create the indexes of {KERIS_BATCH_DATA}"))?;
-    Ok(())
+    crate::context::ensure_indexes(&app.mongo, KERIS_BATCH_DATA, &indexes).await
 }

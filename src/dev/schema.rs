@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use mongodb::bson::doc;
-use mongodb::IndexModel;
 
 use crate::context::AppContext;
 
@@ -28,13 +27,6 @@ pub async fn apply_postgres(pg: &sqlx::PgPool) -> anyhow::Result<()> {
 /// The indexes the jobs rely on: by time (daily aggregation) and by user
 /// (privacy deletion). In production the LRS team creates them.
 pub async fn apply_mongo(db: &mongodb::Database) -> anyhow::Result<()> {
-    let indexes = vec![
-        IndexModel::builder().keys(doc! { "timestamp": 1 }).build(),
-        IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
-    ];
-    db.collection::<mongodb::bson::Document>(STATEMENTS)
-        .create_indexes(indexes)
-        .await
-        .context("Failed to create the indexes of lrs.statements")?;
-    Ok(())
+    let indexes = [("timestamp", doc! { "timestamp": 1 }), ("user_id", doc! { "user_id": 1 })];
+    crate::context::ensure_indexes(db, STATEMENTS, &indexes).await
 }
