@@ -27,6 +27,6 @@ pub async fn apply_postgres(pg: &sqlx::PgPool) -> anyhow::Result<()> {
 /// The indexes the jobs rely on: by time (daily aggregation) and by user
 /// (privacy deletion). In production the LRS team creates them.
 pub async fn apply_mongo(db: &mongodb::Database) -> anyhow::Result<()> {
-    let indexes = [("timestamp", doc! { "timestamp": 1 }), ("user_id", doc! { "user_id": 1 })];
+    let indexes = [doc! { "timestamp": 1 }, doc! { "user_id": 1 }];
     crate::context::ensure_indexes(db, STATEMENTS, &indexes).await
 }
