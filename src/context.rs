@@ -66,7 +66,9 @@ pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Datab
     Ok(client.database(settings.mongo_database()))
 }
 
-/// Creates the named indexes of `collection` that do not exist yet.
+/// Creates the indexes of `collection` (given by their keys) that do not
+/// exist yet, under MongoDB's default names (`user_id_1`), so an index
+/// someone created by hand with the same keys is recognised.
 ///
 /// Asking only for the missing ones (instead of re-sending every index and
 /// relying on the server to ignore duplicates) keeps `migrate` idempotent on
@@ -75,21 +77,23 @@ pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Datab
 pub async fn ensure_indexes(
     db: &mongodb::Database,
     collection: &str,
-    indexes: &[(&str, mongodb::bson::Document)],
+    indexes: &[mongodb::bson::Document],
 ) -> anyhow::Result<()> {
     let coll = db.collection::<mongodb::bson::Document>(collection);
     // listIndexes fails with NamespaceNotFound on a collection that does not exist yet.
     let existing: Vec<String> = coll.list_index_names().await.unwrap_or_default();
     let missing: Vec<mongodb::IndexModel> = indexes
         .iter()
-        .filter(|(name, _)| !existing.iter().any(|e| e == name))
-        .map(|(name, keys)| {
-            let options = mongodb::options::IndexOptions::builder().name(name.to_string()).build();
-            mongodb::IndexModel::builder().keys(keys.clone()).options(options).build()
-        })
+        .filter(|keys| !existing.contains(&default_index_name(keys)))
+        .map(|keys| mongodb::IndexModel::builder().keys(keys.clone()).build())
         .collect();
     if !missing.is_empty() {
         coll.create_indexes(missing).await.with_context(|| format!("Failed to create the indexes of {collection}"))?;
     }
     Ok(())
+}
+
+/// MongoDB's name for an index with these keys: `a_1_b_-1`.
+fn default_index_name(keys: &mongodb::bson::Document) -> String {
+    keys.iter().map(|(field, order)| format!("{field}_{order}")).collect::<Vec<_>>().join("_")
 }

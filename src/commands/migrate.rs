@@ -26,9 +26,9 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
     MIGRATOR.run(&app.pg).await.context("Failed to apply the batch migrations")?;
     let indexes = [
         // DC-01-001 streams one partner's READY statements of a day in _id order.
-        ("base_dt_partner_status_id", doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 }),
+        doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
         // DC-01-003 deletes one student's documents.
-        ("user_id", doc! { "user_id": 1 }),
+        doc! { "user_id": 1 },
     ];
     crate::context::ensure_indexes(&app.mongo, KERIS_BATCH_DATA, &indexes).await
 }
