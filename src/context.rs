@@ -67,24 +67,28 @@ pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Datab
 }
 
 /// Creates the indexes of `collection` (given by their keys) that do not
-/// exist yet, under MongoDB's default names (`user_id_1`), so an index
-/// someone created by hand with the same keys is recognised.
+/// exist yet, whatever name an existing one has.
 ///
 /// Asking only for the missing ones (instead of re-sending every index and
 /// relying on the server to ignore duplicates) keeps `migrate` idempotent on
 /// every MongoDB-wire server: FerretDB 1.24 drops the connection when an
-/// existing compound index is requested again.
+/// existing compound index is requested again, and MongoDB refuses the same
+/// keys under another name.
 pub async fn ensure_indexes(
     db: &mongodb::Database,
     collection: &str,
     indexes: &[mongodb::bson::Document],
 ) -> anyhow::Result<()> {
+    use futures::TryStreamExt as _;
     let coll = db.collection::<mongodb::bson::Document>(collection);
     // listIndexes fails with NamespaceNotFound on a collection that does not exist yet.
-    let existing: Vec<String> = coll.list_index_names().await.unwrap_or_default();
+    let existing: Vec<mongodb::bson::Document> = match coll.list_indexes().await {
+        Ok(cursor) => cursor.map_ok(|model| model.keys).try_collect().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let missing: Vec<mongodb::IndexModel> = indexes
         .iter()
-        .filter(|keys| !existing.contains(&default_index_name(keys)))
+        .filter(|keys| !existing.iter().any(|have| same_keys(have, keys)))
         .map(|keys| mongodb::IndexModel::builder().keys(keys.clone()).build())
         .collect();
     if !missing.is_empty() {
@@ -93,7 +97,8 @@ pub async fn ensure_indexes(
     Ok(())
 }
 
-/// MongoDB's name for an index with these keys: `a_1_b_-1`.
-fn default_index_name(keys: &mongodb::bson::Document) -> String {
-    keys.iter().map(|(field, order)| format!("{field}_{order}")).collect::<Vec<_>>().join("_")
+/// Same fields in the same order with the same direction (1 and 1.0 alike).
+fn same_keys(a: &mongodb::bson::Document, b: &mongodb::bson::Document) -> bool {
+    let order = |v: &mongodb::bson::Bson| v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)).or_else(|| v.as_i32().map(f64::from));
+    a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && order(va) == order(vb))
 }
