@@ -187,7 +187,10 @@ pub async fn record_batch(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE batch_privacy_audit
-            SET counts = $2, student_hashes = student_hashes || $3, updated_at = now()
+            SET counts = $2,
+                -- Kept sorted, so the order says nothing about ids or batches.
+                student_hashes = ARRAY(SELECT DISTINCT h FROM unnest(student_hashes || $3) h ORDER BY h),
+                updated_at = now()
           WHERE run_id = $1",
     )
     .bind(run_id)
