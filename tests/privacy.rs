@@ -518,3 +518,20 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
     .unwrap();
     assert_eq!(hashes, expected_hashes(&gone));
 }
+
+#[tokio::test]
+async fn privacy_jobs_refuse_to_run_without_an_audit_salt_and_change_nothing() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let pg_before = pg_state(env.pg(), &[]).await;
+    let mongo_before = mongo_state(&env, &[]).await;
+
+    for job in ["dc-01-003", "lms-01-007"] {
+        let out = env.command(&[job, "--date", BUSINESS_DATE]).env("AIDT__JOBS__PRIVACY__AUDIT_SALT", "").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("jobs.privacy.audit_salt"), "{}", stderr(&out));
+    }
+
+    assert_eq!(pg_state(env.pg(), &[]).await, pg_before);
+    assert_eq!(mongo_state(&env, &[]).await, mongo_before);
+}
