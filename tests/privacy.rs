@@ -58,7 +58,7 @@ struct Person {
 }
 
 fn id(n: u128) -> Uuid {
-    Uuid::from_u128(0x5d0c_7d6c_0000_4000_8000_000000000000 + n)
+    Uuid::from_u128(0x5d0c_7d6c_0000_4000_8000_0000_0000_0000 + n)
 }
 
 fn people() -> Vec<Person> {
@@ -450,7 +450,7 @@ async fn privacy_audit_and_logs_hold_hashes_never_raw_ids_names_or_emails() {
 
 /// The end state of every table and collection (for comparing databases).
 async fn whole_state(env: &TestEnv) -> (BTreeMap<&'static str, (i64, Option<String>)>, BTreeMap<&'static str, Vec<Document>>) {
-    (pg_state(env.pg(), &[]).await, mongo_state(&env, &[]).await)
+    (pg_state(env.pg(), &[]).await, mongo_state(env, &[]).await)
 }
 
 #[tokio::test]
