@@ -9,4 +9,5 @@ mod jobs_bo;
 mod jobs_lms;
 mod keris;
 mod operator;
+mod privacy;
 mod runtime;

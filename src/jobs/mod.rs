@@ -1,4 +1,6 @@
 //! The jobs, one file each, grouped by the system whose batch JAR they replace.
 
 pub mod bo;
+pub mod dc;
 pub mod lms;
+pub mod privacy;

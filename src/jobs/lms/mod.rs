@@ -1,3 +1,4 @@
 //! LMS jobs.
 
+pub mod delete_unconsented_students;
 pub mod log_cleanup;

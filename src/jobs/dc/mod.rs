@@ -1,0 +1,3 @@
+//! DC (data controller) jobs.
+
+pub mod delete_unconsented_data;

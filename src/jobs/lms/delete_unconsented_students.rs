@@ -1,0 +1,146 @@
+//! LMS-01-007 — delete the personal data of students without consent.
+//!
+//! For every student of the set defined in [`crate::jobs::privacy`] (no
+//! `PRVC_PROVIDE` consent, grace period `[jobs.privacy] grace_days` passed
+//! as of the reference time): clears `user_nm` and `email` and sets
+//! `del_yn = 'Y'` in `tb_lms_user`, and deletes the student's rows in
+//! [`TABLES`]. Lecture membership (`tb_lms_lecture_member`) and aggregate
+//! statistics without a user id stay; nothing else is touched. Daily at 03:30.
+//!
+//! Students go in batches of `batch_size`; a batch — selection, every
+//! delete, the user update and the audit row's update — is one transaction,
+//! all or nothing. `pause_ms` between batches; a stop request ends the run
+//! between batches.
+//!
+//! Rerun: safe. The set ignores `del_yn`, so the run after a killed one
+//! finishes what is left and a run with nothing left changes nothing.
+//! `--dry-run` counts per table what would change (in the run's details) and
+//! changes nothing. Each real run writes a `batch_privacy_audit` row: counts
+//! per table and salted hashes of the students changed — never ids, names or
+//! e-mails, here or in the logs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::jobs::privacy::{self, ConsentRule, Tally};
+use crate::runtime::{Job, JobContext};
+
+pub const ID: &str = "LMS-01-007";
+
+/// The student's rows deleted outright, all keyed by `user_id`. The
+/// contract's list, in its order; lecture membership is deliberately absent.
+pub const TABLES: [&str; 11] = [
+    "tb_lms_lrn_result",
+    "tb_lms_lrn_session",
+    "tb_lms_lrn_progress",
+    "tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys",
+    "tb_lms_keris_token",
+    "tb_lms_assignment_submit",
+    "tb_lms_ntcn_msg",
+    "tb_lms_stdnt_cmpt_idx_daily",
+    "tb_lms_stdnt_lrn_stats_daily",
+    "tb_lms_access_log",
+    "tb_lms_login_hist",
+];
+
+/// The key under which cleared `tb_lms_user` rows are counted.
+pub const USER_TABLE: &str = "tb_lms_user";
+
+pub struct DeleteUnconsentedStudents;
+
+/// Rows changed per table by this date's runs so far: the checkpoint, so a
+/// killed run's history shows how far it got. Deliberately no student id.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Progress {
+    changed: BTreeMap<String, u64>,
+}
+
+#[async_trait::async_trait]
+impl Job for DeleteUnconsentedStudents {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings = &ctx.settings().jobs.privacy;
+        let salt = privacy::audit_salt(settings)?;
+        let rule = ConsentRule { reference_time: ctx.reference_time(), grace_days: settings.grace_days };
+        ctx.set_detail("grace_days", settings.grace_days);
+        ctx.set_detail("cutoff", rule.cutoff());
+        if !ctx.dry_run {
+            privacy::start_audit(ctx.pg(), ctx.run_id, ID, ctx.business_date, &rule).await?;
+        }
+        let mut progress: Progress = ctx.load_checkpoint().await?.unwrap_or_default();
+        let mut run = Tally::default();
+        let mut after: Option<Uuid> = None;
+        let mut students_seen = 0u64;
+        loop {
+            ctx.stop_point()?;
+            let mut tx = ctx.pg().begin().await.context("Failed to begin a batch transaction")?;
+            let students = privacy::next_students(&mut tx, &rule, after, settings.batch_size).await?;
+            let Some(last) = students.last().copied() else { break };
+            after = Some(last);
+            let batch = erase_students(&mut tx, &students, ctx.dry_run).await?;
+            run.merge(&batch);
+            if ctx.dry_run {
+                tx.rollback().await.context("Failed to roll back a dry-run batch")?;
+            } else {
+                let hashes = privacy::hashes(&salt, &batch.students);
+                privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
+                tx.commit().await.context("Failed to commit a batch of student deletions")?;
+                ctx.counts.add_written(batch.total());
+                for (table, n) in &batch.counts {
+                    *progress.changed.entry(table.clone()).or_default() += n;
+                }
+            }
+            students_seen += students.len() as u64;
+            ctx.counts.add_read(students.len() as u64);
+            ctx.save_checkpoint(&progress).await?;
+            tracing::info!(students = students.len(), changed_students = batch.students.len(), rows = batch.total(), "batch done");
+            if students.len() < settings.batch_size as usize {
+                break;
+            }
+            ctx.pause(Duration::from_millis(settings.pause_ms)).await;
+        }
+        ctx.set_detail("students_in_set", students_seen);
+        ctx.set_detail("students_changed", run.students.len());
+        ctx.set_detail(if ctx.dry_run { "would_change" } else { "changed" }, &run.counts);
+        if !ctx.dry_run {
+            ctx.set_detail("changed_including_earlier_runs", &progress.changed);
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the rows of `students` in every table of [`TABLES`] and clears
+/// their `tb_lms_user` rows — or, for a dry run, counts what would change.
+/// The caller owns the transaction.
+#[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
+pub async fn erase_students(conn: &mut PgConnection, students: &[Uuid], dry_run: bool) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    for table in TABLES {
+        let rows = privacy::delete_rows(conn, table, students, dry_run).await?;
+        tally.add(table, &rows);
+    }
+    let cleared = clear_users(conn, students, dry_run).await?;
+    tally.add(USER_TABLE, &cleared.into_iter().map(|id| (id, 1)).collect::<Vec<_>>());
+    Ok(tally)
+}
+
+/// Clears name and e-mail and sets `del_yn = 'Y'` of the students whose row
+/// still needs it; returns them. Only students: the type is checked again.
+async fn clear_users(conn: &mut PgConnection, students: &[Uuid], dry_run: bool) -> anyhow::Result<Vec<Uuid>> {
+    const NEEDS_IT: &str = "user_id = ANY($1) AND user_type = 'S'
+                            AND (user_nm IS NOT NULL OR email IS NOT NULL OR del_yn <> 'Y')";
+    let sql = if dry_run {
+        format!("SELECT user_id FROM tb_lms_user WHERE {NEEDS_IT}")
+    } else {
+        format!("UPDATE tb_lms_user SET user_nm = NULL, email = NULL, del_yn = 'Y' WHERE {NEEDS_IT} RETURNING user_id")
+    };
+    sqlx::query_scalar(&sql)
+        .bind(students)
+        .fetch_all(conn)
+        .await
+        .context("Failed to clear the personal data of students in tb_lms_user")
+}

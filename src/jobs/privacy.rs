@@ -1,0 +1,234 @@
+//! What LMS-01-007 and DC-01-003 share: which students lose their personal
+//! data, how they appear in the audit, and the audit itself.
+//!
+//! The set (one definition, used by both jobs): students (`user_type = 'S'`;
+//! teachers and parents never) with no `PRVC_PROVIDE` row in
+//! `tb_lms_user_consent`, or with `agree_yn = 'N'`, whose grace period
+//! (`[jobs.privacy] grace_days`, default 30) has passed strictly before the
+//! run's reference time. The grace period runs from
+//! - `withdraw_dt` when the student withdrew consent;
+//! - `reg_dt` when there is no row (never asked or never answered);
+//! - for `agree_yn = 'N'` without `withdraw_dt`: the later of `reg_dt` and
+//!   `agree_dt`. Normally that is `reg_dt` (declined at registration); when an
+//!   `agree_dt` later than `reg_dt` is recorded, the student did agree at some
+//!   point and the withdrawal date was lost, so the latest moment known is
+//!   used: deleting a student too early is worse than a day's delay.
+//!
+//! A student who consented again (`agree_yn = 'Y'`) is not in the set,
+//! whatever `withdraw_dt` says.
+//!
+//! The set ignores `del_yn`: a student stays in it for good, so a run after a
+//! killed run (or after the LMS wrote new rows for the student) deletes what
+//! is left, and for a student with nothing left every step is a no-op (one
+//! index probe per table). The audit lists only students for whom the run
+//! changed something.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Duration, Utc};
+use secrecy::ExposeSecret as _;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::config::PrivacySettings;
+
+/// The consent rule of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentRule {
+    pub reference_time: DateTime<Utc>,
+    pub grace_days: u32,
+}
+
+impl ConsentRule {
+    /// A grace period that started before this instant has passed.
+    pub fn cutoff(&self) -> DateTime<Utc> {
+        self.reference_time - Duration::days(i64::from(self.grace_days))
+    }
+}
+
+/// The next at most `limit` students of the set with ids after `after`, in
+/// id order (keyset pagination: no OFFSET, and a student deleted meanwhile
+/// does not shift the pages).
+#[tracing::instrument(skip_all, fields(cutoff = %rule.cutoff(), limit), err)]
+pub async fn next_students(
+    conn: &mut PgConnection,
+    rule: &ConsentRule,
+    after: Option<Uuid>,
+    limit: u32,
+) -> anyhow::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT u.user_id
+           FROM tb_lms_user u
+           LEFT JOIN tb_lms_user_consent c
+                  ON c.user_id = u.user_id AND c.consent_type = 'PRVC_PROVIDE'
+          WHERE u.user_type = 'S'
+            AND (c.user_id IS NULL OR c.agree_yn = 'N')
+            AND COALESCE(c.withdraw_dt, GREATEST(u.reg_dt, c.agree_dt)) < $1
+            AND ($2::uuid IS NULL OR u.user_id > $2)
+          ORDER BY u.user_id
+          LIMIT $3",
+    )
+    .bind(rule.cutoff())
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .context("Failed to select students without consent from tb_lms_user / tb_lms_user_consent")
+}
+
+/// The audit's name for a student: SHA-256 of salt and the canonical
+/// (lower-case, hyphenated) id, hex. Both jobs produce the same hash.
+pub fn student_hash(salt: &str, user_id: Uuid) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt.as_bytes());
+    hasher.update(user_id.hyphenated().to_string().as_bytes());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The configured salt; the jobs refuse to run without one.
+pub fn audit_salt(settings: &PrivacySettings) -> anyhow::Result<String> {
+    match settings.audit_salt.as_ref().map(|s| s.expose_secret().to_string()) {
+        Some(salt) if !salt.is_empty() => Ok(salt),
+        _ => anyhow::bail!(
+            "missing required configuration key `jobs.privacy.audit_salt` \
+             (set it in the profile file or in the environment as AIDT__JOBS__PRIVACY__AUDIT_SALT)"
+        ),
+    }
+}
+
+/// Rows (or documents) per table (or collection), and the students they
+/// belonged to.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub counts: BTreeMap<String, u64>,
+    pub students: BTreeSet<Uuid>,
+}
+
+impl Tally {
+    /// Adds `rows` (student, rows of that student) found in `table`.
+    pub fn add(&mut self, table: &str, rows: &[(Uuid, i64)]) {
+        let entry = self.counts.entry(table.to_string()).or_default();
+        for (user_id, n) in rows {
+            *entry += *n as u64;
+            if *n > 0 {
+                self.students.insert(*user_id);
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        for (table, n) in &other.counts {
+            *self.counts.entry(table.clone()).or_default() += n;
+        }
+        self.students.extend(other.students.iter().copied());
+    }
+}
+
+/// Deletes (or, for a dry run, counts) the rows of `students` in `table`;
+/// returns the rows per student. `table` comes from a job's constant list.
+pub async fn delete_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    students: &[Uuid],
+    dry_run: bool,
+) -> anyhow::Result<Vec<(Uuid, i64)>> {
+    let sql = if dry_run {
+        format!("SELECT user_id, count(*) FROM {table} WHERE user_id = ANY($1) GROUP BY user_id")
+    } else {
+        format!(
+            "WITH d AS (DELETE FROM {table} WHERE user_id = ANY($1) RETURNING user_id)
+             SELECT user_id, count(*) FROM d GROUP BY user_id"
+        )
+    };
+    sqlx::query_as(&sql)
+        .bind(students)
+        .fetch_all(conn)
+        .await
+        .with_context(|| format!("Failed to delete the rows of students without consent from {table}"))
+}
+
+/// Creates the run's audit row (empty); batches fill it in.
+pub async fn start_audit(
+    pg: &PgPool,
+    run_id: i64,
+    job_id: &str,
+    business_date: chrono::NaiveDate,
+    rule: &ConsentRule,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO batch_privacy_audit (run_id, job_id, business_date, dry_run, reference_time, grace_days)
+         VALUES ($1, $2, $3, false, $4, $5)
+         ON CONFLICT (run_id) DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(job_id)
+    .bind(business_date)
+    .bind(rule.reference_time)
+    .bind(rule.grace_days as i32)
+    .execute(pg)
+    .await
+    .context("Failed to create the run's row in batch_privacy_audit")?;
+    Ok(())
+}
+
+/// Records a committed batch: the run's counts so far and the hashes of the
+/// batch's students. Called in the batch's own transaction where it has one.
+pub async fn record_batch(
+    conn: &mut PgConnection,
+    run_id: i64,
+    run_counts: &BTreeMap<String, u64>,
+    hashes: &[String],
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE batch_privacy_audit
+            SET counts = $2,
+                -- Kept sorted, so the order says nothing about ids or batches.
+                student_hashes = ARRAY(SELECT DISTINCT h FROM unnest(student_hashes || $3) h ORDER BY h),
+                updated_at = now()
+          WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(serde_json::to_value(run_counts)?)
+    .bind(hashes)
+    .execute(conn)
+    .await
+    .context("Failed to record a batch in batch_privacy_audit")?;
+    Ok(())
+}
+
+/// Sorted hashes of `students`: the order says nothing about the ids.
+pub fn hashes(salt: &str, students: &BTreeSet<Uuid>) -> Vec<String> {
+    let mut hashes: Vec<String> = students.iter().map(|id| student_hash(salt, *id)).collect();
+    hashes.sort();
+    hashes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privacy_hash_is_salted_sha256_hex_of_the_canonical_id() {
+        let id = Uuid::parse_str("5D0C7D6C-1111-4C3B-9A21-000000000001").unwrap();
+        let h = student_hash("salt", id);
+        assert_eq!(h.len(), 64);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let mut expected = Sha256::new();
+        expected.update(b"salt5d0c7d6c-1111-4c3b-9a21-000000000001");
+        let expected: String = expected.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(h, expected);
+        assert_ne!(h, student_hash("other", id));
+    }
+
+    #[test]
+    fn privacy_cutoff_is_grace_days_before_the_reference_time() {
+        let rule = ConsentRule { reference_time: "2026-11-24T03:30:00Z".parse().unwrap(), grace_days: 30 };
+        assert_eq!(rule.cutoff().to_rfc3339(), "2026-10-25T03:30:00+00:00");
+    }
+}

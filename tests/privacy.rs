@@ -1,0 +1,537 @@
+//! LMS-01-007 and DC-01-003 (deletion of the personal data of students
+//! without consent) against real PostgreSQL and MongoDB.
+//!
+//! Business date 2026-06-15: the reference time is 2026-06-16 00:00 KST, so
+//! with 30 days' grace the cutoff is 2026-05-17 00:00 KST. "Past" anchors are
+//! 31 days before the reference time, "short" ones 29 days.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aidt_batch::jobs::privacy::{self, ConsentRule};
+use futures::TryStreamExt as _;
+use mongodb::bson::{doc, Document};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const BUSINESS_DATE: &str = "2026-06-15";
+const PAST: &str = "2026-05-16 00:00:00+09";
+const SHORT: &str = "2026-05-18 00:00:00+09";
+const EXACT: &str = "2026-05-17 00:00:00+09";
+const LONG_AGO: &str = "2025-03-01 00:00:00+09";
+const SALT: &str = "local-privacy-audit-salt";
+
+/// The student's tables the LMS job empties.
+const LMS_TABLES: [&str; 11] = aidt_batch::jobs::lms::delete_unconsented_students::TABLES;
+/// Every table the seed writes, with whether it has a `user_id` column.
+const ALL_TABLES: [(&str, bool); 16] = [
+    ("tb_lms_lrn_result", true),
+    ("tb_lms_lrn_session", true),
+    ("tb_lms_lrn_progress", true),
+    ("tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys", true),
+    ("tb_lms_keris_token", true),
+    ("tb_lms_assignment_submit", true),
+    ("tb_lms_ntcn_msg", true),
+    ("tb_lms_stdnt_cmpt_idx_daily", true),
+    ("tb_lms_stdnt_lrn_stats_daily", true),
+    ("tb_lms_access_log", true),
+    ("tb_lms_login_hist", true),
+    ("tb_dc_error_data_info", true),
+    ("tb_lms_user", true),
+    ("tb_lms_user_consent", true),
+    ("tb_lms_lecture_member", true),
+    ("tb_lms_school", false),
+];
+const COLLECTIONS: [&str; 2] = ["statements", "keris_batch_data"];
+
+/// One seeded user: who, and whether the consent rule selects them.
+struct Person {
+    id: Uuid,
+    user_type: &'static str,
+    reg_dt: &'static str,
+    /// (agree_yn, agree_dt, withdraw_dt) of the PRVC_PROVIDE row, if any.
+    consent: Option<(&'static str, Option<&'static str>, Option<&'static str>)>,
+    selected: bool,
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x5d0c_7d6c_0000_4000_8000_0000_0000_0000 + n)
+}
+
+fn people() -> Vec<Person> {
+    let p = |n, user_type, reg_dt, consent, selected| Person { id: id(n), user_type, reg_dt, consent, selected };
+    vec![
+        // No PRVC_PROVIDE row: grace from reg_dt.
+        p(1, "S", PAST, None, true),
+        p(2, "S", SHORT, None, false),
+        p(3, "S", EXACT, None, false),
+        // Withdrawn: grace from withdraw_dt, however old reg_dt is.
+        p(4, "S", LONG_AGO, Some(("N", Some(LONG_AGO), Some(PAST))), true),
+        p(5, "S", LONG_AGO, Some(("N", Some(LONG_AGO), Some(SHORT))), false),
+        // Declined (N, never agreed, no withdraw_dt): grace from reg_dt.
+        p(6, "S", PAST, Some(("N", None, None)), true),
+        p(7, "S", SHORT, Some(("N", None, None)), false),
+        // N without withdraw_dt but a later agree_dt: grace from agree_dt.
+        p(8, "S", LONG_AGO, Some(("N", Some(SHORT), None)), false),
+        p(9, "S", LONG_AGO, Some(("N", Some(PAST), None)), true),
+        // Consent given; withdrawn long ago and given again.
+        p(10, "S", LONG_AGO, Some(("Y", Some(LONG_AGO), None)), false),
+        p(11, "S", LONG_AGO, Some(("Y", Some(SHORT), Some(LONG_AGO))), false),
+        // Teachers and parents, never.
+        p(12, "T", LONG_AGO, None, false),
+        p(13, "P", LONG_AGO, Some(("N", Some(LONG_AGO), Some(LONG_AGO))), false),
+        p(14, "T", LONG_AGO, Some(("N", None, None)), false),
+        // Only another consent type: no PRVC_PROVIDE row.
+        p(15, "S", LONG_AGO, None, true),
+    ]
+}
+
+fn selected() -> Vec<Uuid> {
+    people().into_iter().filter(|p| p.selected).map(|p| p.id).collect()
+}
+
+fn q(s: Option<&str>) -> String {
+    s.map_or("NULL".into(), |v| format!("'{v}'"))
+}
+
+/// Every user with rows in every table, documents in both collections and
+/// error rows; plus rows without a user id. Deterministic (fixed ids and
+/// times), so two databases seeded alike compare equal.
+async fn seed(env: &TestEnv) {
+    let mut sql = String::from(
+        "INSERT INTO tb_lms_school VALUES ('SCH1', 'Test school', 'M');
+         INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at) VALUES (NULL, '/anon', '10.0.0.9', '2026-06-01 00:00:00+09');
+         INSERT INTO tb_dc_error_data_info (job_id, base_dt, partner_id, user_id, statement_id, err_code, created_at, upd_dt)
+           VALUES ('DC-01-001', '2026-06-01', '00000000-0000-4000-8000-0000000000aa', NULL, '00000000-0000-4000-8000-0000000000bb', 'E1', '2026-06-01 00:00:00+09', '2026-06-01 00:00:00+09');\n",
+    );
+    for (i, p) in people().iter().enumerate() {
+        let u = p.id;
+        let t = p.user_type;
+        sql += &format!(
+            "INSERT INTO tb_lms_user (user_id, partner_id, user_type, school_id, grade, class_no, user_nm, email, reg_dt)
+               VALUES ('{u}', '00000000-0000-4000-8000-0000000000aa', '{t}', 'SCH1', 2, 3, 'Name {i}', 'user{i}@example.com', '{reg}');
+             INSERT INTO tb_lms_user_consent VALUES ('{u}', 'MARKETING', 'Y', '{LONG_AGO}', NULL);
+             INSERT INTO tb_lms_lecture_member VALUES ('LEC1', '{u}');
+             INSERT INTO tb_lms_lrn_result (user_id, lecture_code, item_id, content_id, std_sys_id, correct_yn, score, duration_sec, solved_at)
+               VALUES ('{u}', 'LEC1', 'I1', 'C1', 'SS1', 'Y', 90, 30, '2026-06-01 10:00:00+09'),
+                      ('{u}', 'LEC1', 'I2', 'C1', 'SS2', 'N', 10, 40, '2026-06-02 10:00:00+09');
+             INSERT INTO tb_lms_lrn_session (user_id, lecture_code, started_at) VALUES ('{u}', 'LEC1', '2026-06-01 09:00:00+09');
+             INSERT INTO tb_lms_lrn_progress (user_id, std_sys_id, progress_rate, upd_dt) VALUES ('{u}', 'SS1', 50, '2026-06-01 00:00:00+09');
+             INSERT INTO tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys (user_id, std_sys_id, lecture_code, score, upd_dt)
+               VALUES ('{u}', 'SS1', 'LEC1', 80, '2026-06-01 00:00:00+09');
+             INSERT INTO tb_lms_keris_token VALUES ('{u}', 'token{i}', 'access{i}', '2026-06-01 00:00:00+09');
+             INSERT INTO tb_lms_assignment_submit VALUES (1, '{u}', '2026-06-01 00:00:00+09'), (2, '{u}', NULL);
+             INSERT INTO tb_lms_ntcn_msg (user_id, msg_type, ref_key, title, body, created_at)
+               VALUES ('{u}', 'PRAISE', 'k{i}', 'Well done', 'Name {i}', '2026-06-01 00:00:00+09');
+             INSERT INTO tb_lms_stdnt_cmpt_idx_daily (base_dt, user_id, solved_cnt) VALUES ('2026-06-01', '{u}', 2), ('2026-06-02', '{u}', 1);
+             INSERT INTO tb_lms_stdnt_lrn_stats_daily (base_dt, user_id, lecture_code, item_cnt) VALUES ('2026-06-01', '{u}', 'LEC1', 2);
+             INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at)
+               VALUES ('{u}', '/a', '10.0.0.1', '2026-06-01 00:00:00+09'), ('{u}', '/b', '10.0.0.1', '2026-06-02 00:00:00+09');
+             INSERT INTO tb_lms_login_hist (user_id, user_type, login_at, ip) VALUES ('{u}', '{t}', '2026-06-01 00:00:00+09', '10.0.0.1');
+             INSERT INTO tb_dc_error_data_info (job_id, base_dt, partner_id, user_id, statement_id, err_code, created_at, upd_dt)
+               VALUES ('DC-01-001', '2026-06-01', '00000000-0000-4000-8000-0000000000aa', '{u}', '{stmt}', 'E1', '2026-06-01 00:00:00+09', '2026-06-01 00:00:00+09');\n",
+            reg = p.reg_dt,
+            stmt = Uuid::from_u128(0xe000 + i as u128),
+        );
+        if let Some((agree, agree_dt, withdraw_dt)) = p.consent {
+            sql += &format!(
+                "INSERT INTO tb_lms_user_consent VALUES ('{u}', 'PRVC_PROVIDE', '{agree}', {}, {});\n",
+                q(agree_dt),
+                q(withdraw_dt)
+            );
+        }
+    }
+    sqlx::raw_sql(&sql).execute(env.pg()).await.unwrap();
+
+    let db = &env.app.mongo;
+    let mut statements = vec![doc! { "_id": "s-anon", "user_id": mongodb::bson::Bson::Null, "partner_id": "p" }];
+    let mut batch_data = vec![doc! { "_id": "b-other", "user_id": Uuid::from_u128(99).to_string(), "base_dt": "2026-06-01" }];
+    for (i, p) in people().iter().enumerate() {
+        for k in 0..2 {
+            statements.push(doc! { "_id": format!("s-{i}-{k}"), "user_id": p.id.to_string(), "partner_id": "p", "statement": { "verb": "answered" } });
+            batch_data.push(doc! { "_id": format!("b-{i}-{k}"), "user_id": p.id.to_string(), "base_dt": "2026-06-01", "status": "SENT" });
+        }
+    }
+    db.collection::<Document>("statements").insert_many(statements).await.unwrap();
+    db.collection::<Document>("keris_batch_data").insert_many(batch_data).await.unwrap();
+}
+
+/// (row count, md5 of the rows) of `table`, leaving out the rows of `except`.
+async fn fingerprint(pg: &PgPool, table: &str, has_user: bool, except: &[Uuid]) -> (i64, Option<String>) {
+    let filter = if has_user { "t.user_id IS NULL OR t.user_id <> ALL($1)" } else { "$1::uuid[] IS NOT NULL" };
+    sqlx::query_as(&format!(
+        "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t WHERE {filter}"
+    ))
+    .bind(except)
+    .fetch_one(pg)
+    .await
+    .unwrap()
+}
+
+/// Fingerprints of every table, leaving out the rows of `except`.
+async fn pg_state(pg: &PgPool, except: &[Uuid]) -> BTreeMap<&'static str, (i64, Option<String>)> {
+    let mut state = BTreeMap::new();
+    for (table, has_user) in ALL_TABLES {
+        state.insert(table, fingerprint(pg, table, has_user, except).await);
+    }
+    // The selected students' user rows, minus the columns the job clears.
+    let kept_cols: (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), md5(string_agg(x::text, ',' ORDER BY x::text))
+           FROM (SELECT user_id, partner_id, user_type, school_id, grade, class_no, reg_dt FROM tb_lms_user) x",
+    )
+    .fetch_one(pg)
+    .await
+    .unwrap();
+    state.insert("tb_lms_user (uncleared columns)", kept_cols);
+    state
+}
+
+/// Every document of each collection but those of `except`, in `_id` order.
+async fn mongo_state(env: &TestEnv, except: &[Uuid]) -> BTreeMap<&'static str, Vec<Document>> {
+    let except: Vec<String> = except.iter().map(Uuid::to_string).collect();
+    let mut state = BTreeMap::new();
+    for name in COLLECTIONS {
+        let docs: Vec<Document> = env
+            .app
+            .mongo
+            .collection::<Document>(name)
+            .find(doc! { "user_id": { "$nin": except.clone() } })
+            .sort(doc! { "_id": 1 })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        state.insert(name, docs);
+    }
+    state
+}
+
+async fn rows_of(pg: &PgPool, table: &str, users: &[Uuid]) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE user_id = ANY($1)"))
+        .bind(users)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+async fn docs_of(env: &TestEnv, collection: &str, users: &[Uuid]) -> u64 {
+    let ids: Vec<String> = users.iter().map(Uuid::to_string).collect();
+    env.app.mongo.collection::<Document>(collection).count_documents(doc! { "user_id": { "$in": ids } }).await.unwrap()
+}
+
+async fn details(pg: &PgPool, run_id: i64) -> serde_json::Value {
+    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run_id).fetch_one(pg).await.unwrap()
+}
+
+/// (counts, student_hashes) of a run's audit row.
+async fn audit(pg: &PgPool, run_id: i64) -> (serde_json::Value, Vec<String>) {
+    sqlx::query_as("SELECT counts, student_hashes FROM batch_privacy_audit WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+fn expected_hashes(users: &[Uuid]) -> Vec<String> {
+    let mut h: Vec<String> = users.iter().map(|u| privacy::student_hash(SALT, *u)).collect();
+    h.sort();
+    h
+}
+
+/// Rows per table each selected student had in the seed.
+fn lms_counts(students: u64) -> serde_json::Value {
+    let per_student = [
+        ("tb_lms_lrn_result", 2),
+        ("tb_lms_lrn_session", 1),
+        ("tb_lms_lrn_progress", 1),
+        ("tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys", 1),
+        ("tb_lms_keris_token", 1),
+        ("tb_lms_assignment_submit", 2),
+        ("tb_lms_ntcn_msg", 1),
+        ("tb_lms_stdnt_cmpt_idx_daily", 2),
+        ("tb_lms_stdnt_lrn_stats_daily", 1),
+        ("tb_lms_access_log", 2),
+        ("tb_lms_login_hist", 1),
+        ("tb_lms_user", 1),
+    ];
+    per_student.iter().map(|(t, n)| (t.to_string(), serde_json::json!(n * students))).collect::<serde_json::Map<_, _>>().into()
+}
+
+fn dc_counts(students: u64) -> serde_json::Value {
+    serde_json::json!({ "statements": 2 * students, "keris_batch_data": 2 * students, "tb_dc_error_data_info": students })
+}
+
+#[tokio::test]
+async fn privacy_set_holds_exactly_the_students_without_consent_past_their_grace_period() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let rule = ConsentRule {
+        reference_time: aidt_batch::time::start_of_day_seoul(date(BUSINESS_DATE).succ_opt().unwrap()),
+        grace_days: 30,
+    };
+    let mut conn = env.pg().acquire().await.unwrap();
+    let all = privacy::next_students(&mut conn, &rule, None, 100).await.unwrap();
+    let mut expected = selected();
+    expected.sort();
+    assert_eq!(all, expected);
+
+    // Pages of two add up to the same set, in order.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = privacy::next_students(&mut conn, &rule, after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().copied();
+        paged.extend(page);
+    }
+    assert_eq!(paged, expected);
+
+    // The grace period is configuration: with 500 days nobody is in (the
+    // oldest anchor is ~470 days old); with 28 days the SHORT ones are.
+    let longer = ConsentRule { grace_days: 500, ..rule };
+    assert!(privacy::next_students(&mut conn, &longer, None, 100).await.unwrap().is_empty());
+    let shorter = ConsentRule { grace_days: 28, ..rule };
+    let with_short = privacy::next_students(&mut conn, &shorter, None, 100).await.unwrap();
+    for n in [2, 3, 5, 7, 8] {
+        assert!(with_short.contains(&id(n)), "student {n} is in with 28 days' grace");
+    }
+    for n in [10, 11, 12, 13, 14] {
+        assert!(!with_short.contains(&id(n)), "user {n} never is");
+    }
+}
+
+#[tokio::test]
+async fn lms_01_007_clears_exactly_the_unconsented_students_and_touches_nothing_else() {
+    let mut env = TestEnv::new().await;
+    env.configure(|s| s.jobs.privacy.batch_size = 2);
+    seed(&env).await;
+    let gone = selected();
+    let before = pg_state(env.pg(), &gone).await;
+    for table in LMS_TABLES {
+        assert!(rows_of(env.pg(), table, &gone).await >= gone.len() as i64, "seeded {table}");
+    }
+
+    let run = env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+
+    for table in LMS_TABLES {
+        assert_eq!(rows_of(env.pg(), table, &gone).await, 0, "{table}: the students' rows are gone");
+    }
+    let users: Vec<(Option<String>, Option<String>, String)> =
+        sqlx::query_as("SELECT user_nm, email, del_yn FROM tb_lms_user WHERE user_id = ANY($1)").bind(&gone).fetch_all(env.pg()).await.unwrap();
+    assert_eq!(users.len(), gone.len());
+    assert!(users.iter().all(|u| *u == (None, None, "Y".to_string())), "{users:?}");
+    // Lecture membership and DC data stay for LMS-01-007.
+    assert_eq!(rows_of(env.pg(), "tb_lms_lecture_member", &gone).await, gone.len() as i64);
+    assert_eq!(rows_of(env.pg(), "tb_dc_error_data_info", &gone).await, gone.len() as i64);
+    // Every other row, unchanged.
+    assert_eq!(pg_state(env.pg(), &gone).await, before);
+
+    let d = details(env.pg(), run).await;
+    assert_eq!(d["changed"], lms_counts(gone.len() as u64));
+    assert_eq!(d["students_changed"], gone.len());
+    let (counts, hashes) = audit(env.pg(), run).await;
+    assert_eq!(counts, lms_counts(gone.len() as u64));
+    assert_eq!(hashes, expected_hashes(&gone));
+}
+
+#[tokio::test]
+async fn dc_01_003_deletes_exactly_their_documents_and_error_rows() {
+    let mut env = TestEnv::new().await;
+    env.configure(|s| s.jobs.privacy.batch_size = 2);
+    seed(&env).await;
+    let gone = selected();
+    let before = pg_state(env.pg(), &gone).await;
+    let mongo_before = mongo_state(&env, &gone).await;
+    let lms_before = pg_state(env.pg(), &[]).await;
+
+    let run = env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
+
+    for name in COLLECTIONS {
+        assert_eq!(docs_of(&env, name, &gone).await, 0, "{name}: the students' documents are gone");
+    }
+    assert_eq!(rows_of(env.pg(), "tb_dc_error_data_info", &gone).await, 0);
+    assert_eq!(mongo_state(&env, &gone).await, mongo_before, "other documents unchanged");
+    assert_eq!(pg_state(env.pg(), &gone).await, before, "other rows unchanged");
+    // The LMS side of the students is LMS-01-007's: untouched here.
+    let after_all = pg_state(env.pg(), &[]).await;
+    for (table, state) in &lms_before {
+        if *table != "tb_dc_error_data_info" {
+            assert_eq!(after_all[table], *state, "{table}");
+        }
+    }
+
+    let d = details(env.pg(), run).await;
+    assert_eq!(d["deleted"], dc_counts(gone.len() as u64));
+    let (counts, hashes) = audit(env.pg(), run).await;
+    assert_eq!(counts, dc_counts(gone.len() as u64));
+    assert_eq!(hashes, expected_hashes(&gone));
+}
+
+#[tokio::test]
+async fn privacy_dry_runs_change_nothing_and_report_counts() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let gone = selected();
+    let pg_before = pg_state(env.pg(), &[]).await;
+    let mongo_before = mongo_state(&env, &[]).await;
+
+    let lms = env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), true).await;
+    let dc = env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), true).await;
+
+    assert_eq!(pg_state(env.pg(), &[]).await, pg_before);
+    assert_eq!(mongo_state(&env, &[]).await, mongo_before);
+    assert_eq!(details(env.pg(), lms).await["would_change"], lms_counts(gone.len() as u64));
+    assert_eq!(details(env.pg(), dc).await["would_delete"], dc_counts(gone.len() as u64));
+    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM batch_privacy_audit").fetch_one(env.pg()).await.unwrap();
+    assert_eq!(audits, 0, "a dry run writes no audit");
+}
+
+#[tokio::test]
+async fn privacy_rerun_is_a_no_op() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
+    env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+    let pg_after = pg_state(env.pg(), &[]).await;
+    let mongo_after = mongo_state(&env, &[]).await;
+
+    let dc = env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
+    let lms = env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+
+    assert_eq!(pg_state(env.pg(), &[]).await, pg_after);
+    assert_eq!(mongo_state(&env, &[]).await, mongo_after);
+    for run in [dc, lms] {
+        let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
+        assert_eq!(written, 0);
+        let (counts, hashes) = audit(env.pg(), run).await;
+        assert!(counts.as_object().unwrap().values().all(|n| n == 0), "{counts}");
+        assert!(hashes.is_empty(), "nobody changed, nobody listed");
+    }
+}
+
+#[tokio::test]
+async fn privacy_audit_and_logs_hold_hashes_never_raw_ids_names_or_emails() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let gone = selected();
+
+    let mut stderr_all = String::new();
+    for job in ["dc-01-003", "lms-01-007"] {
+        let out = env.run_cli(&[job, "--date", BUSINESS_DATE]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stderr_all += &stderr(&out);
+        stderr_all += &stdout(&out);
+    }
+
+    let rows: Vec<(String, Vec<String>, String)> =
+        sqlx::query_as("SELECT job_id, student_hashes, a::text FROM batch_privacy_audit a ORDER BY run_id").fetch_all(env.pg()).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let runs: Vec<String> = sqlx::query_scalar("SELECT details::text FROM batch_job_run").fetch_all(env.pg()).await.unwrap();
+    let checkpoints: Vec<String> = sqlx::query_scalar("SELECT data::text FROM batch_checkpoint").fetch_all(env.pg()).await.unwrap();
+    for (job, hashes, _) in &rows {
+        assert_eq!(*hashes, expected_hashes(&gone), "{job}");
+    }
+    let texts: Vec<&str> = rows.iter().map(|r| r.2.as_str()).chain(runs.iter().map(String::as_str)).chain(checkpoints.iter().map(String::as_str)).chain([stderr_all.as_str()]).collect();
+    for (i, p) in people().iter().enumerate() {
+        for text in &texts {
+            let lower = text.to_ascii_lowercase();
+            assert!(!lower.contains(&p.id.to_string()), "raw id of user {i} leaked: {text}");
+            assert!(!lower.contains(&p.id.simple().to_string()), "raw id of user {i} leaked: {text}");
+            assert!(!text.contains(&format!("Name {i}")) && !text.contains(&format!("user{i}@")), "name/e-mail leaked: {text}");
+        }
+    }
+}
+
+/// The end state of every table and collection (for comparing databases).
+async fn whole_state(env: &TestEnv) -> (BTreeMap<&'static str, (i64, Option<String>)>, BTreeMap<&'static str, Vec<Document>>) {
+    (pg_state(env.pg(), &[]).await, mongo_state(env, &[]).await)
+}
+
+#[tokio::test]
+async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
+    // The reference: a clean run of both jobs on the same seed.
+    let clean = TestEnv::new().await;
+    seed(&clean).await;
+    clean.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
+    clean.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+    let expected = whole_state(&clean).await;
+    drop(clean);
+
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let gone = selected();
+    for job in ["dc-01-003", "lms-01-007"] {
+        let mut child = env
+            .command(&[job, "--date", BUSINESS_DATE])
+            .env("AIDT__JOBS__PRIVACY__BATCH_SIZE", "1")
+            .env("AIDT__JOBS__PRIVACY__PAUSE_MS", "2000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        env.wait_until(
+            &format!("SELECT EXISTS (SELECT 1 FROM batch_job_run WHERE job_id = '{}' AND status = 'STARTED' AND write_cnt > 0)", job.to_uppercase()),
+            Duration::from_secs(30),
+        )
+        .await;
+        signal(child.id(), "KILL");
+        child.wait().unwrap();
+
+        if job == "lms-01-007" {
+            // Killed between batches: each student is done entirely or not at all.
+            let mut done = 0;
+            for user in &gone {
+                let cleared: bool = sqlx::query_scalar("SELECT del_yn = 'Y' FROM tb_lms_user WHERE user_id = $1").bind(user).fetch_one(env.pg()).await.unwrap();
+                let left: i64 = {
+                    let mut n = 0;
+                    for table in LMS_TABLES {
+                        n += rows_of(env.pg(), table, &[*user]).await;
+                    }
+                    n
+                };
+                assert!(cleared == (left == 0), "a batch is all or nothing");
+                done += cleared as usize;
+            }
+            assert!(done >= 1 && done < gone.len(), "killed mid-way: {done} of {} done", gone.len());
+        } else {
+            let left = docs_of(&env, "statements", &gone).await;
+            assert!(left > 0 && left < 2 * gone.len() as u64, "killed mid-way: {left} left");
+        }
+
+        let out = env.run_cli(&[job, "--date", BUSINESS_DATE]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+
+    assert_eq!(whole_state(&env).await, expected);
+    // The killed runs' audits plus the reruns' cover every student.
+    let hashes: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT h FROM batch_privacy_audit, unnest(student_hashes) h WHERE job_id = 'LMS-01-007' ORDER BY h",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(hashes, expected_hashes(&gone));
+}
+
+#[tokio::test]
+async fn privacy_jobs_refuse_to_run_without_an_audit_salt_and_change_nothing() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let pg_before = pg_state(env.pg(), &[]).await;
+    let mongo_before = mongo_state(&env, &[]).await;
+
+    for job in ["dc-01-003", "lms-01-007"] {
+        let out = env.command(&[job, "--date", BUSINESS_DATE]).env("AIDT__JOBS__PRIVACY__AUDIT_SALT", "").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("jobs.privacy.audit_salt"), "{}", stderr(&out));
+    }
+
+    assert_eq!(pg_state(env.pg(), &[]).await, pg_before);
+    assert_eq!(mongo_state(&env, &[]).await, mongo_before);
+}
