@@ -181,6 +181,8 @@ pub struct JobsSettings {
     pub log_cleanup: LogCleanupSettings,
     #[serde(default)]
     pub admin_dormancy: AdminDormancySettings,
+    #[serde(default)]
+    pub keris_dashboard: KerisDashboardSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +216,22 @@ pub struct AdminDormancySettings {
 impl Default for AdminDormancySettings {
     fn default() -> Self {
         Self { inactive_days: 15 }
+    }
+}
+
+/// LMS-01-008 and DC-01-004 (KERIS dashboard APIs 001–005).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KerisDashboardSettings {
+    /// Rows read per page (keyset pagination); `*_sent_at` is updated once per page.
+    pub page_size: u32,
+    /// At most this many user ids are listed per skip reason in the run's details.
+    pub max_reported_ids: usize,
+}
+
+impl Default for KerisDashboardSettings {
+    fn default() -> Self {
+        Self { page_size: 1000, max_reported_ids: 1000 }
     }
 }
 
@@ -377,6 +395,12 @@ impl Settings {
         if self.jobs.log_cleanup.batch_size == 0 {
             return Err(ConfigError::BadValue {
                 key: "jobs.log_cleanup.batch_size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.jobs.keris_dashboard.page_size == 0 {
+            return Err(ConfigError::BadValue {
+                key: "jobs.keris_dashboard.page_size".into(),
                 reason: "must be at least 1".into(),
             });
         }

@@ -1,4 +1,5 @@
 //! The jobs, one file each, grouped by the system whose batch JAR they replace.
 
 pub mod bo;
+pub mod dc;
 pub mod lms;

@@ -5,7 +5,7 @@
 //! `job:` field here.
 
 use super::job::Job;
-use crate::jobs::{bo, lms};
+use crate::jobs::{bo, dc, lms};
 
 /// The system whose Java batch JAR a job replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,13 +92,13 @@ pub static JOBS: &[JobDef] = &[
     JobDef { id: "LMS-01-005", system: Lms, name_ko: "학습 관리 시스템 칭찬 알림메세지 생성 일배치", name_en: "Create praise notifications (daily)", schedule: Cron("0 1 * * *"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: "LMS-01-006", system: Lms, name_ko: "학생 학습 통계 일배치", name_en: "Student learning statistics (daily)", schedule: Cron("0 6 * * *"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: "LMS-01-007", system: Lms, name_ko: "개인정보 제공 미동의 학생정보 삭제 일배치", name_en: "Delete data of students without consent (daily)", schedule: Cron("30 3 * * *"), schedule_note: None, default_date: Today, job: None },
-    JobDef { id: "LMS-01-008", system: Lms, name_ko: "Keris 대시보드 데이터 5종 배치", name_en: "KERIS dashboard data, 5 kinds", schedule: Cron("0 * * * *"), schedule_note: Some("the seed's text says every hour, its crontab `0 19 * * *`: hourly, as the text says"), default_date: Today, job: None },
+    JobDef { id: lms::keris_dashboard::ID, system: Lms, name_ko: "Keris 대시보드 데이터 5종 배치", name_en: "KERIS dashboard data, 5 kinds", schedule: Cron("0 * * * *"), schedule_note: Some("the seed's text says every hour, its crontab `0 19 * * *`: hourly, as the text says"), default_date: Today, job: Some(&lms::keris_dashboard::KerisDashboard) },
     JobDef { id: "LMS-01-009", system: Lms, name_ko: "LLM DATASET 생성 및 업로드", name_en: "Create and upload the LLM dataset", schedule: Unscheduled("the seed leaves it undecided (미정)"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: "LMS-01-010", system: Lms, name_ko: "코스ID별 표준체계코드 저장", name_en: "Save standard-system codes per course", schedule: Cron("30 4 * * *"), schedule_note: None, default_date: Today, job: None },
     JobDef { id: "DC-01-001", system: Dc, name_ko: "KERIS 학습 이력 데이터 일괄 전송", name_en: "Bulk send of learning history to KERIS", schedule: Cron("10 1 * * *"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: "DC-01-002", system: Dc, name_ko: "KERIS 학습 이력 데이터 재전송", name_en: "Resend of learning history to KERIS", schedule: Cron("0 5 * * *"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: "DC-01-003", system: Dc, name_ko: "개인정보 미동의 데이터 일괄 삭제", name_en: "Bulk delete of data without consent", schedule: Cron("0 3 * * *"), schedule_note: None, default_date: Today, job: None },
-    JobDef { id: "DC-01-004", system: Dc, name_ko: "KERIS 성취 수준 업데이트", name_en: "KERIS achievement-level update", schedule: Unscheduled("the seed leaves it undecided (미정, temporary job)"), schedule_note: None, default_date: Today, job: None },
+    JobDef { id: dc::achievement_levels::ID, system: Dc, name_ko: "KERIS 성취 수준 업데이트", name_en: "KERIS achievement-level update", schedule: Cron("50 4 * * *"), schedule_note: Some("the seed leaves it undecided (미정, temporary job); daily at dawn after LMS-01-008's 04:00 run refreshed the view, so it only creates the rows and fills the levels that refresh left missing, then sends their scores (API-005)"), default_date: Today, job: Some(&dc::achievement_levels::AchievementLevels) },
     JobDef { id: "LRS-01-001", system: Lrs, name_ko: "공공 배치데이터 집계(xAPI) 일배치", name_en: "Aggregate public batch data (xAPI), daily", schedule: Cron("10 0 * * *"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: "LRS-01-002", system: Lrs, name_ko: "공공 배치데이터 오류 재전송용 집계(xAPI) 일배치", name_en: "Aggregate batch data for error resend (xAPI)", schedule: Cron("30 23 * * *"), schedule_note: None, default_date: Today, job: None },
     JobDef { id: "LCMS-01-001", system: Lcms, name_ko: "콘텐츠, 문항 데이터 select 일배치", name_en: "Copy LCMS content and items (daily)", schedule: Cron("0 1 * * *"), schedule_note: Some("the seed's line passes no job id; this one does"), default_date: Today, job: None },

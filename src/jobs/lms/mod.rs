@@ -1,3 +1,4 @@
 //! LMS jobs.
 
+pub mod keris_dashboard;
 pub mod log_cleanup;
