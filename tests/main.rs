@@ -4,6 +4,7 @@ mod helpers;
 
 mod cli;
 mod config;
+mod dashboard;
 mod jobs_bo;
 mod jobs_lms;
 mod keris;
