@@ -227,11 +227,16 @@ pub struct KerisDashboardSettings {
     pub page_size: u32,
     /// At most this many user ids are listed per skip reason in the run's details.
     pub max_reported_ids: usize,
+    /// After this many transient failures in a row (retries used up) for one
+    /// partner, KERIS is taken to be down: the rest of that partner's events
+    /// are left for the next run instead of each waiting out its retries.
+    /// 0 never gives up.
+    pub give_up_after_transient_failures: u32,
 }
 
 impl Default for KerisDashboardSettings {
     fn default() -> Self {
-        Self { page_size: 1000, max_reported_ids: 1000 }
+        Self { page_size: 1000, max_reported_ids: 1000, give_up_after_transient_failures: 20 }
     }
 }
 

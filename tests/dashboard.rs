@@ -384,6 +384,34 @@ async fn transient_failures_are_retried_and_what_stays_unsent_goes_with_the_next
 }
 
 #[tokio::test]
+async fn when_keris_is_down_the_sender_gives_up_after_a_few_failures_and_the_next_run_sends_all() {
+    let sim = sim().await;
+    let mut env = env_for(&sim).await;
+    env.configure(|s| {
+        s.keris.max_concurrency = 1;
+        s.jobs.keris_dashboard.give_up_after_transient_failures = 2;
+    });
+    for _ in 0..5 {
+        one_of_each(env.pg()).await;
+    }
+    sim.set_faults(Faults { server_error_share: 1.0, stored_before_error_share: 0.0, ..Faults::default() });
+
+    let outcome = env.run_job(JOB, None, false).await;
+    assert_eq!(outcome.exit, Exit::CompletedWithErrors);
+    let attempts = u64::from(env.app.settings.keris.max_attempts);
+    assert_eq!(sim.stats().requests("API-001"), 2 * attempts, "two events tried, the rest deferred");
+    assert_eq!(sim.stats().requests("API-003") + sim.stats().requests("API-005"), 0);
+    let d = details(env.pg(), outcome.run_id.unwrap()).await;
+    assert_eq!(d["gave_up_partners"], serde_json::json!(["brand-a"]), "{d}");
+    assert_eq!(d["apis"]["API-001"]["failed_by_code"]["deferred"], 3, "{d}");
+
+    sim.set_faults(Faults::default());
+    env.run_ok(JOB, None, false).await;
+    assert_eq!(unsent(env.pg()).await, 0);
+    assert_eq!(sim.dashboard_events().len(), 25);
+}
+
+#[tokio::test]
 async fn a_permanent_rejection_is_recorded_with_its_code_and_the_run_goes_on() {
     let sim = sim().await;
     let env = env_for(&sim).await;

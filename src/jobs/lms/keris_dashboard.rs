@@ -29,7 +29,11 @@
 //! A `*_sent_at` is set — once per page, set-based — only for events KERIS
 //! answered `00000`. A failed event (transient after the client's retries,
 //! or a permanent `4xxxx` code, recorded in the details with its code) is
-//! counted as failed and left for the next run; the run goes on.
+//! counted as failed and left for the next run; the run goes on. After
+//! `jobs.keris_dashboard.give_up_after_transient_failures` transient
+//! failures in a row for one partner, KERIS is taken to be down for it and
+//! its remaining events are counted as failed (`deferred`) without being
+//! sent, so an outage does not make every event wait out its retries.
 //!
 //! Rerun: safe; what was sent is marked and not sent again, what failed is
 //! sent by the next run. A stop request ends the run between pages.
@@ -37,6 +41,7 @@
 //! reports per API how many events would be sent, and sends nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Context as _;
@@ -331,6 +336,8 @@ struct Report {
     skipped_unknown_partner: BTreeSet<Uuid>,
     skipped_unknown_partner_count: u64,
     rejections: Vec<Rejection>,
+    /// Partners (config names) whose remaining events were deferred.
+    gave_up: BTreeSet<String>,
 }
 
 /// Why an event is not sent.
@@ -349,6 +356,10 @@ pub struct DashboardSender<'a> {
     by_partner: HashMap<Uuid, usize>,
     page_size: i64,
     max_reported_ids: usize,
+    /// Per client: transient failures in a row, and the limit after which
+    /// the partner's remaining events are deferred to the next run.
+    transient_in_a_row: Vec<AtomicU32>,
+    give_up_after: u32,
     report: Mutex<Report>,
 }
 
@@ -369,10 +380,12 @@ impl<'a> DashboardSender<'a> {
         let job = &ctx.settings().jobs.keris_dashboard;
         Ok(Self {
             ctx,
+            transient_in_a_row: (0..clients.len()).map(|_| AtomicU32::new(0)).collect(),
             clients,
             by_partner,
             page_size: i64::from(job.page_size),
             max_reported_ids: job.max_reported_ids,
+            give_up_after: job.give_up_after_transient_failures,
             report: Mutex::new(Report::default()),
         })
     }
@@ -407,18 +420,7 @@ impl<'a> DashboardSender<'a> {
     /// Sends `events` — each a key and the requests that make it up, sent in
     /// order; an event counts as sent only if all its requests were accepted
     /// — concurrently per partner; returns the keys of the events sent.
-    ///
-    /// Boxed: the stream combinators' closures borrow `self`, and an
-    /// unboxed future of this shape trips rustc's higher-ranked `Send` check
-    /// in the `async_trait` job.
-    fn dispatch<K: Send + 'static>(
-        &self,
-        events: Vec<(K, StudentRef, Vec<DashboardRequestBuilder>)>,
-    ) -> futures::future::BoxFuture<'_, Vec<K>> {
-        Box::pin(self.dispatch_inner(events))
-    }
-
-    async fn dispatch_inner<K: Send + 'static>(&self, events: Vec<(K, StudentRef, Vec<DashboardRequestBuilder>)>) -> Vec<K> {
+    async fn dispatch<K: Send>(&self, events: Vec<(K, StudentRef, Vec<DashboardRequestBuilder>)>) -> Vec<K> {
         let mut per_partner: Vec<Vec<(K, Uuid, Vec<DashboardRequest>)>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
         for (key, student, builders) in events {
             match self.resolve(&student) {
@@ -436,14 +438,15 @@ impl<'a> DashboardSender<'a> {
         let mut partners = Vec::new();
         for (i, events) in per_partner.into_iter().enumerate() {
             let client = &self.clients[i];
-            let sends: Vec<_> = events.into_iter().map(|(key, user_id, requests)| self.send_event(client, key, user_id, requests)).collect();
+            let sends: Vec<_> =
+                events.into_iter().map(|(key, user_id, requests)| self.send_event(i, key, user_id, requests)).collect();
             partners.push(stream::iter(sends).buffer_unordered(client.options().max_concurrency.max(1)).collect::<Vec<Option<K>>>());
         }
         futures::future::join_all(partners).await.into_iter().flatten().flatten().collect()
     }
 
     /// Sends the requests of one event in order; `Some(key)` if all were accepted.
-    async fn send_event<K>(&self, client: &KerisClient, key: K, user_id: Uuid, requests: Vec<DashboardRequest>) -> Option<K> {
+    async fn send_event<K>(&self, client: usize, key: K, user_id: Uuid, requests: Vec<DashboardRequest>) -> Option<K> {
         for request in &requests {
             if !self.send_one(client, user_id, request).await {
                 return None;
@@ -452,10 +455,31 @@ impl<'a> DashboardSender<'a> {
         Some(key)
     }
 
-    async fn send_one(&self, client: &KerisClient, user_id: Uuid, request: &DashboardRequest) -> bool {
+    async fn send_one(&self, index: usize, user_id: Uuid, request: &DashboardRequest) -> bool {
         let api = request.api();
+        let client = &self.clients[index];
+        let in_a_row = &self.transient_in_a_row[index];
         self.ctx.counts.add_read(1);
+        if self.give_up_after > 0 && in_a_row.load(Ordering::Relaxed) >= self.give_up_after {
+            // KERIS looks down for this partner: leave the event for the next run.
+            self.ctx.counts.add_failed(1);
+            let mut report = self.report.lock().expect("report lock");
+            let tally = report.tallies.entry(api.id()).or_default();
+            tally.failed += 1;
+            *tally.failed_by_code.entry("deferred".into()).or_default() += 1;
+            report.gave_up.insert(client.partner_name().to_string());
+            return false;
+        }
         let result = request.send(client).await;
+        match &result {
+            Ok(_) => in_a_row.store(0, Ordering::Relaxed),
+            Err(e) if e.is_transient() => {
+                if in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == self.give_up_after {
+                    tracing::error!(partner = client.partner_name(), failures = self.give_up_after, "KERIS keeps failing for this partner; its remaining events wait for the next run");
+                }
+            }
+            Err(_) => {}
+        }
         let mut report = self.report.lock().expect("report lock");
         let tally = report.tallies.entry(api.id()).or_default();
         match result {
@@ -487,6 +511,9 @@ impl<'a> DashboardSender<'a> {
         self.ctx.set_detail("skipped_unknown_partner", &report.skipped_unknown_partner);
         self.ctx.set_detail("skipped_unknown_partner_events", report.skipped_unknown_partner_count);
         self.ctx.set_detail("rejected", &report.rejections);
+        if !report.gave_up.is_empty() {
+            self.ctx.set_detail("gave_up_partners", &report.gave_up);
+        }
         if !report.skipped_no_token.is_empty() || !report.skipped_unknown_partner.is_empty() {
             tracing::warn!(
                 no_token = report.skipped_no_token_count,
