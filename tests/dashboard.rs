@@ -546,3 +546,20 @@ async fn partner_id_and_student_tokens_never_appear_in_a_real_process_log() {
         assert!(!log.contains(&secret), "secret {secret} in the log:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn dc_01_004_dry_run_counts_rows_and_levels_and_changes_and_sends_nothing() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let pg = env.pg();
+    sqlx::query("INSERT INTO tb_lms_course_std_sys (course_id, std_sys_id) VALUES ('C-E', 'E4MATA01')").execute(pg).await.unwrap();
+    let user = student(pg, "SCH-E", PARTNER_ID, true).await;
+    result(pg, user, "L-E", "E4MATA01", 61.0).await;
+
+    let run_id = env.run_ok("DC-01-004", None, true).await;
+    let d = details(pg, run_id).await;
+    assert_eq!(d["would_create_rows"], 1, "{d}");
+    assert_eq!(d["would_fill_levels"], 0, "{d}");
+    assert_eq!(scalar_i64(pg, "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys").await, 0);
+    assert!(sim.requests().is_empty());
+}

@@ -49,9 +49,9 @@ impl Job for AchievementLevels {
         ctx.set_detail("filled_levels", filled);
 
         let sender = DashboardSender::new(ctx)?;
-        keris_dashboard::send_scores(&sender, ctx.pg(), Some(stamp)).await?;
+        let outcome = keris_dashboard::send_scores(&sender, ctx.pg(), Some(stamp)).await;
         sender.finish();
-        Ok(())
+        outcome
     }
 }
 

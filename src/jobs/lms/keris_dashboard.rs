@@ -178,15 +178,19 @@ impl Job for KerisDashboard {
         }
 
         let sender = DashboardSender::new(ctx)?;
-        send_sessions_started(&sender, ctx.pg()).await?;
-        send_sessions_ended(&sender, ctx.pg()).await?;
-        let refreshed = refresh_view(&mut *ctx.pg().acquire().await?, stamp).await?;
-        tracing::info!(rows = refreshed, "teacher-dashboard view refreshed");
-        ctx.set_detail("view_rows_refreshed", refreshed);
-        send_progress(&sender, ctx.pg()).await?;
-        send_scores(&sender, ctx.pg(), None).await?;
+        let outcome = async {
+            send_sessions_started(&sender, ctx.pg()).await?;
+            send_sessions_ended(&sender, ctx.pg()).await?;
+            let refreshed = refresh_view(&mut *ctx.pg().acquire().await?, stamp).await?;
+            tracing::info!(rows = refreshed, "teacher-dashboard view refreshed");
+            ctx.set_detail("view_rows_refreshed", refreshed);
+            send_progress(&sender, ctx.pg()).await?;
+            send_scores(&sender, ctx.pg(), None).await
+        }
+        .await;
+        // The figures so far, also when a stop request or an error ended the run.
         sender.finish();
-        Ok(())
+        outcome
     }
 }
 
