@@ -183,6 +183,8 @@ pub struct JobsSettings {
     pub admin_dormancy: AdminDormancySettings,
     #[serde(default)]
     pub privacy: PrivacySettings,
+    #[serde(default)]
+    pub keris_dashboard: KerisDashboardSettings,
 }
 
 /// LMS-01-007 and DC-01-003: deletion of students' data without consent.
@@ -237,6 +239,27 @@ pub struct AdminDormancySettings {
 impl Default for AdminDormancySettings {
     fn default() -> Self {
         Self { inactive_days: 15 }
+    }
+}
+
+/// LMS-01-008 and DC-01-004 (KERIS dashboard APIs 001–005).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KerisDashboardSettings {
+    /// Rows read per page (keyset pagination); `*_sent_at` is updated once per page.
+    pub page_size: u32,
+    /// At most this many user ids are listed per skip reason in the run's details.
+    pub max_reported_ids: usize,
+    /// After this many transient failures in a row (retries used up) for one
+    /// partner, KERIS is taken to be down: the rest of that partner's events
+    /// are left for the next run instead of each waiting out its retries.
+    /// 0 never gives up.
+    pub give_up_after_transient_failures: u32,
+}
+
+impl Default for KerisDashboardSettings {
+    fn default() -> Self {
+        Self { page_size: 1000, max_reported_ids: 1000, give_up_after_transient_failures: 20 }
     }
 }
 
@@ -406,6 +429,12 @@ impl Settings {
         if self.jobs.privacy.batch_size == 0 {
             return Err(ConfigError::BadValue {
                 key: "jobs.privacy.batch_size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.jobs.keris_dashboard.page_size == 0 {
+            return Err(ConfigError::BadValue {
+                key: "jobs.keris_dashboard.page_size".into(),
                 reason: "must be at least 1".into(),
             });
         }

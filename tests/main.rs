@@ -4,6 +4,7 @@ mod helpers;
 
 mod cli;
 mod config;
+mod dashboard;
 mod dev_seed;
 mod jobs_bo;
 mod jobs_lms;

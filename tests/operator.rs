@@ -26,6 +26,9 @@ fn crontab_lines_run_the_jobs_with_the_seeds_times_fixed() {
     assert!(active.iter().any(|l| l.starts_with("*/10 * * * * ") && l.contains("bo-01-002 --profile prod")));
     assert!(active.iter().any(|l| l.starts_with("5 0 * * * ") && l.contains("bo-01-005")));
     assert!(active.iter().any(|l| l.starts_with("0 4 * * * ") && l.contains("lms-01-001")));
+    assert!(active.iter().any(|l| l.starts_with("0 * * * * ") && l.contains("lms-01-008")));
+    // Unscheduled in the seed; at dawn after LMS-01-008's 04:00 run.
+    assert!(active.iter().any(|l| l.starts_with("50 4 * * * ") && l.contains("dc-01-004")));
     assert!(text.contains("# */30 * * * * ") || active.iter().any(|l| l.starts_with("*/30 ")));
     assert!(text.contains("lcms-01-001 --profile prod"));
     assert!(text.contains("unscheduled: the seed leaves it undecided"));

@@ -1,3 +1,4 @@
-//! DC (data controller) jobs.
+//! DC (data controller) jobs: what goes to KERIS, and deleting what may not.
 
+pub mod achievement_levels;
 pub mod delete_unconsented_data;

@@ -1,0 +1,565 @@
+//! LMS-01-008 (KERIS dashboard, API-001..005) and DC-01-004 (achievement
+//! levels) against the in-process KERIS simulator over real HTTP: request
+//! shapes, partial failures and resends, 429, reruns, skipped students,
+//! achievement-level cut-offs in SQL, and secrets kept out of a real
+//! process's logs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aidt_batch::config::PartnerSettings;
+use aidt_batch::jobs::lms::keris_dashboard::{achievement_level, level_letter, refresh_view, SchoolLevel};
+use aidt_batch::keris::simulator::{self, Faults, SimulatorConfig, SimulatorHandle};
+use aidt_batch::runtime::Exit;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{stderr, TestEnv};
+
+const PARTNER_ID: &str = "9a4e2f61-7c3b-4d8a-b1e5-2f6c8d0a4b17";
+const OTHER_PARTNER_ID: &str = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+const JOB: &str = "LMS-01-008";
+
+fn token_of(user: Uuid) -> String {
+    format!("student-token-{}", user.simple())
+}
+
+async fn sim() -> SimulatorHandle {
+    simulator::start(SimulatorConfig::default()).await.expect("start the simulator")
+}
+
+/// A test database whose KERIS points at `sim`, one partner `brand-a`,
+/// fast retries and no client-side rate limit.
+async fn env_for(sim: &SimulatorHandle) -> TestEnv {
+    let mut env = TestEnv::new().await;
+    let base = sim.base_url();
+    env.configure(|s| {
+        s.keris.api_domain = Some(base);
+        s.keris.partners = BTreeMap::from([(
+            "brand-a".to_string(),
+            PartnerSettings { partner_id: Some(SecretString::from(PARTNER_ID.to_string())) },
+        )]);
+        s.keris.base_backoff_ms = 5;
+        s.keris.max_backoff_ms = 20;
+        s.keris.requests_per_second = 0.0;
+        s.keris.request_timeout_secs = 5;
+        s.jobs.keris_dashboard.page_size = 3;
+    });
+    seed_reference(env.pg()).await;
+    env
+}
+
+async fn seed_reference(pg: &PgPool) {
+    sqlx::raw_sql(
+        "INSERT INTO tb_lms_school (school_id, school_nm, school_level) VALUES
+            ('SCH-E', 'Elementary', 'E'), ('SCH-M', 'Middle', 'M'), ('SCH-H', 'High', 'H');
+         INSERT INTO tb_lms_course (course_id, textbook_id, subject_cd, school_level, course_nm) VALUES
+            ('C-E', 'TB-E', 'MAT', 'E', 'Math E'), ('C-M', 'TB-M', 'MAT', 'M', 'Math M'), ('C-H', 'TB-H', 'MAT', 'H', 'Math H');
+         INSERT INTO tb_lms_lecture (lecture_code, course_id, school_id, teacher_id, lecture_nm) VALUES
+            ('L-E', 'C-E', 'SCH-E', 'aaaaaaaa-0000-4000-8000-000000000001', 'Lecture E'),
+            ('L-M', 'C-M', 'SCH-M', 'aaaaaaaa-0000-4000-8000-000000000002', 'Lecture M'),
+            ('L-H', 'C-H', 'SCH-H', 'aaaaaaaa-0000-4000-8000-000000000003', 'Lecture H');",
+    )
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+/// A student of `school` (`SCH-E`/`SCH-M`/`SCH-H`) of partner `partner`,
+/// member of the school's lecture, with a KERIS token if `token`.
+async fn student(pg: &PgPool, school: &str, partner: &str, token: bool) -> Uuid {
+    let user = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO tb_lms_user (user_id, partner_id, user_type, school_id, user_nm) VALUES ($1, $2::uuid, 'S', $3, 'Kim Student')",
+    )
+    .bind(user)
+    .bind(partner)
+    .bind(school)
+    .execute(pg)
+    .await
+    .unwrap();
+    let lecture = format!("L-{}", &school[4..]);
+    sqlx::query("INSERT INTO tb_lms_lecture_member (lecture_code, user_id) VALUES ($1, $2)")
+        .bind(lecture)
+        .bind(user)
+        .execute(pg)
+        .await
+        .unwrap();
+    if token {
+        sqlx::query("INSERT INTO tb_lms_keris_token (user_id, token, access_id) VALUES ($1, $2, $3)")
+            .bind(user)
+            .bind(token_of(user))
+            .bind(format!("access-{}", user.simple()))
+            .execute(pg)
+            .await
+            .unwrap();
+    }
+    user
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn session(pg: &PgPool, user: Uuid, lecture: &str, started: &str, ended: Option<&str>) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO tb_lms_lrn_session (user_id, lecture_code, started_at, ended_at) VALUES ($1, $2, $3, $4) RETURNING session_id",
+    )
+    .bind(user)
+    .bind(lecture)
+    .bind(at(started))
+    .bind(ended.map(at))
+    .fetch_one(pg)
+    .await
+    .unwrap()
+}
+
+async fn result(pg: &PgPool, user: Uuid, lecture: &str, std_sys_id: &str, score: f64) {
+    sqlx::query(
+        "INSERT INTO tb_lms_lrn_result (user_id, lecture_code, item_id, content_id, std_sys_id, correct_yn, score, solved_at)
+         VALUES ($1, $2, 'I-1', 'CT-1', $3, 'Y', $4::float8::numeric, now())",
+    )
+    .bind(user)
+    .bind(lecture)
+    .bind(std_sys_id)
+    .bind(score)
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+async fn progress(pg: &PgPool, user: Uuid, std_sys_id: &str, rate: f64, completed: Option<&str>) {
+    sqlx::query(
+        "INSERT INTO tb_lms_lrn_progress (user_id, std_sys_id, progress_rate, completed_at, upd_dt)
+         VALUES ($1, $2, $3::float8::numeric, $4, now())",
+    )
+    .bind(user)
+    .bind(std_sys_id)
+    .bind(rate)
+    .bind(completed.map(at))
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+/// One student with every kind of event: an ended session, a completed
+/// progress row and a result (score 85, elementary: level A).
+async fn one_of_each(pg: &PgPool) -> Uuid {
+    let user = student(pg, "SCH-E", PARTNER_ID, true).await;
+    session(pg, user, "L-E", "2026-03-05T09:10:00+09:00", Some("2026-03-05T09:40:00+09:00")).await;
+    progress(pg, user, "E4MATA01B01C01", 62.5, Some("2026-03-05T09:35:00+09:00")).await;
+    result(pg, user, "L-E", "E4MATA01B01C01", 85.0).await;
+    user
+}
+
+async fn scalar_i64(pg: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pg).await.unwrap()
+}
+
+/// Events not yet marked sent, over all five APIs.
+async fn unsent(pg: &PgPool) -> i64 {
+    scalar_i64(
+        pg,
+        "SELECT (SELECT count(*) FROM tb_lms_lrn_session WHERE keris_init_sent_at IS NULL)
+              + (SELECT count(*) FROM tb_lms_lrn_session WHERE ended_at IS NOT NULL AND keris_term_sent_at IS NULL)
+              + (SELECT count(*) FROM tb_lms_lrn_progress WHERE keris_sent_at IS NULL OR upd_dt > keris_sent_at)
+              + (SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys
+                  WHERE score IS NOT NULL AND (keris_sent_at IS NULL OR upd_dt > keris_sent_at))",
+    )
+    .await
+}
+
+async fn details(pg: &PgPool, run_id: i64) -> Value {
+    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run_id).fetch_one(pg).await.unwrap()
+}
+
+fn body_of(sim: &SimulatorHandle, api: &str) -> Vec<Value> {
+    sim.requests().into_iter().filter(|r| r.api.as_deref() == Some(api) && r.code.as_deref() == Some("00000")).filter_map(|r| r.body).collect()
+}
+
+fn assert_keris_timestamp(ts: &Value, want: &str) {
+    let ts = ts.as_str().expect("timestamp is a string");
+    assert_eq!(ts, want);
+    // RFC 3339, milliseconds, +09:00.
+    assert_eq!(ts.len(), "2026-03-05T09:10:00.000+09:00".len(), "{ts}");
+    assert_eq!(&ts[19..20], ".", "{ts}");
+    assert!(ts.ends_with("+09:00"), "{ts}");
+}
+
+#[tokio::test]
+async fn each_api_reaches_keris_with_the_spec_headers_and_body() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let user = one_of_each(env.pg()).await;
+
+    env.run_ok(JOB, None, false).await;
+
+    for record in sim.requests() {
+        assert_eq!(record.header("Partner-ID"), Some(PARTNER_ID), "{:?}", record.api);
+        assert_eq!(record.header("API-version"), Some("2.4"));
+        assert_eq!(record.method, "POST");
+    }
+    let token = serde_json::json!({"token": token_of(user), "access_id": format!("access-{}", user.simple())});
+    let check_common = |b: &Value| {
+        assert_eq!(b["user_id"], user.to_string());
+        assert_eq!(b["access_token"], token);
+    };
+
+    let init = body_of(&sim, "API-001");
+    assert_eq!(init.len(), 1);
+    check_common(&init[0]);
+    assert_eq!(init[0]["lecture_code"], "L-E");
+    assert_keris_timestamp(&init[0]["timestamp"], "2026-03-05T09:10:00.000+09:00");
+
+    let term = body_of(&sim, "API-002");
+    assert_eq!(term.len(), 1);
+    check_common(&term[0]);
+    assert_eq!(term[0]["lecture_code"], "L-E");
+    assert_eq!(term[0]["duration"], 1800);
+    assert_keris_timestamp(&term[0]["timestamp"], "2026-03-05T09:40:00.000+09:00");
+
+    let prog = body_of(&sim, "API-003");
+    assert_eq!(prog.len(), 1);
+    check_common(&prog[0]);
+    assert_eq!(prog[0]["curriculum"], "E4MATA01B01C01");
+    assert_eq!(prog[0]["percent"], 62.5);
+
+    let done = body_of(&sim, "API-004");
+    assert_eq!(done.len(), 1);
+    check_common(&done[0]);
+    assert_eq!(done[0]["curriculum"], "E4MATA01B01C01");
+    assert_keris_timestamp(&done[0]["timestamp"], "2026-03-05T09:35:00.000+09:00");
+
+    let score = body_of(&sim, "API-005");
+    assert_eq!(score.len(), 1);
+    check_common(&score[0]);
+    assert_eq!(score[0]["curriculum"], "E4MATA01B01C01");
+    assert_eq!(score[0]["score"], 85.0);
+    assert_eq!(score[0]["achievement_level"], "A");
+
+    assert_eq!(unsent(env.pg()).await, 0, "every event marked sent");
+    let view: (String, Option<Uuid>, String) = sqlx::query_as(
+        "SELECT lecture_code, teacher_id, completed_yn FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(view, ("L-E".into(), Some(Uuid::parse_str("aaaaaaaa-0000-4000-8000-000000000001").unwrap()), "Y".into()));
+}
+
+#[tokio::test]
+async fn a_rerun_sends_nothing_twice_and_a_changed_score_is_sent_again() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    for _ in 0..4 {
+        one_of_each(env.pg()).await;
+    }
+    env.run_ok(JOB, None, false).await;
+    let after_first = sim.stats();
+    assert_eq!(after_first.requests("API-005"), 4);
+    assert_eq!(sim.dashboard_events().len(), 20);
+
+    env.run_ok(JOB, None, false).await;
+    assert_eq!(sim.stats(), after_first, "the rerun sent nothing");
+
+    // A new result changes one student's average: only that score goes again.
+    let user: Uuid = sqlx::query_scalar("SELECT user_id FROM tb_lms_user ORDER BY user_id LIMIT 1").fetch_one(env.pg()).await.unwrap();
+    result(env.pg(), user, "L-E", "E4MATA01B01C01", 25.0).await;
+    env.run_ok(JOB, None, false).await;
+    let scores = body_of(&sim, "API-005");
+    assert_eq!(scores.len(), 5);
+    let last = scores.iter().find(|b| b["user_id"] == user.to_string() && b["score"] == 55.0).expect("new score sent");
+    assert_eq!(last["achievement_level"], "C");
+    assert_eq!(sim.stats().requests("API-001"), 4);
+}
+
+#[tokio::test]
+async fn students_without_token_or_configured_partner_are_skipped_and_reported_by_id() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let ok = one_of_each(env.pg()).await;
+    let no_token = student(env.pg(), "SCH-M", PARTNER_ID, false).await;
+    session(env.pg(), no_token, "L-M", "2026-03-05T09:10:00+09:00", None).await;
+    result(env.pg(), no_token, "L-M", "M1MATA01", 90.0).await;
+    let other = student(env.pg(), "SCH-H", OTHER_PARTNER_ID, true).await;
+    session(env.pg(), other, "L-H", "2026-03-05T09:10:00+09:00", None).await;
+
+    let outcome = env.run_job(JOB, None, false).await;
+    assert_eq!(outcome.exit, Exit::Success, "skips are not failures");
+
+    let d = details(env.pg(), outcome.run_id.unwrap()).await;
+    assert_eq!(d["skipped_no_token"], serde_json::json!([no_token.to_string()]));
+    assert_eq!(d["skipped_no_token_events"], 2, "API-001 and API-005");
+    assert_eq!(d["skipped_unknown_partner"], serde_json::json!([other.to_string()]));
+    let text = d.to_string();
+    assert!(!text.contains("Kim Student") && !text.contains(OTHER_PARTNER_ID) && !text.contains(PARTNER_ID), "{text}");
+    let skipped: i64 = sqlx::query_scalar("SELECT skip_cnt FROM batch_job_run WHERE run_id = $1")
+        .bind(outcome.run_id.unwrap())
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(skipped, 3);
+
+    assert!(sim.dashboard_events().iter().all(|e| e.user_id == ok));
+    // The skipped events stay pending for when the token arrives.
+    let pending: i64 = scalar_i64(env.pg(), "SELECT count(*) FROM tb_lms_lrn_session WHERE keris_init_sent_at IS NULL").await;
+    assert_eq!(pending, 2);
+}
+
+#[tokio::test]
+async fn achievement_levels_from_the_refresh_sql_match_the_rust_cutoffs_at_every_boundary() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let scores = [100.0, 90.0, 89.99, 80.0, 79.99, 70.0, 69.99, 60.0, 59.99, 0.0];
+    let mut expected = Vec::new();
+    for (school, level) in [("SCH-E", SchoolLevel::Elementary), ("SCH-M", SchoolLevel::Middle), ("SCH-H", SchoolLevel::High)] {
+        for score in scores {
+            let user = student(env.pg(), school, PARTNER_ID, true).await;
+            let prefix = &school[4..];
+            result(env.pg(), user, &format!("L-{prefix}"), &format!("{prefix}1MATA01"), score).await;
+            expected.push((user, score, level_letter(achievement_level(level, score)).to_string()));
+        }
+    }
+    // Averages are rounded to the stored precision before the cut-off.
+    let avg_user = student(env.pg(), "SCH-M", PARTNER_ID, true).await;
+    result(env.pg(), avg_user, "L-M", "M1MATA02", 89.99).await;
+    result(env.pg(), avg_user, "L-M", "M1MATA02", 90.0).await;
+    expected.push((avg_user, 90.0, "A".into()));
+
+    let mut conn = env.pg().acquire().await.unwrap();
+    let n = refresh_view(&mut conn, Utc::now()).await.unwrap();
+    assert_eq!(n as usize, expected.len());
+    for (user, score, want) in &expected {
+        let (got_score, got_level): (f64, String) = sqlx::query_as(
+            "SELECT score::float8, achievement_level FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(got_score, *score);
+        assert_eq!(&got_level, want, "score {score}");
+    }
+    // Unchanged results: the refresh touches nothing.
+    assert_eq!(refresh_view(&mut conn, Utc::now()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_what_stays_unsent_goes_with_the_next_run() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    for _ in 0..6 {
+        one_of_each(env.pg()).await;
+    }
+    // A share of 5xx and connection resets: the client's retries absorb them.
+    sim.set_faults(Faults { seed: 7, server_error_share: 0.15, reset_share: 0.05, stored_before_error_share: 0.0, ..Faults::default() });
+    env.run_ok(JOB, None, false).await;
+    let stats = sim.stats().partner(PARTNER_ID);
+    let answered_500: u64 = stats.calls.values().map(|c| c.answers.get("50001").copied().unwrap_or(0)).sum();
+    assert!(answered_500 > 0, "faults were injected: {stats:?}");
+    assert_eq!(sim.dashboard_events().len(), 30);
+    assert_eq!(unsent(env.pg()).await, 0);
+
+    // KERIS down for good: retries run out, the events stay unsent, exit 4.
+    let more = one_of_each(env.pg()).await;
+    sim.set_faults(Faults { server_error_share: 1.0, stored_before_error_share: 0.0, ..Faults::default() });
+    let outcome = env.run_job(JOB, None, false).await;
+    assert_eq!(outcome.exit, Exit::CompletedWithErrors);
+    // Session start, session end, the progress row (API-003 + API-004), the score.
+    assert_eq!(unsent(env.pg()).await, 4);
+    let d = details(env.pg(), outcome.run_id.unwrap()).await;
+    assert_eq!(d["apis"]["API-001"]["failed"], 1, "{d}");
+
+    // KERIS back: the next run sends exactly what was left.
+    sim.set_faults(Faults::default());
+    env.run_ok(JOB, None, false).await;
+    assert_eq!(unsent(env.pg()).await, 0);
+    let events = sim.dashboard_events();
+    assert_eq!(events.len(), 35);
+    assert_eq!(events.iter().filter(|e| e.user_id == more).count(), 5);
+}
+
+#[tokio::test]
+async fn when_keris_is_down_the_sender_gives_up_after_a_few_failures_and_the_next_run_sends_all() {
+    let sim = sim().await;
+    let mut env = env_for(&sim).await;
+    env.configure(|s| {
+        s.keris.max_concurrency = 1;
+        s.jobs.keris_dashboard.give_up_after_transient_failures = 2;
+    });
+    for _ in 0..5 {
+        one_of_each(env.pg()).await;
+    }
+    sim.set_faults(Faults { server_error_share: 1.0, stored_before_error_share: 0.0, ..Faults::default() });
+
+    let outcome = env.run_job(JOB, None, false).await;
+    assert_eq!(outcome.exit, Exit::CompletedWithErrors);
+    let attempts = u64::from(env.app.settings.keris.max_attempts);
+    assert_eq!(sim.stats().requests("API-001"), 2 * attempts, "two events tried, the rest deferred");
+    assert_eq!(sim.stats().requests("API-003") + sim.stats().requests("API-005"), 0);
+    let d = details(env.pg(), outcome.run_id.unwrap()).await;
+    assert_eq!(d["gave_up_partners"], serde_json::json!(["brand-a"]), "{d}");
+    assert_eq!(d["apis"]["API-001"]["failed_by_code"]["deferred"], 3, "{d}");
+
+    sim.set_faults(Faults::default());
+    env.run_ok(JOB, None, false).await;
+    assert_eq!(unsent(env.pg()).await, 0);
+    assert_eq!(sim.dashboard_events().len(), 25);
+}
+
+#[tokio::test]
+async fn a_permanent_rejection_is_recorded_with_its_code_and_the_run_goes_on() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let good = one_of_each(env.pg()).await;
+    let bad = student(env.pg(), "SCH-E", PARTNER_ID, true).await;
+    progress(env.pg(), bad, "NOT-A-CURRICULUM", 10.0, None).await;
+
+    let outcome = env.run_job(JOB, None, false).await;
+    assert_eq!(outcome.exit, Exit::CompletedWithErrors);
+    let d = details(env.pg(), outcome.run_id.unwrap()).await;
+    assert_eq!(d["rejected"][0]["code"], "40001", "{d}");
+    assert_eq!(d["rejected"][0]["api"], "API-003");
+    assert_eq!(d["rejected"][0]["user_id"], bad.to_string());
+    assert_eq!(sim.dashboard_events().iter().filter(|e| e.user_id == good).count(), 5);
+    let bad_sent: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT keris_sent_at FROM tb_lms_lrn_progress WHERE user_id = $1").bind(bad).fetch_one(env.pg()).await.unwrap();
+    assert!(bad_sent.is_none());
+}
+
+#[tokio::test]
+async fn http_429_with_retry_after_slows_the_sender_down() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    one_of_each(env.pg()).await;
+    sim.set_faults(Faults { too_many_requests_next: 1, retry_after_secs: 1, ..Faults::default() });
+
+    let start = Instant::now();
+    env.run_ok(JOB, None, false).await;
+    assert!(start.elapsed() >= Duration::from_secs(1), "Retry-After honoured: {:?}", start.elapsed());
+    assert_eq!(sim.dashboard_events().len(), 5);
+    assert_eq!(sim.stats().requests("API-001"), 2, "the 429 and its retry");
+}
+
+#[tokio::test]
+async fn dry_run_reports_counts_per_api_and_sends_and_writes_nothing() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    one_of_each(env.pg()).await;
+    one_of_each(env.pg()).await;
+
+    let run_id = env.run_ok(JOB, None, true).await;
+    let d = details(env.pg(), run_id).await;
+    assert_eq!(d["would_send"], serde_json::json!({"API-001": 2, "API-002": 2, "API-003": 2, "API-004": 2, "API-005": 2}));
+    assert_eq!(d["would_refresh_view_rows"], 2);
+    assert!(sim.requests().is_empty());
+    assert_eq!(scalar_i64(env.pg(), "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys").await, 0);
+}
+
+#[tokio::test]
+async fn dc_01_004_creates_missing_rows_fills_null_levels_and_sends_their_scores_once() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let pg = env.pg();
+    sqlx::query("INSERT INTO tb_lms_course_std_sys (course_id, std_sys_id) VALUES ('C-M', 'M1MATA01'), ('C-M', 'M1MATA02')")
+        .execute(pg)
+        .await
+        .unwrap();
+    // Missing row: results on a course id, no view row.
+    let missing = student(pg, "SCH-M", PARTNER_ID, true).await;
+    result(pg, missing, "L-M", "M1MATA01", 72.0).await;
+    // Existing row with a score and no level.
+    let null_level = student(pg, "SCH-M", PARTNER_ID, true).await;
+    sqlx::query(
+        "INSERT INTO tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys (user_id, std_sys_id, lecture_code, score, keris_sent_at, upd_dt)
+         VALUES ($1, 'M1MATA02', 'L-M', 95, NULL, now() - interval '1 day')",
+    )
+    .bind(null_level)
+    .execute(pg)
+    .await
+    .unwrap();
+    // Complete, already sent row: left alone.
+    let done = student(pg, "SCH-M", PARTNER_ID, true).await;
+    sqlx::query(
+        "INSERT INTO tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys (user_id, std_sys_id, lecture_code, score, achievement_level, keris_sent_at, upd_dt)
+         VALUES ($1, 'M1MATA01', 'L-M', 50, 'E', now(), now() - interval '1 day')",
+    )
+    .bind(done)
+    .execute(pg)
+    .await
+    .unwrap();
+
+    let run_id = env.run_ok("DC-01-004", None, false).await;
+    let d = details(pg, run_id).await;
+    assert_eq!(d["created_rows"], 1, "{d}");
+    assert_eq!(d["filled_levels"], 1, "{d}");
+    let level = |user: Uuid| async move {
+        sqlx::query_scalar::<_, Option<String>>("SELECT achievement_level FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(pg)
+            .await
+            .unwrap()
+    };
+    assert_eq!(level(missing).await.as_deref(), Some("C"));
+    assert_eq!(level(null_level).await.as_deref(), Some("A"));
+
+    let scores = body_of(&sim, "API-005");
+    let mut sent: Vec<(String, String, f64)> = scores
+        .iter()
+        .map(|b| (b["user_id"].as_str().unwrap().to_string(), b["achievement_level"].as_str().unwrap().to_string(), b["score"].as_f64().unwrap()))
+        .collect();
+    sent.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut want = vec![(missing.to_string(), "C".to_string(), 72.0), (null_level.to_string(), "A".to_string(), 95.0)];
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(sent, want);
+    assert_eq!(sim.stats().requests("API-001"), 0, "DC-01-004 sends scores only");
+
+    env.run_ok("DC-01-004", None, false).await;
+    assert_eq!(sim.stats().requests("API-005"), 2, "sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_id_and_student_tokens_never_appear_in_a_real_process_log() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let user = one_of_each(env.pg()).await;
+    // A rejected event and a retried one, so error paths log too.
+    let bad = student(env.pg(), "SCH-E", PARTNER_ID, true).await;
+    progress(env.pg(), bad, "NOT-A-CURRICULUM", 10.0, None).await;
+    sim.set_faults(Faults { server_error_next: 1, stored_before_error_share: 0.0, ..Faults::default() });
+
+    let mut cmd = env.command(&["lms-01-008"]);
+    cmd.env("AIDT__KERIS__API_DOMAIN", sim.base_url())
+        .env("AIDT__KERIS__PARTNERS__DEMO__PARTNER_ID", PARTNER_ID)
+        .env("AIDT__KERIS__BASE_BACKOFF_MS", "5")
+        .env("RUST_LOG", "debug");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn aidt-batch")).await.unwrap();
+    let log = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(4), "{log}");
+    assert_eq!(sim.dashboard_events().iter().filter(|e| e.user_id == user).count(), 5, "{log}");
+    assert!(log.contains("brand") || log.contains("demo"), "the partner is named by its config name: {log}");
+    for secret in [PARTNER_ID.to_string(), token_of(user), token_of(bad)] {
+        assert!(!log.contains(&secret), "secret {secret} in the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn dc_01_004_dry_run_counts_rows_and_levels_and_changes_and_sends_nothing() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let pg = env.pg();
+    sqlx::query("INSERT INTO tb_lms_course_std_sys (course_id, std_sys_id) VALUES ('C-E', 'E4MATA01')").execute(pg).await.unwrap();
+    let user = student(pg, "SCH-E", PARTNER_ID, true).await;
+    result(pg, user, "L-E", "E4MATA01", 61.0).await;
+
+    let run_id = env.run_ok("DC-01-004", None, true).await;
+    let d = details(pg, run_id).await;
+    assert_eq!(d["would_create_rows"], 1, "{d}");
+    assert_eq!(d["would_fill_levels"], 0, "{d}");
+    assert_eq!(scalar_i64(pg, "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys").await, 0);
+    assert!(sim.requests().is_empty());
+}
