@@ -351,7 +351,15 @@ async fn achievement_levels_from_the_refresh_sql_match_the_rust_cutoffs_at_every
 #[tokio::test]
 async fn transient_failures_are_retried_and_what_stays_unsent_goes_with_the_next_run() {
     let sim = sim().await;
-    let env = env_for(&sim).await;
+    let mut env = env_for(&sim).await;
+    // With a fifth of requests failing, 5 attempts leave a 0.2^5 chance per
+    // event (about 1% per run of 30 events) that retries run out; 12 attempts
+    // make that negligible, and short backoffs keep the test quick.
+    env.configure(|s| {
+        s.keris.max_attempts = 12;
+        s.keris.base_backoff_ms = 5;
+        s.keris.max_backoff_ms = 50;
+    });
     for _ in 0..6 {
         one_of_each(env.pg()).await;
     }
