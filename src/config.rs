@@ -291,7 +291,7 @@ fn default_max_retry_after_secs() -> u64 {
     60
 }
 fn default_requests_per_second() -> f64 {
-    50.0
+    0.0
 }
 fn default_rate_burst() -> u32 {
     5

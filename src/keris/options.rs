@@ -96,7 +96,7 @@ impl Default for ClientOptions {
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
-            requests_per_second: 50.0,
+            requests_per_second: 0.0,
             rate_burst: 5,
             max_concurrency: 4,
             max_statements_per_request: 500,
