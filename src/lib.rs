@@ -7,4 +7,5 @@ pub mod jobs;
 pub mod runtime;
 pub mod telemetry;
 pub mod time;
+pub mod xapi;
 pub mod keris;

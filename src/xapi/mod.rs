@@ -1,0 +1,290 @@
+//! xAPI statements of the AIDT profile (keris-api.md, "Statement profile"):
+//! the checks KERIS applies, the deterministic statement id, ISO-8601
+//! durations, and the stored-key encoding of `lrs` documents.
+//!
+//! Statements are handled as `serde_json::Value`. MongoDB documents (FerretDB
+//! v1 refuses `.` in keys) store every `.` of a key as
+//! [`crate::dev::seed::STORED_DOT`]; [`decode_keys`] / [`encode_keys`] convert.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::dev::seed::STORED_DOT;
+
+pub const PROFILE_BASE: &str = "http://aidtbook.kr/xapi/profiles";
+pub const EXT_PARTNER_ID: &str = "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
+pub const EXT_CURRICULUM_STANDARD: &str =
+    "http://aidtbook.kr/xapi/profiles/assessment/1.0/results/extensions/curriculum-standard";
+
+/// The result extension carrying how many source statements (attempts) an
+/// aggregated statement combines: `…/profiles/{area}/1.0/results/extensions/attempts`.
+/// Not in the KERIS samples; a project choice.
+pub fn ext_attempts(area: &str) -> String {
+    format!("{PROFILE_BASE}/{area}/1.0/results/extensions/attempts")
+}
+
+/// The profile's areas and their verbs (keris-api.md).
+pub const AREA_VERBS: &[(&str, &[&str])] = &[
+    ("media", &["played"]),
+    ("assessment", &["submitted"]),
+    ("assignment", &["gave", "finished"]),
+    ("navigation", &["viewed", "read", "did", "learned"]),
+    ("objective", &["set"]),
+    ("query", &["searched", "asked"]),
+    ("social-learning", &["participated"]),
+    ("survey", &["submitted"]),
+    ("annotation", &["made"]),
+    ("teaching", &["gave", "reorganized"]),
+];
+
+/// Why a statement fails the profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("verb outside the profile: {0}")]
+    UnknownVerb(String),
+    #[error("timestamp without offset or not RFC 3339: {0}")]
+    BadTimestamp(String),
+    #[error("timestamp in the future: {0}")]
+    FutureTimestamp(String),
+    #[error("partner-id extension missing")]
+    MissingPartnerId,
+    #[error("partner-id extension differs from the partner")]
+    PartnerMismatch,
+}
+
+impl ProfileError {
+    /// A short stable code, for `err_code` and the reasons histogram.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProfileError::NotAnObject => "NOT_OBJECT",
+            ProfileError::Missing(_) => "MISSING_FIELD",
+            ProfileError::UnknownVerb(_) => "UNKNOWN_VERB",
+            ProfileError::BadTimestamp(_) => "BAD_TIMESTAMP",
+            ProfileError::FutureTimestamp(_) => "FUTURE_TIMESTAMP",
+            ProfileError::MissingPartnerId => "MISSING_PARTNER_ID",
+            ProfileError::PartnerMismatch => "PARTNER_MISMATCH",
+        }
+    }
+}
+
+/// `(area, verb)` of a profile verb id
+/// `http://aidtbook.kr/xapi/profiles/{area}/1.0/verbs/{verb}`, if it is in the table.
+pub fn profile_verb(verb_id: &str) -> Option<(&'static str, &'static str)> {
+    let rest = verb_id.strip_prefix(PROFILE_BASE)?.strip_prefix('/')?;
+    let (area, rest) = rest.split_once('/')?;
+    let verb = rest.strip_prefix("1.0/verbs/")?;
+    AREA_VERBS
+        .iter()
+        .find(|(a, _)| *a == area)
+        .and_then(|(a, verbs)| verbs.iter().find(|v| **v == verb).map(|v| (*a, *v)))
+}
+
+/// The area part of a verb id shaped like the profile's, even when the verb
+/// is not in the table (for the `area` field of invalid statements).
+pub fn area_of(verb_id: &str) -> Option<&str> {
+    verb_id.strip_prefix(PROFILE_BASE)?.strip_prefix('/')?.split('/').next()
+}
+
+/// The partner-id context extension of a statement (decoded keys).
+pub fn partner_id(statement: &Value) -> Option<&str> {
+    statement.pointer("/context/extensions")?.get(EXT_PARTNER_ID)?.as_str()
+}
+
+/// The profile checks KERIS applies (keris-api.md): a JSON object with
+/// actor, verb, object and timestamp; a verb of the table; a timestamp with
+/// offset, not after `now`; the partner-id extension present and, when
+/// `partner` is given, equal to it.
+pub fn validate_at(statement: &Value, partner: Option<&str>, now: DateTime<Utc>) -> Result<(), ProfileError> {
+    let obj = statement.as_object().ok_or(ProfileError::NotAnObject)?;
+    for field in ["actor", "verb", "object", "timestamp"] {
+        if obj.get(field).is_none_or(Value::is_null) {
+            return Err(ProfileError::Missing(match field {
+                "actor" => "actor",
+                "verb" => "verb",
+                "object" => "object",
+                _ => "timestamp",
+            }));
+        }
+    }
+    let verb_id = obj["verb"].get("id").and_then(Value::as_str).ok_or(ProfileError::Missing("verb.id"))?;
+    profile_verb(verb_id).ok_or_else(|| ProfileError::UnknownVerb(verb_id.to_string()))?;
+    let ts = obj["timestamp"].as_str().ok_or_else(|| ProfileError::BadTimestamp(obj["timestamp"].to_string()))?;
+    let parsed = DateTime::parse_from_rfc3339(ts).map_err(|_| ProfileError::BadTimestamp(ts.to_string()))?;
+    if parsed.with_timezone(&Utc) > now {
+        return Err(ProfileError::FutureTimestamp(ts.to_string()));
+    }
+    let got = partner_id(statement).ok_or(ProfileError::MissingPartnerId)?;
+    if let Some(expected) = partner {
+        if !got.eq_ignore_ascii_case(expected) {
+            return Err(ProfileError::PartnerMismatch);
+        }
+    }
+    Ok(())
+}
+
+/// [`validate_at`] now, without a partner to compare to.
+pub fn validate(statement: &Value) -> Result<(), ProfileError> {
+    validate_at(statement, None, Utc::now())
+}
+
+/// The deterministic id of an aggregated statement: UUID v5 of
+/// `"{date}|{user_id}|{verb_id}|{object_id}"` in `namespace`.
+pub fn statement_id(namespace: &Uuid, date: chrono::NaiveDate, user_id: &str, verb_id: &str, object_id: &str) -> Uuid {
+    Uuid::new_v5(namespace, format!("{date}|{user_id}|{verb_id}|{object_id}").as_bytes())
+}
+
+/// Whole seconds of an ISO-8601 duration (`PT90S`, `PT1M30S`, `P1DT2H`,
+/// `PT1.5S` → 1); `None` when it is not one. Years and months are refused
+/// (no fixed length).
+pub fn parse_duration_secs(s: &str) -> Option<i64> {
+    let rest = s.strip_prefix('P')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) => {
+            if t.is_empty() {
+                return None;
+            }
+            (d, Some(t))
+        }
+        None => (rest, None),
+    };
+    let mut total = 0f64;
+    let mut parse = |part: &str, units: &[(char, f64)]| -> Option<()> {
+        let mut num = String::new();
+        let mut next_unit = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' || c == ',' {
+                num.push(if c == ',' { '.' } else { c });
+            } else {
+                let pos = units.iter().position(|(u, _)| *u == c)?;
+                if pos < next_unit || num.is_empty() {
+                    return None;
+                }
+                total += num.parse::<f64>().ok()? * units[pos].1;
+                num.clear();
+                next_unit = pos + 1;
+            }
+        }
+        num.is_empty().then_some(())
+    };
+    parse(date, &[('W', 604_800.0), ('D', 86_400.0)])?;
+    if let Some(time) = time {
+        parse(time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)])?;
+    }
+    Some(total.floor() as i64)
+}
+
+fn map_keys(value: Value, f: &impl Fn(&str) -> String) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (f(&k), map_keys(v, f))).collect::<Map<_, _>>()),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| map_keys(v, f)).collect()),
+        other => other,
+    }
+}
+
+/// Keys as stored (`&46;`) → real keys (`.`); harmless on keys without it.
+pub fn decode_keys(value: Value) -> Value {
+    map_keys(value, &|k| if k.contains(STORED_DOT) { k.replace(STORED_DOT, ".") } else { k.to_string() })
+}
+
+/// Real keys → stored keys (every `.` as `&46;`).
+pub fn encode_keys(value: Value) -> Value {
+    map_keys(value, &|k| if k.contains('.') { k.replace('.', STORED_DOT) } else { k.to_string() })
+}
+
+/// The wire bytes (UTF-8 JSON, real dotted keys) of a statement as stored in
+/// `keris_batch_data.statement`.
+pub fn keris_statement_bytes(stored: &mongodb::bson::Document) -> Vec<u8> {
+    let json = mongodb::bson::Bson::Document(stored.clone()).into_relaxed_extjson();
+    serde_json::to_vec(&decode_keys(json)).expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn good() -> Value {
+        json!({
+            "id": "6f1c1f5e-9f1b-5a4e-8d3f-000000000000",
+            "actor": {"objectType": "Agent", "account": {"homePage": "https://x", "name": "u"}},
+            "verb": {"id": "http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/submitted", "display": {"en-US": "submitted"}},
+            "object": {"id": "https://x/item/1", "objectType": "Activity"},
+            "timestamp": "2026-03-05T00:00:00.000+09:00",
+            "context": {"platform": "p", "extensions": {EXT_PARTNER_ID: "P1"}}
+        })
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("PT90S"), Some(90));
+        assert_eq!(parse_duration_secs("PT1M30S"), Some(90));
+        assert_eq!(parse_duration_secs("PT1H"), Some(3600));
+        assert_eq!(parse_duration_secs("P1DT1S"), Some(86_401));
+        assert_eq!(parse_duration_secs("PT1.7S"), Some(1));
+        assert_eq!(parse_duration_secs("PT"), None);
+        assert_eq!(parse_duration_secs("P"), None);
+        assert_eq!(parse_duration_secs("90"), None);
+        assert_eq!(parse_duration_secs("PT30S1M"), None);
+        assert_eq!(parse_duration_secs("P1M"), None);
+    }
+
+    #[test]
+    fn verbs() {
+        assert_eq!(profile_verb("http://aidtbook.kr/xapi/profiles/media/1.0/verbs/played"), Some(("media", "played")));
+        assert_eq!(profile_verb("http://aidtbook.kr/xapi/profiles/media/1.0/verbs/viewed"), None);
+        assert_eq!(profile_verb("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered"), None);
+        assert_eq!(area_of("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered"), Some("assessment"));
+    }
+
+    #[test]
+    fn validation() {
+        let now = Utc::now();
+        assert_eq!(validate_at(&good(), Some("p1"), now), Ok(()));
+        assert_eq!(validate_at(&json!([1]), None, now), Err(ProfileError::NotAnObject));
+        let mut s = good();
+        s.as_object_mut().unwrap().remove("object");
+        assert_eq!(validate_at(&s, None, now), Err(ProfileError::Missing("object")));
+        let mut s = good();
+        s["verb"]["id"] = json!("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered");
+        assert!(matches!(validate_at(&s, None, now), Err(ProfileError::UnknownVerb(_))));
+        let mut s = good();
+        s["timestamp"] = json!("2026-03-05T00:00:00.000");
+        assert!(matches!(validate_at(&s, None, now), Err(ProfileError::BadTimestamp(_))));
+        let mut s = good();
+        s["timestamp"] = json!("2999-03-05T00:00:00.000+09:00");
+        assert!(matches!(validate_at(&s, None, now), Err(ProfileError::FutureTimestamp(_))));
+        let mut s = good();
+        s["context"]["extensions"] = json!({});
+        assert_eq!(validate_at(&s, None, now), Err(ProfileError::MissingPartnerId));
+        assert_eq!(validate_at(&good(), Some("P2"), now), Err(ProfileError::PartnerMismatch));
+    }
+
+    #[test]
+    fn ids_are_deterministic() {
+        let ns = Uuid::parse_str("2f9d6b8e-4c1a-4e57-9b3a-6a0d5c7e1f20").unwrap();
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
+        let a = statement_id(&ns, d, "u", "v", "o");
+        assert_eq!(a, statement_id(&ns, d, "u", "v", "o"));
+        assert_ne!(a, statement_id(&ns, d, "u", "v", "o2"));
+        assert_eq!(a.get_version_num(), 5);
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let stored = encode_keys(good());
+        assert!(!stored.to_string().contains("aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id\""));
+        assert_eq!(decode_keys(stored.clone()), good());
+        let doc = mongodb::bson::to_document(&stored).unwrap();
+        let bytes = keris_statement_bytes(&doc);
+        let back: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, good());
+    }
+}
