@@ -185,6 +185,37 @@ pub struct JobsSettings {
     pub privacy: PrivacySettings,
     #[serde(default)]
     pub keris_dashboard: KerisDashboardSettings,
+    #[serde(default)]
+    pub lrs_aggregate: LrsAggregateSettings,
+}
+
+/// LRS-01-001: aggregation of the day's xAPI statements into KERIS statements.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LrsAggregateSettings {
+    /// `actor.account.homePage` of the KERIS statements: the vendor's URL.
+    pub home_page: String,
+    /// `context.platform` of the KERIS statements.
+    pub platform: String,
+    /// Namespace of the UUID v5 statement ids. Changing it changes every id:
+    /// KERIS would receive the same data again under new ids.
+    pub id_namespace: uuid::Uuid,
+    /// Source statements per cursor batch, and KERIS statements per write batch.
+    pub batch_size: u32,
+}
+
+/// The default [`LrsAggregateSettings::id_namespace`].
+pub const DEFAULT_LRS_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("2f9d6b8e-4c1a-4e57-9b3a-6a0d5c7e1f20");
+
+impl Default for LrsAggregateSettings {
+    fn default() -> Self {
+        Self {
+            home_page: "https://aidt.example.kr".into(),
+            platform: "aidt-demo".into(),
+            id_namespace: DEFAULT_LRS_ID_NAMESPACE,
+            batch_size: 1000,
+        }
+    }
 }
 
 /// LMS-01-007 and DC-01-003: deletion of students' data without consent.
@@ -429,6 +460,12 @@ impl Settings {
         if self.jobs.privacy.batch_size == 0 {
             return Err(ConfigError::BadValue {
                 key: "jobs.privacy.batch_size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.jobs.lrs_aggregate.batch_size == 0 {
+            return Err(ConfigError::BadValue {
+                key: "jobs.lrs_aggregate.batch_size".into(),
                 reason: "must be at least 1".into(),
             });
         }

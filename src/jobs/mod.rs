@@ -3,4 +3,5 @@
 pub mod bo;
 pub mod dc;
 pub mod lms;
+pub mod lrs;
 pub mod privacy;

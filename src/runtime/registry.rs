@@ -5,7 +5,7 @@
 //! `job:` field here.
 
 use super::job::Job;
-use crate::jobs::{bo, dc, lms};
+use crate::jobs::{bo, dc, lms, lrs};
 
 /// The system whose Java batch JAR a job replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub static JOBS: &[JobDef] = &[
     JobDef { id: "DC-01-002", system: Dc, name_ko: "KERIS 학습 이력 데이터 재전송", name_en: "Resend of learning history to KERIS", schedule: Cron("0 5 * * *"), schedule_note: None, default_date: Yesterday, job: None },
     JobDef { id: dc::delete_unconsented_data::ID, system: Dc, name_ko: "개인정보 미동의 데이터 일괄 삭제", name_en: "Bulk delete of data without consent", schedule: Cron("0 3 * * *"), schedule_note: None, default_date: Today, job: Some(&dc::delete_unconsented_data::DeleteUnconsentedData) },
     JobDef { id: dc::achievement_levels::ID, system: Dc, name_ko: "KERIS 성취 수준 업데이트", name_en: "KERIS achievement-level update", schedule: Cron("50 4 * * *"), schedule_note: Some("the seed leaves it undecided (미정, temporary job); daily at dawn after LMS-01-008's 04:00 run refreshed the view, so it only creates the rows and fills the levels that refresh left missing, then sends their scores (API-005)"), default_date: Today, job: Some(&dc::achievement_levels::AchievementLevels) },
-    JobDef { id: "LRS-01-001", system: Lrs, name_ko: "공공 배치데이터 집계(xAPI) 일배치", name_en: "Aggregate public batch data (xAPI), daily", schedule: Cron("10 0 * * *"), schedule_note: None, default_date: Yesterday, job: None },
+    JobDef { id: lrs::aggregate_statements::ID, system: Lrs, name_ko: "공공 배치데이터 집계(xAPI) 일배치", name_en: "Aggregate public batch data (xAPI), daily", schedule: Cron("10 0 * * *"), schedule_note: None, default_date: Yesterday, job: Some(&lrs::aggregate_statements::AggregateStatements) },
     JobDef { id: "LRS-01-002", system: Lrs, name_ko: "공공 배치데이터 오류 재전송용 집계(xAPI) 일배치", name_en: "Aggregate batch data for error resend (xAPI)", schedule: Cron("30 23 * * *"), schedule_note: None, default_date: Today, job: None },
     JobDef { id: "LCMS-01-001", system: Lcms, name_ko: "콘텐츠, 문항 데이터 select 일배치", name_en: "Copy LCMS content and items (daily)", schedule: Cron("0 1 * * *"), schedule_note: Some("the seed's line passes no job id; this one does"), default_date: Today, job: None },
     JobDef { id: "BO-01-001", system: Bo, name_ko: "통합관리시스템 승인 기준 15일 미접속자 일배치", name_en: "Mark admins inactive 15 days since approval dormant", schedule: Cron("35 0 * * *"), schedule_note: None, default_date: Today, job: Some(&bo::admin_dormancy::AdminDormancy) },

@@ -1,0 +1,447 @@
+//! LRS-01-001 — aggregate the day's xAPI statements into KERIS statements.
+//!
+//! For the business date D (default yesterday, Asia/Seoul) reads the
+//! non-voided documents of `statements` whose `timestamp` lies within D
+//! (00:00–24:00 +09:00) as a cursor sorted by `(user_id, _id)`, and keeps in
+//! memory only the current student's groups: when `user_id` changes, the
+//! student's groups are turned into KERIS-profile statements. Memory stays
+//! flat whatever the day's volume (one student's statements at most).
+//!
+//! One KERIS statement per (student, verb id, object id): durations summed in
+//! integer seconds, the number of source statements in the result extension
+//! `…/{area}/1.0/results/extensions/attempts`, the last score (by timestamp),
+//! `completion`/`success` true if any attempt had it, the latest achievement
+//! level per standard id in the curriculum-standard extension. `timestamp` is
+//! D 00:00:00.000+09:00; `id` a UUID v5 of `"{D}|{user}|{verb}|{object}"` in
+//! the configured namespace, so reruns and resends are idempotent.
+//!
+//! Each statement is checked against the profile ([`crate::xapi`]); a
+//! statement that fails is written with status `INVALID`, `err_code` and
+//! `err_msg` (never `READY`) and counted as skipped. A group whose source
+//! statements carry a partner-id extension different from the document's
+//! `partner_id` keeps that foreign value and so fails as `PARTNER_MISMATCH`.
+//! A source timestamp string without offset does not matter: the document's
+//! `timestamp` (a Date) places it in the day and the output has its own.
+//!
+//! Writing (`keris_batch_data`, keys stored with `&46;` like `statements`):
+//! per batch of `batch_size` statements, the existing documents' statuses
+//! are read; new ids are inserted, `READY`/`INVALID` ones whose content
+//! changed are updated, `SENT`/`ERROR` ones are never touched ("kept").
+//! A rerun therefore writes nothing new. No transactions needed.
+//!
+//! Counts: read = source statements read (non-voided), written = documents
+//! inserted or updated, skipped = voided source statements + source
+//! statements of INVALID groups. `--dry-run` computes and reports, writes
+//! nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use serde_json::{json, Map, Value};
+
+use crate::commands::migrate::KERIS_BATCH_DATA;
+use crate::config::LrsAggregateSettings;
+use crate::runtime::{Job, JobContext};
+use crate::time;
+use crate::xapi::{self, ProfileError};
+
+pub const ID: &str = "LRS-01-001";
+
+pub const READY: &str = "READY";
+pub const INVALID: &str = "INVALID";
+
+pub struct AggregateStatements;
+
+#[async_trait::async_trait]
+impl Job for AggregateStatements {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings = ctx.settings().jobs.lrs_aggregate.clone();
+        let mut agg = Aggregator::new(ctx.business_date, settings, ctx.dry_run);
+        let db = &ctx.app.mongo;
+        let source = db.collection::<Document>(crate::dev::schema::STATEMENTS);
+        let (start, end) = day_bounds(ctx.business_date);
+        let voided = source
+            .count_documents(doc! { "timestamp": { "$gte": start.clone(), "$lt": end.clone() }, "voided": true })
+            .await
+            .context("Failed to count the voided statements")?;
+        ctx.counts.add_skipped(voided);
+        ctx.set_detail("voided", voided);
+
+        let mut cursor = source
+            .find(doc! { "timestamp": { "$gte": start, "$lt": end }, "voided": { "$ne": true } })
+            .sort(doc! { "user_id": 1, "_id": 1 })
+            .batch_size(agg.settings.batch_size)
+            .await
+            .context("Failed to read the statements")?;
+        while let Some(source_doc) = cursor.try_next().await.context("Failed to read the statements")? {
+            ctx.counts.add_read(1);
+            agg.add(&source_doc);
+            if agg.pending.len() >= agg.settings.batch_size as usize {
+                agg.write(db, ctx).await?;
+                ctx.stop_point()?;
+            }
+        }
+        agg.finish_user();
+        agg.write(db, ctx).await?;
+
+        ctx.set_detail("statements", agg.report.statements);
+        ctx.set_detail("per_partner", &agg.report.per_partner);
+        ctx.set_detail("invalid_reasons", &agg.report.invalid_reasons);
+        ctx.set_detail("kept_sent_or_error", agg.report.kept);
+        ctx.set_detail("unchanged", agg.report.unchanged);
+        ctx.set_detail(if ctx.dry_run { "would_write" } else { "inserted" }, agg.report.inserted);
+        if !ctx.dry_run {
+            ctx.set_detail("updated", agg.report.updated);
+        }
+        Ok(())
+    }
+}
+
+/// D 00:00 and D+1 00:00 in Asia/Seoul, as BSON dates.
+pub fn day_bounds(date: NaiveDate) -> (Bson, Bson) {
+    let start = time::start_of_day_seoul(date);
+    let end = time::start_of_day_seoul(date.succ_opt().expect("date in range"));
+    (
+        Bson::DateTime(mongodb::bson::DateTime::from_millis(start.timestamp_millis())),
+        Bson::DateTime(mongodb::bson::DateTime::from_millis(end.timestamp_millis())),
+    )
+}
+
+/// The combined source statements of one (student, verb, object).
+#[derive(Debug, Default)]
+struct Group {
+    verb: Value,
+    object: Value,
+    /// The partner-id of the output: the document's, or a foreign extension value.
+    partner_ext: Option<String>,
+    attempts: u64,
+    duration: Option<i64>,
+    /// (timestamp ms, raw score) of the latest scored attempt.
+    score: Option<(i64, Value)>,
+    completion: Option<bool>,
+    success: Option<bool>,
+    /// standard id → (timestamp ms, achievement level).
+    standards: BTreeMap<String, (i64, Value)>,
+}
+
+/// One aggregated statement, ready to write.
+#[derive(Debug)]
+pub struct Output {
+    pub id: String,
+    pub partner_id: String,
+    pub user_id: String,
+    pub area: String,
+    pub attempts: u64,
+    pub statement: Value,
+    pub error: Option<ProfileError>,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    statements: u64,
+    per_partner: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    invalid_reasons: BTreeMap<String, u64>,
+    inserted: u64,
+    updated: u64,
+    unchanged: u64,
+    kept: u64,
+}
+
+/// Groups the cursor's documents per student and turns each student's groups
+/// into [`Output`]s.
+pub struct Aggregator {
+    date: NaiveDate,
+    settings: LrsAggregateSettings,
+    dry_run: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    user: Option<(String, String)>,
+    groups: HashMap<(String, String), Group>,
+    pub pending: Vec<Output>,
+    report: Report,
+}
+
+impl Aggregator {
+    pub fn new(date: NaiveDate, settings: LrsAggregateSettings, dry_run: bool) -> Self {
+        Self {
+            date,
+            settings,
+            dry_run,
+            now: chrono::Utc::now(),
+            user: None,
+            groups: HashMap::new(),
+            pending: Vec::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// Adds one source document (sorted by user_id).
+    pub fn add(&mut self, source: &Document) {
+        let user_id = source.get_str("user_id").unwrap_or_default().to_string();
+        let partner_id = source.get_str("partner_id").unwrap_or_default().to_string();
+        if self.user.as_ref().is_some_and(|(u, _)| *u != user_id) {
+            self.finish_user();
+        }
+        if self.user.is_none() {
+            self.user = Some((user_id, partner_id.clone()));
+        }
+        let ts = match source.get("timestamp") {
+            Some(Bson::DateTime(d)) => d.timestamp_millis(),
+            _ => 0,
+        };
+        let statement = match source.get_document("statement") {
+            Ok(d) => xapi::decode_keys(Bson::Document(d.clone()).into_relaxed_extjson()),
+            Err(_) => Value::Null,
+        };
+        let verb_id = statement.pointer("/verb/id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let object_id = statement.pointer("/object/id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let group = self.groups.entry((verb_id, object_id)).or_default();
+        if group.attempts == 0 {
+            group.verb = statement.get("verb").cloned().unwrap_or(Value::Null);
+            group.object = statement.get("object").cloned().unwrap_or(Value::Null);
+        }
+        group.attempts += 1;
+        match xapi::partner_id(&statement) {
+            Some(p) if !p.eq_ignore_ascii_case(&partner_id) => group.partner_ext = Some(p.to_string()),
+            None if group.partner_ext.is_none() => group.partner_ext = Some(String::new()),
+            _ => {}
+        }
+        let Some(result) = statement.get("result") else { return };
+        if let Some(secs) = result.get("duration").and_then(Value::as_str).and_then(xapi::parse_duration_secs) {
+            group.duration = Some(group.duration.unwrap_or(0) + secs);
+        } else if let Some(secs) = result.get("duration").and_then(Value::as_i64) {
+            group.duration = Some(group.duration.unwrap_or(0) + secs);
+        }
+        if let Some(raw) = result.pointer("/score/raw") {
+            if group.score.as_ref().is_none_or(|(t, _)| *t <= ts) {
+                group.score = Some((ts, raw.clone()));
+            }
+        }
+        if let Some(b) = result.get("completion").and_then(Value::as_bool) {
+            group.completion = Some(group.completion.unwrap_or(false) || b);
+        }
+        if let Some(b) = result.get("success").and_then(Value::as_bool) {
+            group.success = Some(group.success.unwrap_or(false) || b);
+        }
+        if let Some(list) = result.pointer("/extensions").and_then(|e| e.get(xapi::EXT_CURRICULUM_STANDARD)) {
+            for entry in list.as_array().into_iter().flatten() {
+                let (Some(id), Some(level)) = (entry.get("id").and_then(Value::as_str), entry.get("achievement-level"))
+                else {
+                    continue;
+                };
+                if group.standards.get(id).is_none_or(|(t, _)| *t <= ts) {
+                    group.standards.insert(id.to_string(), (ts, level.clone()));
+                }
+            }
+        }
+    }
+
+    /// Turns the current student's groups into outputs.
+    pub fn finish_user(&mut self) {
+        let Some((user_id, partner_id)) = self.user.take() else { return };
+        let mut groups: Vec<_> = self.groups.drain().collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((verb_id, object_id), group) in groups {
+            let out = self.output(&user_id, &partner_id, &verb_id, &object_id, group);
+            self.pending.push(out);
+        }
+    }
+
+    fn output(&mut self, user_id: &str, partner_id: &str, verb_id: &str, object_id: &str, g: Group) -> Output {
+        let id = xapi::statement_id(&self.settings.id_namespace, self.date, user_id, verb_id, object_id).to_string();
+        let area = xapi::area_of(verb_id).unwrap_or_default().to_string();
+        let mut statement = Map::new();
+        statement.insert("id".into(), json!(id));
+        statement.insert(
+            "actor".into(),
+            json!({"objectType": "Agent", "account": {"homePage": self.settings.home_page, "name": user_id}}),
+        );
+        if !g.verb.is_null() {
+            statement.insert("verb".into(), g.verb);
+        }
+        if !g.object.is_null() {
+            statement.insert("object".into(), g.object);
+        }
+        let mut result = Map::new();
+        if let Some((_, raw)) = g.score {
+            result.insert("score".into(), json!({ "raw": raw }));
+        }
+        if let Some(b) = g.success {
+            result.insert("success".into(), json!(b));
+        }
+        if let Some(b) = g.completion {
+            result.insert("completion".into(), json!(b));
+        }
+        if let Some(d) = g.duration {
+            result.insert("duration".into(), json!(d));
+        }
+        let mut ext = Map::new();
+        ext.insert(xapi::ext_attempts(if area.is_empty() { "cmn" } else { &area }), json!(g.attempts));
+        if !g.standards.is_empty() {
+            let list: Vec<Value> = g
+                .standards
+                .into_iter()
+                .map(|(id, (_, level))| json!({"id": id, "achievement-level": level}))
+                .collect();
+            ext.insert(xapi::EXT_CURRICULUM_STANDARD.into(), Value::Array(list));
+        }
+        result.insert("extensions".into(), Value::Object(ext));
+        statement.insert("result".into(), Value::Object(result));
+        let partner_ext = match g.partner_ext {
+            None => Some(partner_id.to_string()),
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(p),
+        };
+        let mut context_ext = Map::new();
+        if let Some(p) = partner_ext {
+            context_ext.insert(xapi::EXT_PARTNER_ID.into(), json!(p));
+        }
+        statement.insert(
+            "context".into(),
+            json!({"platform": self.settings.platform, "extensions": Value::Object(context_ext)}),
+        );
+        statement.insert("timestamp".into(), json!(format!("{}T00:00:00.000+09:00", self.date)));
+        let statement = Value::Object(statement);
+        let error = xapi::validate_at(&statement, Some(partner_id), self.now).err();
+        Output {
+            id,
+            partner_id: partner_id.to_string(),
+            user_id: user_id.to_string(),
+            area,
+            attempts: g.attempts,
+            statement,
+            error,
+        }
+    }
+
+    /// Writes (or, for a dry run, only counts) the pending outputs.
+    async fn write(&mut self, db: &mongodb::Database, ctx: &JobContext) -> anyhow::Result<()> {
+        let outputs = std::mem::take(&mut self.pending);
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        for out in &outputs {
+            self.report.statements += 1;
+            let per = self.report.per_partner.entry(out.partner_id.clone()).or_default();
+            match &out.error {
+                None => *per.entry("ready").or_default() += 1,
+                Some(e) => {
+                    *per.entry("invalid").or_default() += 1;
+                    *self.report.invalid_reasons.entry(e.code().to_string()).or_default() += 1;
+                    ctx.counts.add_skipped(out.attempts);
+                }
+            }
+        }
+        if self.dry_run {
+            self.report.inserted += outputs.len() as u64;
+            return Ok(());
+        }
+        let written = write_outputs(db, self.date, &outputs, &mut self.report).await?;
+        ctx.counts.add_written(written);
+        Ok(())
+    }
+}
+
+/// The stored document of an output (without `created_at`/`updated_at`).
+fn stored(date: NaiveDate, out: &Output) -> anyhow::Result<Document> {
+    let statement = mongodb::bson::to_document(&xapi::encode_keys(out.statement.clone()))
+        .context("Failed to convert a statement to BSON")?;
+    let mut d = doc! {
+        "base_dt": date.to_string(),
+        "partner_id": &out.partner_id,
+        "user_id": &out.user_id,
+        "area": &out.area,
+        "statement": statement,
+        "status": if out.error.is_some() { INVALID } else { READY },
+    };
+    if let Some(e) = &out.error {
+        d.insert("err_code", e.code());
+        d.insert("err_msg", e.to_string());
+    }
+    Ok(d)
+}
+
+/// Inserts the new outputs, updates the READY/INVALID ones that changed,
+/// leaves SENT/ERROR ones alone. Returns the documents written.
+async fn write_outputs(
+    db: &mongodb::Database,
+    date: NaiveDate,
+    outputs: &[Output],
+    report: &mut Report,
+) -> anyhow::Result<u64> {
+    let coll = db.collection::<Document>(KERIS_BATCH_DATA);
+    let ids: Vec<&str> = outputs.iter().map(|o| o.id.as_str()).collect();
+    let existing: HashMap<String, Document> = coll
+        .find(doc! { "_id": { "$in": &ids } })
+        .await
+        .context("Failed to read keris_batch_data")?
+        .try_collect::<Vec<_>>()
+        .await
+        .context("Failed to read keris_batch_data")?
+        .into_iter()
+        .filter_map(|d| d.get_str("_id").ok().map(|id| (id.to_string(), d.clone())))
+        .collect();
+    let now = Bson::DateTime(mongodb::bson::DateTime::now());
+    let mut inserts = Vec::new();
+    let mut written = 0u64;
+    for out in outputs {
+        let mut new = stored(date, out)?;
+        match existing.get(&out.id) {
+            None => {
+                new.insert("_id", &out.id);
+                new.insert("created_at", now.clone());
+                new.insert("updated_at", now.clone());
+                inserts.push(new);
+            }
+            Some(old) => {
+                let status = old.get_str("status").unwrap_or_default();
+                if status != READY && status != INVALID {
+                    report.kept += 1;
+                    continue;
+                }
+                let same = new.iter().all(|(k, v)| old.get(k) == Some(v))
+                    && (out.error.is_some() || old.get("err_code").is_none());
+                if same {
+                    report.unchanged += 1;
+                    continue;
+                }
+                new.insert("updated_at", now.clone());
+                let mut update = doc! { "$set": new };
+                if out.error.is_none() {
+                    update.insert("$unset", doc! { "err_code": "", "err_msg": "" });
+                }
+                let r = coll
+                    .update_one(doc! { "_id": &out.id, "status": { "$in": [READY, INVALID] } }, update)
+                    .await
+                    .context("Failed to update keris_batch_data")?;
+                report.updated += r.modified_count;
+                written += r.modified_count;
+            }
+        }
+    }
+    if !inserts.is_empty() {
+        let n = inserts.len() as u64;
+        match coll.insert_many(inserts).ordered(false).await {
+            Ok(r) => {
+                report.inserted += r.inserted_ids.len() as u64;
+                written += r.inserted_ids.len() as u64;
+            }
+            Err(e) => match *e.kind {
+                // Another run inserted some meanwhile: those are not ours to count.
+                mongodb::error::ErrorKind::InsertMany(ref failure)
+                    if failure.write_errors.as_ref().is_some_and(|w| w.iter().all(|x| x.code == 11000))
+                        && failure.write_concern_error.is_none() =>
+                {
+                    let failed = failure.write_errors.as_ref().map_or(0, |w| w.len() as u64);
+                    report.inserted += n - failed;
+                    written += n - failed;
+                    report.kept += failed;
+                }
+                _ => return Err(e).context("Failed to insert into keris_batch_data"),
+            },
+        }
+    }
+    Ok(written)
+}

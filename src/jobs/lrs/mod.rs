@@ -1,0 +1,3 @@
+//! Jobs of the LRS batch: aggregation of xAPI statements for KERIS.
+
+pub mod aggregate_statements;

@@ -1,0 +1,231 @@
+//! LRS-01-001: aggregation of the day's statements into keris_batch_data.
+
+use aidt_batch::commands::migrate::KERIS_BATCH_DATA;
+use aidt_batch::dev::seed::{self, stored_key, SeedArgs};
+use aidt_batch::xapi;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{date, TestEnv};
+
+const ID: &str = "LRS-01-001";
+const DAY: &str = "2026-03-05";
+const USER: &str = "11111111-1111-4111-8111-111111111111";
+const PARTNER: &str = "22222222-2222-4222-8222-222222222222";
+const ITEM: &str = "https://aidt.example.kr/content/c1/item/i1";
+
+fn verb(area: &str, verb: &str) -> String {
+    format!("http://aidtbook.kr/xapi/profiles/{area}/1.0/verbs/{verb}")
+}
+
+/// A source document as the LRS stores it; `at` is "HH:MM" on DAY, Seoul time.
+fn source(user: &str, verb_id: &str, object: &str, at: &str, result: Option<Document>, voided: bool) -> Document {
+    source_on(DAY, user, verb_id, object, at, result, voided)
+}
+
+fn source_on(
+    day: &str,
+    user: &str,
+    verb_id: &str,
+    object: &str,
+    at: &str,
+    result: Option<Document>,
+    voided: bool,
+) -> Document {
+    let ts = chrono::DateTime::parse_from_rfc3339(&format!("{day}T{at}:00.000+09:00")).unwrap();
+    let mut statement = doc! {
+        "actor": { "objectType": "Agent", "account": { "homePage": "https://aidt.example.kr", "name": user } },
+        "verb": { "id": verb_id, "display": { "en-US": verb_id.rsplit('/').next().unwrap() } },
+        "object": { "id": object, "objectType": "Activity", "definition": { "type": "http://aidtbook.kr/xapi/activity-type/question" } },
+        "context": { "platform": "aidt-demo", "extensions": { stored_key(xapi::EXT_PARTNER_ID): PARTNER } },
+        "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+    };
+    if let Some(r) = result {
+        statement.insert("result", r);
+    }
+    doc! {
+        "statement": statement,
+        "user_id": user,
+        "partner_id": PARTNER,
+        "timestamp": Bson::DateTime(mongodb::bson::DateTime::from_millis(ts.timestamp_millis())),
+        "stored": Bson::DateTime(mongodb::bson::DateTime::from_millis(ts.timestamp_millis())),
+        "voided": voided,
+    }
+}
+
+fn answer(score: i32, success: bool, duration: &str, std: &str, level: &str) -> Document {
+    doc! {
+        "score": { "raw": score }, "success": success, "duration": duration,
+        "extensions": { stored_key(xapi::EXT_CURRICULUM_STANDARD): [ { "id": std, "achievement-level": level } ] },
+    }
+}
+
+async fn insert(env: &TestEnv, docs: Vec<Document>) {
+    env.app.mongo.collection::<Document>("statements").insert_many(docs).await.unwrap();
+}
+
+async fn batch_docs(env: &TestEnv) -> Vec<Document> {
+    env.app
+        .mongo
+        .collection::<Document>(KERIS_BATCH_DATA)
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+fn wire(d: &Document) -> Value {
+    serde_json::from_slice(&xapi::keris_statement_bytes(d.get_document("statement").unwrap())).unwrap()
+}
+
+async fn counts(pg: &PgPool, run_id: i64) -> (i64, i64, i64) {
+    sqlx::query_as("SELECT read_cnt, write_cnt, skip_cnt FROM batch_job_run WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+async fn hand_made(env: &TestEnv) {
+    let submitted = verb("assessment", "submitted");
+    insert(
+        env,
+        vec![
+            source(USER, &submitted, ITEM, "10:00", Some(answer(40, false, "PT1M30S", "E4MATA01B01C01", "C")), false),
+            source(USER, &submitted, ITEM, "10:05", Some(answer(90, true, "PT30S", "E4MATA01B01C01", "A")), false),
+            source(USER, &submitted, ITEM, "09:00", Some(answer(10, false, "PT5S", "E4MATA01B01C02", "B")), false),
+            // voided, and another day: ignored
+            source(USER, &submitted, ITEM, "11:00", Some(answer(0, false, "PT100S", "X", "C")), true),
+            source_on("2026-03-06", USER, &submitted, ITEM, "00:30", Some(answer(0, false, "PT100S", "X", "C")), false),
+            source_on("2026-03-04", USER, &submitted, ITEM, "23:59", Some(answer(0, false, "PT100S", "X", "C")), false),
+            // a verb outside the profile
+            source(USER, &verb("assessment", "answered"), ITEM, "12:00", None, false),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn lrs_aggregates_attempts_and_records_invalid() {
+    let env = TestEnv::new().await;
+    hand_made(&env).await;
+    let run = env.run_ok(ID, Some(date(DAY)), false).await;
+    assert_eq!(counts(env.pg(), run).await, (4, 2, 2), "read 4 non-voided of the day; READY + INVALID written; voided + invalid skipped");
+    let docs = batch_docs(&env).await;
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let ready: Vec<_> = docs.iter().filter(|d| d.get_str("status").unwrap() == "READY").collect();
+    let invalid: Vec<_> = docs.iter().filter(|d| d.get_str("status").unwrap() == "INVALID").collect();
+    assert_eq!((ready.len(), invalid.len()), (1, 1));
+    assert_eq!(invalid[0].get_str("err_code").unwrap(), "UNKNOWN_VERB");
+    assert!(invalid[0].get_str("err_msg").unwrap().contains("answered"));
+
+    let r = ready[0];
+    assert_eq!(r.get_str("base_dt").unwrap(), DAY);
+    assert_eq!(r.get_str("user_id").unwrap(), USER);
+    assert_eq!(r.get_str("partner_id").unwrap(), PARTNER);
+    assert_eq!(r.get_str("area").unwrap(), "assessment");
+    let s = wire(r);
+    xapi::validate(&s).unwrap();
+    assert_eq!(s["id"].as_str().unwrap(), r.get_str("_id").unwrap());
+    assert_eq!(s["timestamp"], "2026-03-05T00:00:00.000+09:00");
+    assert_eq!(s["actor"]["account"]["name"], USER);
+    assert_eq!(s["result"]["duration"], 125);
+    assert_eq!(s["result"]["score"]["raw"], 90, "the last score by timestamp");
+    assert_eq!(s["result"]["success"], true);
+    assert_eq!(s["result"]["extensions"][xapi::ext_attempts("assessment")], 3);
+    let standards = &s["result"]["extensions"][xapi::EXT_CURRICULUM_STANDARD];
+    assert_eq!(
+        standards,
+        &serde_json::json!([{"id": "E4MATA01B01C01", "achievement-level": "A"}, {"id": "E4MATA01B01C02", "achievement-level": "B"}])
+    );
+    assert_eq!(s["context"]["extensions"][xapi::EXT_PARTNER_ID], PARTNER);
+    let expected = xapi::statement_id(
+        &aidt_batch::config::DEFAULT_LRS_ID_NAMESPACE,
+        date(DAY),
+        USER,
+        &verb("assessment", "submitted"),
+        ITEM,
+    );
+    assert_eq!(r.get_str("_id").unwrap(), expected.to_string());
+}
+
+#[tokio::test]
+async fn lrs_rerun_writes_nothing_and_keeps_sent() {
+    let env = TestEnv::new().await;
+    hand_made(&env).await;
+    env.run_ok(ID, Some(date(DAY)), false).await;
+    let first = batch_docs(&env).await;
+    let coll = env.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let ready_id = first.iter().find(|d| d.get_str("status").unwrap() == "READY").unwrap().get_str("_id").unwrap();
+    coll.update_one(doc! { "_id": ready_id }, doc! { "$set": { "status": "SENT", "transfer_id": "T1" } }).await.unwrap();
+
+    // A new attempt arrives: the SENT statement must not be reset.
+    insert(
+        &env,
+        vec![source(USER, &verb("assessment", "submitted"), ITEM, "13:00", Some(answer(0, false, "PT1S", "Y", "C")), false)],
+    )
+    .await;
+    let run = env.run_ok(ID, Some(date(DAY)), false).await;
+    assert_eq!(counts(env.pg(), run).await.1, 0, "rerun writes nothing");
+    let second = batch_docs(&env).await;
+    assert_eq!(second.len(), first.len());
+    let sent = second.iter().find(|d| d.get_str("_id").unwrap() == ready_id).unwrap();
+    assert_eq!(sent.get_str("status").unwrap(), "SENT");
+    assert_eq!(sent.get_str("transfer_id").unwrap(), "T1");
+    let before = first.iter().find(|d| d.get_str("_id").unwrap() == ready_id).unwrap();
+    assert_eq!(sent.get("statement"), before.get("statement"), "content of a SENT statement unchanged");
+    // ids are equal across runs
+    let ids = |docs: &[Document]| docs.iter().map(|d| d.get_str("_id").unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&second));
+}
+
+#[tokio::test]
+async fn lrs_dry_run_writes_nothing() {
+    let env = TestEnv::new().await;
+    hand_made(&env).await;
+    let run = env.run_ok(ID, Some(date(DAY)), true).await;
+    assert_eq!(counts(env.pg(), run).await.0, 4);
+    assert!(batch_docs(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn lrs_seed_data_aggregates_to_valid_statements() {
+    let env = TestEnv::new().await;
+    let report = seed::seed(&env.app, &SeedArgs::new(100, 3_000, Some(date(DAY)), 1)).await.unwrap();
+    let _ = report;
+    let run = env.run_ok(ID, Some(date(DAY)), false).await;
+    let docs = batch_docs(&env).await;
+    assert!(!docs.is_empty());
+    let mut attempts = 0i64;
+    for d in &docs {
+        let s = wire(d);
+        let n = s["result"]["extensions"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.ends_with("/results/extensions/attempts"))
+            .unwrap()
+            .1
+            .as_i64()
+            .unwrap();
+        attempts += n;
+        if d.get_str("status").unwrap() == "READY" {
+            xapi::validate(&s).unwrap_or_else(|e| panic!("{e}: {s}"));
+        } else {
+            assert_eq!(d.get_str("status").unwrap(), "INVALID");
+            assert!(d.get_str("err_code").is_ok());
+        }
+    }
+    let stmts = env.app.mongo.collection::<Document>("statements");
+    let total = stmts.count_documents(doc! {}).await.unwrap() as i64;
+    let voided = stmts.count_documents(doc! { "voided": true }).await.unwrap() as i64;
+    assert_eq!(total, attempts + voided, "every source statement is voided or in one output");
+    let (read, written, _) = counts(env.pg(), run).await;
+    assert_eq!(read, total - voided);
+    assert_eq!(written, docs.len() as i64);
+}
