@@ -372,17 +372,27 @@ async fn write_outputs(
     report: &mut Report,
 ) -> anyhow::Result<u64> {
     let coll = db.collection::<Document>(KERIS_BATCH_DATA);
-    let ids: Vec<&str> = outputs.iter().map(|o| o.id.as_str()).collect();
-    let existing: HashMap<String, Document> = coll
-        .find(doc! { "_id": { "$in": &ids } })
-        .await
-        .context("Failed to read keris_batch_data")?
-        .try_collect::<Vec<_>>()
-        .await
-        .context("Failed to read keris_batch_data")?
-        .into_iter()
-        .filter_map(|d| d.get_str("_id").ok().map(|id| (id.to_string(), d.clone())))
-        .collect();
+    // The existing documents of the batch's students for the date: one
+    // equality query per student (FerretDB v1 pushes equality filters down to
+    // PostgreSQL, but not `_id: {$in: …}`, which scanned the whole collection
+    // per batch and made 100k statements take ten minutes).
+    let wanted: std::collections::HashSet<&str> = outputs.iter().map(|o| o.id.as_str()).collect();
+    let mut users: Vec<&str> = outputs.iter().map(|o| o.user_id.as_str()).collect();
+    users.dedup();
+    let mut existing: HashMap<String, Document> = HashMap::new();
+    for user in users {
+        let mut cursor = coll
+            .find(doc! { "user_id": user, "base_dt": date.to_string() })
+            .await
+            .context("Failed to read keris_batch_data")?;
+        while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+            if let Ok(id) = d.get_str("_id") {
+                if wanted.contains(id) {
+                    existing.insert(id.to_string(), d.clone());
+                }
+            }
+        }
+    }
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     let mut inserts = Vec::new();
     let mut written = 0u64;
