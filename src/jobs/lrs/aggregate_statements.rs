@@ -24,8 +24,8 @@
 //! `timestamp` (a Date) places it in the day and the output has its own.
 //!
 //! Writing (`keris_batch_data`, keys stored with `&46;` like `statements`):
-//! per batch of `batch_size` statements, the existing documents' statuses
-//! are read; new ids are inserted, `READY`/`INVALID` ones whose content
+//! per batch of `batch_size` statements, all are inserted (unordered);
+//! the ids that already exist (duplicate key) are read: `READY`/`INVALID` ones whose content
 //! changed are updated, `SENT`/`ERROR` ones are never touched ("kept").
 //! A rerun therefore writes nothing new. No transactions needed.
 //!
@@ -365,6 +365,11 @@ fn stored(date: NaiveDate, out: &Output) -> anyhow::Result<Document> {
 
 /// Inserts the new outputs, updates the READY/INVALID ones that changed,
 /// leaves SENT/ERROR ones alone. Returns the documents written.
+///
+/// Insert first (`ordered(false)`): the ids that already exist come back as
+/// duplicate-key errors (11000) and only those are read, one `_id` equality
+/// lookup each. FerretDB v1 pushes `_id` equality down to PostgreSQL but not
+/// `_id: {$in: …}`, which scanned the whole collection per batch.
 async fn write_outputs(
     db: &mongodb::Database,
     date: NaiveDate,
@@ -372,86 +377,60 @@ async fn write_outputs(
     report: &mut Report,
 ) -> anyhow::Result<u64> {
     let coll = db.collection::<Document>(KERIS_BATCH_DATA);
-    // The existing documents of the batch's students for the date: one
-    // equality query per student (FerretDB v1 pushes equality filters down to
-    // PostgreSQL, but not `_id: {$in: …}`, which scanned the whole collection
-    // per batch and made 100k statements take ten minutes).
-    let wanted: std::collections::HashSet<&str> = outputs.iter().map(|o| o.id.as_str()).collect();
-    let mut users: Vec<&str> = outputs.iter().map(|o| o.user_id.as_str()).collect();
-    users.dedup();
-    let mut existing: HashMap<String, Document> = HashMap::new();
-    for user in users {
-        let mut cursor = coll
-            .find(doc! { "user_id": user, "base_dt": date.to_string() })
-            .await
-            .context("Failed to read keris_batch_data")?;
-        while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
-            if let Ok(id) = d.get_str("_id") {
-                if wanted.contains(id) {
-                    existing.insert(id.to_string(), d.clone());
-                }
-            }
-        }
-    }
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
-    let mut inserts = Vec::new();
-    let mut written = 0u64;
+    let mut inserts = Vec::with_capacity(outputs.len());
     for out in outputs {
         let mut new = stored(date, out)?;
-        match existing.get(&out.id) {
-            None => {
-                new.insert("_id", &out.id);
-                new.insert("created_at", now.clone());
-                new.insert("updated_at", now.clone());
-                inserts.push(new);
-            }
-            Some(old) => {
-                let status = old.get_str("status").unwrap_or_default();
-                if status != READY && status != INVALID {
-                    report.kept += 1;
-                    continue;
-                }
-                let same = new.iter().all(|(k, v)| old.get(k) == Some(v))
-                    && (out.error.is_some() || old.get("err_code").is_none());
-                if same {
-                    report.unchanged += 1;
-                    continue;
-                }
-                new.insert("updated_at", now.clone());
-                let mut update = doc! { "$set": new };
-                if out.error.is_none() {
-                    update.insert("$unset", doc! { "err_code": "", "err_msg": "" });
-                }
-                let r = coll
-                    .update_one(doc! { "_id": &out.id, "status": { "$in": [READY, INVALID] } }, update)
-                    .await
-                    .context("Failed to update keris_batch_data")?;
-                report.updated += r.modified_count;
-                written += r.modified_count;
-            }
-        }
+        new.insert("_id", &out.id);
+        new.insert("created_at", now.clone());
+        new.insert("updated_at", now.clone());
+        inserts.push(new);
     }
-    if !inserts.is_empty() {
-        let n = inserts.len() as u64;
-        match coll.insert_many(inserts).ordered(false).await {
-            Ok(r) => {
-                report.inserted += r.inserted_ids.len() as u64;
-                written += r.inserted_ids.len() as u64;
+    let n = inserts.len() as u64;
+    let duplicates: Vec<usize> = match coll.insert_many(inserts).ordered(false).await {
+        Ok(_) => Vec::new(),
+        Err(e) => match *e.kind {
+            mongodb::error::ErrorKind::InsertMany(ref failure)
+                if failure.write_errors.as_ref().is_some_and(|w| w.iter().all(|x| x.code == 11000))
+                    && failure.write_concern_error.is_none() =>
+            {
+                failure.write_errors.as_ref().map(|w| w.iter().map(|x| x.index).collect()).unwrap_or_default()
             }
-            Err(e) => match *e.kind {
-                // Another run inserted some meanwhile: those are not ours to count.
-                mongodb::error::ErrorKind::InsertMany(ref failure)
-                    if failure.write_errors.as_ref().is_some_and(|w| w.iter().all(|x| x.code == 11000))
-                        && failure.write_concern_error.is_none() =>
-                {
-                    let failed = failure.write_errors.as_ref().map_or(0, |w| w.len() as u64);
-                    report.inserted += n - failed;
-                    written += n - failed;
-                    report.kept += failed;
-                }
-                _ => return Err(e).context("Failed to insert into keris_batch_data"),
-            },
+            _ => return Err(e).context("Failed to insert into keris_batch_data"),
+        },
+    };
+    let inserted = n - duplicates.len() as u64;
+    report.inserted += inserted;
+    let mut written = inserted;
+    for index in duplicates {
+        let out = &outputs[index];
+        let Some(old) = coll.find_one(doc! { "_id": &out.id }).await.context("Failed to read keris_batch_data")?
+        else {
+            continue;
+        };
+        let status = old.get_str("status").unwrap_or_default();
+        if status != READY && status != INVALID {
+            report.kept += 1;
+            continue;
         }
+        let mut new = stored(date, out)?;
+        let same =
+            new.iter().all(|(k, v)| old.get(k) == Some(v)) && (out.error.is_some() || old.get("err_code").is_none());
+        if same {
+            report.unchanged += 1;
+            continue;
+        }
+        new.insert("updated_at", now.clone());
+        let mut update = doc! { "$set": new };
+        if out.error.is_none() {
+            update.insert("$unset", doc! { "err_code": "", "err_msg": "" });
+        }
+        let r = coll
+            .update_one(doc! { "_id": &out.id, "status": { "$in": [READY, INVALID] } }, update)
+            .await
+            .context("Failed to update keris_batch_data")?;
+        report.updated += r.modified_count;
+        written += r.modified_count;
     }
     Ok(written)
 }
