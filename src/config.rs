@@ -187,6 +187,32 @@ pub struct JobsSettings {
     pub keris_dashboard: KerisDashboardSettings,
     #[serde(default)]
     pub lrs_aggregate: LrsAggregateSettings,
+    #[serde(default)]
+    pub keris_transfer: KerisTransferSettings,
+}
+
+/// DC-01-001, DC-01-002 and LRS-01-002: learning-history transfer (API-006/007).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KerisTransferSettings {
+    /// Documents per cursor batch when reading `keris_batch_data`.
+    pub read_batch_size: u32,
+    /// After this many API-007 requests in a row failed for one partner
+    /// (each after the client's retries), KERIS is taken to be down: the
+    /// partner's remaining statements stay `READY` for a rerun instead of
+    /// each request waiting out its retries. 0 never gives up.
+    pub give_up_after_transient_failures: u32,
+    /// DC-01-002: an error row that failed this many resends (or
+    /// regenerations) becomes `FAILED`, for a person to look at.
+    pub max_retries: u32,
+    /// At most this many statement ids per list in a run's details.
+    pub max_reported_ids: usize,
+}
+
+impl Default for KerisTransferSettings {
+    fn default() -> Self {
+        Self { read_batch_size: 1000, give_up_after_transient_failures: 20, max_retries: 5, max_reported_ids: 100 }
+    }
 }
 
 /// LRS-01-001: aggregation of the day's xAPI statements into KERIS statements.

@@ -13,3 +13,4 @@ mod lrs;
 mod operator;
 mod privacy;
 mod runtime;
+mod transfer;

@@ -63,6 +63,10 @@ struct Args {
     /// Reject the statement with this id with XAPI_VAL_ERR (repeatable).
     #[arg(long = "reject-statement-id", value_name = "UUID")]
     reject_statement_ids: Vec<Uuid>,
+    /// Reject statements of this student (actor.account.name) with
+    /// XAPI_USER_ERR (repeatable).
+    #[arg(long = "reject-user", value_name = "USER_ID")]
+    reject_user_ids: Vec<String>,
     /// Do not keep accepted statements (only count them).
     #[arg(long)]
     no_record_statements: bool,
@@ -126,6 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             too_many_requests_next: args.too_many_requests,
             retry_after_secs: args.retry_after_secs,
             reject_statement_ids: args.reject_statement_ids,
+            reject_user_ids: args.reject_user_ids,
             ..Faults::default()
         },
         record_statements: !args.no_record_statements,

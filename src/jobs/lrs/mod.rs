@@ -1,3 +1,4 @@
 //! Jobs of the LRS batch: aggregation of xAPI statements for KERIS.
 
 pub mod aggregate_statements;
+pub mod regenerate_statements;

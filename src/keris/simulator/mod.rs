@@ -125,6 +125,9 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Statements with these ids are rejected with `XAPI_VAL_ERR`.
     pub reject_statement_ids: Vec<Uuid>,
+    /// Statements whose `actor.account.name` is one of these are rejected
+    /// with `XAPI_USER_ERR` (KERIS does not know the student).
+    pub reject_user_ids: Vec<String>,
 }
 
 impl Default for Faults {
@@ -143,6 +146,7 @@ impl Default for Faults {
             too_many_requests_next: 0,
             retry_after_secs: 1,
             reject_statement_ids: Vec::new(),
+            reject_user_ids: Vec::new(),
         }
     }
 }

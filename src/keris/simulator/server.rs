@@ -332,6 +332,7 @@ async fn send_statements(
 
     let config = &shared.config;
     let now = Utc::now();
+    let reject_users = shared.rejects_users();
     let mut items = Vec::with_capacity(config.max_statements_per_request.min(1024));
     let (mut chunks, mut bytes) = (0u64, 0usize);
     let mut over: Option<String> = None;
@@ -356,7 +357,8 @@ async fn send_statements(
         let data = conn.chunk(size);
         let verdict = check_statement(data, partner, now);
         let bytes = (config.record_statements && verdict.is_ok()).then(|| Box::from(data));
-        items.push(Item { verdict, bytes });
+        let user = if reject_users && verdict.is_ok() { actor_name(data) } else { None };
+        items.push(Item { verdict, bytes, user });
         conn.end_chunk(size);
     }
     if let Some(message) = over {
@@ -430,4 +432,22 @@ async fn admin(
         _ => error(404, format!("no operator endpoint {} /_sim/{path}", head.method)),
     };
     Ok(respond(response))
+}
+
+/// `actor.account.name` of a statement, if it has one.
+fn actor_name(statement: &[u8]) -> Option<Box<str>> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        actor: Option<Actor>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Actor {
+        account: Option<Account>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Account {
+        name: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(statement).ok()?;
+    head.actor?.account?.name.map(String::into_boxed_str)
 }

@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::validate::ValidStatement;
 use super::{DashboardEvent, Faults, PartnerStats, RecordedStatement, RequestRecord, SimulatorConfig, Stats};
 use crate::keris::types::{Api, StatementError};
-use crate::keris::{CODE_BAD_REQUEST, CODE_CLOSED, CODE_NOT_FOUND, CODE_UNAUTHORIZED, XAPI_DUP_ERR, XAPI_VAL_ERR};
+use crate::keris::{
+    CODE_BAD_REQUEST, CODE_CLOSED, CODE_NOT_FOUND, CODE_UNAUTHORIZED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR,
+};
 
 /// A business error answer: code and message.
 pub(crate) type Refusal = (&'static str, String);
@@ -46,6 +48,8 @@ pub(crate) struct Item {
     pub verdict: Result<ValidStatement, String>,
     /// The bytes, when recording is on and the statement is valid.
     pub bytes: Option<Box<[u8]>>,
+    /// `actor.account.name`, read only while users are being rejected.
+    pub user: Option<Box<str>>,
 }
 
 pub(crate) struct Shared {
@@ -58,6 +62,7 @@ pub(crate) struct Shared {
 struct State {
     faults: Faults,
     reject_ids: HashSet<u128>,
+    reject_users: HashSet<String>,
     rng: SmallRng,
     partners: HashMap<String, PartnerState>,
     transfers: HashMap<String, TransferState>,
@@ -139,6 +144,7 @@ impl State {
         let mut state = Self {
             faults: Faults::default(),
             reject_ids: HashSet::new(),
+            reject_users: HashSet::new(),
             rng: SmallRng::seed_from_u64(0),
             partners: HashMap::new(),
             transfers: HashMap::new(),
@@ -155,6 +161,7 @@ impl State {
     fn set_faults(&mut self, faults: Faults) {
         self.rng = SmallRng::seed_from_u64(faults.seed);
         self.reject_ids = faults.reject_statement_ids.iter().map(|id| id.as_u128()).collect();
+        self.reject_users = faults.reject_user_ids.iter().map(|u| u.to_ascii_lowercase()).collect();
         self.faults = faults;
     }
 
@@ -196,6 +203,11 @@ impl Shared {
             return Err((CODE_UNAUTHORIZED, "unknown Partner-ID".into()));
         }
         Ok(())
+    }
+
+    /// Whether statements must be checked against `reject_user_ids`.
+    pub fn rejects_users(&self) -> bool {
+        !self.lock().reject_users.is_empty()
     }
 
     pub fn count_connection(&self) {
@@ -367,6 +379,10 @@ impl Shared {
             };
             if valid.id.is_some_and(|id| state.reject_ids.contains(&id)) {
                 reject(XAPI_VAL_ERR, "rejected by fault injection".into());
+                continue;
+            }
+            if item.user.as_deref().is_some_and(|u| state.reject_users.contains(&u.to_ascii_lowercase())) {
+                reject(XAPI_USER_ERR, "unknown user (actor.account.name)".into());
                 continue;
             }
             if let Some(id) = valid.id {

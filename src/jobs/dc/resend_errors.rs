@@ -1,0 +1,343 @@
+//! DC-01-002 — resend the statements whose sending failed.
+//!
+//! Works on the error rows of `tb_dc_error_data_info` with `base_dt` up to
+//! the business date D (default yesterday), so a row missed on one day is
+//! taken by the next run:
+//! - `PENDING` rows whose failure was transient (`KERIS_UNAVAILABLE`:
+//!   transport, timeout, 5xx, 429; `KERIS_TOKEN_EXPIRED`) and every
+//!   `REGENERATED` row (rebuilt by LRS-01-002) are sent again — the statement
+//!   as it is now in `keris_batch_data` — through the same sender as
+//!   DC-01-001 (see [`super::transfer`]);
+//! - `PENDING` rows rejected for their content (`XAPI_VAL_ERR`,
+//!   `XAPI_USER_ERR`) are left for LRS-01-002 (counted as
+//!   `waiting_for_regeneration`);
+//! - `PENDING` rows with `XAPI_DUP_ERR` (KERIS holds a different statement
+//!   under this id) or a code no resend can fix (a request KERIS refused as a
+//!   whole, a statement too large to send) become `FAILED`, for a person.
+//!
+//! Accepted → the row `RESENT` and the statement `SENT`. Failed again →
+//! `retry_cnt + 1` with the new code; at `jobs.keris_transfer.max_retries`
+//! (or on `XAPI_DUP_ERR`) → `FAILED`. Rows that became `FAILED` are listed
+//! in the run's details; every row not delivered by this run counts as
+//! failed, so such a run ends `COMPLETED_WITH_ERRORS` (exit 4).
+//!
+//! Rows are read in pages (keyset on `err_id`); a stop request ends the run
+//! between pages; a rerun simply takes what is still open. `--dry-run`
+//! reports what would be resent and marked `FAILED`, changing nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context as _;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::transfer::{
+    is_content_code, mark_error, mark_sent, partners_by_id, Batcher, FailedColumns, Item, PartnerSender,
+    RequestOutcome, ERR_TOKEN, ERR_UNAVAILABLE,
+};
+use crate::commands::migrate::KERIS_BATCH_DATA;
+use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR};
+use crate::runtime::{Job, JobContext};
+
+pub const ID: &str = "DC-01-002";
+
+/// The codes whose rows are resent as they are.
+const RESENDABLE: [&str; 2] = [ERR_UNAVAILABLE, ERR_TOKEN];
+/// The codes whose rows wait for LRS-01-002.
+const CONTENT: [&str; 2] = [XAPI_VAL_ERR, XAPI_USER_ERR];
+
+pub struct ResendErrors;
+
+/// A row that became `FAILED`, listed in the run's details.
+#[derive(Debug, Serialize)]
+struct FailedRow {
+    statement_id: Uuid,
+    err_code: String,
+    reason: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    resent: u64,
+    will_retry: u64,
+    failed_for_good: u64,
+    failed_rows: Vec<FailedRow>,
+    waiting_for_regeneration: i64,
+    skipped_unknown_partner: u64,
+    per_partner: BTreeMap<String, super::transfer::SendReport>,
+    gave_up: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl Job for ResendErrors {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings = ctx.settings();
+        let cfg = settings.jobs.keris_transfer.clone();
+        let pg = ctx.pg();
+        let mut report = Report::default();
+
+        report.waiting_for_regeneration = sqlx::query_scalar(
+            "SELECT count(*) FROM tb_dc_error_data_info WHERE status = 'PENDING' AND base_dt <= $1 AND err_code = ANY($2)",
+        )
+        .bind(ctx.business_date)
+        .bind(&CONTENT[..])
+        .fetch_one(pg)
+        .await
+        .context("Failed to count tb_dc_error_data_info")?;
+
+        if ctx.dry_run {
+            let (resend, fail): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status = 'REGENERATED' OR err_code = ANY($2)),
+                        count(*) FILTER (WHERE status = 'PENDING' AND NOT err_code = ANY($2) AND NOT err_code = ANY($3))
+                   FROM tb_dc_error_data_info WHERE status IN ('PENDING', 'REGENERATED') AND base_dt <= $1",
+            )
+            .bind(ctx.business_date)
+            .bind(&RESENDABLE[..])
+            .bind(&CONTENT[..])
+            .fetch_one(pg)
+            .await
+            .context("Failed to count tb_dc_error_data_info")?;
+            ctx.counts.add_read(resend as u64);
+            ctx.set_detail("would_resend", resend);
+            ctx.set_detail("would_fail", fail);
+            ctx.set_detail("waiting_for_regeneration", report.waiting_for_regeneration);
+            return Ok(());
+        }
+
+        // Rows no resend can fix: a person decides.
+        let unfixable: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+            "UPDATE tb_dc_error_data_info SET status = 'FAILED', upd_dt = now()
+              WHERE status = 'PENDING' AND base_dt <= $1 AND NOT err_code = ANY($2) AND NOT err_code = ANY($3)
+              RETURNING statement_id, err_code, err_msg",
+        )
+        .bind(ctx.business_date)
+        .bind(&RESENDABLE[..])
+        .bind(&CONTENT[..])
+        .fetch_all(pg)
+        .await
+        .context("Failed to update tb_dc_error_data_info")?;
+        for (statement_id, err_code, err_msg) in unfixable {
+            let reason = if err_code == XAPI_DUP_ERR {
+                format!("KERIS holds a different statement under this id: {}", err_msg.unwrap_or_default())
+            } else {
+                format!("not resendable as it is: {}", err_msg.unwrap_or_default())
+            };
+            report.add_failed(&cfg, statement_id, err_code, reason);
+            ctx.counts.add_failed(1);
+        }
+
+        let partners = partners_by_id(&settings.keris)?;
+        let options = ClientOptions::from_settings(&settings.keris);
+        let mut senders: HashMap<String, PartnerSender> = HashMap::new();
+        for (partner_id, name) in &partners {
+            let client = KerisClient::from_settings(&settings.keris, name, options.clone())?;
+            senders.insert(partner_id.clone(), PartnerSender::new(client, None, cfg.give_up_after_transient_failures));
+        }
+
+        let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+        let mut last_err_id = 0i64;
+        loop {
+            ctx.stop_point()?;
+            let page: Vec<(i64, Uuid, Uuid)> = sqlx::query_as(
+                "SELECT err_id, statement_id, partner_id FROM tb_dc_error_data_info
+                  WHERE err_id > $1 AND base_dt <= $2
+                    AND (status = 'REGENERATED' OR (status = 'PENDING' AND err_code = ANY($3)))
+                  ORDER BY err_id LIMIT $4",
+            )
+            .bind(last_err_id)
+            .bind(ctx.business_date)
+            .bind(&RESENDABLE[..])
+            .bind(i64::from(cfg.read_batch_size.max(1)))
+            .fetch_all(pg)
+            .await
+            .context("Failed to read tb_dc_error_data_info")?;
+            let Some(&(last, _, _)) = page.last() else { break };
+            last_err_id = last;
+            ctx.counts.add_read(page.len() as u64);
+
+            let ids: Vec<String> = page.iter().map(|(_, id, _)| id.to_string()).collect();
+            let mut docs: HashMap<String, Document> = HashMap::new();
+            let mut cursor = coll
+                .find(doc! { "_id": { "$in": &ids } })
+                .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1 })
+                .await
+                .context("Failed to read keris_batch_data")?;
+            while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+                docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+            }
+
+            let mut per_partner: HashMap<String, Vec<Item>> = HashMap::new();
+            for (_, statement_id, partner_id) in &page {
+                let partner_id = partner_id.to_string();
+                if !senders.contains_key(&partner_id) {
+                    report.skipped_unknown_partner += 1;
+                    ctx.counts.add_skipped(1);
+                    continue;
+                }
+                let item = docs.get(&statement_id.to_string()).map(Item::from_stored);
+                match item {
+                    Some(Ok(item)) => per_partner.entry(partner_id).or_default().push(item),
+                    Some(Err(why)) => self.fail_row(ctx, &cfg, &mut report, *statement_id, why).await?,
+                    None => {
+                        let why = "the statement is no longer in keris_batch_data".to_string();
+                        self.fail_row(ctx, &cfg, &mut report, *statement_id, why).await?
+                    }
+                }
+            }
+            for (partner_id, items) in per_partner {
+                let sender = senders.get_mut(&partner_id).expect("checked above");
+                let mut batcher = Batcher::new(options.max_statements_per_request, options.max_request_bytes);
+                let mut requests: Vec<Vec<Item>> = items.into_iter().filter_map(|i| batcher.push(i)).collect();
+                requests.push(batcher.take());
+                for request in requests.into_iter().filter(|r| !r.is_empty()) {
+                    if sender.gave_up() {
+                        // KERIS looks down: the rows stay as they are for the next run.
+                        report.will_retry += request.len() as u64;
+                        ctx.counts.add_failed(request.len() as u64);
+                        continue;
+                    }
+                    let outcome = sender.send(request).await?;
+                    record(ctx, &cfg, &outcome, &mut report).await?;
+                }
+            }
+        }
+
+        for sender in senders.values() {
+            let name = sender.client().partner_name().to_string();
+            if sender.gave_up() {
+                tracing::error!(partner = %name, "KERIS keeps failing for this partner; its rows wait for the next run");
+                report.gave_up.push(name.clone());
+            }
+            report.per_partner.insert(name, sender.report.clone());
+        }
+        if report.failed_for_good > 0 {
+            tracing::warn!(rows = report.failed_for_good, "error rows became FAILED; see the run's details (failed_rows)");
+        }
+        ctx.set_detail("resent", report.resent);
+        ctx.set_detail("will_retry", report.will_retry);
+        ctx.set_detail("failed_for_good", report.failed_for_good);
+        ctx.set_detail("failed_rows", &report.failed_rows);
+        ctx.set_detail("waiting_for_regeneration", report.waiting_for_regeneration);
+        ctx.set_detail("skipped_unknown_partner", report.skipped_unknown_partner);
+        ctx.set_detail("partners", &report.per_partner);
+        if !report.gave_up.is_empty() {
+            ctx.set_detail("gave_up_partners", &report.gave_up);
+        }
+        Ok(())
+    }
+}
+
+impl ResendErrors {
+    /// Marks the open row of `statement_id` `FAILED` with `reason`.
+    async fn fail_row(
+        &self,
+        ctx: &JobContext,
+        cfg: &crate::config::KerisTransferSettings,
+        report: &mut Report,
+        statement_id: Uuid,
+        reason: String,
+    ) -> anyhow::Result<()> {
+        let code: Option<String> = sqlx::query_scalar(
+            "UPDATE tb_dc_error_data_info SET status = 'FAILED', err_msg = $2, upd_dt = now()
+              WHERE statement_id = $1 AND status IN ('PENDING', 'REGENERATED') RETURNING err_code",
+        )
+        .bind(statement_id)
+        .bind(&reason)
+        .fetch_optional(ctx.pg())
+        .await
+        .context("Failed to update tb_dc_error_data_info")?;
+        if let Some(code) = code {
+            report.add_failed(cfg, statement_id, code, reason);
+            ctx.counts.add_failed(1);
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    fn add_failed(&mut self, cfg: &crate::config::KerisTransferSettings, statement_id: Uuid, err_code: String, reason: String) {
+        self.failed_for_good += 1;
+        if self.failed_rows.len() < cfg.max_reported_ids {
+            self.failed_rows.push(FailedRow { statement_id, err_code, reason });
+        }
+    }
+}
+
+/// Applies one resend's outcome to the rows and the statements.
+async fn record(
+    ctx: &JobContext,
+    cfg: &crate::config::KerisTransferSettings,
+    outcome: &RequestOutcome,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let pg = ctx.pg();
+    let accepted: Vec<Uuid> = outcome.accepted().filter_map(|i| Uuid::parse_str(&i.id).ok()).collect();
+    if !accepted.is_empty() {
+        mark_sent(&ctx.app.mongo, outcome).await?;
+        let resent = resolve_rows(pg, &accepted, outcome.transfer_id.as_deref(), outcome.chunked_index).await?;
+        ctx.counts.add_written(resent);
+        report.resent += resent;
+    }
+    let failed = FailedColumns::of(outcome)?;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(Uuid, String, String, Option<String>)> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[]) AS t(statement_id, stmt_index, err_code, err_msg)
+         )
+         UPDATE tb_dc_error_data_info e
+            SET retry_cnt = e.retry_cnt + 1, err_code = i.err_code, err_msg = i.err_msg,
+                transfer_id = $5, stmt_index = i.stmt_index, upd_dt = now(),
+                status = CASE WHEN i.err_code = $6 OR e.retry_cnt + 1 >= $7 THEN 'FAILED' ELSE 'PENDING' END
+           FROM input i
+          WHERE e.statement_id = i.statement_id AND e.status IN ('PENDING', 'REGENERATED')
+         RETURNING e.statement_id, e.status, e.err_code, e.err_msg",
+    )
+    .bind(&failed.statement_ids)
+    .bind(&failed.indexes)
+    .bind(&failed.codes)
+    .bind(&failed.messages)
+    .bind(outcome.transfer_id.as_deref())
+    .bind(XAPI_DUP_ERR)
+    .bind(cfg.max_retries as i32)
+    .fetch_all(pg)
+    .await
+    .context("Failed to update tb_dc_error_data_info")?;
+    mark_error(&ctx.app.mongo, outcome).await?;
+    for (statement_id, status, code, message) in rows {
+        ctx.counts.add_failed(1);
+        if status == "FAILED" {
+            let reason = if code == XAPI_DUP_ERR {
+                format!("KERIS holds a different statement under this id: {}", message.unwrap_or_default())
+            } else {
+                format!("still failing after {} attempts: {}", cfg.max_retries, message.unwrap_or_default())
+            };
+            report.add_failed(cfg, statement_id, code, reason);
+        } else {
+            report.will_retry += 1;
+            if is_content_code(&code) {
+                report.waiting_for_regeneration += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks the open rows of the accepted statements `RESENT`.
+async fn resolve_rows(pg: &PgPool, ids: &[Uuid], transfer_id: Option<&str>, chunked_index: u64) -> anyhow::Result<u64> {
+    let r = sqlx::query(
+        "UPDATE tb_dc_error_data_info SET status = 'RESENT', transfer_id = $2, stmt_index = $3, upd_dt = now()
+          WHERE statement_id = ANY($1) AND status IN ('PENDING', 'REGENERATED')",
+    )
+    .bind(ids)
+    .bind(transfer_id)
+    .bind(chunked_index as i64)
+    .execute(pg)
+    .await
+    .context("Failed to update tb_dc_error_data_info")?;
+    Ok(r.rows_affected())
+}

@@ -1,0 +1,359 @@
+//! DC-01-001 — send the day's learning history to KERIS (API-006/007).
+//!
+//! For the business date D (default yesterday), per configured partner and
+//! concurrently across partners: the `READY` documents of D in
+//! `keris_batch_data` are read as a cursor (never the whole day in memory),
+//! cut into API-007 requests of at most `keris.max_statements_per_request`
+//! statements and `keris.max_request_bytes` bytes, and sent one statement per
+//! HTTP chunk on the partner's transfer (see [`super::transfer`]). Reading,
+//! sending and recording overlap: while KERIS works on one request the next
+//! is being read and the previous one recorded.
+//!
+//! Outcomes: accepted statements become `SENT` (transfer id, `stmt_index`,
+//! `sent_at`); statements in `list_error`, and those of a request that failed
+//! after the client's retries, get a `PENDING` row in `tb_dc_error_data_info`
+//! (code, message, exact index) and become `ERROR`; DC-01-002 and LRS-01-002
+//! take it from there. Any error ends the run `COMPLETED_WITH_ERRORS` (exit 4).
+//! After `jobs.keris_transfer.give_up_after_transient_failures` failed
+//! requests in a row KERIS is taken to be down for the partner: its remaining
+//! statements stay `READY`, are counted as failed (`deferred`) and go out
+//! with a rerun.
+//!
+//! Kill-safety: each request is written to `batch_keris_request` before it
+//! goes out and deleted once its outcome is recorded. A rerun first asks
+//! KERIS for the status of the transfers of rows left behind and sends those
+//! requests again on their transfer at their own indexes — KERIS drops what
+//! it already holds (same id, same content) and names again what it refused,
+//! so no verdict is lost and nothing is stored twice — then sends everything
+//! still `READY`. A request KERIS never received (index beyond the transfer's
+//! status) or whose transfer is gone goes out with the rest.
+//!
+//! Documents of partners that are not configured are counted as skipped and
+//! left `READY`. `--dry-run` counts what would be sent, per partner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::transfer::{
+    mark_error, mark_sent, partners_by_id, record_errors, Batcher, FailedColumns, Item, Journal, PartnerSender,
+    RequestOutcome, SendReport,
+};
+use crate::commands::migrate::KERIS_BATCH_DATA;
+use crate::config::KerisTransferSettings;
+use crate::keris::{ClientOptions, KerisClient, Transfer};
+use crate::runtime::{Job, JobContext};
+
+pub const ID: &str = "DC-01-001";
+
+const READY: &str = "READY";
+
+pub struct SendStatements;
+
+/// What happened for one partner, stored in the run's details.
+#[derive(Debug, Default, Serialize)]
+struct PartnerReport {
+    read: u64,
+    sent: u64,
+    /// Accepted by KERIS but already `SENT` here (a request in doubt sent again).
+    already_sent: u64,
+    failed: u64,
+    errors_by_code: BTreeMap<String, u64>,
+    /// Statements left `READY` because KERIS looked down.
+    deferred: u64,
+    /// Documents that could not be turned into a statement (left as they are).
+    unreadable: Vec<String>,
+    /// Requests in doubt found in the journal and sent again.
+    resumed_requests: u64,
+    #[serde(flatten)]
+    sending: SendReport,
+}
+
+#[async_trait::async_trait]
+impl Job for SendStatements {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings = ctx.settings();
+        let cfg = settings.jobs.keris_transfer.clone();
+        let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+        let date = ctx.business_date.to_string();
+        let partners = partners_by_id(&settings.keris)?;
+        let configured: Vec<&str> = partners.keys().map(String::as_str).collect();
+        let unknown = coll
+            .count_documents(doc! { "base_dt": &date, "status": READY, "partner_id": { "$nin": &configured } })
+            .await
+            .context("Failed to count keris_batch_data")?;
+        if unknown > 0 {
+            ctx.counts.add_skipped(unknown);
+            ctx.set_detail("skipped_unknown_partner", unknown);
+            tracing::warn!(statements = unknown, "READY statements of partners that are not configured (keris.partners) are left as they are");
+        }
+        if ctx.dry_run {
+            let mut would_send = BTreeMap::new();
+            for (partner_id, name) in &partners {
+                let n = coll
+                    .count_documents(doc! { "base_dt": &date, "status": READY, "partner_id": partner_id })
+                    .await
+                    .context("Failed to count keris_batch_data")?;
+                ctx.counts.add_read(n);
+                would_send.insert(name.clone(), n);
+            }
+            ctx.set_detail("would_send", would_send);
+            return Ok(());
+        }
+
+        let options = ClientOptions::from_settings(&settings.keris);
+        let runs = partners.iter().map(|(partner_id, name)| {
+            let (options, cfg) = (options.clone(), &cfg);
+            async move {
+                let client = KerisClient::from_settings(&settings.keris, name, options)?;
+                let report = send_partner(ctx, cfg, client, partner_id).await?;
+                Ok::<_, anyhow::Error>((name.clone(), report))
+            }
+        });
+        let mut reports = BTreeMap::new();
+        let mut first_error = None;
+        for result in futures::future::join_all(runs).await {
+            match result {
+                Ok((name, report)) => {
+                    reports.insert(name, report);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        ctx.set_detail("partners", &reports);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        ctx.stop_point()?;
+        Ok(())
+    }
+}
+
+/// Sends one partner's `READY` statements of the day: first the requests a
+/// killed run left in doubt, then the rest.
+async fn send_partner(
+    ctx: &JobContext,
+    cfg: &KerisTransferSettings,
+    client: KerisClient,
+    partner_id: &str,
+) -> anyhow::Result<PartnerReport> {
+    let journal = Journal {
+        pg: ctx.pg().clone(),
+        job_id: ID,
+        base_dt: ctx.business_date,
+        partner_name: client.partner_name().to_string(),
+        run_id: ctx.run_id,
+    };
+    let options = client.options().clone();
+    let mut sender = PartnerSender::new(client, Some(journal.clone()), cfg.give_up_after_transient_failures);
+    let mut report = PartnerReport::default();
+    resume(ctx, &mut sender, &journal, &mut report).await?;
+
+    let db = &ctx.app.mongo;
+    let coll = db.collection::<Document>(KERIS_BATCH_DATA);
+    let date = ctx.business_date.to_string();
+    let (request_tx, mut request_rx) = mpsc::channel::<Vec<Item>>(2);
+    let (outcome_tx, mut outcome_rx) = mpsc::channel::<RequestOutcome>(4);
+    let gave_up = AtomicBool::new(false);
+    let read = AtomicU64::new(0);
+    let mut unreadable = Vec::new();
+
+    let reading = async {
+        let mut cursor = coll
+            .find(doc! { "base_dt": &date, "partner_id": partner_id, "status": READY })
+            .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1 })
+            .batch_size(cfg.read_batch_size)
+            .await
+            .context("Failed to read keris_batch_data")?;
+        let mut batcher = Batcher::new(options.max_statements_per_request, options.max_request_bytes);
+        while let Some(doc) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+            read.fetch_add(1, Ordering::Relaxed);
+            ctx.counts.add_read(1);
+            let item = match Item::from_stored(&doc) {
+                Ok(item) => item,
+                Err(why) => {
+                    ctx.counts.add_skipped(1);
+                    tracing::warn!(%why, "keris_batch_data document skipped");
+                    if unreadable.len() < cfg.max_reported_ids {
+                        unreadable.push(why);
+                    }
+                    continue;
+                }
+            };
+            if let Some(request) = batcher.push(item) {
+                if request_tx.send(request).await.is_err() {
+                    return Ok(());
+                }
+                if ctx.stop_requested() || gave_up.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+        }
+        let rest = batcher.take();
+        if !rest.is_empty() && !ctx.stop_requested() {
+            let _ = request_tx.send(rest).await;
+        }
+        drop(request_tx);
+        Ok::<_, anyhow::Error>(())
+    };
+    let sending = async {
+        while let Some(items) = request_rx.recv().await {
+            if sender.gave_up() {
+                gave_up.store(true, Ordering::Relaxed);
+                continue;
+            }
+            let outcome = sender.send(items).await?;
+            if outcome_tx.send(outcome).await.is_err() {
+                break;
+            }
+        }
+        drop(outcome_tx);
+        Ok::<_, anyhow::Error>(())
+    };
+    let recording = async {
+        let mut r = PartnerReport::default();
+        while let Some(outcome) = outcome_rx.recv().await {
+            record(ctx, &outcome, &mut r).await?;
+        }
+        Ok::<_, anyhow::Error>(r)
+    };
+    let ((), (), recorded) = tokio::try_join!(reading, sending, recording)?;
+    report.read += read.load(Ordering::Relaxed);
+    report.sent += recorded.sent;
+    report.already_sent += recorded.already_sent;
+    report.failed += recorded.failed;
+    for (code, n) in recorded.errors_by_code {
+        *report.errors_by_code.entry(code).or_default() += n;
+    }
+    report.unreadable = unreadable;
+    if sender.gave_up() {
+        let left = coll
+            .count_documents(doc! { "base_dt": &date, "partner_id": partner_id, "status": READY })
+            .await
+            .context("Failed to count keris_batch_data")?;
+        report.deferred = left;
+        ctx.counts.add_failed(left);
+        tracing::error!(
+            partner = sender.client().partner_name(),
+            left,
+            "KERIS keeps failing for this partner; its remaining statements stay READY: rerun DC-01-001 --date {}",
+            ctx.business_date
+        );
+    }
+    report.sending = sender.report.clone();
+    Ok(report)
+}
+
+/// Applies one request's outcome: error rows and `ERROR` first, then `SENT`,
+/// then the journal row goes.
+async fn record(ctx: &JobContext, outcome: &RequestOutcome, report: &mut PartnerReport) -> anyhow::Result<()> {
+    let db = &ctx.app.mongo;
+    let failed = FailedColumns::of(outcome)?;
+    if !failed.is_empty() {
+        record_errors(ctx.pg(), ID, outcome.transfer_id.as_deref(), &failed).await?;
+        mark_error(db, outcome).await?;
+        let n = failed.statement_ids.len() as u64;
+        ctx.counts.add_failed(n);
+        report.failed += n;
+        for code in &failed.codes {
+            *report.errors_by_code.entry(code.clone()).or_default() += 1;
+        }
+    }
+    let accepted = outcome.accepted().count() as u64;
+    let sent = mark_sent(db, outcome).await?;
+    ctx.counts.add_written(sent);
+    report.sent += sent;
+    report.already_sent += accepted - sent.min(accepted);
+    if let Some(id) = outcome.journal_id {
+        Journal::delete(ctx.pg(), id).await?;
+    }
+    Ok(())
+}
+
+/// Sends again the requests a killed run left in the journal, on their
+/// transfer at their own index when KERIS still knows the transfer; the
+/// others are dropped from the journal and their `READY` statements go out
+/// with the rest.
+async fn resume(
+    ctx: &JobContext,
+    sender: &mut PartnerSender,
+    journal: &Journal,
+    report: &mut PartnerReport,
+) -> anyhow::Result<()> {
+    let rows: Vec<(i64, String, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT request_id, transfer_id, chunked_index, statement_ids FROM batch_keris_request
+          WHERE job_id = $1 AND base_dt = $2 AND partner_name = $3 ORDER BY request_id",
+    )
+    .bind(journal.job_id)
+    .bind(journal.base_dt)
+    .bind(&journal.partner_name)
+    .fetch_all(ctx.pg())
+    .await
+    .context("Failed to read batch_keris_request")?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let mut statuses: HashMap<String, Option<(u64, Transfer)>> = HashMap::new();
+    for (request_id, transfer_id, chunked_index, ids) in rows {
+        if !statuses.contains_key(&transfer_id) {
+            let status = match sender.client().transfer_status(&transfer_id).await {
+                Ok(s) => s.partner_access_token.map(|token| {
+                    (
+                        s.index,
+                        Transfer {
+                            transfer_id: transfer_id.clone(),
+                            partner_access_token: token,
+                            start_time: None,
+                            received_at: std::time::Instant::now(),
+                        },
+                    )
+                }),
+                Err(e) => {
+                    tracing::warn!(%transfer_id, error = %e, "transfer of a request in doubt is not known any more; its statements go out on a new transfer");
+                    None
+                }
+            };
+            if let Some((index, _)) = &status {
+                tracing::info!(%transfer_id, keris_index = index, "resuming a transfer a killed run left in doubt");
+            }
+            statuses.insert(transfer_id.clone(), status);
+        }
+        Journal::delete(ctx.pg(), request_id).await?;
+        let Some((kept, transfer)) = statuses[&transfer_id].clone() else { continue };
+        // KERIS never received this request: its statements are still READY
+        // and go out with the rest.
+        if chunked_index as u64 > kept + 1 {
+            continue;
+        }
+        let mut docs: HashMap<String, Document> = HashMap::new();
+        let mut cursor = coll
+            .find(doc! { "_id": { "$in": &ids } })
+            .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1, "status": 1 })
+            .await
+            .context("Failed to read keris_batch_data")?;
+        while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+            docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+        }
+        if docs.values().all(|d| d.get_str("status").is_ok_and(|s| s != READY)) {
+            continue; // recorded before the kill; only the journal row was left
+        }
+        // The same statements in the same order, or the indexes would not match.
+        let items: Option<Vec<Item>> = ids.iter().map(|id| docs.get(id).and_then(|d| Item::from_stored(d).ok())).collect();
+        let Some(items) = items else { continue };
+        ctx.counts.add_read(items.len() as u64);
+        report.read += items.len() as u64;
+        report.resumed_requests += 1;
+        sender.continue_transfer(transfer, chunked_index as u64);
+        let outcome = sender.send(items).await?;
+        record(ctx, &outcome, report).await?;
+    }
+    Ok(())
+}
