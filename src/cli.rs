@@ -60,6 +60,10 @@ pub enum DevCommand {
     Schema,
     /// Fill the contract tables and lrs.statements with synthetic data
     Seed(crate::dev::seed::SeedArgs),
+    /// Write READY KERIS statements into keris_batch_data (DC-01-001 benchmark)
+    BenchData(crate::dev::bench::BenchDataArgs),
+    /// Read the day's READY keris_batch_data with a plain cursor (benchmark baseline)
+    Scan(crate::dev::bench::ScanArgs),
 }
 
 /// The options of every job subcommand.

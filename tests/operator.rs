@@ -104,7 +104,7 @@ async fn migrate_creates_the_batch_tables_and_is_idempotent_without_touching_con
     .fetch_all(env.pg())
     .await
     .unwrap();
-    assert_eq!(tables, ["_sqlx_migrations", "batch_checkpoint", "batch_job_run", "batch_privacy_audit"]);
+    assert_eq!(tables, ["_sqlx_migrations", "batch_checkpoint", "batch_job_run", "batch_keris_request", "batch_privacy_audit"]);
     let names = env.app.mongo.collection::<mongodb::bson::Document>("keris_batch_data").list_index_names().await.unwrap();
     assert!(names.len() >= 3, "{names:?}");
 }

@@ -110,6 +110,8 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             let app = AppContext::connect(&loaded).await?;
             match dev {
                 DevCommand::Schema => crate::dev::schema::apply(&app).await.map(|()| Exit::Success),
+                DevCommand::BenchData(args) => crate::dev::bench::bench_data(&app, &args).await.map(|()| Exit::Success),
+                DevCommand::Scan(args) => crate::dev::bench::scan(&app, &args).await.map(|()| Exit::Success),
                 DevCommand::Seed(args) => {
                     let report = crate::dev::seed::seed(&app, &args).await?;
                     println!("{report}");

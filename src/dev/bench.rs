@@ -1,0 +1,123 @@
+//! Benchmark helpers: fill `keris_batch_data` with a day of `READY` KERIS
+//! statements, and read them back with a plain cursor (the baseline DC-01-001
+//! is compared with in `scripts/bench-transfer`).
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{doc, Bson, Document};
+use serde_json::json;
+
+use crate::commands::migrate::KERIS_BATCH_DATA;
+use crate::context::AppContext;
+use crate::xapi;
+
+/// `aidt-batch dev bench-data`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchDataArgs {
+    /// READY statements to write for the business date, spread over the configured partners
+    #[arg(long, default_value_t = 100_000)]
+    pub statements: u64,
+    /// Business date (YYYY-MM-DD) [default: yesterday, Asia/Seoul]
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+    /// Delete the date's keris_batch_data documents first
+    #[arg(long)]
+    pub reset: bool,
+}
+
+/// `aidt-batch dev scan`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScanArgs {
+    /// Business date (YYYY-MM-DD) [default: yesterday, Asia/Seoul]
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+}
+
+fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
+    date.unwrap_or_else(|| crate::time::today_seoul().pred_opt().expect("date in range"))
+}
+
+/// Writes `statements` READY documents (1,000 per insert, 4 inserts in flight).
+pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Result<()> {
+    let date = date_or_yesterday(args.date);
+    let partners: Vec<String> = crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.into_keys().collect();
+    anyhow::ensure!(!partners.is_empty(), "no KERIS partner is configured (keris.partners.<name>.partner_id)");
+    let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    if args.reset {
+        let r = coll.delete_many(doc! { "base_dt": date.to_string() }).await.context("Failed to reset keris_batch_data")?;
+        println!("deleted {} documents of {date}", r.deleted_count);
+    }
+    let settings = &app.settings.jobs.lrs_aggregate;
+    let started = Instant::now();
+    let batches = (0..args.statements).step_by(1000).map(|first| {
+        let last = (first + 1000).min(args.statements);
+        let docs: anyhow::Result<Vec<Document>> =
+            (first..last).map(|i| bench_document(settings, date, &partners[(i as usize) % partners.len()], i)).collect();
+        let coll = coll.clone();
+        async move { coll.insert_many(docs?).ordered(false).await.context("Failed to insert into keris_batch_data") }
+    });
+    futures::stream::iter(batches).buffer_unordered(4).try_for_each(|_| async { Ok(()) }).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("wrote {} READY statements of {date} in {secs:.1} s ({:.0}/s)", args.statements, args.statements as f64 / secs);
+    Ok(())
+}
+
+/// One valid AIDT-profile statement: student `i / 20`, item `i`.
+fn bench_document(
+    settings: &crate::config::LrsAggregateSettings,
+    date: NaiveDate,
+    partner_id: &str,
+    i: u64,
+) -> anyhow::Result<Document> {
+    let user = uuid::Uuid::new_v5(&settings.id_namespace, format!("bench-user-{}", i / 20).as_bytes()).to_string();
+    let verb = "http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/submitted";
+    let object = format!("https://aidt.example.kr/bench/content/c{}/item/{i}", i % 50);
+    let id = xapi::statement_id(&settings.id_namespace, date, &user, verb, &object).to_string();
+    let statement = json!({
+        "id": id,
+        "actor": {"objectType": "Agent", "account": {"homePage": settings.home_page, "name": user}},
+        "verb": {"id": verb, "display": {"en-US": "submitted"}},
+        "object": {"id": object, "objectType": "Activity", "definition": {"type": "http://aidtbook.kr/xapi/activity-type/question"}},
+        "result": {
+            "score": {"raw": i % 101}, "success": i % 3 != 0, "completion": true, "duration": 30 + i % 600,
+            "extensions": {
+                xapi::ext_attempts("assessment"): 1 + i % 3,
+                xapi::EXT_CURRICULUM_STANDARD: [{"id": "E4MATA01B01C01", "achievement-level": "B"}],
+            },
+        },
+        "context": {"platform": settings.platform, "extensions": {xapi::EXT_PARTNER_ID: partner_id}},
+        "timestamp": format!("{date}T00:00:00.000+09:00"),
+    });
+    let statement = mongodb::bson::to_document(&xapi::encode_keys(statement)).context("statement to BSON")?;
+    let now = Bson::DateTime(mongodb::bson::DateTime::now());
+    Ok(doc! {
+        "_id": id, "base_dt": date.to_string(), "partner_id": partner_id, "user_id": user, "area": "assessment",
+        "statement": statement, "status": "READY", "created_at": now.clone(), "updated_at": now,
+    })
+}
+
+/// Reads the date's READY documents with a plain cursor (same filter,
+/// projection and batch size as DC-01-001) and prints the rate.
+pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
+    let date = date_or_yesterday(args.date);
+    let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let started = Instant::now();
+    let mut n = 0u64;
+    for partner_id in crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.keys() {
+        let mut cursor = coll
+            .find(doc! { "base_dt": date.to_string(), "partner_id": partner_id, "status": "READY" })
+            .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1 })
+            .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
+            .await
+            .context("Failed to read keris_batch_data")?;
+        while cursor.try_next().await.context("Failed to read keris_batch_data")?.is_some() {
+            n += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("scanned {n} READY statements of {date} in {secs:.2} s ({:.0}/s)", n as f64 / secs.max(1e-9));
+    Ok(())
+}
