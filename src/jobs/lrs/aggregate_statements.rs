@@ -78,7 +78,7 @@ impl Job for AggregateStatements {
             .context("Failed to read the statements")?;
         while let Some(source_doc) = cursor.try_next().await.context("Failed to read the statements")? {
             ctx.counts.add_read(1);
-            agg.add(&source_doc);
+            agg.add(&source_doc)?;
             if agg.pending.len() >= agg.settings.batch_size as usize {
                 agg.write(db, ctx).await?;
                 ctx.stop_point()?;
@@ -158,6 +158,8 @@ pub struct Aggregator {
     dry_run: bool,
     now: chrono::DateTime<chrono::Utc>,
     user: Option<(String, String)>,
+    /// The last student seen, to catch a cursor that is not sorted by user.
+    last_user: Option<String>,
     groups: HashMap<(String, String), Group>,
     pub pending: Vec<Output>,
     report: Report,
@@ -171,16 +173,28 @@ impl Aggregator {
             dry_run,
             now: chrono::Utc::now(),
             user: None,
+            last_user: None,
             groups: HashMap::new(),
             pending: Vec::new(),
             report: Report::default(),
         }
     }
 
-    /// Adds one source document (sorted by user_id).
-    pub fn add(&mut self, source: &Document) {
+    /// Adds one source document. Documents must come sorted by `user_id`: a
+    /// student seen again after another one would get a second, partial
+    /// aggregate written over the first, so that is refused.
+    pub fn add(&mut self, source: &Document) -> anyhow::Result<()> {
         let user_id = source.get_str("user_id").unwrap_or_default().to_string();
         let partner_id = source.get_str("partner_id").unwrap_or_default().to_string();
+        if let Some(last) = &self.last_user {
+            anyhow::ensure!(
+                user_id >= *last,
+                "the statements cursor is not sorted by user_id ({user_id:?} after {last:?}); nothing of this student is written"
+            );
+        }
+        if self.last_user.as_deref() != Some(user_id.as_str()) {
+            self.last_user = Some(user_id.clone());
+        }
         if self.user.as_ref().is_some_and(|(u, _)| *u != user_id) {
             self.finish_user();
         }
@@ -208,7 +222,7 @@ impl Aggregator {
             None if group.partner_ext.is_none() => group.partner_ext = Some(String::new()),
             _ => {}
         }
-        let Some(result) = statement.get("result") else { return };
+        let Some(result) = statement.get("result") else { return Ok(()) };
         if let Some(secs) = result.get("duration").and_then(Value::as_str).and_then(xapi::parse_duration_secs) {
             group.duration = Some(group.duration.unwrap_or(0) + secs);
         } else if let Some(secs) = result.get("duration").and_then(Value::as_i64) {
@@ -236,6 +250,7 @@ impl Aggregator {
                 }
             }
         }
+        Ok(())
     }
 
     /// Turns the current student's groups into outputs.
@@ -433,4 +448,20 @@ async fn write_outputs(
         written += r.modified_count;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_student_seen_again_after_another_one_is_refused() {
+        let date = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
+        let mut agg = Aggregator::new(date, LrsAggregateSettings::default(), true);
+        for user in ["a", "a", "b"] {
+            agg.add(&doc! { "user_id": user, "partner_id": "p" }).unwrap();
+        }
+        let err = agg.add(&doc! { "user_id": "a", "partner_id": "p" }).unwrap_err();
+        assert!(err.to_string().contains("not sorted by user_id"), "{err}");
+    }
 }

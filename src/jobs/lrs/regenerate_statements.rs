@@ -143,12 +143,12 @@ async fn rebuild(ctx: &JobContext, user_id: Uuid, base_dt: NaiveDate) -> anyhow:
             "timestamp": { "$gte": start, "$lt": end },
             "voided": { "$ne": true },
         })
-        .sort(doc! { "_id": 1 })
+        .sort(doc! { "user_id": 1, "_id": 1 })
         .await
         .context("Failed to read the statements")?;
     let mut agg = Aggregator::new(base_dt, settings, true);
     while let Some(d) = cursor.try_next().await.context("Failed to read the statements")? {
-        agg.add(&d);
+        agg.add(&d)?;
     }
     agg.finish_user();
     Ok(std::mem::take(&mut agg.pending).into_iter().map(|o| (o.id.clone(), o)).collect())
