@@ -23,7 +23,7 @@ pub struct BenchDataArgs {
     /// Business date (YYYY-MM-DD) [default: yesterday, Asia/Seoul]
     #[arg(long)]
     pub date: Option<NaiveDate>,
-    /// Delete the date's keris_batch_data documents first
+    /// Drop keris_batch_data first (and re-create its indexes)
     #[arg(long)]
     pub reset: bool,
 }
@@ -47,8 +47,10 @@ pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Resul
     anyhow::ensure!(!partners.is_empty(), "no KERIS partner is configured (keris.partners.<name>.partner_id)");
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     if args.reset {
-        let r = coll.delete_many(doc! { "base_dt": date.to_string() }).await.context("Failed to reset keris_batch_data")?;
-        println!("deleted {} documents of {date}", r.deleted_count);
+        // Dropping, not deleting: FerretDB v1 cannot delete 100k documents
+        // in one command (PostgreSQL's 65535-parameter limit).
+        coll.drop().await.context("Failed to drop keris_batch_data")?;
+        crate::commands::migrate::apply(app).await?;
     }
     let settings = &app.settings.jobs.lrs_aggregate;
     let started = Instant::now();
