@@ -117,7 +117,13 @@ async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_re
     assert_eq!(stats.statements_accepted(), expected.len() as u64);
     let (read, written, _, failed) = counts(&env, run).await;
     assert_eq!((read, written, failed), (expected.len() as i64, expected.len() as i64, 0));
-    assert_all_sent(&sim, &docs(&env, doc! {}).await, &expected);
+    let all = docs(&env, doc! {}).await;
+    assert_all_sent(&sim, &all, &expected);
+    // Each document names the transfer and the exact index KERIS stored it at.
+    for d in all.iter().filter(|d| expected.contains(&id_of(d))) {
+        let held = sim.statement(Uuid::parse_str(&id_of(d)).unwrap()).unwrap();
+        assert_eq!((d.get_str("transfer_id").unwrap(), d.get_i64("stmt_index").unwrap()), (held.transfer_id.as_str(), held.index as i64));
+    }
 
     // One statement per chunk, at most 100 per request, indexes consecutive.
     let requests: Vec<_> = sim.requests().into_iter().filter(|r| r.api.as_deref() == Some("API-007")).collect();

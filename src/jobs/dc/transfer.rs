@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
+use futures::TryStreamExt as _;
 use mongodb::bson::{doc, Bson, Document};
 use sqlx::PgPool;
 
@@ -372,37 +373,51 @@ impl Batcher {
     }
 }
 
-/// Marks the accepted statements of `outcome` `SENT` (only those still
-/// `READY` or `ERROR`) and returns how many documents changed.
+/// Updates of `keris_batch_data` in flight while recording one request.
+const UPDATES_IN_FLIGHT: usize = 8;
+
+/// Marks the accepted statements of `outcome` `SENT` with their transfer id
+/// and exact index (only those still `READY` or `ERROR`) and returns how
+/// many documents changed.
 ///
-/// One `update_many` per request: every statement of a request gets the
-/// request's transfer id and `stmt_index` = the request's `Chunked-Index`
-/// (the index KERIS acknowledges and resumes by); the exact index of a
-/// statement that failed is kept in its error row.
+/// One `update_one` by `_id` per statement, [`UPDATES_IN_FLIGHT`] at a time:
+/// each statement has its own `stmt_index`, and an `_id` equality is the one
+/// filter every server answers from an index.
 pub async fn mark_sent(db: &mongodb::Database, outcome: &RequestOutcome) -> anyhow::Result<u64> {
-    let ids: Vec<&str> = outcome.accepted().map(|i| i.id.as_str()).collect();
-    if ids.is_empty() {
-        return Ok(0);
-    }
+    use futures::StreamExt as _;
+    let coll = db.collection::<Document>(KERIS_BATCH_DATA);
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
-    let r = db
-        .collection::<Document>(KERIS_BATCH_DATA)
-        .update_many(
-            doc! { "_id": { "$in": ids }, "status": { "$in": ["READY", "ERROR"] } },
-            doc! {
+    let transfer_id = outcome.transfer_id.clone();
+    // Owned futures, collected first: a lazy iterator of closures borrowing
+    // `outcome` would make the job's future not `Send`.
+    let updates: Vec<_> = outcome
+        .items
+        .iter()
+        .zip(&outcome.verdicts)
+        .enumerate()
+        .filter(|(_, (_, v))| **v == Verdict::Accepted)
+        .map(|(n, (item, _))| {
+            let filter = doc! { "_id": item.id.as_str(), "status": { "$in": ["READY", "ERROR"] } };
+            let update = doc! {
                 "$set": {
                     "status": "SENT",
-                    "transfer_id": outcome.transfer_id.as_deref(),
-                    "stmt_index": outcome.chunked_index as i64,
+                    "transfer_id": transfer_id.as_deref(),
+                    "stmt_index": outcome.index_of(n),
                     "sent_at": now.clone(),
-                    "updated_at": now,
+                    "updated_at": now.clone(),
                 },
                 "$unset": { "err_code": "", "err_msg": "" },
-            },
-        )
+            };
+            let coll = coll.clone();
+            async move { coll.update_one(filter, update).await.map(|r| r.modified_count) }
+        })
+        .collect();
+    let changed: Vec<u64> = futures::stream::iter(updates)
+        .buffer_unordered(UPDATES_IN_FLIGHT)
+        .try_collect()
         .await
         .context("Failed to mark statements SENT in keris_batch_data")?;
-    Ok(r.modified_count)
+    Ok(changed.iter().sum())
 }
 
 /// Marks the failed statements of `outcome` `ERROR` with their code (only
