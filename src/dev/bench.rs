@@ -34,6 +34,10 @@ pub struct ScanArgs {
     /// Business date (YYYY-MM-DD) [default: yesterday, Asia/Seoul]
     #[arg(long)]
     pub date: Option<NaiveDate>,
+    /// Scan the day's source statements as LRS-01-001 reads them (non-voided,
+    /// sorted by user) instead of the READY keris_batch_data
+    #[arg(long)]
+    pub source: bool,
 }
 
 fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
@@ -105,6 +109,9 @@ fn bench_document(
 /// projection and batch size as DC-01-001) and prints the rate.
 pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let date = date_or_yesterday(args.date);
+    if args.source {
+        return scan_source(app, date).await;
+    }
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let started = Instant::now();
     let mut n = 0u64;
@@ -121,5 +128,27 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!("scanned {n} READY statements of {date} in {secs:.2} s ({:.0}/s)", n as f64 / secs.max(1e-9));
+    Ok(())
+}
+
+/// Reads the date's non-voided source statements with LRS-01-001's filter,
+/// sort and batch size, and prints the rate.
+async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
+    let (start, end) = crate::jobs::lrs::aggregate_statements::day_bounds(date);
+    let started = Instant::now();
+    let mut cursor = app
+        .mongo
+        .collection::<Document>(crate::dev::schema::STATEMENTS)
+        .find(doc! { "timestamp": { "$gte": start, "$lt": end }, "voided": { "$ne": true } })
+        .sort(doc! { "user_id": 1, "_id": 1 })
+        .batch_size(app.settings.jobs.lrs_aggregate.batch_size)
+        .await
+        .context("Failed to read the statements")?;
+    let mut n = 0u64;
+    while cursor.try_next().await.context("Failed to read the statements")?.is_some() {
+        n += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("scanned {n} source statements of {date} in {secs:.2} s ({:.0}/s)", n as f64 / secs.max(1e-9));
     Ok(())
 }

@@ -76,16 +76,43 @@ impl Job for AggregateStatements {
             .batch_size(agg.settings.batch_size)
             .await
             .context("Failed to read the statements")?;
-        while let Some(source_doc) = cursor.try_next().await.context("Failed to read the statements")? {
-            ctx.counts.add_read(1);
-            agg.add(&source_doc)?;
-            if agg.pending.len() >= agg.settings.batch_size as usize {
-                agg.write(db, ctx).await?;
-                ctx.stop_point()?;
+        // Reading and aggregating overlap with writing: while one batch is
+        // written the next is read (at most two batches wait in between).
+        let batch_size = agg.settings.batch_size as usize;
+        let (date, dry_run) = (agg.date, agg.dry_run);
+        let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(2);
+        let reading = async {
+            while let Some(source_doc) = cursor.try_next().await.context("Failed to read the statements")? {
+                ctx.counts.add_read(1);
+                agg.add(&source_doc)?;
+                if agg.pending.len() >= batch_size {
+                    if batch_tx.send(agg.take_batch(ctx)).await.is_err() || ctx.stop_requested() {
+                        return Ok(());
+                    }
+                }
             }
-        }
-        agg.finish_user();
-        agg.write(db, ctx).await?;
+            agg.finish_user();
+            let _ = batch_tx.send(agg.take_batch(ctx)).await;
+            drop(batch_tx);
+            Ok::<_, anyhow::Error>(())
+        };
+        let writing = async {
+            let mut report = Report::default();
+            while let Some(outputs) = batch_rx.recv().await {
+                if dry_run {
+                    report.inserted += outputs.len() as u64;
+                } else if !outputs.is_empty() {
+                    ctx.counts.add_written(write_outputs(db, date, &outputs, &mut report).await?);
+                }
+            }
+            Ok::<_, anyhow::Error>(report)
+        };
+        let ((), written) = tokio::try_join!(reading, writing)?;
+        ctx.stop_point()?;
+        agg.report.inserted += written.inserted;
+        agg.report.updated += written.updated;
+        agg.report.unchanged += written.unchanged;
+        agg.report.kept += written.kept;
 
         ctx.set_detail("statements", agg.report.statements);
         ctx.set_detail("per_partner", &agg.report.per_partner);
@@ -331,12 +358,9 @@ impl Aggregator {
         }
     }
 
-    /// Writes (or, for a dry run, only counts) the pending outputs.
-    async fn write(&mut self, db: &mongodb::Database, ctx: &JobContext) -> anyhow::Result<()> {
+    /// Takes the pending outputs for writing and counts them in the report.
+    fn take_batch(&mut self, ctx: &JobContext) -> Vec<Output> {
         let outputs = std::mem::take(&mut self.pending);
-        if outputs.is_empty() {
-            return Ok(());
-        }
         for out in &outputs {
             self.report.statements += 1;
             let per = self.report.per_partner.entry(out.partner_id.clone()).or_default();
@@ -349,13 +373,7 @@ impl Aggregator {
                 }
             }
         }
-        if self.dry_run {
-            self.report.inserted += outputs.len() as u64;
-            return Ok(());
-        }
-        let written = write_outputs(db, self.date, &outputs, &mut self.report).await?;
-        ctx.counts.add_written(written);
-        Ok(())
+        outputs
     }
 }
 
