@@ -411,3 +411,50 @@ async fn a_sender_killed_mid_transfer_is_finished_by_the_rerun_without_loss_or_d
         .unwrap();
     assert_eq!(started, 0);
 }
+
+#[tokio::test]
+async fn lrs_01_002_fails_a_row_whose_source_statements_are_gone_and_its_dry_run_changes_nothing() {
+    let sim = sim(SimulatorConfig::default()).await;
+    let env = env_for(&sim, |_| {}).await;
+    let ready = seed_day(&env, 20, 600).await;
+    let target = &ready[7];
+    let id = id_of(target);
+    sim.set_faults(Faults { reject_statement_ids: vec![Uuid::parse_str(&id).unwrap()], ..Faults::default() });
+    assert_eq!(env.run_job(SEND, Some(date(DAY)), false).await.exit, Exit::CompletedWithErrors);
+    sim.set_faults(Faults::default());
+    // The LRS voided the source statements behind the rejected statement.
+    let w = wire(target);
+    let voided = env
+        .app
+        .mongo
+        .collection::<Document>("statements")
+        .update_many(
+            doc! {
+                "user_id": target.get_str("user_id").unwrap(),
+                "statement.verb.id": w["verb"]["id"].as_str().unwrap(),
+                "statement.object.id": w["object"]["id"].as_str().unwrap(),
+            },
+            doc! { "$set": { "voided": true } },
+        )
+        .await
+        .unwrap();
+    assert!(voided.modified_count >= 1);
+
+    let dry = env.run_job(REGENERATE, Some(date(DAY)), true).await;
+    assert_eq!(dry.exit, Exit::CompletedWithErrors, "the dry run reports the row that would fail");
+    assert_eq!(counts(&env, dry.run_id.unwrap()).await.3, 1);
+    assert!(error_rows(&env).await.iter().all(|r| r.1 == "PENDING"), "and changes nothing");
+
+    let outcome = env.run_job(REGENERATE, Some(date(DAY)), false).await;
+    assert_eq!(outcome.exit, Exit::CompletedWithErrors);
+    let rows = error_rows(&env).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.to_string(), rows[0].1.as_str()), (id.clone(), "FAILED"));
+    assert!(rows[0].4.as_deref().unwrap().contains("no source statement"), "{:?}", rows[0].4);
+    let d = details(&env, outcome.run_id.unwrap()).await;
+    assert_eq!(d["failed"][0]["statement_id"], id);
+    // Nothing is left for DC-01-002, and the statement stays ERROR, unsent.
+    assert_eq!(counts(&env, env.run_ok(RESEND, Some(date(DAY)), false).await).await, (0, 0, 0, 0));
+    assert_eq!(docs(&env, doc! { "_id": &id }).await[0].get_str("status").unwrap(), "ERROR");
+    assert!(sim.statement(Uuid::parse_str(&id).unwrap()).is_none());
+}
