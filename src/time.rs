@@ -19,6 +19,11 @@ pub fn today_seoul() -> NaiveDate {
     today_seoul_at(Utc::now())
 }
 
+/// Yesterday's date in Seoul: the default business date of daily aggregations.
+pub fn yesterday_seoul() -> NaiveDate {
+    today_seoul().pred_opt().expect("date in range")
+}
+
 /// 00:00 of `date` in Seoul, as a UTC instant.
 pub fn start_of_day_seoul(date: NaiveDate) -> DateTime<Utc> {
     seoul()

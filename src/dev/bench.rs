@@ -41,7 +41,7 @@ pub struct ScanArgs {
 }
 
 fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
-    date.unwrap_or_else(|| crate::time::today_seoul().pred_opt().expect("date in range"))
+    date.unwrap_or_else(crate::time::yesterday_seoul)
 }
 
 /// Writes `statements` READY documents (1,000 per insert, 4 inserts in flight).
@@ -117,8 +117,8 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let mut n = 0u64;
     for partner_id in crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.keys() {
         let mut cursor = coll
-            .find(doc! { "base_dt": date.to_string(), "partner_id": partner_id, "status": "READY" })
-            .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1 })
+            .find(crate::jobs::dc::send_statements::ready_filter(&date.to_string(), partner_id))
+            .projection(crate::jobs::dc::transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;
@@ -134,13 +134,13 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
 /// Reads the date's non-voided source statements with LRS-01-001's filter,
 /// sort and batch size, and prints the rate.
 async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
-    let (start, end) = crate::jobs::lrs::aggregate_statements::day_bounds(date);
+    use crate::jobs::lrs::aggregate_statements::{source_filter, source_sort};
     let started = Instant::now();
     let mut cursor = app
         .mongo
         .collection::<Document>(crate::dev::schema::STATEMENTS)
-        .find(doc! { "timestamp": { "$gte": start, "$lt": end }, "voided": { "$ne": true } })
-        .sort(doc! { "user_id": 1, "_id": 1 })
+        .find(source_filter(date))
+        .sort(source_sort())
         .batch_size(app.settings.jobs.lrs_aggregate.batch_size)
         .await
         .context("Failed to read the statements")?;

@@ -169,7 +169,7 @@ const STUDENTS_PER_SCHOOL: u32 = 150;
 
 pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedReport> {
     let partners = configured_partners(app)?;
-    let date = args.date.unwrap_or_else(|| crate::time::today_seoul().pred_opt().expect("date in range"));
+    let date = args.date.unwrap_or_else(crate::time::yesterday_seoul);
     if args.students == 0 {
         bail!("--students must be at least 1");
     }

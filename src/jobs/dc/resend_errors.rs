@@ -28,26 +28,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
-use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
+
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::transfer::{
-    is_content_code, mark_error, mark_sent, partners_by_id, Batcher, FailedColumns, Item, PartnerSender,
-    RequestOutcome, ERR_TOKEN, ERR_UNAVAILABLE,
+    is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id, Batcher, FailedColumns,
+    Item, PartnerSender, RequestOutcome, CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
 };
-use crate::commands::migrate::KERIS_BATCH_DATA;
-use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR};
+use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-002";
-
-/// The codes whose rows are resent as they are.
-const RESENDABLE: [&str; 2] = [ERR_UNAVAILABLE, ERR_TOKEN];
-/// The codes whose rows wait for LRS-01-002.
-const CONTENT: [&str; 2] = [XAPI_VAL_ERR, XAPI_USER_ERR];
 
 pub struct ResendErrors;
 
@@ -120,11 +113,7 @@ impl Job for ResendErrors {
         .await
         .context("Failed to update tb_dc_error_data_info")?;
         for (statement_id, err_code, err_msg) in unfixable {
-            let reason = if err_code == XAPI_DUP_ERR {
-                format!("KERIS holds a different statement under this id: {}", err_msg.unwrap_or_default())
-            } else {
-                format!("not resendable as it is: {}", err_msg.unwrap_or_default())
-            };
+            let reason = failed_reason(&err_code, err_msg, "not resendable as it is");
             report.add_failed(&cfg, statement_id, err_code, reason);
             ctx.counts.add_failed(1);
         }
@@ -137,7 +126,6 @@ impl Job for ResendErrors {
             senders.insert(partner_id.clone(), PartnerSender::new(client, None, cfg.give_up_after_transient_failures));
         }
 
-        let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
         let mut last_err_id = 0i64;
         loop {
             ctx.stop_point()?;
@@ -159,15 +147,7 @@ impl Job for ResendErrors {
             ctx.counts.add_read(page.len() as u64);
 
             let ids: Vec<String> = page.iter().map(|(_, id, _)| id.to_string()).collect();
-            let mut docs: HashMap<String, Document> = HashMap::new();
-            let mut cursor = coll
-                .find(doc! { "_id": { "$in": &ids } })
-                .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1 })
-                .await
-                .context("Failed to read keris_batch_data")?;
-            while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
-                docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
-            }
+            let docs = load_stored(&ctx.app.mongo, &ids).await?;
 
             let mut per_partner: HashMap<String, Vec<Item>> = HashMap::new();
             for (_, statement_id, partner_id) in &page {
@@ -311,11 +291,7 @@ async fn record(
     for (statement_id, status, code, message) in rows {
         ctx.counts.add_failed(1);
         if status == "FAILED" {
-            let reason = if code == XAPI_DUP_ERR {
-                format!("KERIS holds a different statement under this id: {}", message.unwrap_or_default())
-            } else {
-                format!("still failing after {} attempts: {}", cfg.max_retries, message.unwrap_or_default())
-            };
+            let reason = failed_reason(&code, message, &format!("still failing after {} attempts", cfg.max_retries));
             report.add_failed(cfg, statement_id, code, reason);
         } else {
             report.will_retry += 1;
@@ -325,6 +301,17 @@ async fn record(
         }
     }
     Ok(())
+}
+
+/// Why a row became `FAILED`, for the run's details: a duplicate says so,
+/// anything else is `otherwise` with KERIS's message.
+fn failed_reason(code: &str, message: Option<String>, otherwise: &str) -> String {
+    let message = message.unwrap_or_default();
+    if is_duplicate_code(code) {
+        format!("KERIS holds a different statement under this id: {message}")
+    } else {
+        format!("{otherwise}: {message}")
+    }
 }
 
 /// Marks the open rows of the accepted statements `RESENT`.

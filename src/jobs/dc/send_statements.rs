@@ -41,8 +41,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::transfer::{
-    mark_error, mark_sent, partners_by_id, record_errors, Batcher, FailedColumns, Item, Journal, PartnerSender,
-    RequestOutcome, SendReport,
+    load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher, FailedColumns, Item,
+    Journal, PartnerSender, RequestOutcome, SendReport,
 };
 use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::config::KerisTransferSettings;
@@ -54,6 +54,11 @@ pub const ID: &str = "DC-01-001";
 const READY: &str = "READY";
 
 pub struct SendStatements;
+
+/// The `READY` statements of one partner and day: what DC-01-001 sends.
+pub fn ready_filter(base_dt: &str, partner_id: &str) -> Document {
+    doc! { "base_dt": base_dt, "partner_id": partner_id, "status": READY }
+}
 
 /// What happened for one partner, stored in the run's details.
 #[derive(Debug, Default, Serialize)]
@@ -96,7 +101,7 @@ impl Job for SendStatements {
             let mut would_send = BTreeMap::new();
             for (partner_id, name) in &partners {
                 let n = coll
-                    .count_documents(doc! { "base_dt": &date, "status": READY, "partner_id": partner_id })
+                    .count_documents(ready_filter(&date, partner_id))
                     .await
                     .context("Failed to count keris_batch_data")?;
                 ctx.counts.add_read(n);
@@ -167,8 +172,8 @@ async fn send_partner(
 
     let reading = async {
         let mut cursor = coll
-            .find(doc! { "base_dt": &date, "partner_id": partner_id, "status": READY })
-            .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1 })
+            .find(ready_filter(&date, partner_id))
+            .projection(stored_projection())
             .batch_size(cfg.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;
@@ -235,7 +240,7 @@ async fn send_partner(
     report.unreadable = unreadable;
     if sender.gave_up() {
         let left = coll
-            .count_documents(doc! { "base_dt": &date, "partner_id": partner_id, "status": READY })
+            .count_documents(ready_filter(&date, partner_id))
             .await
             .context("Failed to count keris_batch_data")?;
         report.deferred = left;
@@ -300,7 +305,6 @@ async fn resume(
     if rows.is_empty() {
         return Ok(());
     }
-    let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let mut statuses: HashMap<String, Option<(u64, Transfer)>> = HashMap::new();
     for (request_id, transfer_id, chunked_index, ids) in rows {
         if !statuses.contains_key(&transfer_id) {
@@ -333,15 +337,7 @@ async fn resume(
         if chunked_index as u64 > kept + 1 {
             continue;
         }
-        let mut docs: HashMap<String, Document> = HashMap::new();
-        let mut cursor = coll
-            .find(doc! { "_id": { "$in": &ids } })
-            .projection(doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1, "status": 1 })
-            .await
-            .context("Failed to read keris_batch_data")?;
-        while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
-            docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
-        }
+        let docs = load_stored(&ctx.app.mongo, &ids).await?;
         if docs.values().all(|d| d.get_str("status").is_ok_and(|s| s != READY)) {
             continue; // recorded before the kill; only the journal row was left
         }

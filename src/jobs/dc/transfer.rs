@@ -55,15 +55,21 @@ pub const MAX_RENEWALS: u32 = 2;
 /// edge of it. An earlier expiry is still handled (40101 → new transfer).
 pub const TRANSFER_RENEW_AFTER: Duration = Duration::from_secs(25 * 60);
 
+/// Codes of failures that may succeed when the statement is sent again as
+/// it is (DC-01-002).
+pub const RESENDABLE_CODES: [&str; 2] = [ERR_UNAVAILABLE, ERR_TOKEN];
+/// Codes of statements KERIS refused for their content (LRS-01-002 rebuilds them).
+pub const CONTENT_CODES: [&str; 2] = [XAPI_VAL_ERR, XAPI_USER_ERR];
+
 /// Whether a failure with this code may succeed when the statement is sent
 /// again as it is.
 pub fn is_transient_code(code: &str) -> bool {
-    code == ERR_UNAVAILABLE || code == ERR_TOKEN
+    RESENDABLE_CODES.contains(&code)
 }
 
 /// Whether KERIS refused the statement for its content: LRS-01-002 rebuilds it.
 pub fn is_content_code(code: &str) -> bool {
-    code == XAPI_VAL_ERR || code == XAPI_USER_ERR
+    CONTENT_CODES.contains(&code)
 }
 
 /// Whether KERIS holds another statement under this id: a person decides.
@@ -85,8 +91,9 @@ pub struct Item {
 }
 
 impl Item {
-    /// An item from a `keris_batch_data` document (`statement` stored with
-    /// `&46;` keys); `None` names what is missing.
+    /// An item from a `keris_batch_data` document read with
+    /// [`stored_projection`] (`statement` stored with `&46;` keys); `Err`
+    /// names what is missing.
     pub fn from_stored(doc: &Document) -> Result<Item, String> {
         let id = doc.get_str("_id").map_err(|_| "no string _id".to_string())?;
         let statement = doc.get_document("statement").map_err(|_| format!("document {id} has no statement"))?;
@@ -330,6 +337,7 @@ impl PartnerSender {
         .to_string();
         if is_transient_code(&code) {
             self.failures_in_a_row += 1;
+            self.report.gave_up = self.gave_up();
         }
         tracing::warn!(partner = self.client.partner_name(), statements = items.len(), %code, error = %e, "request failed; its statements are recorded as errors");
         let verdict = Verdict::Failed { code, message: e.to_string() };
@@ -371,6 +379,27 @@ impl Batcher {
         self.bytes = 0;
         std::mem::take(&mut self.items)
     }
+}
+
+/// The fields of a `keris_batch_data` document the senders read.
+pub fn stored_projection() -> Document {
+    doc! { "_id": 1, "user_id": 1, "partner_id": 1, "base_dt": 1, "statement": 1, "status": 1 }
+}
+
+/// The `keris_batch_data` documents with these ids, by id (ids that are
+/// gone are simply absent).
+pub async fn load_stored(db: &mongodb::Database, ids: &[String]) -> anyhow::Result<HashMap<String, Document>> {
+    let mut docs = HashMap::new();
+    let mut cursor = db
+        .collection::<Document>(KERIS_BATCH_DATA)
+        .find(doc! { "_id": { "$in": ids } })
+        .projection(stored_projection())
+        .await
+        .context("Failed to read keris_batch_data")?;
+    while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+        docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+    }
+    Ok(docs)
 }
 
 /// Updates of `keris_batch_data` in flight while recording one request.
@@ -442,6 +471,7 @@ pub async fn mark_error(db: &mongodb::Database, outcome: &RequestOutcome) -> any
 
 /// The failed statements of `outcome` as the columns of an `UNNEST`:
 /// statement ids, user ids, stmt indexes, codes, messages.
+#[derive(Default)]
 pub struct FailedColumns {
     pub statement_ids: Vec<uuid::Uuid>,
     pub user_ids: Vec<Option<uuid::Uuid>>,
@@ -454,15 +484,7 @@ pub struct FailedColumns {
 
 impl FailedColumns {
     pub fn of(outcome: &RequestOutcome) -> anyhow::Result<Self> {
-        let mut c = FailedColumns {
-            statement_ids: Vec::new(),
-            user_ids: Vec::new(),
-            partner_ids: Vec::new(),
-            base_dts: Vec::new(),
-            indexes: Vec::new(),
-            codes: Vec::new(),
-            messages: Vec::new(),
-        };
+        let mut c = FailedColumns::default();
         for (n, item, code, message) in outcome.failed() {
             let id = uuid::Uuid::parse_str(&item.id)
                 .with_context(|| format!("keris_batch_data document {} has an _id that is not a UUID", item.id))?;

@@ -71,8 +71,8 @@ impl Job for AggregateStatements {
         ctx.set_detail("voided", voided);
 
         let mut cursor = source
-            .find(doc! { "timestamp": { "$gte": start, "$lt": end }, "voided": { "$ne": true } })
-            .sort(doc! { "user_id": 1, "_id": 1 })
+            .find(source_filter(ctx.business_date))
+            .sort(source_sort())
             .batch_size(agg.settings.batch_size)
             .await
             .context("Failed to read the statements")?;
@@ -125,6 +125,17 @@ impl Job for AggregateStatements {
         }
         Ok(())
     }
+}
+
+/// The day's non-voided source statements: what LRS-01-001 aggregates.
+pub fn source_filter(date: NaiveDate) -> Document {
+    let (start, end) = day_bounds(date);
+    doc! { "timestamp": { "$gte": start, "$lt": end }, "voided": { "$ne": true } }
+}
+
+/// The order the [`Aggregator`] needs: each student's statements together.
+pub fn source_sort() -> Document {
+    doc! { "user_id": 1, "_id": 1 }
 }
 
 /// D 00:00 and D+1 00:00 in Asia/Seoul, as BSON dates.

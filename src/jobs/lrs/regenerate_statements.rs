@@ -27,9 +27,9 @@ use mongodb::bson::{doc, Bson, Document};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregate_statements::{day_bounds, Aggregator, Output};
+use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
 use crate::commands::migrate::KERIS_BATCH_DATA;
-use crate::keris::{XAPI_USER_ERR, XAPI_VAL_ERR};
+use crate::jobs::dc::transfer::CONTENT_CODES;
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LRS-01-002";
@@ -60,7 +60,7 @@ impl Job for RegenerateStatements {
               WHERE status = 'PENDING' AND err_code = ANY($1) AND base_dt <= $2 AND user_id IS NOT NULL
               ORDER BY user_id, base_dt, err_id",
         )
-        .bind(&[XAPI_VAL_ERR, XAPI_USER_ERR][..])
+        .bind(&CONTENT_CODES[..])
         .bind(ctx.business_date)
         .fetch_all(ctx.pg())
         .await
@@ -136,14 +136,11 @@ impl Job for RegenerateStatements {
 async fn rebuild(ctx: &JobContext, user_id: Uuid, base_dt: NaiveDate) -> anyhow::Result<HashMap<String, Output>> {
     let settings = ctx.settings().jobs.lrs_aggregate.clone();
     let source = ctx.app.mongo.collection::<Document>(crate::dev::schema::STATEMENTS);
-    let (start, end) = day_bounds(base_dt);
+    let mut filter = source_filter(base_dt);
+    filter.insert("user_id", user_id.to_string());
     let mut cursor = source
-        .find(doc! {
-            "user_id": user_id.to_string(),
-            "timestamp": { "$gte": start, "$lt": end },
-            "voided": { "$ne": true },
-        })
-        .sort(doc! { "user_id": 1, "_id": 1 })
+        .find(filter)
+        .sort(source_sort())
         .await
         .context("Failed to read the statements")?;
     let mut agg = Aggregator::new(base_dt, settings, true);
