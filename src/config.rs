@@ -426,6 +426,23 @@ pub fn load_from(dir: &Path, profile: Profile, extra_file: Option<&Path>) -> Res
     Ok(LoadedConfig { settings, profile, files })
 }
 
+impl KerisSettings {
+    /// The configured partners (configuration name, Partner-ID), in name
+    /// order. Every job that matches stored data to a partner reads the ids
+    /// here; errors name the key, never the value (it is a secret).
+    pub fn partner_ids(&self) -> Result<Vec<(&str, uuid::Uuid)>, ConfigError> {
+        let mut ids = Vec::with_capacity(self.partners.len());
+        for (name, partner) in &self.partners {
+            let key = format!("keris.partners.{name}.partner_id");
+            let Some(id) = &partner.partner_id else { return Err(missing(&key)) };
+            let id = uuid::Uuid::parse_str(secrecy::ExposeSecret::expose_secret(id))
+                .map_err(|_| ConfigError::BadValue { key, reason: "not a UUID".into() })?;
+            ids.push((name.as_str(), id));
+        }
+        Ok(ids)
+    }
+}
+
 fn missing(key: &str) -> ConfigError {
     let env = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
     ConfigError::MissingKey { key: key.to_string(), env }
@@ -457,14 +474,7 @@ impl Settings {
         if self.keris.partners.is_empty() {
             return Err(missing("keris.partners.<name>.partner_id"));
         }
-        for (name, partner) in &self.keris.partners {
-            let key = format!("keris.partners.{name}.partner_id");
-            let Some(id) = &partner.partner_id else { return Err(missing(&key)) };
-            if uuid::Uuid::parse_str(id.expose_secret()).is_err() {
-                // The value itself is a secret: say what is wrong, not what it is.
-                return Err(ConfigError::BadValue { key, reason: "not a UUID".into() });
-            }
-        }
+        self.keris.partner_ids()?;
         if self.keris.max_attempts == 0 {
             return Err(ConfigError::BadValue { key: "keris.max_attempts".into(), reason: "must be at least 1".into() });
         }

@@ -46,7 +46,6 @@ mod world;
 
 use anyhow::{bail, Context as _};
 use mongodb::bson::{doc, Document};
-use secrecy::ExposeSecret;
 use sqlx::postgres::PgArguments;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
@@ -211,15 +210,7 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
 /// belong to these, so the KERIS jobs accept them; the ids are credentials,
 /// so errors name the partner's key, never its value.
 fn configured_partners(app: &AppContext) -> anyhow::Result<Vec<Uuid>> {
-    let mut partners = Vec::new();
-    for (name, partner) in &app.settings.keris.partners {
-        let Some(id) = &partner.partner_id else {
-            bail!("configuration key `keris.partners.{name}.partner_id` is not set");
-        };
-        let id = Uuid::parse_str(id.expose_secret().trim())
-            .map_err(|_| anyhow::anyhow!("configuration key `keris.partners.{name}.partner_id` is not a UUID"))?;
-        partners.push(id);
-    }
+    let partners: Vec<Uuid> = app.settings.keris.partner_ids()?.into_iter().map(|(_, id)| id).collect();
     if partners.is_empty() {
         bail!("no KERIS partner is configured (keris.partners.<name>.partner_id): the generated users need one");
     }

@@ -549,15 +549,7 @@ pub async fn record_errors(
 
 /// Partner-ID (lower-case UUID text, as stored) → configured partner name.
 pub fn partners_by_id(settings: &crate::config::KerisSettings) -> anyhow::Result<HashMap<String, String>> {
-    use secrecy::ExposeSecret;
-    let mut map = HashMap::new();
-    for (name, p) in &settings.partners {
-        let Some(id) = &p.partner_id else { continue };
-        let id = uuid::Uuid::parse_str(id.expose_secret())
-            .map_err(|_| anyhow::anyhow!("the Partner-ID of KERIS partner `{name}` is not a UUID"))?;
-        map.insert(id.to_string(), name.clone());
-    }
-    Ok(map)
+    Ok(settings.partner_ids()?.into_iter().map(|(name, id)| (id.to_string(), name.to_string())).collect())
 }
 
 #[cfg(test)]

@@ -47,7 +47,6 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -373,12 +372,9 @@ impl<'a> DashboardSender<'a> {
         let options = ClientOptions::from_settings(settings);
         let mut clients = Vec::new();
         let mut by_partner = HashMap::new();
+        let ids: HashMap<&str, Uuid> = settings.partner_ids()?.into_iter().collect();
         for (name, client) in KerisClient::all_from_settings(settings, &options).context("Failed to build the KERIS clients")? {
-            let id = settings.partners[&name].partner_id.as_ref().map(|id| Uuid::parse_str(id.expose_secret()));
-            let Some(Ok(id)) = id else {
-                anyhow::bail!("the Partner-ID of KERIS partner `{name}` is not a UUID");
-            };
-            by_partner.insert(id, clients.len());
+            by_partner.insert(ids[name.as_str()], clients.len());
             clients.push(client);
         }
         let job = &ctx.settings().jobs.keris_dashboard;
