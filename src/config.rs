@@ -207,11 +207,20 @@ pub struct KerisTransferSettings {
     pub max_retries: u32,
     /// At most this many statement ids per list in a run's details.
     pub max_reported_ids: usize,
+    /// Statements marked `SENT` per `update` command (1 to 100,000, MongoDB's
+    /// largest write batch).
+    pub sent_marks_per_command: usize,
 }
 
 impl Default for KerisTransferSettings {
     fn default() -> Self {
-        Self { read_batch_size: 1000, give_up_after_transient_failures: 20, max_retries: 5, max_reported_ids: 100 }
+        Self {
+            read_batch_size: 1000,
+            give_up_after_transient_failures: 20,
+            max_retries: 5,
+            max_reported_ids: 100,
+            sent_marks_per_command: 500,
+        }
     }
 }
 
@@ -503,6 +512,12 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "jobs.lrs_aggregate.batch_size".into(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=100_000).contains(&self.jobs.keris_transfer.sent_marks_per_command) {
+            return Err(ConfigError::BadValue {
+                key: "jobs.keris_transfer.sent_marks_per_command".into(),
+                reason: "must be between 1 and 100000".into(),
             });
         }
         if self.jobs.keris_dashboard.page_size == 0 {

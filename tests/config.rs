@@ -39,6 +39,14 @@ fn a_missing_required_key_names_the_key_and_its_variable() {
 }
 
 #[test]
+fn an_out_of_range_value_names_the_key_and_the_range() {
+    let out = run_with(&[("AIDT__JOBS__KERIS_TRANSFER__SENT_MARKS_PER_COMMAND", "0")], &["dc-01-001"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("jobs.keris_transfer.sent_marks_per_command") && err.contains("between 1 and 100000"), "{err}");
+}
+
+#[test]
 fn a_missing_config_file_is_named() {
     let out = run_with(&[], &["bo-01-005", "--config", "/nonexistent/extra.toml"]);
     assert_eq!(out.status.code(), Some(2));

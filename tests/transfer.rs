@@ -108,7 +108,8 @@ fn assert_all_sent(sim: &SimulatorHandle, after: &[Document], expected: &HashSet
 #[tokio::test]
 async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_rerun_sends_nothing() {
     let sim = sim(SimulatorConfig::default()).await;
-    let env = env_for(&sim, |_| {}).await;
+    // SENT marks split over several update commands per request (100 / 7).
+    let env = env_for(&sim, |s| s.jobs.keris_transfer.sent_marks_per_command = 7).await;
     let ready = seed_day(&env, 40, 1_500).await;
     let expected: HashSet<String> = ready.iter().map(id_of).collect();
 

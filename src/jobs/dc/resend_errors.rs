@@ -256,7 +256,7 @@ async fn record(
     let pg = ctx.pg();
     let accepted: Vec<Uuid> = outcome.accepted().filter_map(|i| Uuid::parse_str(&i.id).ok()).collect();
     if !accepted.is_empty() {
-        mark_sent(&ctx.app.mongo, outcome).await?;
+        mark_sent(&ctx.app.mongo, outcome, cfg.sent_marks_per_command).await?;
         let resent = resolve_rows(pg, &accepted, outcome.transfer_id.as_deref(), outcome.chunked_index).await?;
         ctx.counts.add_written(resent);
         report.resent += resent;

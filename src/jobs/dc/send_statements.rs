@@ -272,7 +272,7 @@ async fn record(ctx: &JobContext, outcome: &RequestOutcome, report: &mut Partner
         }
     }
     let accepted = outcome.accepted().count() as u64;
-    let sent = mark_sent(db, outcome).await?;
+    let sent = mark_sent(db, outcome, ctx.app.settings.jobs.keris_transfer.sent_marks_per_command).await?;
     ctx.counts.add_written(sent);
     report.sent += sent;
     report.already_sent += accepted - sent.min(accepted);

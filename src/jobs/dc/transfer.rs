@@ -402,51 +402,91 @@ pub async fn load_stored(db: &mongodb::Database, ids: &[String]) -> anyhow::Resu
     Ok(docs)
 }
 
-/// Updates of `keris_batch_data` in flight while recording one request.
-const UPDATES_IN_FLIGHT: usize = 8;
+/// `update` commands in flight while recording one request.
+const COMMANDS_IN_FLIGHT: usize = 4;
 
 /// Marks the accepted statements of `outcome` `SENT` with their transfer id
 /// and exact index (only those still `READY` or `ERROR`) and returns how
 /// many documents changed.
 ///
-/// One `update_one` by `_id` per statement, [`UPDATES_IN_FLIGHT`] at a time:
-/// each statement has its own `stmt_index`, and an `_id` equality is the one
-/// filter every server answers from an index.
-pub async fn mark_sent(db: &mongodb::Database, outcome: &RequestOutcome) -> anyhow::Result<u64> {
+/// Each statement has its own `stmt_index`, so each needs its own update,
+/// filtered by `_id` (the one filter every server answers from an index).
+/// They go out `per_command` to an unordered `update` command (what the
+/// drivers' bulk writes send to MongoDB 6/7; the Rust driver's `bulk_write`
+/// needs 8.0), [`COMMANDS_IN_FLIGHT`] commands at a time: one round trip per
+/// few hundred statements instead of one per statement.
+pub async fn mark_sent(db: &mongodb::Database, outcome: &RequestOutcome, per_command: usize) -> anyhow::Result<u64> {
     use futures::StreamExt as _;
-    let coll = db.collection::<Document>(KERIS_BATCH_DATA);
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
-    let transfer_id = outcome.transfer_id.clone();
-    // Owned futures, collected first: a lazy iterator of closures borrowing
-    // `outcome` would make the job's future not `Send`.
-    let updates: Vec<_> = outcome
+    let transfer_id = outcome.transfer_id.as_deref();
+    let updates: Vec<Document> = outcome
         .items
         .iter()
         .zip(&outcome.verdicts)
         .enumerate()
         .filter(|(_, (_, v))| **v == Verdict::Accepted)
         .map(|(n, (item, _))| {
-            let filter = doc! { "_id": item.id.as_str(), "status": { "$in": ["READY", "ERROR"] } };
-            let update = doc! {
-                "$set": {
-                    "status": "SENT",
-                    "transfer_id": transfer_id.as_deref(),
-                    "stmt_index": outcome.index_of(n),
-                    "sent_at": now.clone(),
-                    "updated_at": now.clone(),
+            doc! {
+                "q": { "_id": item.id.as_str(), "status": { "$in": ["READY", "ERROR"] } },
+                "u": {
+                    "$set": {
+                        "status": "SENT",
+                        "transfer_id": transfer_id,
+                        "stmt_index": outcome.index_of(n),
+                        "sent_at": now.clone(),
+                        "updated_at": now.clone(),
+                    },
+                    "$unset": { "err_code": "", "err_msg": "" },
                 },
-                "$unset": { "err_code": "", "err_msg": "" },
-            };
-            let coll = coll.clone();
-            async move { coll.update_one(filter, update).await.map(|r| r.modified_count) }
+            }
         })
         .collect();
-    let changed: Vec<u64> = futures::stream::iter(updates)
-        .buffer_unordered(UPDATES_IN_FLIGHT)
+    // Owned futures, collected first: a lazy iterator of closures borrowing
+    // `outcome` would make the job's future not `Send`.
+    let commands: Vec<_> = updates
+        .chunks(per_command.max(1))
+        .map(|chunk| {
+            let command = doc! { "update": KERIS_BATCH_DATA, "updates": chunk.to_vec(), "ordered": false };
+            let db = db.clone();
+            async move { modified_by(db.run_command(command).await?) }
+        })
+        .collect();
+    let changed: Vec<u64> = futures::stream::iter(commands)
+        .buffer_unordered(COMMANDS_IN_FLIGHT)
         .try_collect()
         .await
         .context("Failed to mark statements SENT in keris_batch_data")?;
     Ok(changed.iter().sum())
+}
+
+/// The reply of an `update` command: how many documents it changed, or the
+/// first of its write errors (a command can succeed with some statements
+/// failed; `run_command` reports only the command's own failure).
+fn modified_by(reply: Document) -> anyhow::Result<u64> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Reply {
+        #[serde(default)]
+        n_modified: i64,
+        #[serde(default)]
+        write_errors: Vec<WriteError>,
+        write_concern_error: Option<WriteError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct WriteError {
+        #[serde(default)]
+        code: i32,
+        #[serde(default)]
+        errmsg: String,
+    }
+    let reply: Reply = mongodb::bson::from_document(reply).context("Unexpected reply to an update command")?;
+    if let Some(e) = reply.write_errors.first() {
+        anyhow::bail!("{} of the updates failed, the first with code {}: {}", reply.write_errors.len(), e.code, e.errmsg);
+    }
+    if let Some(e) = reply.write_concern_error {
+        anyhow::bail!("write concern not satisfied (code {}): {}", e.code, e.errmsg);
+    }
+    Ok(reply.n_modified.max(0) as u64)
 }
 
 /// Marks the failed statements of `outcome` `ERROR` with their code (only
@@ -555,6 +595,19 @@ pub fn partners_by_id(settings: &crate::config::KerisSettings) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_reply_counts_modified_documents_and_surfaces_write_errors() {
+        assert_eq!(modified_by(doc! { "n": 3, "nModified": 2, "ok": 1.0 }).unwrap(), 2);
+        let partial = doc! {
+            "n": 1, "nModified": 1, "ok": 1.0,
+            "writeErrors": [{ "index": 1, "code": 11000, "errmsg": "E11000 duplicate key" }, { "index": 2, "code": 2, "errmsg": "x" }],
+        };
+        let err = modified_by(partial).unwrap_err().to_string();
+        assert!(err.contains("2 of the updates failed") && err.contains("11000") && err.contains("E11000"), "{err}");
+        let concern = doc! { "n": 1, "nModified": 1, "ok": 1.0, "writeConcernError": { "code": 64, "errmsg": "waiting for replication timed out" } };
+        assert!(modified_by(concern).unwrap_err().to_string().contains("replication"));
+    }
 
     fn item(n: usize, len: usize) -> Item {
         Item {
