@@ -237,6 +237,12 @@ pub struct LrsAggregateSettings {
     pub id_namespace: uuid::Uuid,
     /// Source statements per cursor batch, and KERIS statements per write batch.
     pub batch_size: u32,
+    /// Result extension IRI carrying how many source statements (attempts) a
+    /// KERIS statement combines; empty: not sent. KERIS's profile defines no
+    /// such extension, so it is the vendor's own IRI, in the vendor's domain
+    /// (xAPI: mint IRIs only in a domain you control, never in aidtbook.kr).
+    /// Part of the statement's content: fixed once statements were sent.
+    pub attempts_extension: String,
 }
 
 /// The default [`LrsAggregateSettings::id_namespace`].
@@ -249,6 +255,7 @@ impl Default for LrsAggregateSettings {
             platform: "aidt-demo".into(),
             id_namespace: DEFAULT_LRS_ID_NAMESPACE,
             batch_size: 1000,
+            attempts_extension: "https://aidt.example.kr/xapi/extensions/attempts".into(),
         }
     }
 }
@@ -518,6 +525,13 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "jobs.keris_transfer.sent_marks_per_command".into(),
                 reason: "must be between 1 and 100000".into(),
+            });
+        }
+        let attempts = &self.jobs.lrs_aggregate.attempts_extension;
+        if !attempts.is_empty() && !(attempts.starts_with("http://") || attempts.starts_with("https://")) {
+            return Err(ConfigError::BadValue {
+                key: "jobs.lrs_aggregate.attempts_extension".into(),
+                reason: "must be an http:// or https:// IRI, or empty".into(),
             });
         }
         if self.jobs.keris_dashboard.page_size == 0 {

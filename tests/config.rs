@@ -40,10 +40,15 @@ fn a_missing_required_key_names_the_key_and_its_variable() {
 
 #[test]
 fn an_out_of_range_value_names_the_key_and_the_range() {
-    let out = run_with(&[("AIDT__JOBS__KERIS_TRANSFER__SENT_MARKS_PER_COMMAND", "0")], &["dc-01-001"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
-    assert!(err.contains("jobs.keris_transfer.sent_marks_per_command") && err.contains("between 1 and 100000"), "{err}");
+    for (var, value, key, reason) in [
+        ("AIDT__JOBS__KERIS_TRANSFER__SENT_MARKS_PER_COMMAND", "0", "jobs.keris_transfer.sent_marks_per_command", "between 1 and 100000"),
+        ("AIDT__JOBS__LRS_AGGREGATE__ATTEMPTS_EXTENSION", "attempts", "jobs.lrs_aggregate.attempts_extension", "IRI"),
+    ] {
+        let out = run_with(&[(var, value)], &["dc-01-001"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(err.contains(key) && err.contains(reason), "{err}");
+    }
 }
 
 #[test]

@@ -111,6 +111,20 @@ async fn hand_made(env: &TestEnv) {
 }
 
 #[tokio::test]
+async fn an_empty_attempts_extension_leaves_attempts_out_of_valid_statements() {
+    let mut env = TestEnv::new().await;
+    env.configure(|s| s.jobs.lrs_aggregate.attempts_extension = String::new());
+    hand_made(&env).await;
+    env.run_ok(ID, Some(date(DAY)), false).await;
+    let docs = batch_docs(&env).await;
+    let ready = docs.iter().find(|d| d.get_str("status").unwrap() == "READY").expect("one READY statement");
+    let s = wire(ready);
+    let keys: Vec<&String> = s["result"]["extensions"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec![xapi::EXT_CURRICULUM_STANDARD], "{s}");
+    xapi::validate(&s).unwrap();
+}
+
+#[tokio::test]
 async fn lrs_aggregates_attempts_and_records_invalid() {
     let env = TestEnv::new().await;
     hand_made(&env).await;
@@ -137,7 +151,7 @@ async fn lrs_aggregates_attempts_and_records_invalid() {
     assert_eq!(s["result"]["duration"], 125);
     assert_eq!(s["result"]["score"]["raw"], 90, "the last score by timestamp");
     assert_eq!(s["result"]["success"], true);
-    assert_eq!(s["result"]["extensions"][xapi::ext_attempts("assessment")], 3);
+    assert_eq!(s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension], 3);
     let standards = &s["result"]["extensions"][xapi::EXT_CURRICULUM_STANDARD];
     assert_eq!(
         standards,
@@ -204,15 +218,7 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
     let mut attempts = 0i64;
     for d in &docs {
         let s = wire(d);
-        let n = s["result"]["extensions"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k.ends_with("/results/extensions/attempts"))
-            .unwrap()
-            .1
-            .as_i64()
-            .unwrap();
+        let n = s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension].as_i64().unwrap();
         attempts += n;
         if d.get_str("status").unwrap() == "READY" {
             xapi::validate(&s).unwrap_or_else(|e| panic!("{e}: {s}"));

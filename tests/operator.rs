@@ -145,12 +145,13 @@ async fn check_gives_a_verdict_per_dependency() {
     let out = env.command(&["check"]).env("AIDT__KERIS__API_DOMAIN", format!("http://127.0.0.1:{port}")).output().unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-    for what in ["config", "postgresql", "mongodb", "keris"] {
+    for what in ["config", "privacy", "postgresql", "mongodb", "keris"] {
         let line = text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("{what}: {text}"));
         assert!(line.contains(" OK "), "{line}");
     }
     assert!(text.contains("HTTP 404"));
     assert!(!text.contains("0b6a4a8e"), "partner ids never print: {text}");
+    assert!(!text.contains("local-privacy-audit-salt"), "the salt never prints: {text}");
 
     // KERIS down: that line fails, the exit says so, the others still pass.
     let out = env.command(&["check"]).env("AIDT__KERIS__API_DOMAIN", "http://127.0.0.1:9").output().unwrap();
@@ -161,11 +162,18 @@ async fn check_gives_a_verdict_per_dependency() {
 }
 
 #[tokio::test]
-async fn check_reports_an_unmigrated_database_and_an_unreachable_mongo() {
+async fn check_reports_an_unmigrated_database_an_unreachable_mongo_and_a_missing_audit_salt() {
     let env = TestEnv::empty().await;
-    let out = env.command(&["check"]).env("AIDT__MONGO__URI", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000").output().unwrap();
+    let out = env
+        .command(&["check"])
+        .env("AIDT__MONGO__URI", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000")
+        .env("AIDT__JOBS__PRIVACY__AUDIT_SALT", "")
+        .output()
+        .unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
+    let privacy = text.lines().find(|l| l.starts_with("privacy")).unwrap_or_else(|| panic!("{text}"));
+    assert!(privacy.contains("FAIL") && privacy.contains("jobs.privacy.audit_salt") && privacy.contains("AIDT__JOBS__PRIVACY__AUDIT_SALT"), "{privacy}");
     assert!(text.lines().any(|l| l.starts_with("postgresql") && l.contains("FAIL") && l.contains("aidt-batch migrate")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("mongodb") && l.contains("FAIL")), "{text}");
 }

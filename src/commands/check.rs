@@ -1,4 +1,5 @@
-//! `aidt-batch check`: configuration, PostgreSQL, MongoDB and KERIS, each with
+//! `aidt-batch check`: configuration (and the privacy audit salt), PostgreSQL,
+//! MongoDB and KERIS, each with
 //! a verdict. Exit 0 when all pass, 1 when any fails, 2 for bad configuration.
 
 use std::path::Path;
@@ -27,6 +28,7 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
         ok: true,
         detail: format!("profile {profile}; files {}; partners: {}", files.join(", "), partners.join(", ")),
     }];
+    verdicts.push(check_privacy(settings));
     verdicts.push(check_postgres(settings).await);
     verdicts.push(check_mongo(settings).await);
     verdicts.push(check_keris(settings).await);
@@ -37,6 +39,15 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
         println!("{:<11} {:<4}  {}", v.what, if v.ok { "OK" } else { "FAIL" }, v.detail);
     }
     Ok(if all_ok { Exit::Success } else { Exit::Failure })
+}
+
+/// The privacy jobs refuse to run without an audit salt; say so before the
+/// night they first run. The salt itself never prints.
+fn check_privacy(settings: &crate::config::Settings) -> Verdict {
+    match crate::jobs::privacy::audit_salt(&settings.jobs.privacy) {
+        Ok(_) => Verdict { what: "privacy", ok: true, detail: "audit salt set".into() },
+        Err(e) => Verdict { what: "privacy", ok: false, detail: format!("{e:#}") },
+    }
 }
 
 async fn check_postgres(settings: &crate::config::Settings) -> Verdict {

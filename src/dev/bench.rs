@@ -90,7 +90,7 @@ fn bench_document(
         "result": {
             "score": {"raw": i % 101}, "success": i % 3 != 0, "completion": true, "duration": 30 + i % 600,
             "extensions": {
-                xapi::ext_attempts("assessment"): 1 + i % 3,
+                settings.attempts_extension.as_str(): 1 + i % 3,
                 xapi::EXT_CURRICULUM_STANDARD: [{"id": "E4MATA01B01C01", "achievement-level": "B"}],
             },
         },

@@ -154,6 +154,21 @@ pub async fn delete_rows(
 }
 
 /// Creates the run's audit row (empty); batches fill it in.
+/// The start every privacy run shares: the salt (the job refuses to run
+/// without one), this run's rule (also in the run's details) and, unless a
+/// dry run, the audit row.
+pub async fn start_run(ctx: &crate::runtime::JobContext, job_id: &str) -> anyhow::Result<(String, ConsentRule)> {
+    let settings = &ctx.settings().jobs.privacy;
+    let salt = audit_salt(settings)?;
+    let rule = ConsentRule { reference_time: ctx.reference_time(), grace_days: settings.grace_days };
+    ctx.set_detail("grace_days", settings.grace_days);
+    ctx.set_detail("cutoff", rule.cutoff());
+    if !ctx.dry_run {
+        start_audit(ctx.pg(), ctx.run_id, job_id, ctx.business_date, &rule).await?;
+    }
+    Ok((salt, rule))
+}
+
 pub async fn start_audit(
     pg: &PgPool,
     run_id: i64,

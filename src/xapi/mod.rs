@@ -17,13 +17,6 @@ pub const EXT_PARTNER_ID: &str = "http://aidtbook.kr/xapi/profiles/cmn/1.0/conte
 pub const EXT_CURRICULUM_STANDARD: &str =
     "http://aidtbook.kr/xapi/profiles/assessment/1.0/results/extensions/curriculum-standard";
 
-/// The result extension carrying how many source statements (attempts) an
-/// aggregated statement combines: `…/profiles/{area}/1.0/results/extensions/attempts`.
-/// Not in the KERIS samples; a project choice.
-pub fn ext_attempts(area: &str) -> String {
-    format!("{PROFILE_BASE}/{area}/1.0/results/extensions/attempts")
-}
-
 /// The profile's areas and their verbs (keris-api.md).
 pub const AREA_VERBS: &[(&str, &[&str])] = &[
     ("media", &["played"]),

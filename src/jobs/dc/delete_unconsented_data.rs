@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{self, ConsentRule, Tally};
+use crate::jobs::privacy::{self, Tally};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-003";
@@ -51,13 +51,7 @@ struct Progress {
 impl Job for DeleteUnconsentedData {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let settings = &ctx.settings().jobs.privacy;
-        let salt = privacy::audit_salt(settings)?;
-        let rule = ConsentRule { reference_time: ctx.reference_time(), grace_days: settings.grace_days };
-        ctx.set_detail("grace_days", settings.grace_days);
-        ctx.set_detail("cutoff", rule.cutoff());
-        if !ctx.dry_run {
-            privacy::start_audit(ctx.pg(), ctx.run_id, ID, ctx.business_date, &rule).await?;
-        }
+        let (salt, rule) = privacy::start_run(ctx, ID).await?;
         let mut progress: Progress = ctx.load_checkpoint().await?.unwrap_or_default();
         let mut run = Tally::default();
         let mut after: Option<Uuid> = None;

@@ -8,8 +8,8 @@
 //! flat whatever the day's volume (one student's statements at most).
 //!
 //! One KERIS statement per (student, verb id, object id): durations summed in
-//! integer seconds, the number of source statements in the result extension
-//! `…/{area}/1.0/results/extensions/attempts`, the last score (by timestamp),
+//! integer seconds, the number of source statements in the vendor's result
+//! extension `[jobs.lrs_aggregate] attempts_extension`, the last score (by timestamp),
 //! `completion`/`success` true if any attempt had it, the latest achievement
 //! level per standard id in the curriculum-standard extension. `timestamp` is
 //! D 00:00:00.000+09:00; `id` a UUID v5 of `"{D}|{user}|{verb}|{object}"` in
@@ -331,7 +331,9 @@ impl Aggregator {
             result.insert("duration".into(), json!(d));
         }
         let mut ext = Map::new();
-        ext.insert(xapi::ext_attempts(if area.is_empty() { "cmn" } else { &area }), json!(g.attempts));
+        if !self.settings.attempts_extension.is_empty() {
+            ext.insert(self.settings.attempts_extension.clone(), json!(g.attempts));
+        }
         if !g.standards.is_empty() {
             let list: Vec<Value> = g
                 .standards
