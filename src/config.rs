@@ -219,7 +219,7 @@ impl Default for KerisTransferSettings {
             give_up_after_transient_failures: 20,
             max_retries: 5,
             max_reported_ids: 100,
-            sent_marks_per_command: 500,
+            sent_marks_per_command: 100,
         }
     }
 }

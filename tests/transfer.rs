@@ -112,12 +112,19 @@ async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_re
     let env = env_for(&sim, |s| s.jobs.keris_transfer.sent_marks_per_command = 7).await;
     let ready = seed_day(&env, 40, 1_500).await;
     let expected: HashSet<String> = ready.iter().map(id_of).collect();
+    // A READY statement of a partner this vendor has no credentials for.
+    let mut foreign = ready[0].clone();
+    foreign.insert("_id", "0d6f8a5e-1b2c-5d3e-8f4a-9b0c1d2e3f40");
+    foreign.insert("partner_id", "7c1e2d3f-4a5b-4c6d-8e7f-000000000000");
+    env.app.mongo.collection::<Document>(KERIS_BATCH_DATA).insert_one(foreign).await.unwrap();
 
     let run = env.run_ok(SEND, Some(date(DAY)), false).await;
     let stats = sim.stats();
     assert_eq!(stats.statements_accepted(), expected.len() as u64);
-    let (read, written, _, failed) = counts(&env, run).await;
-    assert_eq!((read, written, failed), (expected.len() as i64, expected.len() as i64, 0));
+    assert_eq!(counts(&env, run).await, (expected.len() as i64, expected.len() as i64, 1, 0), "the foreign one skipped");
+    assert_eq!(details(&env, run).await["skipped_unknown_partner"], 1);
+    let left = docs(&env, doc! { "_id": "0d6f8a5e-1b2c-5d3e-8f4a-9b0c1d2e3f40" }).await;
+    assert_eq!(left[0].get_str("status").unwrap(), "READY", "left as it is");
     let all = docs(&env, doc! {}).await;
     assert_all_sent(&sim, &all, &expected);
     // Each document names the transfer and the exact index KERIS stored it at.
@@ -135,7 +142,7 @@ async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_re
     assert_eq!(journal, 0, "no request left in doubt");
 
     let again = env.run_ok(SEND, Some(date(DAY)), false).await;
-    assert_eq!(counts(&env, again).await, (0, 0, 0, 0));
+    assert_eq!(counts(&env, again).await, (0, 0, 1, 0));
     assert_eq!(sim.stats().requests("API-007"), requests.len() as u64, "nothing sent twice");
 }
 

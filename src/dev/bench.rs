@@ -141,6 +141,7 @@ async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
         .collection::<Document>(crate::dev::schema::STATEMENTS)
         .find(source_filter(date))
         .sort(source_sort())
+        .allow_disk_use(true)
         .batch_size(app.settings.jobs.lrs_aggregate.batch_size)
         .await
         .context("Failed to read the statements")?;

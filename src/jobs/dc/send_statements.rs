@@ -87,17 +87,8 @@ impl Job for SendStatements {
         let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
         let date = ctx.business_date.to_string();
         let partners = partners_by_id(&settings.keris)?;
-        let configured: Vec<&str> = partners.keys().map(String::as_str).collect();
-        let unknown = coll
-            .count_documents(doc! { "base_dt": &date, "status": READY, "partner_id": { "$nin": &configured } })
-            .await
-            .context("Failed to count keris_batch_data")?;
-        if unknown > 0 {
-            ctx.counts.add_skipped(unknown);
-            ctx.set_detail("skipped_unknown_partner", unknown);
-            tracing::warn!(statements = unknown, "READY statements of partners that are not configured (keris.partners) are left as they are");
-        }
         if ctx.dry_run {
+            count_unknown_partners(ctx, &partners).await?;
             let mut would_send = BTreeMap::new();
             for (partner_id, name) in &partners {
                 let n = coll
@@ -136,9 +127,31 @@ impl Job for SendStatements {
         if let Some(e) = first_error {
             return Err(e);
         }
+        // Only a report, so after the sending: KERIS gets the first request
+        // at once (on a server without the index this count reads the day).
+        count_unknown_partners(ctx, &partners).await?;
         ctx.stop_point()?;
         Ok(())
     }
+}
+
+/// Counts (as skipped, with a warning) the day's `READY` statements of
+/// partners that are not configured: they are left as they are.
+async fn count_unknown_partners(ctx: &JobContext, partners: &HashMap<String, String>) -> anyhow::Result<()> {
+    let configured: Vec<&str> = partners.keys().map(String::as_str).collect();
+    let unknown = ctx
+        .app
+        .mongo
+        .collection::<Document>(KERIS_BATCH_DATA)
+        .count_documents(doc! { "base_dt": ctx.business_date.to_string(), "status": READY, "partner_id": { "$nin": &configured } })
+        .await
+        .context("Failed to count keris_batch_data")?;
+    if unknown > 0 {
+        ctx.counts.add_skipped(unknown);
+        ctx.set_detail("skipped_unknown_partner", unknown);
+        tracing::warn!(statements = unknown, "READY statements of partners that are not configured (keris.partners) are left as they are");
+    }
+    Ok(())
 }
 
 /// Sends one partner's `READY` statements of the day: first the requests a

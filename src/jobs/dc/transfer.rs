@@ -402,8 +402,10 @@ pub async fn load_stored(db: &mongodb::Database, ids: &[String]) -> anyhow::Resu
     Ok(docs)
 }
 
-/// `update` commands in flight while recording one request.
-const COMMANDS_IN_FLIGHT: usize = 4;
+/// `update` commands in flight while recording one request: a server works
+/// through one command's statements one after the other, so a request's
+/// marks go out as a few commands at once.
+const COMMANDS_IN_FLIGHT: usize = 8;
 
 /// Marks the accepted statements of `outcome` `SENT` with their transfer id
 /// and exact index (only those still `READY` or `ERROR`) and returns how

@@ -70,9 +70,12 @@ impl Job for AggregateStatements {
         ctx.counts.add_skipped(voided);
         ctx.set_detail("voided", voided);
 
+        // A day sorted by student is bigger than the 100 MB a server sorts
+        // in memory: let it spill to disk (MongoDB 6+ does by default, 5 not).
         let mut cursor = source
             .find(source_filter(ctx.business_date))
             .sort(source_sort())
+            .allow_disk_use(true)
             .batch_size(agg.settings.batch_size)
             .await
             .context("Failed to read the statements")?;
