@@ -1,6 +1,6 @@
 //! `aidt-batch check`: configuration (and the privacy audit salt), PostgreSQL,
-//! MongoDB and KERIS, each with
-//! a verdict. Exit 0 when all pass, 1 when any fails, 2 for bad configuration.
+//! MongoDB and KERIS, each with a verdict. Exit 0 when all pass, 1 when any
+//! fails, 2 for bad configuration.
 
 use std::path::Path;
 use std::time::Duration;

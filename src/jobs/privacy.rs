@@ -153,7 +153,6 @@ pub async fn delete_rows(
         .with_context(|| format!("Failed to delete the rows of students without consent from {table}"))
 }
 
-/// Creates the run's audit row (empty); batches fill it in.
 /// The start every privacy run shares: the salt (the job refuses to run
 /// without one), this run's rule (also in the run's details) and, unless a
 /// dry run, the audit row.
@@ -169,7 +168,8 @@ pub async fn start_run(ctx: &crate::runtime::JobContext, job_id: &str) -> anyhow
     Ok((salt, rule))
 }
 
-pub async fn start_audit(
+/// Creates the run's audit row (empty); batches fill it in.
+async fn start_audit(
     pg: &PgPool,
     run_id: i64,
     job_id: &str,

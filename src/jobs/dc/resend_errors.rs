@@ -28,7 +28,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
-
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
