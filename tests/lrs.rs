@@ -130,6 +130,11 @@ async fn lrs_aggregates_attempts_and_records_invalid() {
     hand_made(&env).await;
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
     assert_eq!(counts(env.pg(), run).await, (4, 2, 2), "read 4 non-voided of the day; READY + INVALID written; voided + invalid skipped");
+    // Partner-IDs are credentials: the details name partners, never ids.
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
+    assert_eq!(details["per_partner"], serde_json::json!({ "(not configured)": { "ready": 1, "invalid": 1 } }), "{details}");
+    assert!(!details.to_string().contains(PARTNER), "{details}");
     let docs = batch_docs(&env).await;
     assert_eq!(docs.len(), 2, "{docs:?}");
     let ready: Vec<_> = docs.iter().filter(|d| d.get_str("status").unwrap() == "READY").collect();
@@ -215,6 +220,13 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
     let docs = batch_docs(&env).await;
     assert!(!docs.is_empty());
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
+    let names: Vec<&String> = details["per_partner"].as_object().unwrap().keys().collect();
+    assert!(names.contains(&&"demo".to_string()), "the configured partner, by name: {details}");
+    for (_, id) in env.app.settings.keris.partner_ids().unwrap() {
+        assert!(!details.to_string().contains(&id.to_string()), "no Partner-ID in the details: {details}");
+    }
     let mut attempts = 0i64;
     for d in &docs {
         let s = wire(d);

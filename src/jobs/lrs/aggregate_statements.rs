@@ -118,7 +118,7 @@ impl Job for AggregateStatements {
         agg.report.kept += written.kept;
 
         ctx.set_detail("statements", agg.report.statements);
-        ctx.set_detail("per_partner", &agg.report.per_partner);
+        ctx.set_detail("per_partner", per_partner_by_name(&ctx.settings().keris, &agg.report.per_partner)?);
         ctx.set_detail("invalid_reasons", &agg.report.invalid_reasons);
         ctx.set_detail("kept_sent_or_error", agg.report.kept);
         ctx.set_detail("unchanged", agg.report.unchanged);
@@ -129,6 +129,28 @@ impl Job for AggregateStatements {
         Ok(())
     }
 }
+
+/// The counts per Partner-ID under the partners' configuration names: a
+/// Partner-ID is a credential and never goes into a run's details or logs.
+/// Ids no partner is configured with are counted together.
+fn per_partner_by_name(
+    keris: &crate::config::KerisSettings,
+    by_id: &BTreeMap<String, BTreeMap<&'static str, u64>>,
+) -> anyhow::Result<BTreeMap<String, BTreeMap<&'static str, u64>>> {
+    let names = crate::jobs::dc::transfer::partners_by_id(keris)?;
+    let mut by_name: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for (id, counts) in by_id {
+        let name = names.get(id).cloned().unwrap_or_else(|| NOT_CONFIGURED.to_string());
+        let entry = by_name.entry(name).or_default();
+        for (what, n) in counts {
+            *entry.entry(what).or_default() += n;
+        }
+    }
+    Ok(by_name)
+}
+
+/// The `per_partner` name of Partner-IDs no partner is configured with.
+const NOT_CONFIGURED: &str = "(not configured)";
 
 /// The day's non-voided source statements: what LRS-01-001 aggregates.
 pub fn source_filter(date: NaiveDate) -> Document {
