@@ -78,13 +78,19 @@ pub struct JobArgs {
 }
 
 fn parse_date(value: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|e| format!("expected a calendar date as YYYY-MM-DD ({e})"))
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|e| format!("expected a calendar date as YYYY-MM-DD ({e})"))
 }
 
 /// A parsed command line.
 #[derive(Debug)]
 pub enum Invocation {
-    Job { def: &'static JobDef, args: JobArgs, profile: Option<Profile>, config: Option<PathBuf> },
+    Job {
+        def: &'static JobDef,
+        args: JobArgs,
+        profile: Option<Profile>,
+        config: Option<PathBuf>,
+    },
     Operator(Cli),
 }
 
@@ -105,10 +111,20 @@ pub fn command() -> clap::Command {
             Schedule::Cron(expr) => format!("cron `{expr}`"),
             Schedule::Unscheduled(_) => "unscheduled".into(),
         };
-        let status = if def.is_implemented() { "" } else { " (not implemented yet)" };
+        let status = if def.is_implemented() {
+            ""
+        } else {
+            " (not implemented yet)"
+        };
         let sub = clap::Command::new(def.cli_name())
             .about(format!("{} — {}; {schedule}{status}", def.id, def.name_en))
-            .long_about(format!("{} [{}] {}\n{}\nSchedule: {schedule}{status}", def.id, def.system.as_str(), def.name_en, def.name_ko));
+            .long_about(format!(
+                "{} [{}] {}\n{}\nSchedule: {schedule}{status}",
+                def.id,
+                def.system.as_str(),
+                def.name_en,
+                def.name_ko
+            ));
         cmd = cmd.subcommand(JobArgs::augment_args(sub));
     }
     cmd
@@ -127,11 +143,18 @@ pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
 
 /// Parses a command line (`args[0]` is the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, clap::Error> {
-    let matches = command().try_get_matches_from(normalize(args)).map_err(explain_unknown)?;
+    let matches = command()
+        .try_get_matches_from(normalize(args))
+        .map_err(explain_unknown)?;
     if let Some((name, sub)) = matches.subcommand() {
         if let Some(def) = registry::find(name) {
             let args = JobArgs::from_arg_matches(sub)?;
-            return Ok(Invocation::Job { def, args, profile: global_profile(&matches), config: global_config(&matches) });
+            return Ok(Invocation::Job {
+                def,
+                args,
+                profile: global_profile(&matches),
+                config: global_config(&matches),
+            });
         }
     }
     Ok(Invocation::Operator(Cli::from_arg_matches(&matches)?))
@@ -152,7 +175,9 @@ fn explain_unknown(err: clap::Error) -> clap::Error {
     if err.kind() != ErrorKind::InvalidSubcommand {
         return err;
     }
-    let Some(ContextValue::String(given)) = err.get(ContextKind::InvalidSubcommand) else { return err };
+    let Some(ContextValue::String(given)) = err.get(ContextKind::InvalidSubcommand) else {
+        return err;
+    };
     command().error(ErrorKind::InvalidSubcommand, unknown_job_message(given))
 }
 
@@ -160,7 +185,11 @@ fn explain_unknown(err: clap::Error) -> clap::Error {
 pub fn unknown_job_message(given: &str) -> String {
     let mut msg = format!("unknown job id or command `{given}`\n");
     if let Some(def) = registry::closest(given) {
-        msg.push_str(&format!("  did you mean `{}` ({})?\n", def.cli_name(), def.name_en));
+        msg.push_str(&format!(
+            "  did you mean `{}` ({})?\n",
+            def.cli_name(),
+            def.name_en
+        ));
     }
     let ids: Vec<String> = JOBS.iter().map(JobDef::cli_name).collect();
     msg.push_str(&format!("  valid job ids: {}\n", ids.join(", ")));
@@ -178,8 +207,22 @@ mod tests {
 
     #[test]
     fn job_ids_parse_in_any_case_with_their_options() {
-        let inv = parse_str(&["aidt-batch", "LMS-01-001", "--profile", "prod", "--date", "2026-03-05", "--dry-run"]).unwrap();
-        let Invocation::Job { def, args, profile, .. } = inv else { panic!("not a job") };
+        let inv = parse_str(&[
+            "aidt-batch",
+            "LMS-01-001",
+            "--profile",
+            "prod",
+            "--date",
+            "2026-03-05",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Invocation::Job {
+            def, args, profile, ..
+        } = inv
+        else {
+            panic!("not a job")
+        };
         assert_eq!(def.id, "LMS-01-001");
         assert_eq!(profile, Some(Profile::Prod));
         assert_eq!(args.date, NaiveDate::from_ymd_opt(2026, 3, 5));

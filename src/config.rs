@@ -169,7 +169,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Auto, level: "info".into() }
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
     }
 }
 
@@ -246,7 +249,8 @@ pub struct LrsAggregateSettings {
 }
 
 /// The default [`LrsAggregateSettings::id_namespace`].
-pub const DEFAULT_LRS_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("2f9d6b8e-4c1a-4e57-9b3a-6a0d5c7e1f20");
+pub const DEFAULT_LRS_ID_NAMESPACE: uuid::Uuid =
+    uuid::uuid!("2f9d6b8e-4c1a-4e57-9b3a-6a0d5c7e1f20");
 
 impl Default for LrsAggregateSettings {
     fn default() -> Self {
@@ -277,7 +281,12 @@ pub struct PrivacySettings {
 
 impl Default for PrivacySettings {
     fn default() -> Self {
-        Self { grace_days: 30, batch_size: 500, pause_ms: 0, audit_salt: None }
+        Self {
+            grace_days: 30,
+            batch_size: 500,
+            pause_ms: 0,
+            audit_salt: None,
+        }
     }
 }
 
@@ -332,7 +341,11 @@ pub struct KerisDashboardSettings {
 
 impl Default for KerisDashboardSettings {
     fn default() -> Self {
-        Self { page_size: 1000, max_reported_ids: 1000, give_up_after_transient_failures: 20 }
+        Self {
+            page_size: 1000,
+            max_reported_ids: 1000,
+            give_up_after_transient_failures: 20,
+        }
     }
 }
 
@@ -406,7 +419,11 @@ pub fn find_config_dir() -> Result<PathBuf, ConfigError> {
             return Ok(dir.clone());
         }
     }
-    let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let looked = candidates
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(ConfigError::NoConfigDir { looked })
 }
 
@@ -416,7 +433,11 @@ pub fn load(profile: Profile, extra_file: Option<&Path>) -> Result<LoadedConfig,
     load_from(&dir, profile, extra_file)
 }
 
-pub fn load_from(dir: &Path, profile: Profile, extra_file: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+pub fn load_from(
+    dir: &Path,
+    profile: Profile,
+    extra_file: Option<&Path>,
+) -> Result<LoadedConfig, ConfigError> {
     use config::{Environment, File, FileFormat};
 
     let mut files = vec![dir.join("base.toml"), dir.join(format!("{profile}.toml"))];
@@ -436,10 +457,18 @@ pub fn load_from(dir: &Path, profile: Profile, extra_file: Option<&Path>) -> Res
             .separator("__")
             .try_parsing(true),
     );
-    let raw = builder.build().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let settings: Settings = raw.try_deserialize().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let raw = builder
+        .build()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let settings: Settings = raw
+        .try_deserialize()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     settings.validate()?;
-    Ok(LoadedConfig { settings, profile, files })
+    Ok(LoadedConfig {
+        settings,
+        profile,
+        files,
+    })
 }
 
 impl KerisSettings {
@@ -450,9 +479,16 @@ impl KerisSettings {
         let mut ids = Vec::with_capacity(self.partners.len());
         for (name, partner) in &self.partners {
             let key = format!("keris.partners.{name}.partner_id");
-            let Some(id) = &partner.partner_id else { return Err(missing(&key)) };
-            let id = uuid::Uuid::parse_str(secrecy::ExposeSecret::expose_secret(id))
-                .map_err(|_| ConfigError::BadValue { key, reason: "not a UUID".into() })?;
+            let Some(id) = &partner.partner_id else {
+                return Err(missing(&key));
+            };
+            let id =
+                uuid::Uuid::parse_str(secrecy::ExposeSecret::expose_secret(id)).map_err(|_| {
+                    ConfigError::BadValue {
+                        key,
+                        reason: "not a UUID".into(),
+                    }
+                })?;
             ids.push((name.as_str(), id));
         }
         Ok(ids)
@@ -461,17 +497,30 @@ impl KerisSettings {
 
 fn missing(key: &str) -> ConfigError {
     let env = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
-    ConfigError::MissingKey { key: key.to_string(), env }
+    ConfigError::MissingKey {
+        key: key.to_string(),
+        env,
+    }
 }
 
 impl Settings {
     /// Checks what serde can't: required keys and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
-        if self.database.url.as_ref().is_none_or(|u| u.expose_secret().is_empty()) {
+        if self
+            .database
+            .url
+            .as_ref()
+            .is_none_or(|u| u.expose_secret().is_empty())
+        {
             return Err(missing("database.url"));
         }
-        if self.mongo.uri.as_ref().is_none_or(|u| u.expose_secret().is_empty()) {
+        if self
+            .mongo
+            .uri
+            .as_ref()
+            .is_none_or(|u| u.expose_secret().is_empty())
+        {
             return Err(missing("mongo.uri"));
         }
         if self.mongo.database.as_deref().is_none_or(str::is_empty) {
@@ -492,10 +541,16 @@ impl Settings {
         }
         self.keris.partner_ids()?;
         if self.keris.max_attempts == 0 {
-            return Err(ConfigError::BadValue { key: "keris.max_attempts".into(), reason: "must be at least 1".into() });
+            return Err(ConfigError::BadValue {
+                key: "keris.max_attempts".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         if self.keris.max_concurrency == 0 {
-            return Err(ConfigError::BadValue { key: "keris.max_concurrency".into(), reason: "must be at least 1".into() });
+            return Err(ConfigError::BadValue {
+                key: "keris.max_concurrency".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         if !(1..=500).contains(&self.keris.max_statements_per_request) {
             return Err(ConfigError::BadValue {
@@ -528,7 +583,9 @@ impl Settings {
             });
         }
         let attempts = &self.jobs.lrs_aggregate.attempts_extension;
-        if !attempts.is_empty() && !(attempts.starts_with("http://") || attempts.starts_with("https://")) {
+        if !attempts.is_empty()
+            && !(attempts.starts_with("http://") || attempts.starts_with("https://"))
+        {
             return Err(ConfigError::BadValue {
                 key: "jobs.lrs_aggregate.attempts_extension".into(),
                 reason: "must be an http:// or https:// IRI, or empty".into(),

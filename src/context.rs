@@ -26,7 +26,12 @@ impl AppContext {
         let settings = Arc::new(config.settings.clone());
         let pg = connect_pg(&settings).await?;
         let mongo = connect_mongo(&settings).await?;
-        Ok(Self { settings, profile: config.profile, pg, mongo })
+        Ok(Self {
+            settings,
+            profile: config.profile,
+            pg,
+            mongo,
+        })
     }
 }
 
@@ -36,7 +41,9 @@ pub fn pg_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
         .database_url()
         .expose_secret()
         .parse::<PgConnectOptions>()
-        .map_err(|_| anyhow::anyhow!("configuration key `database.url` is not a valid PostgreSQL URL"))
+        .map_err(|_| {
+            anyhow::anyhow!("configuration key `database.url` is not a valid PostgreSQL URL")
+        })
 }
 
 pub async fn connect_pg(settings: &Settings) -> anyhow::Result<PgPool> {
@@ -60,9 +67,14 @@ pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Datab
         .await
         .map_err(|_| anyhow::anyhow!("configuration key `mongo.uri` is not a valid MongoDB URI"))?;
     options.app_name = Some("aidt-batch".into());
-    options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
-    options.connect_timeout.get_or_insert(Duration::from_secs(10));
-    let client = mongodb::Client::with_options(options).context("Failed to create the MongoDB client (mongo.uri)")?;
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(10));
+    options
+        .connect_timeout
+        .get_or_insert(Duration::from_secs(10));
+    let client = mongodb::Client::with_options(options)
+        .context("Failed to create the MongoDB client (mongo.uri)")?;
     Ok(client.database(settings.mongo_database()))
 }
 
@@ -83,7 +95,11 @@ pub async fn ensure_indexes(
     let coll = db.collection::<mongodb::bson::Document>(collection);
     // listIndexes fails with NamespaceNotFound on a collection that does not exist yet.
     let existing: Vec<mongodb::bson::Document> = match coll.list_indexes().await {
-        Ok(cursor) => cursor.map_ok(|model| model.keys).try_collect().await.unwrap_or_default(),
+        Ok(cursor) => cursor
+            .map_ok(|model| model.keys)
+            .try_collect()
+            .await
+            .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     let missing: Vec<mongodb::IndexModel> = indexes
@@ -92,13 +108,22 @@ pub async fn ensure_indexes(
         .map(|keys| mongodb::IndexModel::builder().keys(keys.clone()).build())
         .collect();
     if !missing.is_empty() {
-        coll.create_indexes(missing).await.with_context(|| format!("Failed to create the indexes of {collection}"))?;
+        coll.create_indexes(missing)
+            .await
+            .with_context(|| format!("Failed to create the indexes of {collection}"))?;
     }
     Ok(())
 }
 
 /// Same fields in the same order with the same direction (1 and 1.0 alike).
 fn same_keys(a: &mongodb::bson::Document, b: &mongodb::bson::Document) -> bool {
-    let order = |v: &mongodb::bson::Bson| v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)).or_else(|| v.as_i32().map(f64::from));
-    a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && order(va) == order(vb))
+    let order = |v: &mongodb::bson::Bson| {
+        v.as_f64()
+            .or_else(|| v.as_i64().map(|i| i as f64))
+            .or_else(|| v.as_i32().map(f64::from))
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && order(va) == order(vb))
 }

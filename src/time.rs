@@ -40,14 +40,23 @@ mod tests {
     #[test]
     fn seoul_midnight_is_fifteen_utc_the_day_before() {
         let d = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
-        assert_eq!(start_of_day_seoul(d).to_rfc3339(), "2026-03-04T15:00:00+00:00");
+        assert_eq!(
+            start_of_day_seoul(d).to_rfc3339(),
+            "2026-03-04T15:00:00+00:00"
+        );
     }
 
     #[test]
     fn today_rolls_over_at_fifteen_utc() {
         let before = Utc.with_ymd_and_hms(2026, 3, 4, 14, 59, 59).unwrap();
         let after = Utc.with_ymd_and_hms(2026, 3, 4, 15, 0, 0).unwrap();
-        assert_eq!(today_seoul_at(before), NaiveDate::from_ymd_opt(2026, 3, 4).unwrap());
-        assert_eq!(today_seoul_at(after), NaiveDate::from_ymd_opt(2026, 3, 5).unwrap());
+        assert_eq!(
+            today_seoul_at(before),
+            NaiveDate::from_ymd_opt(2026, 3, 4).unwrap()
+        );
+        assert_eq!(
+            today_seoul_at(after),
+            NaiveDate::from_ymd_opt(2026, 3, 5).unwrap()
+        );
     }
 }

@@ -7,19 +7,34 @@ fn unknown_job_id_exits_2_suggesting_the_closest_and_listing_all() {
     let out = bin().arg("lms-01-01").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("unknown job id or command `lms-01-01`"), "{err}");
+    assert!(
+        err.contains("unknown job id or command `lms-01-01`"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `lms-01-001`"), "{err}");
-    for id in ["lms-01-001", "dc-01-004", "lcms-01-001", "bo-05-006", "bo-01-007"] {
+    for id in [
+        "lms-01-001",
+        "dc-01-004",
+        "lcms-01-001",
+        "bo-05-006",
+        "bo-01-007",
+    ] {
         assert!(err.contains(id), "valid ids listed: {err}");
     }
 }
 
 #[test]
 fn bad_date_exits_2_naming_the_flag_and_value() {
-    let out = bin().args(["bo-01-005", "--date", "2026-13-01"]).output().unwrap();
+    let out = bin()
+        .args(["bo-01-005", "--date", "2026-13-01"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("--date") && err.contains("2026-13-01"), "{err}");
+    assert!(
+        err.contains("--date") && err.contains("2026-13-01"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -28,16 +43,27 @@ fn bad_flag_and_bad_profile_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--dryrun"), "{}", stderr(&out));
 
-    let out = bin().args(["bo-01-005", "--profile", "staging"]).output().unwrap();
+    let out = bin()
+        .args(["bo-01-005", "--profile", "staging"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("staging"), "{}", stderr(&out));
 }
 
 #[test]
 fn a_registered_but_unimplemented_job_exits_2_and_says_so() {
-    let out = bin().args(["LMS-01-009"]).env("AIDT_CONFIG_DIR", config_dir()).output().unwrap();
+    let out = bin()
+        .args(["LMS-01-009"])
+        .env("AIDT_CONFIG_DIR", config_dir())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("LMS-01-009 is registered but not implemented yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("LMS-01-009 is registered but not implemented yet"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -46,7 +72,11 @@ fn help_lists_every_job_id() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     for job in aidt_batch::runtime::JOBS {
-        assert!(text.contains(&job.cli_name()), "{} missing from --help", job.id);
+        assert!(
+            text.contains(&job.cli_name()),
+            "{} missing from --help",
+            job.id
+        );
     }
 }
 
@@ -55,6 +85,9 @@ async fn job_ids_are_accepted_in_upper_case_and_run() {
     let env = TestEnv::new().await;
     let out = env.run_cli(&["BO-01-005", "--profile", "local"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let job: String = sqlx::query_scalar("SELECT job_id FROM batch_job_run").fetch_one(env.pg()).await.unwrap();
+    let job: String = sqlx::query_scalar("SELECT job_id FROM batch_job_run")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
     assert_eq!(job, "BO-01-005");
 }

@@ -35,14 +35,27 @@ fn a_missing_required_key_names_the_key_and_its_variable() {
     let out = run_with(&[], &["bo-01-005", "--profile", "dev"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("`database.url`") && err.contains("AIDT__DATABASE__URL"), "{err}");
+    assert!(
+        err.contains("`database.url`") && err.contains("AIDT__DATABASE__URL"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_out_of_range_value_names_the_key_and_the_range() {
     for (var, value, key, reason) in [
-        ("AIDT__JOBS__KERIS_TRANSFER__SENT_MARKS_PER_COMMAND", "0", "jobs.keris_transfer.sent_marks_per_command", "between 1 and 100000"),
-        ("AIDT__JOBS__LRS_AGGREGATE__ATTEMPTS_EXTENSION", "attempts", "jobs.lrs_aggregate.attempts_extension", "IRI"),
+        (
+            "AIDT__JOBS__KERIS_TRANSFER__SENT_MARKS_PER_COMMAND",
+            "0",
+            "jobs.keris_transfer.sent_marks_per_command",
+            "between 1 and 100000",
+        ),
+        (
+            "AIDT__JOBS__LRS_AGGREGATE__ATTEMPTS_EXTENSION",
+            "attempts",
+            "jobs.lrs_aggregate.attempts_extension",
+            "IRI",
+        ),
     ] {
         let out = run_with(&[(var, value)], &["dc-01-001"]);
         assert_eq!(out.status.code(), Some(2));
@@ -55,7 +68,11 @@ fn an_out_of_range_value_names_the_key_and_the_range() {
 fn a_missing_config_file_is_named() {
     let out = run_with(&[], &["bo-01-005", "--config", "/nonexistent/extra.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/nonexistent/extra.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/extra.toml"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -64,7 +81,10 @@ fn secrets_in_bad_values_are_not_printed() {
     let partner = "not-a-uuid-but-secret-partner";
     let out = run_with(
         &[
-            ("AIDT__DATABASE__URL", &format!("postgres://aidt:{password}@127.0.0.1:1/aidt?sslmode=disable")),
+            (
+                "AIDT__DATABASE__URL",
+                &format!("postgres://aidt:{password}@127.0.0.1:1/aidt?sslmode=disable"),
+            ),
             ("AIDT__KERIS__PARTNERS__DEMO__PARTNER_ID", partner),
         ],
         &["bo-01-005"],
@@ -77,19 +97,30 @@ fn secrets_in_bad_values_are_not_printed() {
     // A valid configuration whose database is unreachable: the error names the
     // host and the key, never the password.
     let out = run_with(
-        &[("AIDT__DATABASE__URL", &format!("postgres://aidt:{password}@127.0.0.1:1/aidt?sslmode=disable"))],
+        &[(
+            "AIDT__DATABASE__URL",
+            &format!("postgres://aidt:{password}@127.0.0.1:1/aidt?sslmode=disable"),
+        )],
         &["bo-01-005"],
     );
     assert_eq!(out.status.code(), Some(1));
     let all = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(all.contains("127.0.0.1:1") && all.contains("database.url"), "{all}");
+    assert!(
+        all.contains("127.0.0.1:1") && all.contains("database.url"),
+        "{all}"
+    );
     assert!(!all.contains(password), "{all}");
 }
 
 #[test]
 fn settings_debug_output_redacts_secrets() {
-    let loaded = aidt_batch::config::load_from(&config_dir(), aidt_batch::config::Profile::Local, None).unwrap();
+    let loaded =
+        aidt_batch::config::load_from(&config_dir(), aidt_batch::config::Profile::Local, None)
+            .unwrap();
     let debug = format!("{:?}", loaded.settings);
     assert!(!debug.contains("aidt:aidt@"), "{debug}");
-    assert!(!debug.contains("0b6a4a8e-3f4c-4d0e-9a51-2d1f6f1c0001"), "{debug}");
+    assert!(
+        !debug.contains("0b6a4a8e-3f4c-4d0e-9a51-2d1f6f1c0001"),
+        "{debug}"
+    );
 }

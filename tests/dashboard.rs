@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aidt_batch::config::PartnerSettings;
-use aidt_batch::jobs::lms::keris_dashboard::{achievement_level, level_letter, refresh_view, SchoolLevel};
+use aidt_batch::jobs::lms::keris_dashboard::{
+    achievement_level, level_letter, refresh_view, SchoolLevel,
+};
 use aidt_batch::keris::simulator::{self, Faults, SimulatorConfig, SimulatorHandle};
 use aidt_batch::runtime::Exit;
 use chrono::{DateTime, Utc};
@@ -28,7 +30,9 @@ fn token_of(user: Uuid) -> String {
 }
 
 async fn sim() -> SimulatorHandle {
-    simulator::start(SimulatorConfig::default()).await.expect("start the simulator")
+    simulator::start(SimulatorConfig::default())
+        .await
+        .expect("start the simulator")
 }
 
 /// A test database whose KERIS points at `sim`, one partner `brand-a`,
@@ -40,7 +44,9 @@ async fn env_for(sim: &SimulatorHandle) -> TestEnv {
         s.keris.api_domain = Some(base);
         s.keris.partners = BTreeMap::from([(
             "brand-a".to_string(),
-            PartnerSettings { partner_id: Some(SecretString::from(PARTNER_ID.to_string())) },
+            PartnerSettings {
+                partner_id: Some(SecretString::from(PARTNER_ID.to_string())),
+            },
         )]);
         s.keris.base_backoff_ms = 5;
         s.keris.max_backoff_ms = 20;
@@ -89,13 +95,15 @@ async fn student(pg: &PgPool, school: &str, partner: &str, token: bool) -> Uuid 
         .await
         .unwrap();
     if token {
-        sqlx::query("INSERT INTO tb_lms_keris_token (user_id, token, access_id) VALUES ($1, $2, $3)")
-            .bind(user)
-            .bind(token_of(user))
-            .bind(format!("access-{}", user.simple()))
-            .execute(pg)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO tb_lms_keris_token (user_id, token, access_id) VALUES ($1, $2, $3)",
+        )
+        .bind(user)
+        .bind(token_of(user))
+        .bind(format!("access-{}", user.simple()))
+        .execute(pg)
+        .await
+        .unwrap();
     }
     user
 }
@@ -104,7 +112,13 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-async fn session(pg: &PgPool, user: Uuid, lecture: &str, started: &str, ended: Option<&str>) -> i64 {
+async fn session(
+    pg: &PgPool,
+    user: Uuid,
+    lecture: &str,
+    started: &str,
+    ended: Option<&str>,
+) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO tb_lms_lrn_session (user_id, lecture_code, started_at, ended_at) VALUES ($1, $2, $3, $4) RETURNING session_id",
     )
@@ -149,8 +163,22 @@ async fn progress(pg: &PgPool, user: Uuid, std_sys_id: &str, rate: f64, complete
 /// progress row and a result (score 85, elementary: level A).
 async fn one_of_each(pg: &PgPool) -> Uuid {
     let user = student(pg, "SCH-E", PARTNER_ID, true).await;
-    session(pg, user, "L-E", "2026-03-05T09:10:00+09:00", Some("2026-03-05T09:40:00+09:00")).await;
-    progress(pg, user, "E4MATA01B01C01", 62.5, Some("2026-03-05T09:35:00+09:00")).await;
+    session(
+        pg,
+        user,
+        "L-E",
+        "2026-03-05T09:10:00+09:00",
+        Some("2026-03-05T09:40:00+09:00"),
+    )
+    .await;
+    progress(
+        pg,
+        user,
+        "E4MATA01B01C01",
+        62.5,
+        Some("2026-03-05T09:35:00+09:00"),
+    )
+    .await;
     result(pg, user, "L-E", "E4MATA01B01C01", 85.0).await;
     user
 }
@@ -173,11 +201,19 @@ async fn unsent(pg: &PgPool) -> i64 {
 }
 
 async fn details(pg: &PgPool, run_id: i64) -> Value {
-    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run_id).fetch_one(pg).await.unwrap()
+    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
 }
 
 fn body_of(sim: &SimulatorHandle, api: &str) -> Vec<Value> {
-    sim.requests().into_iter().filter(|r| r.api.as_deref() == Some(api) && r.code.as_deref() == Some("00000")).filter_map(|r| r.body).collect()
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.api.as_deref() == Some(api) && r.code.as_deref() == Some("00000"))
+        .filter_map(|r| r.body)
+        .collect()
 }
 
 fn assert_keris_timestamp(ts: &Value, want: &str) {
@@ -198,7 +234,12 @@ async fn each_api_reaches_keris_with_the_spec_headers_and_body() {
     env.run_ok(JOB, None, false).await;
 
     for record in sim.requests() {
-        assert_eq!(record.header("Partner-ID"), Some(PARTNER_ID), "{:?}", record.api);
+        assert_eq!(
+            record.header("Partner-ID"),
+            Some(PARTNER_ID),
+            "{:?}",
+            record.api
+        );
         assert_eq!(record.header("API-version"), Some("2.4"));
         assert_eq!(record.method, "POST");
     }
@@ -248,7 +289,14 @@ async fn each_api_reaches_keris_with_the_spec_headers_and_body() {
     .fetch_one(env.pg())
     .await
     .unwrap();
-    assert_eq!(view, ("L-E".into(), Some(Uuid::parse_str("aaaaaaaa-0000-4000-8000-000000000001").unwrap()), "Y".into()));
+    assert_eq!(
+        view,
+        (
+            "L-E".into(),
+            Some(Uuid::parse_str("aaaaaaaa-0000-4000-8000-000000000001").unwrap()),
+            "Y".into()
+        )
+    );
 }
 
 #[tokio::test]
@@ -267,12 +315,18 @@ async fn a_rerun_sends_nothing_twice_and_a_changed_score_is_sent_again() {
     assert_eq!(sim.stats(), after_first, "the rerun sent nothing");
 
     // A new result changes one student's average: only that score goes again.
-    let user: Uuid = sqlx::query_scalar("SELECT user_id FROM tb_lms_user ORDER BY user_id LIMIT 1").fetch_one(env.pg()).await.unwrap();
+    let user: Uuid = sqlx::query_scalar("SELECT user_id FROM tb_lms_user ORDER BY user_id LIMIT 1")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
     result(env.pg(), user, "L-E", "E4MATA01B01C01", 25.0).await;
     env.run_ok(JOB, None, false).await;
     let scores = body_of(&sim, "API-005");
     assert_eq!(scores.len(), 5);
-    let last = scores.iter().find(|b| b["user_id"] == user.to_string() && b["score"] == 55.0).expect("new score sent");
+    let last = scores
+        .iter()
+        .find(|b| b["user_id"] == user.to_string() && b["score"] == 55.0)
+        .expect("new score sent");
     assert_eq!(last["achievement_level"], "C");
     assert_eq!(sim.stats().requests("API-001"), 4);
 }
@@ -292,11 +346,22 @@ async fn students_without_token_or_configured_partner_are_skipped_and_reported_b
     assert_eq!(outcome.exit, Exit::Success, "skips are not failures");
 
     let d = details(env.pg(), outcome.run_id.unwrap()).await;
-    assert_eq!(d["skipped_no_token"], serde_json::json!([no_token.to_string()]));
+    assert_eq!(
+        d["skipped_no_token"],
+        serde_json::json!([no_token.to_string()])
+    );
     assert_eq!(d["skipped_no_token_events"], 2, "API-001 and API-005");
-    assert_eq!(d["skipped_unknown_partner"], serde_json::json!([other.to_string()]));
+    assert_eq!(
+        d["skipped_unknown_partner"],
+        serde_json::json!([other.to_string()])
+    );
     let text = d.to_string();
-    assert!(!text.contains("Kim Student") && !text.contains(OTHER_PARTNER_ID) && !text.contains(PARTNER_ID), "{text}");
+    assert!(
+        !text.contains("Kim Student")
+            && !text.contains(OTHER_PARTNER_ID)
+            && !text.contains(PARTNER_ID),
+        "{text}"
+    );
     let skipped: i64 = sqlx::query_scalar("SELECT skip_cnt FROM batch_job_run WHERE run_id = $1")
         .bind(outcome.run_id.unwrap())
         .fetch_one(env.pg())
@@ -306,7 +371,11 @@ async fn students_without_token_or_configured_partner_are_skipped_and_reported_b
 
     assert!(sim.dashboard_events().iter().all(|e| e.user_id == ok));
     // The skipped events stay pending for when the token arrives.
-    let pending: i64 = scalar_i64(env.pg(), "SELECT count(*) FROM tb_lms_lrn_session WHERE keris_init_sent_at IS NULL").await;
+    let pending: i64 = scalar_i64(
+        env.pg(),
+        "SELECT count(*) FROM tb_lms_lrn_session WHERE keris_init_sent_at IS NULL",
+    )
+    .await;
     assert_eq!(pending, 2);
 }
 
@@ -314,14 +383,31 @@ async fn students_without_token_or_configured_partner_are_skipped_and_reported_b
 async fn achievement_levels_from_the_refresh_sql_match_the_rust_cutoffs_at_every_boundary() {
     let sim = sim().await;
     let env = env_for(&sim).await;
-    let scores = [100.0, 90.0, 89.99, 80.0, 79.99, 70.0, 69.99, 60.0, 59.99, 0.0];
+    let scores = [
+        100.0, 90.0, 89.99, 80.0, 79.99, 70.0, 69.99, 60.0, 59.99, 0.0,
+    ];
     let mut expected = Vec::new();
-    for (school, level) in [("SCH-E", SchoolLevel::Elementary), ("SCH-M", SchoolLevel::Middle), ("SCH-H", SchoolLevel::High)] {
+    for (school, level) in [
+        ("SCH-E", SchoolLevel::Elementary),
+        ("SCH-M", SchoolLevel::Middle),
+        ("SCH-H", SchoolLevel::High),
+    ] {
         for score in scores {
             let user = student(env.pg(), school, PARTNER_ID, true).await;
             let prefix = &school[4..];
-            result(env.pg(), user, &format!("L-{prefix}"), &format!("{prefix}1MATA01"), score).await;
-            expected.push((user, score, level_letter(achievement_level(level, score)).to_string()));
+            result(
+                env.pg(),
+                user,
+                &format!("L-{prefix}"),
+                &format!("{prefix}1MATA01"),
+                score,
+            )
+            .await;
+            expected.push((
+                user,
+                score,
+                level_letter(achievement_level(level, score)).to_string(),
+            ));
         }
     }
     // Averages are rounded to the stored precision before the cut-off.
@@ -364,17 +450,31 @@ async fn transient_failures_are_retried_and_what_stays_unsent_goes_with_the_next
         one_of_each(env.pg()).await;
     }
     // A share of 5xx and connection resets: the client's retries absorb them.
-    sim.set_faults(Faults { seed: 7, server_error_share: 0.15, reset_share: 0.05, stored_before_error_share: 0.0, ..Faults::default() });
+    sim.set_faults(Faults {
+        seed: 7,
+        server_error_share: 0.15,
+        reset_share: 0.05,
+        stored_before_error_share: 0.0,
+        ..Faults::default()
+    });
     env.run_ok(JOB, None, false).await;
     let stats = sim.stats().partner(PARTNER_ID);
-    let answered_500: u64 = stats.calls.values().map(|c| c.answers.get("50001").copied().unwrap_or(0)).sum();
+    let answered_500: u64 = stats
+        .calls
+        .values()
+        .map(|c| c.answers.get("50001").copied().unwrap_or(0))
+        .sum();
     assert!(answered_500 > 0, "faults were injected: {stats:?}");
     assert_eq!(sim.dashboard_events().len(), 30);
     assert_eq!(unsent(env.pg()).await, 0);
 
     // KERIS down for good: retries run out, the events stay unsent, exit 4.
     let more = one_of_each(env.pg()).await;
-    sim.set_faults(Faults { server_error_share: 1.0, stored_before_error_share: 0.0, ..Faults::default() });
+    sim.set_faults(Faults {
+        server_error_share: 1.0,
+        stored_before_error_share: 0.0,
+        ..Faults::default()
+    });
     let outcome = env.run_job(JOB, None, false).await;
     assert_eq!(outcome.exit, Exit::CompletedWithErrors);
     // Session start, session end, the progress row (API-003 + API-004), the score.
@@ -402,13 +502,24 @@ async fn when_keris_is_down_the_sender_gives_up_after_a_few_failures_and_the_nex
     for _ in 0..5 {
         one_of_each(env.pg()).await;
     }
-    sim.set_faults(Faults { server_error_share: 1.0, stored_before_error_share: 0.0, ..Faults::default() });
+    sim.set_faults(Faults {
+        server_error_share: 1.0,
+        stored_before_error_share: 0.0,
+        ..Faults::default()
+    });
 
     let outcome = env.run_job(JOB, None, false).await;
     assert_eq!(outcome.exit, Exit::CompletedWithErrors);
     let attempts = u64::from(env.app.settings.keris.max_attempts);
-    assert_eq!(sim.stats().requests("API-001"), 2 * attempts, "two events tried, the rest deferred");
-    assert_eq!(sim.stats().requests("API-003") + sim.stats().requests("API-005"), 0);
+    assert_eq!(
+        sim.stats().requests("API-001"),
+        2 * attempts,
+        "two events tried, the rest deferred"
+    );
+    assert_eq!(
+        sim.stats().requests("API-003") + sim.stats().requests("API-005"),
+        0
+    );
     let d = details(env.pg(), outcome.run_id.unwrap()).await;
     assert_eq!(d["gave_up_partners"], serde_json::json!(["brand-a"]), "{d}");
     assert_eq!(d["apis"]["API-001"]["failed_by_code"]["deferred"], 3, "{d}");
@@ -433,9 +544,19 @@ async fn a_permanent_rejection_is_recorded_with_its_code_and_the_run_goes_on() {
     assert_eq!(d["rejected"][0]["code"], "40001", "{d}");
     assert_eq!(d["rejected"][0]["api"], "API-003");
     assert_eq!(d["rejected"][0]["user_id"], bad.to_string());
-    assert_eq!(sim.dashboard_events().iter().filter(|e| e.user_id == good).count(), 5);
+    assert_eq!(
+        sim.dashboard_events()
+            .iter()
+            .filter(|e| e.user_id == good)
+            .count(),
+        5
+    );
     let bad_sent: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT keris_sent_at FROM tb_lms_lrn_progress WHERE user_id = $1").bind(bad).fetch_one(env.pg()).await.unwrap();
+        sqlx::query_scalar("SELECT keris_sent_at FROM tb_lms_lrn_progress WHERE user_id = $1")
+            .bind(bad)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
     assert!(bad_sent.is_none());
 }
 
@@ -444,11 +565,19 @@ async fn http_429_with_retry_after_slows_the_sender_down() {
     let sim = sim().await;
     let env = env_for(&sim).await;
     one_of_each(env.pg()).await;
-    sim.set_faults(Faults { too_many_requests_next: 1, retry_after_secs: 1, ..Faults::default() });
+    sim.set_faults(Faults {
+        too_many_requests_next: 1,
+        retry_after_secs: 1,
+        ..Faults::default()
+    });
 
     let start = Instant::now();
     env.run_ok(JOB, None, false).await;
-    assert!(start.elapsed() >= Duration::from_secs(1), "Retry-After honoured: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured: {:?}",
+        start.elapsed()
+    );
     assert_eq!(sim.dashboard_events().len(), 5);
     assert_eq!(sim.stats().requests("API-001"), 2, "the 429 and its retry");
 }
@@ -462,10 +591,20 @@ async fn dry_run_reports_counts_per_api_and_sends_and_writes_nothing() {
 
     let run_id = env.run_ok(JOB, None, true).await;
     let d = details(env.pg(), run_id).await;
-    assert_eq!(d["would_send"], serde_json::json!({"API-001": 2, "API-002": 2, "API-003": 2, "API-004": 2, "API-005": 2}));
+    assert_eq!(
+        d["would_send"],
+        serde_json::json!({"API-001": 2, "API-002": 2, "API-003": 2, "API-004": 2, "API-005": 2})
+    );
     assert_eq!(d["would_refresh_view_rows"], 2);
     assert!(sim.requests().is_empty());
-    assert_eq!(scalar_i64(env.pg(), "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys").await, 0);
+    assert_eq!(
+        scalar_i64(
+            env.pg(),
+            "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -518,13 +657,26 @@ async fn dc_01_004_creates_missing_rows_fills_null_levels_and_sends_their_scores
     let scores = body_of(&sim, "API-005");
     let mut sent: Vec<(String, String, f64)> = scores
         .iter()
-        .map(|b| (b["user_id"].as_str().unwrap().to_string(), b["achievement_level"].as_str().unwrap().to_string(), b["score"].as_f64().unwrap()))
+        .map(|b| {
+            (
+                b["user_id"].as_str().unwrap().to_string(),
+                b["achievement_level"].as_str().unwrap().to_string(),
+                b["score"].as_f64().unwrap(),
+            )
+        })
         .collect();
     sent.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let mut want = vec![(missing.to_string(), "C".to_string(), 72.0), (null_level.to_string(), "A".to_string(), 95.0)];
+    let mut want = vec![
+        (missing.to_string(), "C".to_string(), 72.0),
+        (null_level.to_string(), "A".to_string(), 95.0),
+    ];
     want.sort_by(|a, b| a.partial_cmp(b).unwrap());
     assert_eq!(sent, want);
-    assert_eq!(sim.stats().requests("API-001"), 0, "DC-01-004 sends scores only");
+    assert_eq!(
+        sim.stats().requests("API-001"),
+        0,
+        "DC-01-004 sends scores only"
+    );
 
     env.run_ok("DC-01-004", None, false).await;
     assert_eq!(sim.stats().requests("API-005"), 2, "sent once");
@@ -538,18 +690,34 @@ async fn partner_id_and_student_tokens_never_appear_in_a_real_process_log() {
     // A rejected event and a retried one, so error paths log too.
     let bad = student(env.pg(), "SCH-E", PARTNER_ID, true).await;
     progress(env.pg(), bad, "NOT-A-CURRICULUM", 10.0, None).await;
-    sim.set_faults(Faults { server_error_next: 1, stored_before_error_share: 0.0, ..Faults::default() });
+    sim.set_faults(Faults {
+        server_error_next: 1,
+        stored_before_error_share: 0.0,
+        ..Faults::default()
+    });
 
     let mut cmd = env.command(&["lms-01-008"]);
     cmd.env("AIDT__KERIS__API_DOMAIN", sim.base_url())
         .env("AIDT__KERIS__PARTNERS__DEMO__PARTNER_ID", PARTNER_ID)
         .env("AIDT__KERIS__BASE_BACKOFF_MS", "5")
         .env("RUST_LOG", "debug");
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn aidt-batch")).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn aidt-batch"))
+        .await
+        .unwrap();
     let log = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     assert_eq!(out.status.code(), Some(4), "{log}");
-    assert_eq!(sim.dashboard_events().iter().filter(|e| e.user_id == user).count(), 5, "{log}");
-    assert!(log.contains("brand") || log.contains("demo"), "the partner is named by its config name: {log}");
+    assert_eq!(
+        sim.dashboard_events()
+            .iter()
+            .filter(|e| e.user_id == user)
+            .count(),
+        5,
+        "{log}"
+    );
+    assert!(
+        log.contains("brand") || log.contains("demo"),
+        "the partner is named by its config name: {log}"
+    );
     for secret in [PARTNER_ID.to_string(), token_of(user), token_of(bad)] {
         assert!(!log.contains(&secret), "secret {secret} in the log:\n{log}");
     }
@@ -560,7 +728,12 @@ async fn dc_01_004_dry_run_counts_rows_and_levels_and_changes_and_sends_nothing(
     let sim = sim().await;
     let env = env_for(&sim).await;
     let pg = env.pg();
-    sqlx::query("INSERT INTO tb_lms_course_std_sys (course_id, std_sys_id) VALUES ('C-E', 'E4MATA01')").execute(pg).await.unwrap();
+    sqlx::query(
+        "INSERT INTO tb_lms_course_std_sys (course_id, std_sys_id) VALUES ('C-E', 'E4MATA01')",
+    )
+    .execute(pg)
+    .await
+    .unwrap();
     let user = student(pg, "SCH-E", PARTNER_ID, true).await;
     result(pg, user, "L-E", "E4MATA01", 61.0).await;
 
@@ -568,6 +741,13 @@ async fn dc_01_004_dry_run_counts_rows_and_levels_and_changes_and_sends_nothing(
     let d = details(pg, run_id).await;
     assert_eq!(d["would_create_rows"], 1, "{d}");
     assert_eq!(d["would_fill_levels"], 0, "{d}");
-    assert_eq!(scalar_i64(pg, "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys").await, 0);
+    assert_eq!(
+        scalar_i64(
+            pg,
+            "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys"
+        )
+        .await,
+        0
+    );
     assert!(sim.requests().is_empty());
 }

@@ -17,19 +17,29 @@ const DATE: &str = "2026-03-05";
 /// The partner of `config/local.toml`.
 const DEMO_PARTNER: &str = "0b6a4a8e-3f4c-4d0e-9a51-2d1f6f1c0001";
 const SECOND_PARTNER: &str = "5d7c2f7e-0a4b-4c55-8d2e-6f1a9b3c0002";
-const STD_SYS_PATTERN: &str = r"^[EMH]\d(KOR|SOC|ENG|SCI|PRA|MAT|INF)A\d{2}(B\d{2})?(C\d{2})?(D\d{2})?$";
+const STD_SYS_PATTERN: &str =
+    r"^[EMH]\d(KOR|SOC|ENG|SCI|PRA|MAT|INF)A\d{2}(B\d{2})?(C\d{2})?(D\d{2})?$";
 
 fn args(students: u32, statements: u32, seed: u64) -> SeedArgs {
     SeedArgs::new(students, statements, Some(date(DATE)), seed)
 }
 
 async fn count(pg: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pg).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_scalar(sql)
+        .fetch_one(pg)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 async fn statements(env: &TestEnv) -> Vec<Document> {
     let coll = env.app.mongo.collection::<Document>("statements");
-    let mut docs: Vec<Document> = coll.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let mut docs: Vec<Document> = coll
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     docs.sort_by_key(|d| d.get_object_id("_id").unwrap());
     docs
 }
@@ -38,12 +48,17 @@ async fn statements(env: &TestEnv) -> Vec<Document> {
 async fn seed_fills_every_contract_table_consistently() {
     let mut env = TestEnv::new().await;
     env.configure(|s| {
-        s.keris
-            .partners
-            .insert("second".into(), PartnerSettings { partner_id: Some(SecretString::from(SECOND_PARTNER)) });
+        s.keris.partners.insert(
+            "second".into(),
+            PartnerSettings {
+                partner_id: Some(SecretString::from(SECOND_PARTNER)),
+            },
+        );
     });
 
-    let report = seed::seed(&env.app, &args(200, 3_000, 7)).await.expect("seed succeeds");
+    let report = seed::seed(&env.app, &args(200, 3_000, 7))
+        .await
+        .expect("seed succeeds");
     let pg = env.pg();
 
     // Every tb_ table of the contract migration is listed, and holds rows.
@@ -55,23 +70,45 @@ async fn seed_fills_every_contract_table_consistently() {
     .await
     .unwrap();
     let listed: BTreeSet<&str> = CONTRACT_TABLES.into_iter().collect();
-    assert_eq!(tables.iter().map(String::as_str).collect::<BTreeSet<_>>(), listed);
+    assert_eq!(
+        tables.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        listed
+    );
     for table in &tables {
         let n = count(pg, &format!("SELECT count(*) FROM {table}")).await;
         assert!(n > 0, "{table} is empty");
-        assert_eq!(report.count(table), Some(n as u64), "report line of {table}");
+        assert_eq!(
+            report.count(table),
+            Some(n as u64),
+            "report line of {table}"
+        );
     }
 
     // Users: every level, every subject; students, teachers and parents, all
     // of a configured partner.
-    assert_eq!(count(pg, "SELECT count(DISTINCT school_level) FROM tb_lms_school").await, 3);
-    assert_eq!(count(pg, "SELECT count(DISTINCT subject_cd) FROM tb_lms_course").await, 7);
-    assert_eq!(count(pg, "SELECT count(*) FROM tb_lms_user WHERE user_type = 'S'").await, 200);
+    assert_eq!(
+        count(pg, "SELECT count(DISTINCT school_level) FROM tb_lms_school").await,
+        3
+    );
+    assert_eq!(
+        count(pg, "SELECT count(DISTINCT subject_cd) FROM tb_lms_course").await,
+        7
+    );
+    assert_eq!(
+        count(pg, "SELECT count(*) FROM tb_lms_user WHERE user_type = 'S'").await,
+        200
+    );
     assert!(count(pg, "SELECT count(*) FROM tb_lms_user WHERE user_type = 'T'").await > 0);
     assert!(count(pg, "SELECT count(*) FROM tb_lms_user WHERE user_type = 'P'").await > 0);
     let partners: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT partner_id::text FROM tb_lms_user ORDER BY 1").fetch_all(pg).await.unwrap();
-    assert_eq!(partners, vec![DEMO_PARTNER.to_string(), SECOND_PARTNER.to_string()]);
+        sqlx::query_scalar("SELECT DISTINCT partner_id::text FROM tb_lms_user ORDER BY 1")
+            .fetch_all(pg)
+            .await
+            .unwrap();
+    assert_eq!(
+        partners,
+        vec![DEMO_PARTNER.to_string(), SECOND_PARTNER.to_string()]
+    );
     assert_eq!(
         count(
             pg,
@@ -91,9 +128,18 @@ async fn seed_fills_every_contract_table_consistently() {
                 AND (c.withdraw_dt IS NOT NULL) = {withdrawn}"
         )
     };
-    assert!(count(pg, &consent("Y", false)).await > 0, "students who agreed");
-    assert!(count(pg, &consent("N", false)).await > 0, "students who refused");
-    assert!(count(pg, &consent("N", true)).await > 0, "students who withdrew");
+    assert!(
+        count(pg, &consent("Y", false)).await > 0,
+        "students who agreed"
+    );
+    assert!(
+        count(pg, &consent("N", false)).await > 0,
+        "students who refused"
+    );
+    assert!(
+        count(pg, &consent("N", true)).await > 0,
+        "students who withdrew"
+    );
     assert!(
         count(
             pg,
@@ -107,14 +153,28 @@ async fn seed_fills_every_contract_table_consistently() {
 
     // Tokens for most students, not all.
     let tokens = count(pg, "SELECT count(*) FROM tb_lms_keris_token").await;
-    assert!((180..200).contains(&tokens), "{tokens} tokens for 200 students");
+    assert!(
+        (180..200).contains(&tokens),
+        "{tokens} tokens for 200 students"
+    );
 
     // Curriculum ids follow the KERIS pattern and everything refers to them.
     assert_eq!(
-        count(pg, &format!("SELECT count(*) FROM tb_lms_std_sys WHERE std_sys_id !~ '{STD_SYS_PATTERN}'")).await,
+        count(
+            pg,
+            &format!("SELECT count(*) FROM tb_lms_std_sys WHERE std_sys_id !~ '{STD_SYS_PATTERN}'")
+        )
+        .await,
         0
     );
-    assert_eq!(count(pg, r"SELECT count(*) FROM tb_lms_std_sys WHERE achv_std_cd !~ '^\[\d+.\d{2}-\d{2}\]$'").await, 0);
+    assert_eq!(
+        count(
+            pg,
+            r"SELECT count(*) FROM tb_lms_std_sys WHERE achv_std_cd !~ '^\[\d+.\d{2}-\d{2}\]$'"
+        )
+        .await,
+        0
+    );
     for (table, column) in [
         ("tb_lms_lrn_result", "std_sys_id"),
         ("tb_lms_lrn_progress", "std_sys_id"),
@@ -127,7 +187,10 @@ async fn seed_fills_every_contract_table_consistently() {
         assert_eq!(count(pg, &sql).await, 0, "unknown std_sys_id in {table}");
     }
     // The LMS copy is partial, and part of it is stale.
-    assert!(count(pg, "SELECT count(*) FROM tb_lms_item").await < count(pg, "SELECT count(*) FROM tb_lcms_item").await);
+    assert!(
+        count(pg, "SELECT count(*) FROM tb_lms_item").await
+            < count(pg, "SELECT count(*) FROM tb_lcms_item").await
+    );
     assert!(
         count(pg, "SELECT count(*) FROM tb_lms_item l JOIN tb_lcms_item c USING (item_id) WHERE l.mod_dt < c.mod_dt")
             .await
@@ -169,7 +232,15 @@ async fn seed_fills_every_contract_table_consistently() {
         .await,
         0
     );
-    assert!(count(pg, "SELECT count(*) FROM tb_lms_lrn_session WHERE ended_at IS NULL").await > 0, "open sessions");
+    assert!(
+        count(
+            pg,
+            "SELECT count(*) FROM tb_lms_lrn_session WHERE ended_at IS NULL"
+        )
+        .await
+            > 0,
+        "open sessions"
+    );
     assert!(
         count(pg, "SELECT count(*) FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys WHERE achievement_level IS NULL")
             .await
@@ -177,65 +248,124 @@ async fn seed_fills_every_contract_table_consistently() {
         "dashboard rows without a level"
     );
     // Logs on both sides of the retention limits.
-    assert!(count(pg, "SELECT count(*) FROM tb_lms_access_log WHERE accessed_at < '2026-03-05'::date - 90").await > 0);
-    assert!(count(pg, "SELECT count(*) FROM tb_lms_access_log WHERE accessed_at > '2026-03-05'::date - 90").await > 0);
-    assert!(count(pg, "SELECT count(*) FROM tb_lms_login_hist WHERE login_at < '2026-03-05'::date - 365").await > 0);
+    assert!(
+        count(
+            pg,
+            "SELECT count(*) FROM tb_lms_access_log WHERE accessed_at < '2026-03-05'::date - 90"
+        )
+        .await
+            > 0
+    );
+    assert!(
+        count(
+            pg,
+            "SELECT count(*) FROM tb_lms_access_log WHERE accessed_at > '2026-03-05'::date - 90"
+        )
+        .await
+            > 0
+    );
+    assert!(
+        count(
+            pg,
+            "SELECT count(*) FROM tb_lms_login_hist WHERE login_at < '2026-03-05'::date - 365"
+        )
+        .await
+            > 0
+    );
     // BO: every admin status, every maintenance state.
-    assert_eq!(count(pg, "SELECT count(DISTINCT status) FROM tb_bo_admin_user").await, 3);
-    assert_eq!(count(pg, "SELECT count(DISTINCT status) FROM tb_bo_pm_schedule").await, 4);
+    assert_eq!(
+        count(pg, "SELECT count(DISTINCT status) FROM tb_bo_admin_user").await,
+        3
+    );
+    assert_eq!(
+        count(pg, "SELECT count(DISTINCT status) FROM tb_bo_pm_schedule").await,
+        4
+    );
 
     // Statements: exactly as many as asked, in the contract's shape.
     let docs = statements(&env).await;
     assert_eq!(docs.len(), 3_000);
-    let users: HashMap<String, String> =
-        sqlx::query_as::<_, (String, String)>("SELECT user_id::text, partner_id::text FROM tb_lms_user")
-            .fetch_all(pg)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let users: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT user_id::text, partner_id::text FROM tb_lms_user",
+    )
+    .fetch_all(pg)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
     let day_start = aidt_batch::time::start_of_day_seoul(date(DATE)).timestamp_millis();
     let day_end = day_start + 86_400_000;
-    let partner_key = "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id".replace('.', "&46;");
+    let partner_key = "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id"
+        .replace('.', "&46;");
     let (mut voided, mut answers, mut broken) = (0, 0, 0);
     let mut attempts: HashMap<(String, String, String), u32> = HashMap::new();
     for d in &docs {
         let user_id = d.get_str("user_id").unwrap();
         let partner_id = d.get_str("partner_id").unwrap();
-        assert_eq!(users.get(user_id).map(String::as_str), Some(partner_id), "user and partner of {d}");
+        assert_eq!(
+            users.get(user_id).map(String::as_str),
+            Some(partner_id),
+            "user and partner of {d}"
+        );
         assert!([DEMO_PARTNER, SECOND_PARTNER].contains(&partner_id));
         let ts = d.get_datetime("timestamp").unwrap().timestamp_millis();
-        assert!((day_start..day_end).contains(&ts), "timestamp within the business date: {d}");
+        assert!(
+            (day_start..day_end).contains(&ts),
+            "timestamp within the business date: {d}"
+        );
         assert!(d.get_datetime("stored").unwrap().timestamp_millis() >= ts);
         voided += u32::from(d.get_bool("voided").unwrap());
 
         let st = d.get_document("statement").unwrap();
         uuid::Uuid::parse_str(st.get_str("id").unwrap()).expect("statement id is a uuid");
         assert_eq!(
-            st.get_document("actor").unwrap().get_document("account").unwrap().get_str("name").unwrap(),
+            st.get_document("actor")
+                .unwrap()
+                .get_document("account")
+                .unwrap()
+                .get_str("name")
+                .unwrap(),
             user_id
         );
         let verb = st.get_document("verb").unwrap().get_str("id").unwrap();
-        assert!(verb.starts_with("http://aidtbook.kr/xapi/profiles/"), "{verb}");
+        assert!(
+            verb.starts_with("http://aidtbook.kr/xapi/profiles/"),
+            "{verb}"
+        );
         let timestamp = st.get_str("timestamp").unwrap();
-        let ext_partner =
-            st.get_document("context").unwrap().get_document("extensions").unwrap().get_str(&partner_key).unwrap();
+        let ext_partner = st
+            .get_document("context")
+            .unwrap()
+            .get_document("extensions")
+            .unwrap()
+            .get_str(&partner_key)
+            .unwrap();
         let Ok(object) = st.get_document("object") else {
             broken += 1;
             continue;
         };
-        if verb.ends_with("/verbs/answered") || !timestamp.ends_with("+09:00") || ext_partner != partner_id {
+        if verb.ends_with("/verbs/answered")
+            || !timestamp.ends_with("+09:00")
+            || ext_partner != partner_id
+        {
             broken += 1;
             continue;
         }
         let parsed = chrono::DateTime::parse_from_rfc3339(timestamp).unwrap();
         assert_eq!(parsed.timestamp_millis(), ts);
         let object_id = object.get_str("id").unwrap();
-        assert!(object_id.starts_with("https://aidt.example.kr/content/"), "{object_id}");
+        assert!(
+            object_id.starts_with("https://aidt.example.kr/content/"),
+            "{object_id}"
+        );
         if verb == "http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/submitted" {
             answers += 1;
             let result = st.get_document("result").unwrap();
-            let raw = result.get_document("score").unwrap().get_i32("raw").unwrap();
+            let raw = result
+                .get_document("score")
+                .unwrap()
+                .get_i32("raw")
+                .unwrap();
             assert!((0..=100).contains(&raw));
             result.get_bool("success").unwrap();
             assert!(result.get_str("duration").unwrap().starts_with("PT"));
@@ -247,27 +377,47 @@ async fn seed_fills_every_contract_table_consistently() {
                         .replace('.', "&46;"),
                 )
                 .unwrap();
-            let Bson::Document(standard) = &standards[0] else { panic!("curriculum standard entry") };
-            assert!(["A", "B", "C", "D", "E"].contains(&standard.get_str("achievement-level").unwrap()));
+            let Bson::Document(standard) = &standards[0] else {
+                panic!("curriculum standard entry")
+            };
+            assert!(
+                ["A", "B", "C", "D", "E"].contains(&standard.get_str("achievement-level").unwrap())
+            );
             let std_sys_id = standard.get_str("id").unwrap();
             assert_eq!(
-                count(pg, &format!("SELECT count(*) FROM tb_lms_std_sys WHERE std_sys_id = '{std_sys_id}'")).await,
+                count(
+                    pg,
+                    &format!(
+                        "SELECT count(*) FROM tb_lms_std_sys WHERE std_sys_id = '{std_sys_id}'"
+                    )
+                )
+                .await,
                 1
             );
         }
-        *attempts.entry((user_id.to_string(), verb.to_string(), object_id.to_string())).or_default() += 1;
+        *attempts
+            .entry((user_id.to_string(), verb.to_string(), object_id.to_string()))
+            .or_default() += 1;
     }
     assert!(answers > 1_000, "{answers} answers: mostly assessment");
     assert!((5..=100).contains(&voided), "{voided} voided");
-    assert!((1..=50).contains(&broken), "{broken} invalid for the profile");
-    assert!(attempts.values().any(|&n| n > 1), "repeated (student, verb, object)");
+    assert!(
+        (1..=50).contains(&broken),
+        "{broken} invalid for the profile"
+    );
+    assert!(
+        attempts.values().any(|&n| n > 1),
+        "repeated (student, verb, object)"
+    );
 }
 
 /// A checksum of every row of every contract table, and all statements.
 async fn fingerprint(env: &TestEnv) -> (Vec<String>, Vec<Document>) {
     let mut sums = Vec::new();
     for table in CONTRACT_TABLES {
-        let sql = format!("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t");
+        let sql = format!(
+            "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+        );
         let sum: String = sqlx::query_scalar(&sql).fetch_one(env.pg()).await.unwrap();
         sums.push(format!("{table} {sum}"));
     }
@@ -281,24 +431,43 @@ async fn the_same_seed_gives_the_same_data_and_another_seed_other_data() {
     seed::seed(&b.app, &args(120, 1_500, 11)).await.unwrap();
     seed::seed(&c.app, &args(120, 1_500, 12)).await.unwrap();
 
-    let (fa, fb, fc) = (fingerprint(&a).await, fingerprint(&b).await, fingerprint(&c).await);
+    let (fa, fb, fc) = (
+        fingerprint(&a).await,
+        fingerprint(&b).await,
+        fingerprint(&c).await,
+    );
     assert_eq!(fa.0, fb.0, "same seed: same rows");
     assert!(fa.1 == fb.1, "same seed: same statements");
 
-    let users = "SELECT md5(string_agg(user_id::text || user_nm, ',' ORDER BY user_id)) FROM tb_lms_user";
+    let users =
+        "SELECT md5(string_agg(user_id::text || user_nm, ',' ORDER BY user_id)) FROM tb_lms_user";
     let sum = |env: &TestEnv| {
         let pg = env.pg().clone();
-        async move { sqlx::query_scalar::<_, String>(users).fetch_one(&pg).await.unwrap() }
+        async move {
+            sqlx::query_scalar::<_, String>(users)
+                .fetch_one(&pg)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(sum(&a).await, sum(&b).await);
     assert_ne!(sum(&a).await, sum(&c).await, "another seed: other users");
     let ids = |docs: &[Document]| {
         docs.iter()
-            .map(|d| d.get_document("statement").unwrap().get_str("id").unwrap().to_string())
+            .map(|d| {
+                d.get_document("statement")
+                    .unwrap()
+                    .get_str("id")
+                    .unwrap()
+                    .to_string()
+            })
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(ids(&fa.1), ids(&fb.1));
-    assert!(ids(&fa.1).is_disjoint(&ids(&fc.1)), "another seed: other statement ids");
+    assert!(
+        ids(&fa.1).is_disjoint(&ids(&fc.1)),
+        "another seed: other statement ids"
+    );
 }
 
 #[tokio::test]
@@ -313,27 +482,70 @@ async fn reseeding_is_refused_without_reset_and_starts_over_with_it() {
         .await
         .unwrap();
 
-    let err = seed::seed(&env.app, &args(60, 400, 3)).await.expect_err("a second seed is refused");
+    let err = seed::seed(&env.app, &args(60, 400, 3))
+        .await
+        .expect_err("a second seed is refused");
     let message = format!("{err:#}");
-    assert!(message.contains("already hold data") && message.contains("--reset"), "{message}");
-    assert_eq!(count(env.pg(), "SELECT count(*) FROM tb_lms_user WHERE user_type = 'S'").await, 60, "nothing added");
+    assert!(
+        message.contains("already hold data") && message.contains("--reset"),
+        "{message}"
+    );
+    assert_eq!(
+        count(
+            env.pg(),
+            "SELECT count(*) FROM tb_lms_user WHERE user_type = 'S'"
+        )
+        .await,
+        60,
+        "nothing added"
+    );
 
     let mut reset = args(60, 400, 3);
     reset.reset = true;
-    seed::seed(&env.app, &reset).await.expect("seed --reset succeeds");
-    assert_eq!(fingerprint(&env).await, first, "the same world again, ids restarted");
-    let batch_data = env.app.mongo.collection::<Document>("keris_batch_data").count_documents(doc! {}).await.unwrap();
+    seed::seed(&env.app, &reset)
+        .await
+        .expect("seed --reset succeeds");
+    assert_eq!(
+        fingerprint(&env).await,
+        first,
+        "the same world again, ids restarted"
+    );
+    let batch_data = env
+        .app
+        .mongo
+        .collection::<Document>("keris_batch_data")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
     assert_eq!(batch_data, 0, "keris_batch_data dropped");
 }
 
 #[tokio::test]
 async fn the_cli_seeds_and_prints_what_it_wrote() {
     let env = TestEnv::new().await;
-    let out = env.run_cli(&["dev", "seed", "--students", "30", "--statements", "100", "--date", DATE, "--seed", "5"]);
+    let out = env.run_cli(&[
+        "dev",
+        "seed",
+        "--students",
+        "30",
+        "--statements",
+        "100",
+        "--date",
+        DATE,
+        "--seed",
+        "5",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    let line = text.lines().find(|l| l.starts_with("tb_lms_user ")).expect("a line for tb_lms_user");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tb_lms_user "))
+        .expect("a line for tb_lms_user");
     let n: i64 = line.split_whitespace().last().unwrap().parse().unwrap();
     assert_eq!(n, count(env.pg(), "SELECT count(*) FROM tb_lms_user").await);
-    assert!(text.lines().any(|l| l.contains(".statements ") && l.trim_end().ends_with(" 100")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(".statements ") && l.trim_end().ends_with(" 100")),
+        "{text}"
+    );
 }

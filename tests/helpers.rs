@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://aidt:aidt@127.0.0.1:5432/aidt?sslmode=disable".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://aidt:aidt@127.0.0.1:5432/aidt?sslmode=disable".into())
 }
 
 pub fn mongodb_uri() -> String {
@@ -48,31 +49,55 @@ fn template_name() -> String {
     }
     hasher.update(aidt_batch::dev::schema::CONTRACT_SQL.as_bytes());
     let digest = hasher.finalize();
-    format!("aidt_tmpl_{}", digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "aidt_tmpl_{}",
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 async fn admin() -> PgConnection {
-    PgConnection::connect(&database_url()).await.expect("connect to DATABASE_URL (run scripts/services)")
+    PgConnection::connect(&database_url())
+        .await
+        .expect("connect to DATABASE_URL (run scripts/services)")
 }
 
 /// Creates the migrated template once; an advisory lock makes concurrent
 /// test processes wait for the first one.
 async fn ensure_template(admin: &mut PgConnection) -> String {
     let name = template_name();
-    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *admin).await.unwrap();
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut *admin)
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *admin)
         .await
         .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut *admin)
+            .await
+            .unwrap();
     if !exists {
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut *admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
         let pool = PgPool::connect(&url_for(&name)).await.unwrap();
-        aidt_batch::commands::migrate::MIGRATOR.run(&pool).await.unwrap();
-        aidt_batch::dev::schema::apply_postgres(&pool).await.unwrap();
+        aidt_batch::commands::migrate::MIGRATOR
+            .run(&pool)
+            .await
+            .unwrap();
+        aidt_batch::dev::schema::apply_postgres(&pool)
+            .await
+            .unwrap();
         pool.close().await;
     }
-    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *admin).await.unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *admin)
+        .await
+        .unwrap();
     name
 }
 
@@ -101,7 +126,10 @@ impl TestEnv {
         let mongo_name = format!("test_{}", &id[..16]);
         let mut admin = admin().await;
         let create = if migrated {
-            format!("CREATE DATABASE {pg_name} TEMPLATE {}", ensure_template(&mut admin).await)
+            format!(
+                "CREATE DATABASE {pg_name} TEMPLATE {}",
+                ensure_template(&mut admin).await
+            )
         } else {
             format!("CREATE DATABASE {pg_name}")
         };
@@ -120,15 +148,25 @@ impl TestEnv {
         }
         let _ = admin.close().await;
 
-        let mut loaded = config::load_from(&config_dir(), Profile::Local, None).expect("local config loads");
+        let mut loaded =
+            config::load_from(&config_dir(), Profile::Local, None).expect("local config loads");
         loaded.settings.database.url = Some(SecretString::from(url_for(&pg_name)));
         loaded.settings.mongo.uri = Some(SecretString::from(mongodb_uri()));
         loaded.settings.mongo.database = Some(mongo_name.clone());
-        let app = AppContext::connect(&loaded).await.expect("connect test databases");
+        let app = AppContext::connect(&loaded)
+            .await
+            .expect("connect test databases");
         if migrated {
-            aidt_batch::dev::schema::apply_mongo(&app.mongo).await.expect("mongo indexes");
+            aidt_batch::dev::schema::apply_mongo(&app.mongo)
+                .await
+                .expect("mongo indexes");
         }
-        TestEnv { pg_name, mongo_name, app, loaded }
+        TestEnv {
+            pg_name,
+            mongo_name,
+            app,
+            loaded,
+        }
     }
 
     pub fn pg(&self) -> &PgPool {
@@ -146,8 +184,15 @@ impl TestEnv {
     /// Runs a job in this process, as `aidt-batch <id> [--date] [--dry-run]` would.
     pub async fn run_job(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> RunOutcome {
         let def = registry::find(id).expect("registered job");
-        let request = RunRequest { def, date, dry_run, params: serde_json::json!({"test": true}) };
-        runner::run(self.app.clone(), request).await.expect("run starts")
+        let request = RunRequest {
+            def,
+            date,
+            dry_run,
+            params: serde_json::json!({"test": true}),
+        };
+        runner::run(self.app.clone(), request)
+            .await
+            .expect("run starts")
     }
 
     pub async fn run_ok(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> i64 {
@@ -200,10 +245,15 @@ impl Drop for TestEnv {
         // pool included) can be awaited here: a thread with its own runtime
         // drops the databases, and FORCE ends the pool's open sessions.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&database_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")).execute(&mut admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
                 }
                 if let Ok(client) = mongodb::Client::with_uri_str(mongodb_uri()).await {
                     let _ = client.database(&mongo_name).drop().await;
@@ -233,11 +283,19 @@ pub fn date(s: &str) -> NaiveDate {
 
 /// Sends a signal to a child process with the system's `kill`.
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
     assert!(status.success(), "kill -{sig} {pid}");
 }
 
 /// The status of a run.
 pub async fn run_status(pg: &PgPool, run_id: i64) -> String {
-    sqlx::query_scalar("SELECT status FROM batch_job_run WHERE run_id = $1").bind(run_id).fetch_one(pg).await.unwrap()
+    sqlx::query_scalar("SELECT status FROM batch_job_run WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
 }

@@ -10,7 +10,10 @@ async fn exec(pg: &PgPool, sql: &str) {
 }
 
 async fn notices(pg: &PgPool) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT title, disp_yn FROM tb_bo_notice ORDER BY notice_id").fetch_all(pg).await.unwrap()
+    sqlx::query_as("SELECT title, disp_yn FROM tb_bo_notice ORDER BY notice_id")
+        .fetch_all(pg)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -32,18 +35,32 @@ async fn notice_expiry_hides_ended_notices_only_and_a_rerun_changes_nothing() {
     let run = env.run_ok("BO-01-005", None, true).await;
     assert_eq!(notices(env.pg()).await, before);
     let (read, written, details): (i64, i64, serde_json::Value) =
-        sqlx::query_as("SELECT read_cnt, write_cnt, details FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
+        sqlx::query_as("SELECT read_cnt, write_cnt, details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
     assert_eq!((read, written), (1, 0));
     assert_eq!(details["would_hide"].as_array().unwrap().len(), 1);
 
     env.run_ok("BO-01-005", None, false).await;
     let after = notices(env.pg()).await;
-    let expect = [("ended", "N"), ("current", "Y"), ("future", "Y"), ("no end", "Y"), ("already off", "N")];
+    let expect = [
+        ("ended", "N"),
+        ("current", "Y"),
+        ("future", "Y"),
+        ("no end", "Y"),
+        ("already off", "N"),
+    ];
     assert_eq!(after, expect.map(|(t, y)| (t.to_string(), y.to_string())));
 
     let rerun = env.run_ok("BO-01-005", None, false).await;
     assert_eq!(notices(env.pg()).await, after);
-    let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1").bind(rerun).fetch_one(env.pg()).await.unwrap();
+    let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1")
+        .bind(rerun)
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
     assert_eq!(written, 0);
 }
 
@@ -57,14 +74,18 @@ async fn notice_expiry_with_a_past_date_judges_as_of_the_end_of_that_day() {
            ('ended 2026-03-06', 'Y', '2026-03-06 12:00:00+09')",
     )
     .await;
-    env.run_ok("BO-01-005", Some(date("2026-03-05")), false).await;
+    env.run_ok("BO-01-005", Some(date("2026-03-05")), false)
+        .await;
     let after = notices(env.pg()).await;
     assert_eq!(after[0].1, "N");
     assert_eq!(after[1].1, "Y");
 }
 
 async fn admins(pg: &PgPool) -> Vec<(String, String, Option<DateTime<Utc>>)> {
-    sqlx::query_as("SELECT login_id, status, status_chg_dt FROM tb_bo_admin_user ORDER BY admin_id").fetch_all(pg).await.unwrap()
+    sqlx::query_as("SELECT login_id, status, status_chg_dt FROM tb_bo_admin_user ORDER BY admin_id")
+        .fetch_all(pg)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -84,11 +105,20 @@ async fn admin_dormancy_marks_only_admins_inactive_past_the_limit() {
     .await;
 
     env.run_ok("BO-01-001", None, true).await;
-    assert!(admins(env.pg()).await.iter().all(|(_, s, _)| s != "DORMANT"), "dry run changes nothing");
+    assert!(
+        admins(env.pg())
+            .await
+            .iter()
+            .all(|(_, s, _)| s != "DORMANT"),
+        "dry run changes nothing"
+    );
 
     env.run_ok("BO-01-001", None, false).await;
     let after = admins(env.pg()).await;
-    let statuses: Vec<(&str, &str)> = after.iter().map(|(l, s, _)| (l.as_str(), s.as_str())).collect();
+    let statuses: Vec<(&str, &str)> = after
+        .iter()
+        .map(|(l, s, _)| (l.as_str(), s.as_str()))
+        .collect();
     assert_eq!(
         statuses,
         [
@@ -117,11 +147,19 @@ async fn admin_dormancy_marks_only_admins_inactive_past_the_limit() {
 }
 
 async fn windows(pg: &PgPool) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT notice_msg, status FROM tb_bo_pm_schedule ORDER BY pm_id").fetch_all(pg).await.unwrap()
+    sqlx::query_as("SELECT notice_msg, status FROM tb_bo_pm_schedule ORDER BY pm_id")
+        .fetch_all(pg)
+        .await
+        .unwrap()
 }
 
 async fn services(pg: &PgPool) -> Vec<(String, String, Option<String>)> {
-    sqlx::query_as("SELECT target_sys, maint_yn, maint_msg FROM tb_bo_service_status ORDER BY target_sys").fetch_all(pg).await.unwrap()
+    sqlx::query_as(
+        "SELECT target_sys, maint_yn, maint_msg FROM tb_bo_service_status ORDER BY target_sys",
+    )
+    .fetch_all(pg)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -141,32 +179,53 @@ async fn pm_schedule_activates_started_windows_and_finishes_ended_ones() {
     let before = (windows(env.pg()).await, services(env.pg()).await);
 
     env.run_ok("BO-01-002", None, true).await;
-    assert_eq!((windows(env.pg()).await, services(env.pg()).await), before, "dry run changes nothing");
+    assert_eq!(
+        (windows(env.pg()).await, services(env.pg()).await),
+        before,
+        "dry run changes nothing"
+    );
 
     env.run_ok("BO-01-002", None, false).await;
     let w = windows(env.pg()).await;
     let statuses: Vec<&str> = w.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(statuses, ["ACTIVE", "DONE", "CANCELLED", "SCHEDULED", "DONE"]);
+    assert_eq!(
+        statuses,
+        ["ACTIVE", "DONE", "CANCELLED", "SCHEDULED", "DONE"]
+    );
     let s = services(env.pg()).await;
     assert_eq!(
         s,
         [
             ("BO".to_string(), "N".to_string(), None),
             ("LCMS".to_string(), "N".to_string(), None),
-            ("LMS".to_string(), "Y".to_string(), Some("lms pm".to_string())),
+            (
+                "LMS".to_string(),
+                "Y".to_string(),
+                Some("lms pm".to_string())
+            ),
         ]
     );
 
     // Every 10 minutes again: nothing changes the second time.
     let upd_before: Vec<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT upd_dt FROM tb_bo_service_status ORDER BY target_sys").fetch_all(env.pg()).await.unwrap();
+        sqlx::query_scalar("SELECT upd_dt FROM tb_bo_service_status ORDER BY target_sys")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
     let rerun = env.run_ok("BO-01-002", None, false).await;
     assert_eq!(windows(env.pg()).await, w);
     assert_eq!(services(env.pg()).await, s);
     let upd_after: Vec<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT upd_dt FROM tb_bo_service_status ORDER BY target_sys").fetch_all(env.pg()).await.unwrap();
+        sqlx::query_scalar("SELECT upd_dt FROM tb_bo_service_status ORDER BY target_sys")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
     assert_eq!(upd_before, upd_after);
-    let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1").bind(rerun).fetch_one(env.pg()).await.unwrap();
+    let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1")
+        .bind(rerun)
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
     assert_eq!(written, 0);
 }
 
@@ -182,6 +241,16 @@ async fn pm_schedule_keeps_maintenance_on_while_another_window_of_the_system_is_
     )
     .await;
     env.run_ok("BO-01-002", None, false).await;
-    assert_eq!(windows(env.pg()).await.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["ACTIVE", "DONE"]);
-    assert_eq!(services(env.pg()).await, [("LMS".into(), "Y".into(), Some("long pm".into()))]);
+    assert_eq!(
+        windows(env.pg())
+            .await
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>(),
+        ["ACTIVE", "DONE"]
+    );
+    assert_eq!(
+        services(env.pg()).await,
+        [("LMS".into(), "Y".into(), Some("long pm".into()))]
+    );
 }

@@ -7,10 +7,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aidt_batch::keris::simulator::{self, bench::sample_statement, Faults, SimulatorConfig, SimulatorHandle};
+use aidt_batch::keris::simulator::{
+    self, bench::sample_statement, Faults, SimulatorConfig, SimulatorHandle,
+};
 use aidt_batch::keris::{
-    AchievementLevel, ClientOptions, CompleteRequest, InitializedRequest, KerisClient, KerisError, Partner,
-    ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest, Transfer, XAPI_DUP_ERR, XAPI_VAL_ERR,
+    AchievementLevel, ClientOptions, CompleteRequest, InitializedRequest, KerisClient, KerisError,
+    Partner, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest, Transfer,
+    XAPI_DUP_ERR, XAPI_VAL_ERR,
 };
 use chrono::{DateTime, FixedOffset};
 use secrecy::{ExposeSecret, SecretString};
@@ -42,8 +45,12 @@ fn fast_options() -> ClientOptions {
 }
 
 fn client_with(sim: &SimulatorHandle, partner_id: &str, options: ClientOptions) -> KerisClient {
-    KerisClient::new(&sim.base_url(), Partner::new(PARTNER_NAME, SecretString::from(partner_id.to_string())), options)
-        .expect("build the client")
+    KerisClient::new(
+        &sim.base_url(),
+        Partner::new(PARTNER_NAME, SecretString::from(partner_id.to_string())),
+        options,
+    )
+    .expect("build the client")
 }
 
 fn client(sim: &SimulatorHandle) -> KerisClient {
@@ -152,23 +159,42 @@ async fn dashboard_calls_send_partner_id_api_version_and_typed_bodies() {
         assert_eq!(r.method, "POST");
         assert_eq!(r.header("Partner-ID"), Some(PARTNER_ID), "{}", r.path);
         assert_eq!(r.header("API-version"), Some("2.4"), "{}", r.path);
-        assert_eq!(r.header("Content-Type"), Some("application/json"), "{}", r.path);
+        assert_eq!(
+            r.header("Content-Type"),
+            Some("application/json"),
+            "{}",
+            r.path
+        );
         let body = r.body.as_ref().expect("JSON body");
-        assert_eq!(body["access_token"], serde_json::json!({"token": STUDENT_TOKEN, "access_id": "access-1"}));
+        assert_eq!(
+            body["access_token"],
+            serde_json::json!({"token": STUDENT_TOKEN, "access_id": "access-1"})
+        );
         assert_eq!(body["user_id"], user.to_string());
         assert_eq!(body["timestamp"], "2026-03-05T09:10:00.000+09:00");
     }
     assert_eq!(requests[0].body.as_ref().unwrap()["lecture_code"], "L-1");
     assert_eq!(requests[1].body.as_ref().unwrap()["duration"], 1800);
     assert_eq!(requests[2].body.as_ref().unwrap()["percent"], 62.5);
-    assert_eq!(requests[3].body.as_ref().unwrap()["curriculum"], "E4MATA01B01");
+    assert_eq!(
+        requests[3].body.as_ref().unwrap()["curriculum"],
+        "E4MATA01B01"
+    );
     let score = requests[4].body.as_ref().unwrap();
-    assert_eq!((score["score"].as_f64(), score["achievement_level"].as_str()), (Some(91.0), Some("A")));
+    assert_eq!(
+        (score["score"].as_f64(), score["achievement_level"].as_str()),
+        (Some(91.0), Some("A"))
+    );
 
     let events = sim.dashboard_events();
     let apis: Vec<&str> = events.iter().map(|e| e.api.as_str()).collect();
-    assert_eq!(apis, ["API-001", "API-002", "API-003", "API-004", "API-005"]);
-    assert!(events.iter().all(|e| e.user_id == user && e.partner_id == PARTNER_ID));
+    assert_eq!(
+        apis,
+        ["API-001", "API-002", "API-003", "API-004", "API-005"]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.user_id == user && e.partner_id == PARTNER_ID));
 }
 
 #[tokio::test]
@@ -184,7 +210,10 @@ async fn invalid_dashboard_fields_are_permanent_40001() {
         })
         .await
         .unwrap_err();
-    assert!(matches!(&err, KerisError::Permanent { code, .. } if code == "40001"), "{err}");
+    assert!(
+        matches!(&err, KerisError::Permanent { code, .. } if code == "40001"),
+        "{err}"
+    );
     assert!(!err.is_transient());
     assert!(sim.dashboard_events().is_empty());
 }
@@ -197,7 +226,11 @@ async fn open_transfer_returns_a_long_jwt_and_a_fresh_transfer_is_at_index_zero(
     let transfer = client.open_transfer().await.unwrap();
 
     let token = transfer.partner_access_token.expose_secret();
-    assert!(token.len() > 256 && token.split('.').count() == 3, "{} chars", token.len());
+    assert!(
+        token.len() > 256 && token.split('.').count() == 3,
+        "{} chars",
+        token.len()
+    );
     let open = &sim.requests()[0];
     assert_eq!(open.path, "/aidt_rawdata/get_transfer_id");
     assert_eq!(open.header("Partner-ID"), Some(PARTNER_ID));
@@ -205,8 +238,14 @@ async fn open_transfer_returns_a_long_jwt_and_a_fresh_transfer_is_at_index_zero(
     let status = client.transfer_status(&transfer.transfer_id).await.unwrap();
     assert_eq!((status.index, status.next_index()), (0, 1));
     let status_request = &sim.requests()[1];
-    assert_eq!(status_request.body.as_ref().unwrap()["transfer_id"], transfer.transfer_id);
-    assert_eq!(status_request.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        status_request.body.as_ref().unwrap()["transfer_id"],
+        transfer.transfer_id
+    );
+    assert_eq!(
+        status_request.header("Content-Type"),
+        Some("application/json")
+    );
 }
 
 #[tokio::test]
@@ -216,22 +255,38 @@ async fn send_statements_sends_each_statement_as_its_own_http_chunk() {
     let transfer = client.open_transfer().await.unwrap();
     let (ids, mut batch) = statements(7);
     // Sizes that differ, including one statement of about 40 KB.
-    batch[3] = edit(&batch[3], |v| v["object"]["definition"]["description"] = "x".repeat(40_000).into());
+    batch[3] = edit(&batch[3], |v| {
+        v["object"]["definition"]["description"] = "x".repeat(40_000).into()
+    });
 
     let answer = client.send_statements(&transfer, 1, &batch).await.unwrap();
 
     assert_eq!(answer.code, "00000");
     assert!(answer.list_error.is_empty(), "{:?}", answer.list_error);
     assert_eq!(answer.transfer_id, transfer.transfer_id);
-    let send = sim.requests().into_iter().find(|r| r.api.as_deref() == Some("API-007")).unwrap();
+    let send = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.api.as_deref() == Some("API-007"))
+        .unwrap();
     assert_eq!(send.chunks, Some(7), "one chunk per statement");
     assert_eq!(send.header("Transfer-Encoding"), Some("chunked"));
-    assert_eq!(send.header("Transfer-Id"), Some(transfer.transfer_id.as_str()));
-    assert_eq!(send.header("Partner-Access-Token"), Some(transfer.partner_access_token.expose_secret()));
+    assert_eq!(
+        send.header("Transfer-Id"),
+        Some(transfer.transfer_id.as_str())
+    );
+    assert_eq!(
+        send.header("Partner-Access-Token"),
+        Some(transfer.partner_access_token.expose_secret())
+    );
     assert_eq!(send.header("Chunked-Index"), Some("1"));
     assert_eq!(send.header("Partner-ID"), Some(PARTNER_ID));
     assert_eq!(send.header("API-version"), Some("2.4"));
-    assert_eq!(send.header("Content-Type"), None, "API-007 has no JSON content type");
+    assert_eq!(
+        send.header("Content-Type"),
+        None,
+        "API-007 has no JSON content type"
+    );
     let stats = sim.stats().partner(PARTNER_ID);
     assert_eq!((stats.chunks_received, stats.statements_accepted), (7, 7));
     for (id, bytes) in ids.iter().zip(&batch) {
@@ -246,7 +301,10 @@ async fn send_statements_sends_each_statement_as_its_own_http_chunk() {
 async fn rejected_statements_are_listed_with_absolute_indices_and_the_rest_stored() {
     let (reject_me, _) = statements(1);
     let sim = start_sim(SimulatorConfig {
-        faults: Faults { reject_statement_ids: reject_me.clone(), ..Faults::default() },
+        faults: Faults {
+            reject_statement_ids: reject_me.clone(),
+            ..Faults::default()
+        },
         ..SimulatorConfig::default()
     })
     .await;
@@ -257,22 +315,55 @@ async fn rejected_statements_are_listed_with_absolute_indices_and_the_rest_store
 
     let (ids, mut second) = statements(5);
     second[0] = sample_statement(reject_me[0], PARTNER_ID, Uuid::new_v4(), 0); // index 6: fault-injected
-    second[1] =
-        edit(&second[1], |v| v["verb"]["id"] = "http://aidtbook.kr/xapi/profiles/media/1.0/verbs/submitted".into()); // index 7
-    second[3] = edit(&second[3], |v| drop(v.as_object_mut().unwrap().remove("timestamp"))); // index 9
+    second[1] = edit(&second[1], |v| {
+        v["verb"]["id"] = "http://aidtbook.kr/xapi/profiles/media/1.0/verbs/submitted".into()
+    }); // index 7
+    second[3] = edit(&second[3], |v| {
+        drop(v.as_object_mut().unwrap().remove("timestamp"))
+    }); // index 9
     second[4] = b"{not json".to_vec(); // index 10
     let answer = client.send_statements(&transfer, 6, &second).await.unwrap();
 
     assert_eq!(answer.code, "00000");
-    let rejected: Vec<(u64, &str)> = answer.list_error.iter().map(|e| (e.index, e.code.as_str())).collect();
-    assert_eq!(rejected, [(6, XAPI_VAL_ERR), (7, XAPI_VAL_ERR), (9, XAPI_VAL_ERR), (10, XAPI_VAL_ERR)]);
-    assert!(answer.list_error[1].message.contains("verb"), "{}", answer.list_error[1].message);
-    assert!(answer.list_error[2].message.contains("timestamp"), "{}", answer.list_error[2].message);
+    let rejected: Vec<(u64, &str)> = answer
+        .list_error
+        .iter()
+        .map(|e| (e.index, e.code.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (6, XAPI_VAL_ERR),
+            (7, XAPI_VAL_ERR),
+            (9, XAPI_VAL_ERR),
+            (10, XAPI_VAL_ERR)
+        ]
+    );
+    assert!(
+        answer.list_error[1].message.contains("verb"),
+        "{}",
+        answer.list_error[1].message
+    );
+    assert!(
+        answer.list_error[2].message.contains("timestamp"),
+        "{}",
+        answer.list_error[2].message
+    );
     assert!(sim.statement(ids[2]).is_some(), "index 8 is stored");
     assert!(sim.statement(ids[1]).is_none());
     let stats = sim.stats().partner(PARTNER_ID);
-    assert_eq!((stats.statements_accepted, stats.statements_rejected), (6, 4));
-    assert_eq!(client.transfer_status(&transfer.transfer_id).await.unwrap().index, 10);
+    assert_eq!(
+        (stats.statements_accepted, stats.statements_rejected),
+        (6, 4)
+    );
+    assert_eq!(
+        client
+            .transfer_status(&transfer.transfer_id)
+            .await
+            .unwrap()
+            .index,
+        10
+    );
 }
 
 #[tokio::test]
@@ -282,13 +373,18 @@ async fn statements_of_another_partner_or_in_the_future_are_rejected() {
     let transfer = client.open_transfer().await.unwrap();
     let (_, mut batch) = statements(3);
     batch[0] = sample_statement(Uuid::new_v4(), OTHER_PARTNER_ID, Uuid::new_v4(), 0);
-    batch[2] = edit(&batch[2], |v| v["timestamp"] = "2999-01-01T00:00:00.000+09:00".into());
+    batch[2] = edit(&batch[2], |v| {
+        v["timestamp"] = "2999-01-01T00:00:00.000+09:00".into()
+    });
 
     let answer = client.send_statements(&transfer, 1, &batch).await.unwrap();
 
     let rejected: Vec<u64> = answer.list_error.iter().map(|e| e.index).collect();
     assert_eq!(rejected, [1, 3]);
-    assert!(answer.list_error.iter().all(|e| !e.message.contains(PARTNER_ID) && !e.message.contains(OTHER_PARTNER_ID)));
+    assert!(answer
+        .list_error
+        .iter()
+        .all(|e| !e.message.contains(PARTNER_ID) && !e.message.contains(OTHER_PARTNER_ID)));
 }
 
 #[tokio::test]
@@ -308,7 +404,13 @@ async fn a_duplicate_with_the_same_content_is_accepted_and_with_other_content_re
         .unwrap()
         .iter()
         .rev()
-        .map(|(k, v)| format!("\n  {}: {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+        .map(|(k, v)| {
+            format!(
+                "\n  {}: {}",
+                serde_json::to_string(k).unwrap(),
+                serde_json::to_string(v).unwrap()
+            )
+        })
         .collect();
     reordered.push_str(&members.join(","));
     reordered.push_str("\n}");
@@ -318,28 +420,62 @@ async fn a_duplicate_with_the_same_content_is_accepted_and_with_other_content_re
     let answer = client.send_statements(&transfer, 3, &resend).await.unwrap();
 
     assert_eq!(answer.list_error.len(), 1, "{:?}", answer.list_error);
-    assert_eq!((answer.list_error[0].index, answer.list_error[0].code.as_str()), (5, XAPI_DUP_ERR));
+    assert_eq!(
+        (
+            answer.list_error[0].index,
+            answer.list_error[0].code.as_str()
+        ),
+        (5, XAPI_DUP_ERR)
+    );
     let stats = sim.stats().partner(PARTNER_ID);
-    assert_eq!((stats.statements_accepted, stats.statements_duplicate, stats.statements_rejected), (2, 2, 1));
-    assert_eq!(sim.statement(ids[1]).unwrap().statement, json(&batch[1]), "the first content stays");
+    assert_eq!(
+        (
+            stats.statements_accepted,
+            stats.statements_duplicate,
+            stats.statements_rejected
+        ),
+        (2, 2, 1)
+    );
+    assert_eq!(
+        sim.statement(ids[1]).unwrap().statement,
+        json(&batch[1]),
+        "the first content stays"
+    );
 }
 
 #[tokio::test]
 async fn an_expired_token_is_token_expired_and_a_new_transfer_continues() {
-    let sim = start_sim(SimulatorConfig { token_ttl: Duration::from_secs(1), ..SimulatorConfig::default() }).await;
+    let sim = start_sim(SimulatorConfig {
+        token_ttl: Duration::from_secs(1),
+        ..SimulatorConfig::default()
+    })
+    .await;
     let client = client(&sim);
     let transfer = client.open_transfer().await.unwrap();
     let (_, batch) = statements(4);
-    client.send_statements(&transfer, 1, &batch[..2]).await.unwrap();
+    client
+        .send_statements(&transfer, 1, &batch[..2])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let err = client.send_statements(&transfer, 3, &batch[2..]).await.unwrap_err();
+    let err = client
+        .send_statements(&transfer, 3, &batch[2..])
+        .await
+        .unwrap_err();
 
     assert!(err.is_token_expired(), "{err}");
     assert!(!err.is_transient());
-    assert_eq!(sim.stats().partner(PARTNER_ID).calls["API-007"].requests, 2, "not retried");
+    assert_eq!(
+        sim.stats().partner(PARTNER_ID).calls["API-007"].requests,
+        2,
+        "not retried"
+    );
     let renewed = client.open_transfer().await.unwrap();
-    let answer = client.send_statements(&renewed, 1, &batch[2..]).await.unwrap();
+    let answer = client
+        .send_statements(&renewed, 1, &batch[2..])
+        .await
+        .unwrap();
     assert!(answer.list_error.is_empty());
     assert_eq!(sim.stats().partner(PARTNER_ID).statements_accepted, 4);
 }
@@ -351,28 +487,60 @@ async fn a_token_of_another_transfer_an_unknown_transfer_or_a_closed_transfer_is
     let first = client.open_transfer().await.unwrap();
     let second = client.open_transfer().await.unwrap();
     let (_, batch) = statements(1);
-    let mixed = Transfer { partner_access_token: second.partner_access_token.clone(), ..first.clone() };
+    let mixed = Transfer {
+        partner_access_token: second.partner_access_token.clone(),
+        ..first.clone()
+    };
 
-    assert!(client.send_statements(&mixed, 1, &batch).await.unwrap_err().is_token_expired());
-    let unknown = Transfer { transfer_id: Uuid::new_v4().to_string(), ..first.clone() };
-    assert!(client.send_statements(&unknown, 1, &batch).await.unwrap_err().is_token_expired());
+    assert!(client
+        .send_statements(&mixed, 1, &batch)
+        .await
+        .unwrap_err()
+        .is_token_expired());
+    let unknown = Transfer {
+        transfer_id: Uuid::new_v4().to_string(),
+        ..first.clone()
+    };
+    assert!(client
+        .send_statements(&unknown, 1, &batch)
+        .await
+        .unwrap_err()
+        .is_token_expired());
 
     assert!(sim.close_transfer(&first.transfer_id));
     let err = client.send_statements(&first, 1, &batch).await.unwrap_err();
-    assert!(matches!(&err, KerisError::Permanent { code, .. } if code == "40901"), "{err}");
-    let err = client.transfer_status("no-such-transfer").await.unwrap_err();
-    assert!(matches!(&err, KerisError::Permanent { code, .. } if code == "40401"), "{err}");
+    assert!(
+        matches!(&err, KerisError::Permanent { code, .. } if code == "40901"),
+        "{err}"
+    );
+    let err = client
+        .transfer_status("no-such-transfer")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KerisError::Permanent { code, .. } if code == "40401"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_partner_id_is_refused_with_40101() {
-    let sim =
-        start_sim(SimulatorConfig { partners: vec![OTHER_PARTNER_ID.into()], ..SimulatorConfig::default() }).await;
+    let sim = start_sim(SimulatorConfig {
+        partners: vec![OTHER_PARTNER_ID.into()],
+        ..SimulatorConfig::default()
+    })
+    .await;
 
     let err = client(&sim).open_transfer().await.unwrap_err();
 
-    assert!(matches!(&err, KerisError::Permanent { code, .. } if code == "40101"), "{err}");
-    assert!(client_with(&sim, OTHER_PARTNER_ID, fast_options()).open_transfer().await.is_ok());
+    assert!(
+        matches!(&err, KerisError::Permanent { code, .. } if code == "40101"),
+        "{err}"
+    );
+    assert!(client_with(&sim, OTHER_PARTNER_ID, fast_options())
+        .open_transfer()
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -394,13 +562,21 @@ async fn server_errors_and_resets_are_retried_with_the_same_chunked_index_until_
     let answer = client.send_statements(&transfer, 3, &batch).await.unwrap();
 
     assert!(answer.list_error.is_empty());
-    let sends: Vec<_> = sim.requests().into_iter().filter(|r| r.api.as_deref() == Some("API-007")).skip(1).collect();
+    let sends: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.api.as_deref() == Some("API-007"))
+        .skip(1)
+        .collect();
     let statuses: Vec<u16> = sends.iter().map(|r| r.http_status).collect();
     assert_eq!(statuses, [0, 500, 500, 200], "reset, two 5xx, success");
     assert!(sends.iter().all(|r| r.header("Chunked-Index") == Some("3")));
     assert!(sends[1..].iter().all(|r| r.chunks == Some(3)));
     let stats = sim.stats().partner(PARTNER_ID);
-    assert_eq!((stats.statements_accepted, stats.statements_duplicate), (5, 0));
+    assert_eq!(
+        (stats.statements_accepted, stats.statements_duplicate),
+        (5, 0)
+    );
     assert_eq!(sim.transfer_index(&transfer.transfer_id), Some(5));
 }
 
@@ -421,23 +597,39 @@ async fn a_5xx_after_storing_is_retried_and_the_resend_is_taken_as_duplicates() 
 
     assert!(answer.list_error.is_empty(), "{:?}", answer.list_error);
     let stats = sim.stats().partner(PARTNER_ID);
-    assert_eq!((stats.statements_accepted, stats.statements_duplicate), (4, 4));
+    assert_eq!(
+        (stats.statements_accepted, stats.statements_duplicate),
+        (4, 4)
+    );
     assert_eq!(stats.calls["API-007"].answers.get("50001"), Some(&1));
 }
 
 #[tokio::test]
 async fn exhausted_retries_return_a_transient_error() {
     let sim = start_sim(SimulatorConfig {
-        faults: Faults { server_error_share: 1.0, ..Faults::default() },
+        faults: Faults {
+            server_error_share: 1.0,
+            ..Faults::default()
+        },
         ..SimulatorConfig::default()
     })
     .await;
-    let client = client_with(&sim, PARTNER_ID, ClientOptions { max_attempts: 3, ..fast_options() });
+    let client = client_with(
+        &sim,
+        PARTNER_ID,
+        ClientOptions {
+            max_attempts: 3,
+            ..fast_options()
+        },
+    );
 
     let err = client.open_transfer().await.unwrap_err();
 
     assert!(err.is_transient(), "{err}");
-    assert!(matches!(err, KerisError::Transient { attempts: 3, .. }), "{err}");
+    assert!(
+        matches!(err, KerisError::Transient { attempts: 3, .. }),
+        "{err}"
+    );
     assert_eq!(sim.stats().requests("API-006"), 3);
 }
 
@@ -451,7 +643,10 @@ async fn connection_refused_is_transient() {
     let client = KerisClient::new(
         &url,
         Partner::new(PARTNER_NAME, SecretString::from(PARTNER_ID.to_string())),
-        ClientOptions { max_attempts: 2, ..fast_options() },
+        ClientOptions {
+            max_attempts: 2,
+            ..fast_options()
+        },
     )
     .unwrap();
 
@@ -463,26 +658,48 @@ async fn connection_refused_is_transient() {
 #[tokio::test]
 async fn an_answer_slower_than_the_timeout_is_retried() {
     let sim = start_sim(SimulatorConfig {
-        faults: Faults { hang_next: 1, hang_secs: 4.0, stored_before_error_share: 1.0, ..Faults::default() },
+        faults: Faults {
+            hang_next: 1,
+            hang_secs: 4.0,
+            stored_before_error_share: 1.0,
+            ..Faults::default()
+        },
         ..SimulatorConfig::default()
     })
     .await;
-    let client =
-        client_with(&sim, PARTNER_ID, ClientOptions { request_timeout: Duration::from_secs(1), ..fast_options() });
+    let client = client_with(
+        &sim,
+        PARTNER_ID,
+        ClientOptions {
+            request_timeout: Duration::from_secs(1),
+            ..fast_options()
+        },
+    );
     let started = Instant::now();
 
     let transfer = client.open_transfer().await.unwrap();
 
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(started.elapsed() < Duration::from_secs(4), "did not wait for the hung answer");
-    assert_eq!(sim.stats().partner(PARTNER_ID).transfers_opened, 2, "the hung open was processed too");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "did not wait for the hung answer"
+    );
+    assert_eq!(
+        sim.stats().partner(PARTNER_ID).transfers_opened,
+        2,
+        "the hung open was processed too"
+    );
     assert!(client.transfer_status(&transfer.transfer_id).await.is_ok());
 }
 
 #[tokio::test]
 async fn http_429_with_retry_after_makes_the_client_wait_at_least_that_long() {
     let sim = start_sim(SimulatorConfig {
-        faults: Faults { too_many_requests_next: 1, retry_after_secs: 1, ..Faults::default() },
+        faults: Faults {
+            too_many_requests_next: 1,
+            retry_after_secs: 1,
+            ..Faults::default()
+        },
         ..SimulatorConfig::default()
     })
     .await;
@@ -491,15 +708,26 @@ async fn http_429_with_retry_after_makes_the_client_wait_at_least_that_long() {
 
     client.open_transfer().await.unwrap();
 
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let answers = &sim.stats().partner(PARTNER_ID).calls["API-006"].answers;
-    assert_eq!((answers.get("42901"), answers.get("00000")), (Some(&1), Some(&1)));
+    assert_eq!(
+        (answers.get("42901"), answers.get("00000")),
+        (Some(&1), Some(&1))
+    );
 }
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_clients_limit_ends_the_call_as_transient() {
     let sim = start_sim(SimulatorConfig {
-        faults: Faults { too_many_requests_next: 1, retry_after_secs: 120, ..Faults::default() },
+        faults: Faults {
+            too_many_requests_next: 1,
+            retry_after_secs: 120,
+            ..Faults::default()
+        },
         ..SimulatorConfig::default()
     })
     .await;
@@ -512,7 +740,11 @@ async fn a_retry_after_beyond_the_clients_limit_ends_the_call_as_transient() {
 
 #[tokio::test]
 async fn the_simulators_rate_limit_answers_429_and_the_client_gets_through() {
-    let sim = start_sim(SimulatorConfig { rate_limit: Some(2.0), ..SimulatorConfig::default() }).await;
+    let sim = start_sim(SimulatorConfig {
+        rate_limit: Some(2.0),
+        ..SimulatorConfig::default()
+    })
+    .await;
     let client = client(&sim);
 
     for _ in 0..3 {
@@ -530,35 +762,77 @@ async fn transfer_status_returns_the_last_stored_index_and_resuming_continues_fr
     let client = client(&sim);
     let transfer = client.open_transfer().await.unwrap();
     let (_, batch) = statements(7);
-    client.send_statements(&transfer, 1, &batch[..3]).await.unwrap();
-    client.send_statements(&transfer, 4, &batch[3..5]).await.unwrap();
+    client
+        .send_statements(&transfer, 1, &batch[..3])
+        .await
+        .unwrap();
+    client
+        .send_statements(&transfer, 4, &batch[3..5])
+        .await
+        .unwrap();
 
     let status = client.transfer_status(&transfer.transfer_id).await.unwrap();
 
     assert_eq!((status.index, status.next_index()), (5, 6));
     let resumed = status.into_transfer().expect("status carries the token");
-    client.send_statements(&resumed, 6, &batch[5..]).await.unwrap();
-    assert_eq!(client.transfer_status(&transfer.transfer_id).await.unwrap().index, 7);
+    client
+        .send_statements(&resumed, 6, &batch[5..])
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .transfer_status(&transfer.transfer_id)
+            .await
+            .unwrap()
+            .index,
+        7
+    );
     // A gap in Chunked-Index is refused as a whole.
     let (_, more) = statements(1);
-    let err = client.send_statements(&resumed, 20, &more).await.unwrap_err();
-    assert!(matches!(&err, KerisError::Permanent { code, .. } if code == "40001"), "{err}");
+    let err = client
+        .send_statements(&resumed, 20, &more)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KerisError::Permanent { code, .. } if code == "40001"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn more_statements_than_the_simulator_allows_per_request_is_40001() {
-    let sim = start_sim(SimulatorConfig { max_statements_per_request: 3, ..SimulatorConfig::default() }).await;
+    let sim = start_sim(SimulatorConfig {
+        max_statements_per_request: 3,
+        ..SimulatorConfig::default()
+    })
+    .await;
     let client = client(&sim);
     let transfer = client.open_transfer().await.unwrap();
     let (_, batch) = statements(4);
 
-    let err = client.send_statements(&transfer, 1, &batch).await.unwrap_err();
+    let err = client
+        .send_statements(&transfer, 1, &batch)
+        .await
+        .unwrap_err();
 
-    assert!(matches!(&err, KerisError::Permanent { code, .. } if code == "40001"), "{err}");
+    assert!(
+        matches!(&err, KerisError::Permanent { code, .. } if code == "40001"),
+        "{err}"
+    );
     assert_eq!(sim.stats().partner(PARTNER_ID).statements_accepted, 0);
     // The client refuses more than its own limit before sending.
-    let small = client_with(&sim, PARTNER_ID, ClientOptions { max_statements_per_request: 3, ..fast_options() });
-    assert!(matches!(small.send_statements(&transfer, 1, &batch).await, Err(KerisError::InvalidRequest { .. })));
+    let small = client_with(
+        &sim,
+        PARTNER_ID,
+        ClientOptions {
+            max_statements_per_request: 3,
+            ..fast_options()
+        },
+    );
+    assert!(matches!(
+        small.send_statements(&transfer, 1, &batch).await,
+        Err(KerisError::InvalidRequest { .. })
+    ));
 }
 
 #[tokio::test]
@@ -571,14 +845,26 @@ async fn operator_endpoints_report_and_change_the_simulator() {
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let (http, url) = (http.clone(), format!("{}{path}", sim.base_url()));
-        async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
 
     let stats = get("/_sim/stats").await;
     assert_eq!(stats["partners"][PARTNER_ID]["statements_accepted"], 3);
     let listed = get("/_sim/statements?limit=2").await;
-    let listed_ids: Vec<&str> =
-        listed["statements"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let listed_ids: Vec<&str> = listed["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed_ids, [ids[1].to_string(), ids[2].to_string()]);
     let set = http
         .post(format!("{}/_sim/faults", sim.base_url()))
@@ -589,11 +875,22 @@ async fn operator_endpoints_report_and_change_the_simulator() {
     assert!(set.status().is_success());
     assert_eq!(sim.faults().server_error_next, 2);
     assert_eq!(get("/_sim/faults").await["seed"], 9);
-    let bad = http.post(format!("{}/_sim/faults", sim.base_url())).body("{\"nope\":1}").send().await.unwrap();
+    let bad = http
+        .post(format!("{}/_sim/faults", sim.base_url()))
+        .body("{\"nope\":1}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    http.post(format!("{}/_sim/reset", sim.base_url())).send().await.unwrap();
+    http.post(format!("{}/_sim/reset", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get("/_sim/stats").await["partners"], serde_json::json!({}));
-    assert_eq!(get("/_sim/dashboard").await["events"], serde_json::json!([]));
+    assert_eq!(
+        get("/_sim/dashboard").await["events"],
+        serde_json::json!([])
+    );
 }
 
 /// A `MakeWriter` collecting formatted log lines.
@@ -629,11 +926,22 @@ async fn secrets_never_appear_in_debug_output_error_messages_or_logs() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let sim = sim().await;
-    let client = client_with(&sim, PARTNER_ID, ClientOptions { max_attempts: 2, ..fast_options() });
+    let client = client_with(
+        &sim,
+        PARTNER_ID,
+        ClientOptions {
+            max_attempts: 2,
+            ..fast_options()
+        },
+    );
     let transfer = client.open_transfer().await.unwrap();
     let token = transfer.partner_access_token.expose_secret().to_string();
     let (_, batch) = statements(2);
-    sim.set_faults(Faults { server_error_next: 1, only_apis: vec!["API-007".into()], ..Faults::default() });
+    sim.set_faults(Faults {
+        server_error_next: 1,
+        only_apis: vec!["API-007".into()],
+        ..Faults::default()
+    });
     client.send_statements(&transfer, 1, &batch).await.unwrap();
     let request = ScoreRequest {
         access_token: student(),
@@ -644,11 +952,20 @@ async fn secrets_never_appear_in_debug_output_error_messages_or_logs() {
         achievement_level: AchievementLevel::A,
     };
     let permanent = client.curriculum_score(&request).await.unwrap_err();
-    sim.set_faults(Faults { server_error_share: 1.0, ..Faults::default() });
-    let transient = client.transfer_status(&transfer.transfer_id).await.unwrap_err();
+    sim.set_faults(Faults {
+        server_error_share: 1.0,
+        ..Faults::default()
+    });
+    let transient = client
+        .transfer_status(&transfer.transfer_id)
+        .await
+        .unwrap_err();
     sim.set_faults(Faults::default());
     sim.expire_tokens();
-    let expired = client.send_statements(&transfer, 3, &batch).await.unwrap_err();
+    let expired = client
+        .send_statements(&transfer, 3, &batch)
+        .await
+        .unwrap_err();
     let status = {
         sim.set_faults(Faults::default());
         client.transfer_status(&transfer.transfer_id).await.unwrap()
@@ -660,7 +977,10 @@ async fn secrets_never_appear_in_debug_output_error_messages_or_logs() {
         format!("{status:?}"),
         format!("{request:?}"),
         format!("{:?}", student()),
-        format!("{:?}", Partner::new(PARTNER_NAME, SecretString::from(PARTNER_ID.to_string()))),
+        format!(
+            "{:?}",
+            Partner::new(PARTNER_NAME, SecretString::from(PARTNER_ID.to_string()))
+        ),
     ];
     for err in [&permanent, &transient, &expired] {
         exposed.push(err.to_string());
@@ -675,9 +995,16 @@ async fn secrets_never_appear_in_debug_output_error_messages_or_logs() {
         }
     }
     // The capture did see the client's logs, with the partner's name.
-    assert!(log_text.contains("retrying") && log_text.contains(PARTNER_NAME), "{log_text}");
+    assert!(
+        log_text.contains("retrying") && log_text.contains(PARTNER_NAME),
+        "{log_text}"
+    );
     assert!(log_text.contains("API-007"), "{log_text}");
-    assert!(permanent.to_string().contains("40001") && expired.is_token_expired() && transient.is_transient());
+    assert!(
+        permanent.to_string().contains("40001")
+            && expired.is_token_expired()
+            && transient.is_transient()
+    );
 }
 
 /// Ingest rate of the simulator with the real client. Meaningful in release
@@ -686,7 +1013,11 @@ async fn secrets_never_appear_in_debug_output_error_messages_or_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test; run in release mode"]
 async fn simulator_ingest_rate_with_the_client() {
-    let sim = start_sim(SimulatorConfig { record_statements: false, ..SimulatorConfig::default() }).await;
+    let sim = start_sim(SimulatorConfig {
+        record_statements: false,
+        ..SimulatorConfig::default()
+    })
+    .await;
     let options = simulator::bench::BenchOptions {
         statements: 200_000,
         per_request: 500,
@@ -695,9 +1026,15 @@ async fn simulator_ingest_rate_with_the_client() {
         partner_id: PARTNER_ID.into(),
     };
 
-    let report = simulator::bench::run(&sim.base_url(), &options).await.unwrap();
+    let report = simulator::bench::run(&sim.base_url(), &options)
+        .await
+        .unwrap();
 
     println!("{:.0} statements/s ({report:?})", report.per_second());
     assert_eq!(sim.stats().partner(PARTNER_ID).statements_accepted, 200_000);
-    assert!(report.per_second() >= 50_000.0, "{:.0} statements/s", report.per_second());
+    assert!(
+        report.per_second() >= 50_000.0,
+        "{:.0} statements/s",
+        report.per_second()
+    );
 }

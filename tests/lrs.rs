@@ -21,7 +21,14 @@ fn verb(area: &str, verb: &str) -> String {
 }
 
 /// A source document as the LRS stores it; `at` is "HH:MM" on DAY, Seoul time.
-fn source(user: &str, verb_id: &str, object: &str, at: &str, result: Option<Document>, voided: bool) -> Document {
+fn source(
+    user: &str,
+    verb_id: &str,
+    object: &str,
+    at: &str,
+    result: Option<Document>,
+    voided: bool,
+) -> Document {
     source_on(DAY, user, verb_id, object, at, result, voided)
 }
 
@@ -63,7 +70,12 @@ fn answer(score: i32, success: bool, duration: &str, std: &str, level: &str) -> 
 }
 
 async fn insert(env: &TestEnv, docs: Vec<Document>) {
-    env.app.mongo.collection::<Document>("statements").insert_many(docs).await.unwrap();
+    env.app
+        .mongo
+        .collection::<Document>("statements")
+        .insert_many(docs)
+        .await
+        .unwrap();
 }
 
 async fn batch_docs(env: &TestEnv) -> Vec<Document> {
@@ -80,7 +92,10 @@ async fn batch_docs(env: &TestEnv) -> Vec<Document> {
 }
 
 fn wire(d: &Document) -> Value {
-    serde_json::from_slice(&xapi::keris_statement_bytes(d.get_document("statement").unwrap())).unwrap()
+    serde_json::from_slice(&xapi::keris_statement_bytes(
+        d.get_document("statement").unwrap(),
+    ))
+    .unwrap()
 }
 
 async fn counts(pg: &PgPool, run_id: i64) -> (i64, i64, i64) {
@@ -96,15 +111,66 @@ async fn hand_made(env: &TestEnv) {
     insert(
         env,
         vec![
-            source(USER, &submitted, ITEM, "10:00", Some(answer(40, false, "PT1M30S", "E4MATA01B01C01", "C")), false),
-            source(USER, &submitted, ITEM, "10:05", Some(answer(90, true, "PT30S", "E4MATA01B01C01", "A")), false),
-            source(USER, &submitted, ITEM, "09:00", Some(answer(10, false, "PT5S", "E4MATA01B01C02", "B")), false),
+            source(
+                USER,
+                &submitted,
+                ITEM,
+                "10:00",
+                Some(answer(40, false, "PT1M30S", "E4MATA01B01C01", "C")),
+                false,
+            ),
+            source(
+                USER,
+                &submitted,
+                ITEM,
+                "10:05",
+                Some(answer(90, true, "PT30S", "E4MATA01B01C01", "A")),
+                false,
+            ),
+            source(
+                USER,
+                &submitted,
+                ITEM,
+                "09:00",
+                Some(answer(10, false, "PT5S", "E4MATA01B01C02", "B")),
+                false,
+            ),
             // voided, and another day: ignored
-            source(USER, &submitted, ITEM, "11:00", Some(answer(0, false, "PT100S", "X", "C")), true),
-            source_on("2026-03-06", USER, &submitted, ITEM, "00:30", Some(answer(0, false, "PT100S", "X", "C")), false),
-            source_on("2026-03-04", USER, &submitted, ITEM, "23:59", Some(answer(0, false, "PT100S", "X", "C")), false),
+            source(
+                USER,
+                &submitted,
+                ITEM,
+                "11:00",
+                Some(answer(0, false, "PT100S", "X", "C")),
+                true,
+            ),
+            source_on(
+                "2026-03-06",
+                USER,
+                &submitted,
+                ITEM,
+                "00:30",
+                Some(answer(0, false, "PT100S", "X", "C")),
+                false,
+            ),
+            source_on(
+                "2026-03-04",
+                USER,
+                &submitted,
+                ITEM,
+                "23:59",
+                Some(answer(0, false, "PT100S", "X", "C")),
+                false,
+            ),
             // a verb outside the profile
-            source(USER, &verb("assessment", "answered"), ITEM, "12:00", None, false),
+            source(
+                USER,
+                &verb("assessment", "answered"),
+                ITEM,
+                "12:00",
+                None,
+                false,
+            ),
         ],
     )
     .await;
@@ -117,9 +183,16 @@ async fn an_empty_attempts_extension_leaves_attempts_out_of_valid_statements() {
     hand_made(&env).await;
     env.run_ok(ID, Some(date(DAY)), false).await;
     let docs = batch_docs(&env).await;
-    let ready = docs.iter().find(|d| d.get_str("status").unwrap() == "READY").expect("one READY statement");
+    let ready = docs
+        .iter()
+        .find(|d| d.get_str("status").unwrap() == "READY")
+        .expect("one READY statement");
     let s = wire(ready);
-    let keys: Vec<&String> = s["result"]["extensions"].as_object().unwrap().keys().collect();
+    let keys: Vec<&String> = s["result"]["extensions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(keys, vec![xapi::EXT_CURRICULUM_STANDARD], "{s}");
     xapi::validate(&s).unwrap();
 }
@@ -129,16 +202,34 @@ async fn lrs_aggregates_attempts_and_records_invalid() {
     let env = TestEnv::new().await;
     hand_made(&env).await;
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
-    assert_eq!(counts(env.pg(), run).await, (4, 2, 2), "read 4 non-voided of the day; READY + INVALID written; voided + invalid skipped");
+    assert_eq!(
+        counts(env.pg(), run).await,
+        (4, 2, 2),
+        "read 4 non-voided of the day; READY + INVALID written; voided + invalid skipped"
+    );
     // Partner-IDs are credentials: the details name partners, never ids.
     let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
-    assert_eq!(details["per_partner"], serde_json::json!({ "(not configured)": { "ready": 1, "invalid": 1 } }), "{details}");
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(
+        details["per_partner"],
+        serde_json::json!({ "(not configured)": { "ready": 1, "invalid": 1 } }),
+        "{details}"
+    );
     assert!(!details.to_string().contains(PARTNER), "{details}");
     let docs = batch_docs(&env).await;
     assert_eq!(docs.len(), 2, "{docs:?}");
-    let ready: Vec<_> = docs.iter().filter(|d| d.get_str("status").unwrap() == "READY").collect();
-    let invalid: Vec<_> = docs.iter().filter(|d| d.get_str("status").unwrap() == "INVALID").collect();
+    let ready: Vec<_> = docs
+        .iter()
+        .filter(|d| d.get_str("status").unwrap() == "READY")
+        .collect();
+    let invalid: Vec<_> = docs
+        .iter()
+        .filter(|d| d.get_str("status").unwrap() == "INVALID")
+        .collect();
     assert_eq!((ready.len(), invalid.len()), (1, 1));
     assert_eq!(invalid[0].get_str("err_code").unwrap(), "UNKNOWN_VERB");
     assert!(invalid[0].get_str("err_msg").unwrap().contains("answered"));
@@ -154,9 +245,15 @@ async fn lrs_aggregates_attempts_and_records_invalid() {
     assert_eq!(s["timestamp"], "2026-03-05T00:00:00.000+09:00");
     assert_eq!(s["actor"]["account"]["name"], USER);
     assert_eq!(s["result"]["duration"], 125);
-    assert_eq!(s["result"]["score"]["raw"], 90, "the last score by timestamp");
+    assert_eq!(
+        s["result"]["score"]["raw"], 90,
+        "the last score by timestamp"
+    );
     assert_eq!(s["result"]["success"], true);
-    assert_eq!(s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension], 3);
+    assert_eq!(
+        s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension],
+        3
+    );
     let standards = &s["result"]["extensions"][xapi::EXT_CURRICULUM_STANDARD];
     assert_eq!(
         standards,
@@ -180,26 +277,57 @@ async fn lrs_rerun_writes_nothing_and_keeps_sent() {
     env.run_ok(ID, Some(date(DAY)), false).await;
     let first = batch_docs(&env).await;
     let coll = env.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
-    let ready_id = first.iter().find(|d| d.get_str("status").unwrap() == "READY").unwrap().get_str("_id").unwrap();
-    coll.update_one(doc! { "_id": ready_id }, doc! { "$set": { "status": "SENT", "transfer_id": "T1" } }).await.unwrap();
+    let ready_id = first
+        .iter()
+        .find(|d| d.get_str("status").unwrap() == "READY")
+        .unwrap()
+        .get_str("_id")
+        .unwrap();
+    coll.update_one(
+        doc! { "_id": ready_id },
+        doc! { "$set": { "status": "SENT", "transfer_id": "T1" } },
+    )
+    .await
+    .unwrap();
 
     // A new attempt arrives: the SENT statement must not be reset.
     insert(
         &env,
-        vec![source(USER, &verb("assessment", "submitted"), ITEM, "13:00", Some(answer(0, false, "PT1S", "Y", "C")), false)],
+        vec![source(
+            USER,
+            &verb("assessment", "submitted"),
+            ITEM,
+            "13:00",
+            Some(answer(0, false, "PT1S", "Y", "C")),
+            false,
+        )],
     )
     .await;
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
     assert_eq!(counts(env.pg(), run).await.1, 0, "rerun writes nothing");
     let second = batch_docs(&env).await;
     assert_eq!(second.len(), first.len());
-    let sent = second.iter().find(|d| d.get_str("_id").unwrap() == ready_id).unwrap();
+    let sent = second
+        .iter()
+        .find(|d| d.get_str("_id").unwrap() == ready_id)
+        .unwrap();
     assert_eq!(sent.get_str("status").unwrap(), "SENT");
     assert_eq!(sent.get_str("transfer_id").unwrap(), "T1");
-    let before = first.iter().find(|d| d.get_str("_id").unwrap() == ready_id).unwrap();
-    assert_eq!(sent.get("statement"), before.get("statement"), "content of a SENT statement unchanged");
+    let before = first
+        .iter()
+        .find(|d| d.get_str("_id").unwrap() == ready_id)
+        .unwrap();
+    assert_eq!(
+        sent.get("statement"),
+        before.get("statement"),
+        "content of a SENT statement unchanged"
+    );
     // ids are equal across runs
-    let ids = |docs: &[Document]| docs.iter().map(|d| d.get_str("_id").unwrap().to_string()).collect::<Vec<_>>();
+    let ids = |docs: &[Document]| {
+        docs.iter()
+            .map(|d| d.get_str("_id").unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&first), ids(&second));
 }
 
@@ -215,22 +343,36 @@ async fn lrs_dry_run_writes_nothing() {
 #[tokio::test]
 async fn lrs_seed_data_aggregates_to_valid_statements() {
     let env = TestEnv::new().await;
-    let report = seed::seed(&env.app, &SeedArgs::new(100, 3_000, Some(date(DAY)), 1)).await.unwrap();
+    let report = seed::seed(&env.app, &SeedArgs::new(100, 3_000, Some(date(DAY)), 1))
+        .await
+        .unwrap();
     let _ = report;
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
     let docs = batch_docs(&env).await;
     assert!(!docs.is_empty());
     let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
     let names: Vec<&String> = details["per_partner"].as_object().unwrap().keys().collect();
-    assert!(names.contains(&&"demo".to_string()), "the configured partner, by name: {details}");
+    assert!(
+        names.contains(&&"demo".to_string()),
+        "the configured partner, by name: {details}"
+    );
     for (_, id) in env.app.settings.keris.partner_ids().unwrap() {
-        assert!(!details.to_string().contains(&id.to_string()), "no Partner-ID in the details: {details}");
+        assert!(
+            !details.to_string().contains(&id.to_string()),
+            "no Partner-ID in the details: {details}"
+        );
     }
     let mut attempts = 0i64;
     for d in &docs {
         let s = wire(d);
-        let n = s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension].as_i64().unwrap();
+        let n = s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension]
+            .as_i64()
+            .unwrap();
         attempts += n;
         if d.get_str("status").unwrap() == "READY" {
             xapi::validate(&s).unwrap_or_else(|e| panic!("{e}: {s}"));
@@ -241,8 +383,15 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
     }
     let stmts = env.app.mongo.collection::<Document>("statements");
     let total = stmts.count_documents(doc! {}).await.unwrap() as i64;
-    let voided = stmts.count_documents(doc! { "voided": true }).await.unwrap() as i64;
-    assert_eq!(total, attempts + voided, "every source statement is voided or in one output");
+    let voided = stmts
+        .count_documents(doc! { "voided": true })
+        .await
+        .unwrap() as i64;
+    assert_eq!(
+        total,
+        attempts + voided,
+        "every source statement is voided or in one output"
+    );
     let (read, written, _) = counts(env.pg(), run).await;
     assert_eq!(read, total - voided);
     assert_eq!(written, docs.len() as i64);

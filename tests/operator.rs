@@ -7,7 +7,9 @@ use crate::helpers::*;
 
 #[test]
 fn the_committed_crontab_is_the_one_the_registry_builds() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crontab/aidt-batch")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crontab/aidt-batch"))
+            .unwrap();
     let built = aidt_batch::runtime::crontab::render(aidt_batch::config::Profile::Prod);
     assert!(
         committed == built,
@@ -22,13 +24,26 @@ fn the_committed_crontab_is_the_one_the_registry_builds() {
 #[test]
 fn crontab_lines_run_the_jobs_with_the_seeds_times_fixed() {
     let text = aidt_batch::runtime::crontab::render(aidt_batch::config::Profile::Prod);
-    let active: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && l.contains("aidt-batch ")).collect();
-    assert!(active.iter().any(|l| l.starts_with("*/10 * * * * ") && l.contains("bo-01-002 --profile prod")));
-    assert!(active.iter().any(|l| l.starts_with("5 0 * * * ") && l.contains("bo-01-005")));
-    assert!(active.iter().any(|l| l.starts_with("0 4 * * * ") && l.contains("lms-01-001")));
-    assert!(active.iter().any(|l| l.starts_with("0 * * * * ") && l.contains("lms-01-008")));
+    let active: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("aidt-batch "))
+        .collect();
+    assert!(active
+        .iter()
+        .any(|l| l.starts_with("*/10 * * * * ") && l.contains("bo-01-002 --profile prod")));
+    assert!(active
+        .iter()
+        .any(|l| l.starts_with("5 0 * * * ") && l.contains("bo-01-005")));
+    assert!(active
+        .iter()
+        .any(|l| l.starts_with("0 4 * * * ") && l.contains("lms-01-001")));
+    assert!(active
+        .iter()
+        .any(|l| l.starts_with("0 * * * * ") && l.contains("lms-01-008")));
     // Unscheduled in the seed; at dawn after LMS-01-008's 04:00 run.
-    assert!(active.iter().any(|l| l.starts_with("50 4 * * * ") && l.contains("dc-01-004")));
+    assert!(active
+        .iter()
+        .any(|l| l.starts_with("50 4 * * * ") && l.contains("dc-01-004")));
     assert!(text.contains("# */30 * * * * ") || active.iter().any(|l| l.starts_with("*/30 ")));
     assert!(text.contains("lcms-01-001 --profile prod"));
     assert!(text.contains("unscheduled: the seed leaves it undecided"));
@@ -43,9 +58,15 @@ async fn list_shows_every_job_with_schedule_and_last_run_status() {
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 25, "{text}");
     let bo5 = text.lines().find(|l| l.starts_with("bo-01-005")).unwrap();
-    assert!(bo5.contains("5 0 * * *") && bo5.contains("COMPLETED") && bo5.contains("공지사항"), "{bo5}");
+    assert!(
+        bo5.contains("5 0 * * *") && bo5.contains("COMPLETED") && bo5.contains("공지사항"),
+        "{bo5}"
+    );
     let lms8 = text.lines().find(|l| l.starts_with("lms-01-008")).unwrap();
-    assert!(lms8.contains("0 * * * *") && lms8.contains("never run"), "{lms8}");
+    assert!(
+        lms8.contains("0 * * * *") && lms8.contains("never run"),
+        "{lms8}"
+    );
 }
 
 #[test]
@@ -53,7 +74,10 @@ fn list_works_without_a_database() {
     let out = bin()
         .arg("list")
         .env("AIDT_CONFIG_DIR", config_dir())
-        .env("AIDT__DATABASE__URL", "postgres://aidt:x@127.0.0.1:1/aidt?sslmode=disable")
+        .env(
+            "AIDT__DATABASE__URL",
+            "postgres://aidt:x@127.0.0.1:1/aidt?sslmode=disable",
+        )
         .env("AIDT__DATABASE__CONNECT_TIMEOUT_SECS", "2")
         .output()
         .unwrap();
@@ -69,7 +93,8 @@ async fn history_shows_runs_with_date_status_counts_and_errors() {
         .execute(env.pg())
         .await
         .unwrap();
-    env.run_ok("BO-01-005", Some(date("2026-03-05")), true).await;
+    env.run_ok("BO-01-005", Some(date("2026-03-05")), true)
+        .await;
     env.run_ok("BO-01-005", None, false).await;
     env.run_ok("BO-01-002", None, false).await;
 
@@ -79,8 +104,16 @@ async fn history_shows_runs_with_date_status_counts_and_errors() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "header + 2 runs of BO-01-005: {text}");
     assert!(lines[0].contains("STATUS") && lines[0].contains("DURATION"));
-    assert!(lines[1].contains("bo-01-005") && lines[1].contains("COMPLETED") && !lines[1].contains("(dry)"));
-    assert!(lines[2].contains("2026-03-05") && lines[2].contains("COMPLETED (dry)"), "{}", lines[2]);
+    assert!(
+        lines[1].contains("bo-01-005")
+            && lines[1].contains("COMPLETED")
+            && !lines[1].contains("(dry)")
+    );
+    assert!(
+        lines[2].contains("2026-03-05") && lines[2].contains("COMPLETED (dry)"),
+        "{}",
+        lines[2]
+    );
 
     let all = stdout(&env.run_cli(&["history", "--limit", "1"]));
     assert_eq!(all.lines().count(), 2);
@@ -104,8 +137,23 @@ async fn migrate_creates_the_batch_tables_and_is_idempotent_without_touching_con
     .fetch_all(env.pg())
     .await
     .unwrap();
-    assert_eq!(tables, ["_sqlx_migrations", "batch_checkpoint", "batch_job_run", "batch_keris_request", "batch_privacy_audit"]);
-    let names = env.app.mongo.collection::<mongodb::bson::Document>("keris_batch_data").list_index_names().await.unwrap();
+    assert_eq!(
+        tables,
+        [
+            "_sqlx_migrations",
+            "batch_checkpoint",
+            "batch_job_run",
+            "batch_keris_request",
+            "batch_privacy_audit"
+        ]
+    );
+    let names = env
+        .app
+        .mongo
+        .collection::<mongodb::bson::Document>("keris_batch_data")
+        .list_index_names()
+        .await
+        .unwrap();
     assert!(names.len() >= 3, "{names:?}");
 }
 
@@ -115,10 +163,12 @@ async fn dev_commands_are_refused_in_prod() {
     let out = env.run_cli(&["dev", "schema", "--profile", "prod"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("refused in the prod profile"));
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
-        .fetch_one(env.pg())
-        .await
-        .unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
     assert_eq!(tables, 0);
 }
 
@@ -132,7 +182,9 @@ fn http_stub() -> u16 {
             let mut stream = stream;
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
         }
     });
     port
@@ -142,23 +194,51 @@ fn http_stub() -> u16 {
 async fn check_gives_a_verdict_per_dependency() {
     let env = TestEnv::new().await;
     let port = http_stub();
-    let out = env.command(&["check"]).env("AIDT__KERIS__API_DOMAIN", format!("http://127.0.0.1:{port}")).output().unwrap();
+    let out = env
+        .command(&["check"])
+        .env(
+            "AIDT__KERIS__API_DOMAIN",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .output()
+        .unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     for what in ["config", "privacy", "postgresql", "mongodb", "keris"] {
-        let line = text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("{what}: {text}"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("{what}: {text}"));
         assert!(line.contains(" OK "), "{line}");
     }
     assert!(text.contains("HTTP 404"));
-    assert!(!text.contains("0b6a4a8e"), "partner ids never print: {text}");
-    assert!(!text.contains("local-privacy-audit-salt"), "the salt never prints: {text}");
+    assert!(
+        !text.contains("0b6a4a8e"),
+        "partner ids never print: {text}"
+    );
+    assert!(
+        !text.contains("local-privacy-audit-salt"),
+        "the salt never prints: {text}"
+    );
 
     // KERIS down: that line fails, the exit says so, the others still pass.
-    let out = env.command(&["check"]).env("AIDT__KERIS__API_DOMAIN", "http://127.0.0.1:9").output().unwrap();
+    let out = env
+        .command(&["check"])
+        .env("AIDT__KERIS__API_DOMAIN", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("keris") && l.contains("FAIL") && l.contains("unreachable")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("postgresql") && l.contains(" OK ")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("keris") && l.contains("FAIL") && l.contains("unreachable")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("postgresql") && l.contains(" OK ")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -166,14 +246,34 @@ async fn check_reports_an_unmigrated_database_an_unreachable_mongo_and_a_missing
     let env = TestEnv::empty().await;
     let out = env
         .command(&["check"])
-        .env("AIDT__MONGO__URI", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000")
+        .env(
+            "AIDT__MONGO__URI",
+            "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000",
+        )
         .env("AIDT__JOBS__PRIVACY__AUDIT_SALT", "")
         .output()
         .unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    let privacy = text.lines().find(|l| l.starts_with("privacy")).unwrap_or_else(|| panic!("{text}"));
-    assert!(privacy.contains("FAIL") && privacy.contains("jobs.privacy.audit_salt") && privacy.contains("AIDT__JOBS__PRIVACY__AUDIT_SALT"), "{privacy}");
-    assert!(text.lines().any(|l| l.starts_with("postgresql") && l.contains("FAIL") && l.contains("aidt-batch migrate")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("mongodb") && l.contains("FAIL")), "{text}");
+    let privacy = text
+        .lines()
+        .find(|l| l.starts_with("privacy"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        privacy.contains("FAIL")
+            && privacy.contains("jobs.privacy.audit_salt")
+            && privacy.contains("AIDT__JOBS__PRIVACY__AUDIT_SALT"),
+        "{privacy}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("postgresql")
+            && l.contains("FAIL")
+            && l.contains("aidt-batch migrate")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mongodb") && l.contains("FAIL")),
+        "{text}"
+    );
 }

@@ -62,15 +62,33 @@ fn id(n: u128) -> Uuid {
 }
 
 fn people() -> Vec<Person> {
-    let p = |n, user_type, reg_dt, consent, selected| Person { id: id(n), user_type, reg_dt, consent, selected };
+    let p = |n, user_type, reg_dt, consent, selected| Person {
+        id: id(n),
+        user_type,
+        reg_dt,
+        consent,
+        selected,
+    };
     vec![
         // No PRVC_PROVIDE row: grace from reg_dt.
         p(1, "S", PAST, None, true),
         p(2, "S", SHORT, None, false),
         p(3, "S", EXACT, None, false),
         // Withdrawn: grace from withdraw_dt, however old reg_dt is.
-        p(4, "S", LONG_AGO, Some(("N", Some(LONG_AGO), Some(PAST))), true),
-        p(5, "S", LONG_AGO, Some(("N", Some(LONG_AGO), Some(SHORT))), false),
+        p(
+            4,
+            "S",
+            LONG_AGO,
+            Some(("N", Some(LONG_AGO), Some(PAST))),
+            true,
+        ),
+        p(
+            5,
+            "S",
+            LONG_AGO,
+            Some(("N", Some(LONG_AGO), Some(SHORT))),
+            false,
+        ),
         // Declined (N, never agreed, no withdraw_dt): grace from reg_dt.
         p(6, "S", PAST, Some(("N", None, None)), true),
         p(7, "S", SHORT, Some(("N", None, None)), false),
@@ -79,10 +97,22 @@ fn people() -> Vec<Person> {
         p(9, "S", LONG_AGO, Some(("N", Some(PAST), None)), true),
         // Consent given; withdrawn long ago and given again.
         p(10, "S", LONG_AGO, Some(("Y", Some(LONG_AGO), None)), false),
-        p(11, "S", LONG_AGO, Some(("Y", Some(SHORT), Some(LONG_AGO))), false),
+        p(
+            11,
+            "S",
+            LONG_AGO,
+            Some(("Y", Some(SHORT), Some(LONG_AGO))),
+            false,
+        ),
         // Teachers and parents, never.
         p(12, "T", LONG_AGO, None, false),
-        p(13, "P", LONG_AGO, Some(("N", Some(LONG_AGO), Some(LONG_AGO))), false),
+        p(
+            13,
+            "P",
+            LONG_AGO,
+            Some(("N", Some(LONG_AGO), Some(LONG_AGO))),
+            false,
+        ),
         p(14, "T", LONG_AGO, Some(("N", None, None)), false),
         // Only another consent type: no PRVC_PROVIDE row.
         p(15, "S", LONG_AGO, None, true),
@@ -90,7 +120,11 @@ fn people() -> Vec<Person> {
 }
 
 fn selected() -> Vec<Uuid> {
-    people().into_iter().filter(|p| p.selected).map(|p| p.id).collect()
+    people()
+        .into_iter()
+        .filter(|p| p.selected)
+        .map(|p| p.id)
+        .collect()
 }
 
 fn q(s: Option<&str>) -> String {
@@ -147,21 +181,39 @@ async fn seed(env: &TestEnv) {
     sqlx::raw_sql(&sql).execute(env.pg()).await.unwrap();
 
     let db = &env.app.mongo;
-    let mut statements = vec![doc! { "_id": "s-anon", "user_id": mongodb::bson::Bson::Null, "partner_id": "p" }];
-    let mut batch_data = vec![doc! { "_id": "b-other", "user_id": Uuid::from_u128(99).to_string(), "base_dt": "2026-06-01" }];
+    let mut statements =
+        vec![doc! { "_id": "s-anon", "user_id": mongodb::bson::Bson::Null, "partner_id": "p" }];
+    let mut batch_data = vec![
+        doc! { "_id": "b-other", "user_id": Uuid::from_u128(99).to_string(), "base_dt": "2026-06-01" },
+    ];
     for (i, p) in people().iter().enumerate() {
         for k in 0..2 {
             statements.push(doc! { "_id": format!("s-{i}-{k}"), "user_id": p.id.to_string(), "partner_id": "p", "statement": { "verb": "answered" } });
             batch_data.push(doc! { "_id": format!("b-{i}-{k}"), "user_id": p.id.to_string(), "base_dt": "2026-06-01", "status": "SENT" });
         }
     }
-    db.collection::<Document>("statements").insert_many(statements).await.unwrap();
-    db.collection::<Document>("keris_batch_data").insert_many(batch_data).await.unwrap();
+    db.collection::<Document>("statements")
+        .insert_many(statements)
+        .await
+        .unwrap();
+    db.collection::<Document>("keris_batch_data")
+        .insert_many(batch_data)
+        .await
+        .unwrap();
 }
 
 /// (row count, md5 of the rows) of `table`, leaving out the rows of `except`.
-async fn fingerprint(pg: &PgPool, table: &str, has_user: bool, except: &[Uuid]) -> (i64, Option<String>) {
-    let filter = if has_user { "t.user_id IS NULL OR t.user_id <> ALL($1)" } else { "$1::uuid[] IS NOT NULL" };
+async fn fingerprint(
+    pg: &PgPool,
+    table: &str,
+    has_user: bool,
+    except: &[Uuid],
+) -> (i64, Option<String>) {
+    let filter = if has_user {
+        "t.user_id IS NULL OR t.user_id <> ALL($1)"
+    } else {
+        "$1::uuid[] IS NOT NULL"
+    };
     sqlx::query_as(&format!(
         "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t WHERE {filter}"
     ))
@@ -211,20 +263,31 @@ async fn mongo_state(env: &TestEnv, except: &[Uuid]) -> BTreeMap<&'static str, V
 }
 
 async fn rows_of(pg: &PgPool, table: &str, users: &[Uuid]) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE user_id = ANY($1)"))
-        .bind(users)
-        .fetch_one(pg)
-        .await
-        .unwrap()
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {table} WHERE user_id = ANY($1)"
+    ))
+    .bind(users)
+    .fetch_one(pg)
+    .await
+    .unwrap()
 }
 
 async fn docs_of(env: &TestEnv, collection: &str, users: &[Uuid]) -> u64 {
     let ids: Vec<String> = users.iter().map(Uuid::to_string).collect();
-    env.app.mongo.collection::<Document>(collection).count_documents(doc! { "user_id": { "$in": ids } }).await.unwrap()
+    env.app
+        .mongo
+        .collection::<Document>(collection)
+        .count_documents(doc! { "user_id": { "$in": ids } })
+        .await
+        .unwrap()
 }
 
 async fn details(pg: &PgPool, run_id: i64) -> serde_json::Value {
-    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1").bind(run_id).fetch_one(pg).await.unwrap()
+    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
 }
 
 /// (counts, student_hashes) of a run's audit row.
@@ -237,7 +300,10 @@ async fn audit(pg: &PgPool, run_id: i64) -> (serde_json::Value, Vec<String>) {
 }
 
 fn expected_hashes(users: &[Uuid]) -> Vec<String> {
-    let mut h: Vec<String> = users.iter().map(|u| privacy::student_hash(SALT, *u)).collect();
+    let mut h: Vec<String> = users
+        .iter()
+        .map(|u| privacy::student_hash(SALT, *u))
+        .collect();
     h.sort();
     h
 }
@@ -258,7 +324,11 @@ fn lms_counts(students: u64) -> serde_json::Value {
         ("tb_lms_login_hist", 1),
         ("tb_lms_user", 1),
     ];
-    per_student.iter().map(|(t, n)| (t.to_string(), serde_json::json!(n * students))).collect::<serde_json::Map<_, _>>().into()
+    per_student
+        .iter()
+        .map(|(t, n)| (t.to_string(), serde_json::json!(n * students)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn dc_counts(students: u64) -> serde_json::Value {
@@ -270,11 +340,15 @@ async fn privacy_set_holds_exactly_the_students_without_consent_past_their_grace
     let env = TestEnv::new().await;
     seed(&env).await;
     let rule = ConsentRule {
-        reference_time: aidt_batch::time::start_of_day_seoul(date(BUSINESS_DATE).succ_opt().unwrap()),
+        reference_time: aidt_batch::time::start_of_day_seoul(
+            date(BUSINESS_DATE).succ_opt().unwrap(),
+        ),
         grace_days: 30,
     };
     let mut conn = env.pg().acquire().await.unwrap();
-    let all = privacy::next_students(&mut conn, &rule, None, 100).await.unwrap();
+    let all = privacy::next_students(&mut conn, &rule, None, 100)
+        .await
+        .unwrap();
     let mut expected = selected();
     expected.sort();
     assert_eq!(all, expected);
@@ -283,7 +357,9 @@ async fn privacy_set_holds_exactly_the_students_without_consent_past_their_grace
     let mut paged = Vec::new();
     let mut after = None;
     loop {
-        let page = privacy::next_students(&mut conn, &rule, after, 2).await.unwrap();
+        let page = privacy::next_students(&mut conn, &rule, after, 2)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -294,12 +370,26 @@ async fn privacy_set_holds_exactly_the_students_without_consent_past_their_grace
 
     // The grace period is configuration: with 500 days nobody is in (the
     // oldest anchor is ~470 days old); with 28 days the SHORT ones are.
-    let longer = ConsentRule { grace_days: 500, ..rule };
-    assert!(privacy::next_students(&mut conn, &longer, None, 100).await.unwrap().is_empty());
-    let shorter = ConsentRule { grace_days: 28, ..rule };
-    let with_short = privacy::next_students(&mut conn, &shorter, None, 100).await.unwrap();
+    let longer = ConsentRule {
+        grace_days: 500,
+        ..rule
+    };
+    assert!(privacy::next_students(&mut conn, &longer, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let shorter = ConsentRule {
+        grace_days: 28,
+        ..rule
+    };
+    let with_short = privacy::next_students(&mut conn, &shorter, None, 100)
+        .await
+        .unwrap();
     for n in [2, 3, 5, 7, 8] {
-        assert!(with_short.contains(&id(n)), "student {n} is in with 28 days' grace");
+        assert!(
+            with_short.contains(&id(n)),
+            "student {n} is in with 28 days' grace"
+        );
     }
     for n in [10, 11, 12, 13, 14] {
         assert!(!with_short.contains(&id(n)), "user {n} never is");
@@ -314,21 +404,43 @@ async fn lms_01_007_clears_exactly_the_unconsented_students_and_touches_nothing_
     let gone = selected();
     let before = pg_state(env.pg(), &gone).await;
     for table in LMS_TABLES {
-        assert!(rows_of(env.pg(), table, &gone).await >= gone.len() as i64, "seeded {table}");
+        assert!(
+            rows_of(env.pg(), table, &gone).await >= gone.len() as i64,
+            "seeded {table}"
+        );
     }
 
-    let run = env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+    let run = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
 
     for table in LMS_TABLES {
-        assert_eq!(rows_of(env.pg(), table, &gone).await, 0, "{table}: the students' rows are gone");
+        assert_eq!(
+            rows_of(env.pg(), table, &gone).await,
+            0,
+            "{table}: the students' rows are gone"
+        );
     }
     let users: Vec<(Option<String>, Option<String>, String)> =
-        sqlx::query_as("SELECT user_nm, email, del_yn FROM tb_lms_user WHERE user_id = ANY($1)").bind(&gone).fetch_all(env.pg()).await.unwrap();
+        sqlx::query_as("SELECT user_nm, email, del_yn FROM tb_lms_user WHERE user_id = ANY($1)")
+            .bind(&gone)
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
     assert_eq!(users.len(), gone.len());
-    assert!(users.iter().all(|u| *u == (None, None, "Y".to_string())), "{users:?}");
+    assert!(
+        users.iter().all(|u| *u == (None, None, "Y".to_string())),
+        "{users:?}"
+    );
     // Lecture membership and DC data stay for LMS-01-007.
-    assert_eq!(rows_of(env.pg(), "tb_lms_lecture_member", &gone).await, gone.len() as i64);
-    assert_eq!(rows_of(env.pg(), "tb_dc_error_data_info", &gone).await, gone.len() as i64);
+    assert_eq!(
+        rows_of(env.pg(), "tb_lms_lecture_member", &gone).await,
+        gone.len() as i64
+    );
+    assert_eq!(
+        rows_of(env.pg(), "tb_dc_error_data_info", &gone).await,
+        gone.len() as i64
+    );
     // Every other row, unchanged.
     assert_eq!(pg_state(env.pg(), &gone).await, before);
 
@@ -350,14 +462,28 @@ async fn dc_01_003_deletes_exactly_their_documents_and_error_rows() {
     let mongo_before = mongo_state(&env, &gone).await;
     let lms_before = pg_state(env.pg(), &[]).await;
 
-    let run = env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
+    let run = env
+        .run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
 
     for name in COLLECTIONS {
-        assert_eq!(docs_of(&env, name, &gone).await, 0, "{name}: the students' documents are gone");
+        assert_eq!(
+            docs_of(&env, name, &gone).await,
+            0,
+            "{name}: the students' documents are gone"
+        );
     }
     assert_eq!(rows_of(env.pg(), "tb_dc_error_data_info", &gone).await, 0);
-    assert_eq!(mongo_state(&env, &gone).await, mongo_before, "other documents unchanged");
-    assert_eq!(pg_state(env.pg(), &gone).await, before, "other rows unchanged");
+    assert_eq!(
+        mongo_state(&env, &gone).await,
+        mongo_before,
+        "other documents unchanged"
+    );
+    assert_eq!(
+        pg_state(env.pg(), &gone).await,
+        before,
+        "other rows unchanged"
+    );
     // The LMS side of the students is LMS-01-007's: untouched here.
     let after_all = pg_state(env.pg(), &[]).await;
     for (table, state) in &lms_before {
@@ -381,14 +507,27 @@ async fn privacy_dry_runs_change_nothing_and_report_counts() {
     let pg_before = pg_state(env.pg(), &[]).await;
     let mongo_before = mongo_state(&env, &[]).await;
 
-    let lms = env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), true).await;
-    let dc = env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), true).await;
+    let lms = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), true)
+        .await;
+    let dc = env
+        .run_ok("DC-01-003", Some(date(BUSINESS_DATE)), true)
+        .await;
 
     assert_eq!(pg_state(env.pg(), &[]).await, pg_before);
     assert_eq!(mongo_state(&env, &[]).await, mongo_before);
-    assert_eq!(details(env.pg(), lms).await["would_change"], lms_counts(gone.len() as u64));
-    assert_eq!(details(env.pg(), dc).await["would_delete"], dc_counts(gone.len() as u64));
-    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM batch_privacy_audit").fetch_one(env.pg()).await.unwrap();
+    assert_eq!(
+        details(env.pg(), lms).await["would_change"],
+        lms_counts(gone.len() as u64)
+    );
+    assert_eq!(
+        details(env.pg(), dc).await["would_delete"],
+        dc_counts(gone.len() as u64)
+    );
+    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM batch_privacy_audit")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
     assert_eq!(audits, 0, "a dry run writes no audit");
 }
 
@@ -396,21 +535,35 @@ async fn privacy_dry_runs_change_nothing_and_report_counts() {
 async fn privacy_rerun_is_a_no_op() {
     let env = TestEnv::new().await;
     seed(&env).await;
-    env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
-    env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+    env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
+    env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
     let pg_after = pg_state(env.pg(), &[]).await;
     let mongo_after = mongo_state(&env, &[]).await;
 
-    let dc = env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
-    let lms = env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+    let dc = env
+        .run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
+    let lms = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
 
     assert_eq!(pg_state(env.pg(), &[]).await, pg_after);
     assert_eq!(mongo_state(&env, &[]).await, mongo_after);
     for run in [dc, lms] {
-        let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1").bind(run).fetch_one(env.pg()).await.unwrap();
+        let written: i64 =
+            sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1")
+                .bind(run)
+                .fetch_one(env.pg())
+                .await
+                .unwrap();
         assert_eq!(written, 0);
         let (counts, hashes) = audit(env.pg(), run).await;
-        assert!(counts.as_object().unwrap().values().all(|n| n == 0), "{counts}");
+        assert!(
+            counts.as_object().unwrap().values().all(|n| n == 0),
+            "{counts}"
+        );
         assert!(hashes.is_empty(), "nobody changed, nobody listed");
     }
 }
@@ -429,27 +582,57 @@ async fn privacy_audit_and_logs_hold_hashes_never_raw_ids_names_or_emails() {
         stderr_all += &stdout(&out);
     }
 
-    let rows: Vec<(String, Vec<String>, String)> =
-        sqlx::query_as("SELECT job_id, student_hashes, a::text FROM batch_privacy_audit a ORDER BY run_id").fetch_all(env.pg()).await.unwrap();
+    let rows: Vec<(String, Vec<String>, String)> = sqlx::query_as(
+        "SELECT job_id, student_hashes, a::text FROM batch_privacy_audit a ORDER BY run_id",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 2);
-    let runs: Vec<String> = sqlx::query_scalar("SELECT details::text FROM batch_job_run").fetch_all(env.pg()).await.unwrap();
-    let checkpoints: Vec<String> = sqlx::query_scalar("SELECT data::text FROM batch_checkpoint").fetch_all(env.pg()).await.unwrap();
+    let runs: Vec<String> = sqlx::query_scalar("SELECT details::text FROM batch_job_run")
+        .fetch_all(env.pg())
+        .await
+        .unwrap();
+    let checkpoints: Vec<String> = sqlx::query_scalar("SELECT data::text FROM batch_checkpoint")
+        .fetch_all(env.pg())
+        .await
+        .unwrap();
     for (job, hashes, _) in &rows {
         assert_eq!(*hashes, expected_hashes(&gone), "{job}");
     }
-    let texts: Vec<&str> = rows.iter().map(|r| r.2.as_str()).chain(runs.iter().map(String::as_str)).chain(checkpoints.iter().map(String::as_str)).chain([stderr_all.as_str()]).collect();
+    let texts: Vec<&str> = rows
+        .iter()
+        .map(|r| r.2.as_str())
+        .chain(runs.iter().map(String::as_str))
+        .chain(checkpoints.iter().map(String::as_str))
+        .chain([stderr_all.as_str()])
+        .collect();
     for (i, p) in people().iter().enumerate() {
         for text in &texts {
             let lower = text.to_ascii_lowercase();
-            assert!(!lower.contains(&p.id.to_string()), "raw id of user {i} leaked: {text}");
-            assert!(!lower.contains(&p.id.simple().to_string()), "raw id of user {i} leaked: {text}");
-            assert!(!text.contains(&format!("Name {i}")) && !text.contains(&format!("user{i}@")), "name/e-mail leaked: {text}");
+            assert!(
+                !lower.contains(&p.id.to_string()),
+                "raw id of user {i} leaked: {text}"
+            );
+            assert!(
+                !lower.contains(&p.id.simple().to_string()),
+                "raw id of user {i} leaked: {text}"
+            );
+            assert!(
+                !text.contains(&format!("Name {i}")) && !text.contains(&format!("user{i}@")),
+                "name/e-mail leaked: {text}"
+            );
         }
     }
 }
 
 /// The end state of every table and collection (for comparing databases).
-async fn whole_state(env: &TestEnv) -> (BTreeMap<&'static str, (i64, Option<String>)>, BTreeMap<&'static str, Vec<Document>>) {
+async fn whole_state(
+    env: &TestEnv,
+) -> (
+    BTreeMap<&'static str, (i64, Option<String>)>,
+    BTreeMap<&'static str, Vec<Document>>,
+) {
     (pg_state(env.pg(), &[]).await, mongo_state(env, &[]).await)
 }
 
@@ -458,8 +641,12 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
     // The reference: a clean run of both jobs on the same seed.
     let clean = TestEnv::new().await;
     seed(&clean).await;
-    clean.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false).await;
-    clean.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false).await;
+    clean
+        .run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
+    clean
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
     let expected = whole_state(&clean).await;
     drop(clean);
 
@@ -487,7 +674,12 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
             // Killed between batches: each student is done entirely or not at all.
             let mut done = 0;
             for user in &gone {
-                let cleared: bool = sqlx::query_scalar("SELECT del_yn = 'Y' FROM tb_lms_user WHERE user_id = $1").bind(user).fetch_one(env.pg()).await.unwrap();
+                let cleared: bool =
+                    sqlx::query_scalar("SELECT del_yn = 'Y' FROM tb_lms_user WHERE user_id = $1")
+                        .bind(user)
+                        .fetch_one(env.pg())
+                        .await
+                        .unwrap();
                 let left: i64 = {
                     let mut n = 0;
                     for table in LMS_TABLES {
@@ -498,10 +690,17 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
                 assert!(cleared == (left == 0), "a batch is all or nothing");
                 done += cleared as usize;
             }
-            assert!(done >= 1 && done < gone.len(), "killed mid-way: {done} of {} done", gone.len());
+            assert!(
+                done >= 1 && done < gone.len(),
+                "killed mid-way: {done} of {} done",
+                gone.len()
+            );
         } else {
             let left = docs_of(&env, "statements", &gone).await;
-            assert!(left > 0 && left < 2 * gone.len() as u64, "killed mid-way: {left} left");
+            assert!(
+                left > 0 && left < 2 * gone.len() as u64,
+                "killed mid-way: {left} left"
+            );
         }
 
         let out = env.run_cli(&[job, "--date", BUSINESS_DATE]);
@@ -527,9 +726,17 @@ async fn privacy_jobs_refuse_to_run_without_an_audit_salt_and_change_nothing() {
     let mongo_before = mongo_state(&env, &[]).await;
 
     for job in ["dc-01-003", "lms-01-007"] {
-        let out = env.command(&[job, "--date", BUSINESS_DATE]).env("AIDT__JOBS__PRIVACY__AUDIT_SALT", "").output().unwrap();
+        let out = env
+            .command(&[job, "--date", BUSINESS_DATE])
+            .env("AIDT__JOBS__PRIVACY__AUDIT_SALT", "")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(stderr(&out).contains("jobs.privacy.audit_salt"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("jobs.privacy.audit_salt"),
+            "{}",
+            stderr(&out)
+        );
     }
 
     assert_eq!(pg_state(env.pg(), &[]).await, pg_before);

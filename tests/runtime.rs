@@ -20,14 +20,19 @@ async fn seed_old_access_logs(env: &TestEnv, rows: i64) {
 }
 
 fn slow(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    cmd.env("AIDT__JOBS__LOG_CLEANUP__BATCH_SIZE", "100").env("AIDT__JOBS__LOG_CLEANUP__PAUSE_MS", "100")
+    cmd.env("AIDT__JOBS__LOG_CLEANUP__BATCH_SIZE", "100")
+        .env("AIDT__JOBS__LOG_CLEANUP__PAUSE_MS", "100")
 }
 
 async fn access_log_count(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM tb_lms_access_log").fetch_one(env.pg()).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM tb_lms_access_log")
+        .fetch_one(env.pg())
+        .await
+        .unwrap()
 }
 
-const STARTED: &str = "SELECT EXISTS (SELECT 1 FROM batch_job_run WHERE status = 'STARTED' AND write_cnt > 0)";
+const STARTED: &str =
+    "SELECT EXISTS (SELECT 1 FROM batch_job_run WHERE status = 'STARTED' AND write_cnt > 0)";
 
 #[tokio::test]
 async fn two_concurrent_runs_of_one_job_exactly_one_runs_the_other_exits_3() {
@@ -39,17 +44,25 @@ async fn two_concurrent_runs_of_one_job_exactly_one_runs_the_other_exits_3() {
     let second = slow(&mut env.command(&["lms-01-001"])).output().unwrap();
     assert_eq!(second.status.code(), Some(3), "{}", stderr(&second));
 
-    let first = tokio::task::spawn_blocking(move || first.wait().unwrap()).await.unwrap();
+    let first = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(first.code(), Some(0));
 
     let rows: Vec<(String, Option<i32>, Option<String>)> =
-        sqlx::query_as("SELECT status, exit_code, error_msg FROM batch_job_run ORDER BY run_id").fetch_all(env.pg()).await.unwrap();
+        sqlx::query_as("SELECT status, exit_code, error_msg FROM batch_job_run ORDER BY run_id")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].0, "COMPLETED");
     assert_eq!(rows[1].0, "SKIPPED");
     assert_eq!(rows[1].1, Some(3));
     let reason = rows[1].2.as_deref().unwrap();
-    assert!(reason.contains("already running") && reason.contains("run 1"), "{reason}");
+    assert!(
+        reason.contains("already running") && reason.contains("run 1"),
+        "{reason}"
+    );
     assert_eq!(access_log_count(&env).await, 0);
 }
 
@@ -68,12 +81,19 @@ async fn a_killed_run_is_found_on_the_next_start_and_marked_failed() {
     // The next start finds the dead run, then finishes the work.
     let out = env.run_cli(&["lms-01-001"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let rows: Vec<(i64, String, Option<String>, i64)> =
-        sqlx::query_as("SELECT run_id, status, error_msg, write_cnt FROM batch_job_run ORDER BY run_id").fetch_all(env.pg()).await.unwrap();
+    let rows: Vec<(i64, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT run_id, status, error_msg, write_cnt FROM batch_job_run ORDER BY run_id",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].1, "FAILED");
     let reason = rows[0].2.as_deref().unwrap();
-    assert!(reason.contains("process ended without recording an outcome") && reason.contains("pid"), "{reason}");
+    assert!(
+        reason.contains("process ended without recording an outcome") && reason.contains("pid"),
+        "{reason}"
+    );
     assert!(rows[0].3 > 0, "the dead run's checkpointed counts survive");
     assert_eq!(rows[1].1, "COMPLETED");
     assert_eq!(rows[1].3, left, "the rerun deleted exactly what was left");
@@ -89,27 +109,48 @@ async fn sigterm_stops_the_run_after_the_current_batch_with_stopped_and_exit_143
     env.wait_until(STARTED, Duration::from_secs(20)).await;
     signal(child.id(), "TERM");
     let asked = Instant::now();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(5), "stopped within a few seconds");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopped within a few seconds"
+    );
     assert_eq!(status.code(), Some(143));
 
     let (status, exit_code, written): (String, Option<i32>, i64) =
-        sqlx::query_as("SELECT status, exit_code, write_cnt FROM batch_job_run").fetch_one(env.pg()).await.unwrap();
+        sqlx::query_as("SELECT status, exit_code, write_cnt FROM batch_job_run")
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
     assert_eq!(status, "STOPPED");
     assert_eq!(exit_code, Some(143));
     let left = access_log_count(&env).await;
-    assert_eq!(written, 3000 - left, "the history counts match what was deleted");
+    assert_eq!(
+        written,
+        3000 - left,
+        "the history counts match what was deleted"
+    );
     // Stopped between batches: a whole number of batches was deleted.
     assert_eq!(left % 100, 0);
     let checkpoint: serde_json::Value =
-        sqlx::query_scalar("SELECT data FROM batch_checkpoint WHERE job_id = 'LMS-01-001'").fetch_one(env.pg()).await.unwrap();
-    assert_eq!(checkpoint["deleted"]["tb_lms_access_log"], serde_json::json!(3000 - left));
+        sqlx::query_scalar("SELECT data FROM batch_checkpoint WHERE job_id = 'LMS-01-001'")
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(
+        checkpoint["deleted"]["tb_lms_access_log"],
+        serde_json::json!(3000 - left)
+    );
 
     // A rerun finishes the job and clears the checkpoint.
     let out = env.run_cli(&["lms-01-001"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(access_log_count(&env).await, 0);
-    let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM batch_checkpoint").fetch_one(env.pg()).await.unwrap();
+    let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM batch_checkpoint")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
     assert_eq!(checkpoints, 0);
 }
 
@@ -120,7 +161,9 @@ async fn sigint_stops_with_exit_130() {
     let mut child = slow(&mut env.command(&["lms-01-001"])).spawn().unwrap();
     env.wait_until(STARTED, Duration::from_secs(20)).await;
     signal(child.id(), "INT");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(run_status(env.pg(), 1).await, "STOPPED");
 }
@@ -130,13 +173,19 @@ async fn a_run_records_history_with_params_host_pid_and_version() {
     let env = TestEnv::new().await;
     let out = env.run_cli(&["bo-01-005", "--date", "2026-03-05"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let (date, params, host, pid, version, ended): (chrono::NaiveDate, serde_json::Value, String, i32, String, bool) =
-        sqlx::query_as(
-            "SELECT business_date, params, host, pid, version, ended_at IS NOT NULL FROM batch_job_run",
-        )
-        .fetch_one(env.pg())
-        .await
-        .unwrap();
+    let (date, params, host, pid, version, ended): (
+        chrono::NaiveDate,
+        serde_json::Value,
+        String,
+        i32,
+        String,
+        bool,
+    ) = sqlx::query_as(
+        "SELECT business_date, params, host, pid, version, ended_at IS NOT NULL FROM batch_job_run",
+    )
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
     assert_eq!(date, date_of("2026-03-05"));
     assert_eq!(params["date"], "2026-03-05");
     assert_eq!(params["profile"], "local");
@@ -144,10 +193,16 @@ async fn a_run_records_history_with_params_host_pid_and_version() {
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     // Every log line of the run carries the job id and run id.
     let err = stderr(&out);
-    let run_lines: Vec<&str> = err.lines().filter(|l| l.contains("run started") || l.contains("run finished")).collect();
+    let run_lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("run started") || l.contains("run finished"))
+        .collect();
     assert_eq!(run_lines.len(), 2, "{err}");
     for line in run_lines {
-        assert!(line.contains("job_id=\"BO-01-005\"") || line.contains("job_id=BO-01-005"), "{line}");
+        assert!(
+            line.contains("job_id=\"BO-01-005\"") || line.contains("job_id=BO-01-005"),
+            "{line}"
+        );
         assert!(line.contains("run_id=1"), "{line}");
     }
 }
@@ -162,14 +217,21 @@ async fn prod_profile_logs_json_lines_carrying_job_and_run_id() {
     let mut cmd = env.command(&["bo-01-005", "--profile", "prod"]);
     // prod.toml has no API domain or partners: the environment supplies them.
     cmd.env("AIDT__KERIS__API_DOMAIN", "http://127.0.0.1:9")
-        .env("AIDT__KERIS__PARTNERS__BRAND_A__PARTNER_ID", "3f2504e0-4f89-41d3-9a0c-0305e82c3301");
+        .env(
+            "AIDT__KERIS__PARTNERS__BRAND_A__PARTNER_ID",
+            "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+        );
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     let mut seen = 0;
     for line in err.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        if v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("run ")) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("run "))
+        {
             assert_eq!(v["span"]["job_id"], "BO-01-005", "{line}");
             assert_eq!(v["span"]["run_id"], 1, "{line}");
             seen += 1;
@@ -184,5 +246,9 @@ async fn an_unmigrated_database_is_reported_with_the_fix() {
     let env = TestEnv::empty().await;
     let out = env.run_cli(&["bo-01-005"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("run `aidt-batch migrate`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run `aidt-batch migrate`"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -16,7 +16,10 @@ use clap::Parser;
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
-#[command(name = "keris-simulator", about = "KERIS API simulator (API-001..007, transfer status)")]
+#[command(
+    name = "keris-simulator",
+    about = "KERIS API simulator (API-001..007, transfer status)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:18080")]
@@ -100,7 +103,9 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(args).await {
@@ -141,12 +146,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.bench_client {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.record_statements = false;
-        let partner_id = config.partners.first().cloned().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let partner_id = config
+            .partners
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
         let handle = match &args.bench_target {
             Some(_) => None,
             None => Some(simulator::start(config).await?),
         };
-        let target = args.bench_target.clone().unwrap_or_else(|| handle.as_ref().expect("started").base_url());
+        let target = args
+            .bench_target
+            .clone()
+            .unwrap_or_else(|| handle.as_ref().expect("started").base_url());
         let options = bench::BenchOptions {
             statements: args.bench_statements,
             per_request: args.bench_per_request,
@@ -176,7 +188,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "simulator: accepted {}, rejected {}, chunks {}",
             stats.statements_accepted, stats.statements_rejected, stats.chunks_received
         );
-        anyhow::ensure!(stats.statements_accepted == report.statements, "statements were lost");
+        anyhow::ensure!(
+            stats.statements_accepted == report.statements,
+            "statements were lost"
+        );
         return Ok(());
     }
 

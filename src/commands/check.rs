@@ -19,14 +19,26 @@ struct Verdict {
 
 pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit> {
     let loaded = crate::config::load(profile, extra)?;
-    crate::telemetry::init(profile, loaded.settings.log.format, &loaded.settings.log.level);
+    crate::telemetry::init(
+        profile,
+        loaded.settings.log.format,
+        &loaded.settings.log.level,
+    );
     let settings = &loaded.settings;
-    let files: Vec<String> = loaded.files.iter().map(|p| p.display().to_string()).collect();
+    let files: Vec<String> = loaded
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let partners: Vec<&str> = settings.keris.partners.keys().map(String::as_str).collect();
     let mut verdicts = vec![Verdict {
         what: "config",
         ok: true,
-        detail: format!("profile {profile}; files {}; partners: {}", files.join(", "), partners.join(", ")),
+        detail: format!(
+            "profile {profile}; files {}; partners: {}",
+            files.join(", "),
+            partners.join(", ")
+        ),
     }];
     verdicts.push(check_privacy(settings));
     verdicts.push(check_postgres(settings).await);
@@ -36,7 +48,12 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
     let mut all_ok = true;
     for v in &verdicts {
         all_ok &= v.ok;
-        println!("{:<11} {:<4}  {}", v.what, if v.ok { "OK" } else { "FAIL" }, v.detail);
+        println!(
+            "{:<11} {:<4}  {}",
+            v.what,
+            if v.ok { "OK" } else { "FAIL" },
+            v.detail
+        );
     }
     Ok(if all_ok { Exit::Success } else { Exit::Failure })
 }
@@ -45,27 +62,50 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
 /// night they first run. The salt itself never prints.
 fn check_privacy(settings: &crate::config::Settings) -> Verdict {
     match crate::jobs::privacy::audit_salt(&settings.jobs.privacy) {
-        Ok(_) => Verdict { what: "privacy", ok: true, detail: "audit salt set".into() },
-        Err(e) => Verdict { what: "privacy", ok: false, detail: format!("{e:#}") },
+        Ok(_) => Verdict {
+            what: "privacy",
+            ok: true,
+            detail: "audit salt set".into(),
+        },
+        Err(e) => Verdict {
+            what: "privacy",
+            ok: false,
+            detail: format!("{e:#}"),
+        },
     }
 }
 
 async fn check_postgres(settings: &crate::config::Settings) -> Verdict {
     let result = async {
         let pg = context::connect_pg(settings).await?;
-        let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pg).await?;
-        let migrated: bool =
-            sqlx::query_scalar("SELECT to_regclass('batch_job_run') IS NOT NULL").fetch_one(&pg).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&pg)
+            .await?;
+        let migrated: bool = sqlx::query_scalar("SELECT to_regclass('batch_job_run') IS NOT NULL")
+            .fetch_one(&pg)
+            .await?;
         anyhow::Ok(format!(
             "PostgreSQL {version}; batch tables {}",
-            if migrated { "present" } else { "MISSING (run `aidt-batch migrate`)" }
+            if migrated {
+                "present"
+            } else {
+                "MISSING (run `aidt-batch migrate`)"
+            }
         ))
         .map(|d| (migrated, d))
     }
     .await;
     match result {
-        Ok((migrated, detail)) => Verdict { what: "postgresql", ok: migrated, detail },
-        Err(e) => Verdict { what: "postgresql", ok: false, detail: format!("{e:#}") },
+        Ok((migrated, detail)) => Verdict {
+            what: "postgresql",
+            ok: migrated,
+            detail,
+        },
+        Err(e) => Verdict {
+            what: "postgresql",
+            ok: false,
+            detail: format!("{e:#}"),
+        },
     }
 }
 
@@ -77,8 +117,16 @@ async fn check_mongo(settings: &crate::config::Settings) -> Verdict {
     }
     .await;
     match result {
-        Ok(detail) => Verdict { what: "mongodb", ok: true, detail },
-        Err(e) => Verdict { what: "mongodb", ok: false, detail: format!("{e:#}") },
+        Ok(detail) => Verdict {
+            what: "mongodb",
+            ok: true,
+            detail,
+        },
+        Err(e) => Verdict {
+            what: "mongodb",
+            ok: false,
+            detail: format!("{e:#}"),
+        },
     }
 }
 
@@ -95,8 +143,16 @@ async fn check_keris(settings: &crate::config::Settings) -> Verdict {
         Err(e) => Err(e),
     };
     match result {
-        Ok(status) => Verdict { what: "keris", ok: true, detail: format!("{domain} answered HTTP {}", status.as_u16()) },
-        Err(e) => Verdict { what: "keris", ok: false, detail: format!("{domain} unreachable: {}", error_chain(&e)) },
+        Ok(status) => Verdict {
+            what: "keris",
+            ok: true,
+            detail: format!("{domain} answered HTTP {}", status.as_u16()),
+        },
+        Err(e) => Verdict {
+            what: "keris",
+            ok: false,
+            detail: format!("{domain} unreachable: {}", error_chain(&e)),
+        },
     }
 }
 

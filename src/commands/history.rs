@@ -17,15 +17,39 @@ pub async fn run(pg: &PgPool, job: Option<&JobDef>, limit: i64) -> anyhow::Resul
 pub fn render(rows: &[RunRow]) -> String {
     let mut out = format!(
         "{:>7} {:<12} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
-        "RUN", "JOB", "DATE", "STATUS", "READ", "WRITTEN", "SKIPPED", "FAILED", "STARTED (KST)", "DURATION", "EXIT", "ERROR"
+        "RUN",
+        "JOB",
+        "DATE",
+        "STATUS",
+        "READ",
+        "WRITTEN",
+        "SKIPPED",
+        "FAILED",
+        "STARTED (KST)",
+        "DURATION",
+        "EXIT",
+        "ERROR"
     );
     for r in rows {
         let duration = match r.ended_at {
-            Some(end) => format!("{:.1}s", (end - r.started_at).num_milliseconds() as f64 / 1000.0),
+            Some(end) => format!(
+                "{:.1}s",
+                (end - r.started_at).num_milliseconds() as f64 / 1000.0
+            ),
             None => "-".into(),
         };
-        let status = if r.dry_run { format!("{} (dry)", r.status) } else { r.status.clone() };
-        let error: String = r.error_msg.as_deref().unwrap_or("").chars().take(120).collect();
+        let status = if r.dry_run {
+            format!("{} (dry)", r.status)
+        } else {
+            r.status.clone()
+        };
+        let error: String = r
+            .error_msg
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
         out.push_str(&format!(
             "{:>7} {:<12} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
             r.run_id,
@@ -36,9 +60,13 @@ pub fn render(rows: &[RunRow]) -> String {
             r.write_cnt,
             r.skip_cnt,
             r.fail_cnt,
-            r.started_at.with_timezone(&time::seoul()).format("%Y-%m-%d %H:%M:%S"),
+            r.started_at
+                .with_timezone(&time::seoul())
+                .format("%Y-%m-%d %H:%M:%S"),
             duration,
-            r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             error
         ));
     }

@@ -22,9 +22,16 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
     Ok(Exit::Success)
 }
 
-async fn last_runs(profile: Profile, extra: Option<&Path>) -> anyhow::Result<HashMap<String, RunRow>> {
+async fn last_runs(
+    profile: Profile,
+    extra: Option<&Path>,
+) -> anyhow::Result<HashMap<String, RunRow>> {
     let loaded = crate::config::load(profile, extra)?;
-    crate::telemetry::init(profile, loaded.settings.log.format, &loaded.settings.log.level);
+    crate::telemetry::init(
+        profile,
+        loaded.settings.log.format,
+        &loaded.settings.log.level,
+    );
     let pg = crate::context::connect_pg(&loaded.settings).await?;
     let rows = history::last_runs(&pg).await?;
     Ok(rows.into_iter().map(|r| (r.job_id.clone(), r)).collect())
@@ -45,12 +52,19 @@ pub fn render(last: Option<&HashMap<String, RunRow>>) -> String {
             None => ("?".into(), "?".into(), "?".into()),
             Some(None) => ("-".into(), "-".into(), "never run".into()),
             Some(Some(run)) => (
-                run.started_at.with_timezone(&time::seoul()).format("%Y-%m-%d %H:%M:%S").to_string(),
+                run.started_at
+                    .with_timezone(&time::seoul())
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
                 run.business_date.to_string(),
                 run.status.clone(),
             ),
         };
-        let name = if job.is_implemented() { job.name_en.to_string() } else { format!("{} (not implemented)", job.name_en) };
+        let name = if job.is_implemented() {
+            job.name_en.to_string()
+        } else {
+            format!("{} (not implemented)", job.name_en)
+        };
         out.push_str(&format!(
             "{:<12} {:<5} {:<14} {:<28} {:<10} {:<22} {:<50} {}\n",
             job.cli_name(),

@@ -16,14 +16,20 @@ pub const KERIS_BATCH_DATA: &str = "keris_batch_data";
 
 pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
     apply(app).await?;
-    println!("PostgreSQL: batch migrations applied ({} known)", MIGRATOR.iter().count());
+    println!(
+        "PostgreSQL: batch migrations applied ({} known)",
+        MIGRATOR.iter().count()
+    );
     println!("MongoDB: indexes of {KERIS_BATCH_DATA} ensured");
     Ok(Exit::Success)
 }
 
 /// Applies the migrations and ensures the indexes.
 pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
-    MIGRATOR.run(&app.pg).await.context("Failed to apply the batch migrations")?;
+    MIGRATOR
+        .run(&app.pg)
+        .await
+        .context("Failed to apply the batch migrations")?;
     let indexes = [
         // DC-01-001 streams one partner's READY statements of a day in _id order.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },

@@ -16,7 +16,12 @@ use crate::runtime::{crontab, registry, Exit, SetupError};
 /// Runs what the command line asks for and returns the process's exit.
 pub async fn execute(invocation: Invocation) -> Exit {
     let result = match invocation {
-        Invocation::Job { def, args, profile, config } => {
+        Invocation::Job {
+            def,
+            args,
+            profile,
+            config,
+        } => {
             let profile = profile.unwrap_or(Profile::Local);
             run_job(def, args, profile, config.as_deref()).await
         }
@@ -28,7 +33,9 @@ pub async fn execute(invocation: Invocation) -> Exit {
 /// Prints an error with its whole cause chain on one line and picks the exit:
 /// 2 for what the operator must fix in configuration or set-up, else 1.
 pub fn report(e: &anyhow::Error) -> Exit {
-    let usage = e.chain().any(|c| c.is::<ConfigError>() || c.is::<SetupError>());
+    let usage = e
+        .chain()
+        .any(|c| c.is::<ConfigError>() || c.is::<SetupError>());
     tracing::error!(error = %format!("{e:#}"), "command failed");
     eprintln!("aidt-batch: error: {e:#}");
     if usage {
@@ -42,7 +49,11 @@ pub fn report(e: &anyhow::Error) -> Exit {
 /// before any logging exists, so it goes straight to stderr.
 fn load_config(profile: Profile, extra: Option<&Path>) -> anyhow::Result<LoadedConfig> {
     let loaded = config::load(profile, extra)?;
-    crate::telemetry::init(profile, loaded.settings.log.format, &loaded.settings.log.level);
+    crate::telemetry::init(
+        profile,
+        loaded.settings.log.format,
+        &loaded.settings.log.level,
+    );
     Ok(loaded)
 }
 
@@ -63,7 +74,12 @@ async fn run_job(
         "dry_run": args.dry_run,
         "config_file": extra.map(|p| p.display().to_string()),
     });
-    let request = RunRequest { def, date: args.date, dry_run: args.dry_run, params };
+    let request = RunRequest {
+        def,
+        date: args.date,
+        dry_run: args.dry_run,
+        params,
+    };
     let outcome = runner::run(app, request).await?;
     Ok(outcome.exit)
 }
@@ -82,7 +98,10 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
                 Some(given) => match registry::find(&given) {
                     Some(def) => Some(def),
                     None => {
-                        eprintln!("aidt-batch: error: {}", crate::cli::unknown_job_message(&given));
+                        eprintln!(
+                            "aidt-batch: error: {}",
+                            crate::cli::unknown_job_message(&given)
+                        );
                         return Ok(Exit::Usage);
                     }
                 },
@@ -109,9 +128,15 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             let loaded = load_config(profile, extra)?;
             let app = AppContext::connect(&loaded).await?;
             match dev {
-                DevCommand::Schema => crate::dev::schema::apply(&app).await.map(|()| Exit::Success),
-                DevCommand::BenchData(args) => crate::dev::bench::bench_data(&app, &args).await.map(|()| Exit::Success),
-                DevCommand::Scan(args) => crate::dev::bench::scan(&app, &args).await.map(|()| Exit::Success),
+                DevCommand::Schema => crate::dev::schema::apply(&app)
+                    .await
+                    .map(|()| Exit::Success),
+                DevCommand::BenchData(args) => crate::dev::bench::bench_data(&app, &args)
+                    .await
+                    .map(|()| Exit::Success),
+                DevCommand::Scan(args) => crate::dev::bench::scan(&app, &args)
+                    .await
+                    .map(|()| Exit::Success),
                 DevCommand::Seed(args) => {
                     let report = crate::dev::seed::seed(&app, &args).await?;
                     println!("{report}");

@@ -47,27 +47,47 @@ fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
 /// Writes `statements` READY documents (1,000 per insert, 4 inserts in flight).
 pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Result<()> {
     let date = date_or_yesterday(args.date);
-    let partners: Vec<String> = crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.into_keys().collect();
-    anyhow::ensure!(!partners.is_empty(), "no KERIS partner is configured (keris.partners.<name>.partner_id)");
+    let partners: Vec<String> = crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?
+        .into_keys()
+        .collect();
+    anyhow::ensure!(
+        !partners.is_empty(),
+        "no KERIS partner is configured (keris.partners.<name>.partner_id)"
+    );
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     if args.reset {
         // Dropping, not deleting: FerretDB v1 cannot delete 100k documents
         // in one command (PostgreSQL's 65535-parameter limit).
-        coll.drop().await.context("Failed to drop keris_batch_data")?;
+        coll.drop()
+            .await
+            .context("Failed to drop keris_batch_data")?;
         crate::commands::migrate::apply(app).await?;
     }
     let settings = &app.settings.jobs.lrs_aggregate;
     let started = Instant::now();
     let batches = (0..args.statements).step_by(1000).map(|first| {
         let last = (first + 1000).min(args.statements);
-        let docs: anyhow::Result<Vec<Document>> =
-            (first..last).map(|i| bench_document(settings, date, &partners[(i as usize) % partners.len()], i)).collect();
+        let docs: anyhow::Result<Vec<Document>> = (first..last)
+            .map(|i| bench_document(settings, date, &partners[(i as usize) % partners.len()], i))
+            .collect();
         let coll = coll.clone();
-        async move { coll.insert_many(docs?).ordered(false).await.context("Failed to insert into keris_batch_data") }
+        async move {
+            coll.insert_many(docs?)
+                .ordered(false)
+                .await
+                .context("Failed to insert into keris_batch_data")
+        }
     });
-    futures::stream::iter(batches).buffer_unordered(4).try_for_each(|_| async { Ok(()) }).await?;
+    futures::stream::iter(batches)
+        .buffer_unordered(4)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
     let secs = started.elapsed().as_secs_f64();
-    println!("wrote {} READY statements of {date} in {secs:.1} s ({:.0}/s)", args.statements, args.statements as f64 / secs);
+    println!(
+        "wrote {} READY statements of {date} in {secs:.1} s ({:.0}/s)",
+        args.statements,
+        args.statements as f64 / secs
+    );
     Ok(())
 }
 
@@ -78,7 +98,11 @@ fn bench_document(
     partner_id: &str,
     i: u64,
 ) -> anyhow::Result<Document> {
-    let user = uuid::Uuid::new_v5(&settings.id_namespace, format!("bench-user-{}", i / 20).as_bytes()).to_string();
+    let user = uuid::Uuid::new_v5(
+        &settings.id_namespace,
+        format!("bench-user-{}", i / 20).as_bytes(),
+    )
+    .to_string();
     let verb = "http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/submitted";
     let object = format!("https://aidt.example.kr/bench/content/c{}/item/{i}", i % 50);
     let id = xapi::statement_id(&settings.id_namespace, date, &user, verb, &object).to_string();
@@ -97,7 +121,8 @@ fn bench_document(
         "context": {"platform": settings.platform, "extensions": {xapi::EXT_PARTNER_ID: partner_id}},
         "timestamp": format!("{date}T00:00:00.000+09:00"),
     });
-    let statement = mongodb::bson::to_document(&xapi::encode_keys(statement)).context("statement to BSON")?;
+    let statement =
+        mongodb::bson::to_document(&xapi::encode_keys(statement)).context("statement to BSON")?;
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     Ok(doc! {
         "_id": id, "base_dt": date.to_string(), "partner_id": partner_id, "user_id": user, "area": "assessment",
@@ -117,17 +142,28 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let mut n = 0u64;
     for partner_id in crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.keys() {
         let mut cursor = coll
-            .find(crate::jobs::dc::send_statements::ready_filter(&date.to_string(), partner_id))
+            .find(crate::jobs::dc::send_statements::ready_filter(
+                &date.to_string(),
+                partner_id,
+            ))
             .projection(crate::jobs::dc::transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;
-        while cursor.try_next().await.context("Failed to read keris_batch_data")?.is_some() {
+        while cursor
+            .try_next()
+            .await
+            .context("Failed to read keris_batch_data")?
+            .is_some()
+        {
             n += 1;
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("scanned {n} READY statements of {date} in {secs:.2} s ({:.0}/s)", n as f64 / secs.max(1e-9));
+    println!(
+        "scanned {n} READY statements of {date} in {secs:.2} s ({:.0}/s)",
+        n as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 
@@ -146,10 +182,18 @@ async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
         .await
         .context("Failed to read the statements")?;
     let mut n = 0u64;
-    while cursor.try_next().await.context("Failed to read the statements")?.is_some() {
+    while cursor
+        .try_next()
+        .await
+        .context("Failed to read the statements")?
+        .is_some()
+    {
         n += 1;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("scanned {n} source statements of {date} in {secs:.2} s ({:.0}/s)", n as f64 / secs.max(1e-9));
+    println!(
+        "scanned {n} source statements of {date} in {secs:.2} s ({:.0}/s)",
+        n as f64 / secs.max(1e-9)
+    );
     Ok(())
 }

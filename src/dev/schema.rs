@@ -20,7 +20,10 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
 }
 
 pub async fn apply_postgres(pg: &sqlx::PgPool) -> anyhow::Result<()> {
-    sqlx::raw_sql(CONTRACT_SQL).execute(pg).await.context("Failed to create the data-contract tables")?;
+    sqlx::raw_sql(CONTRACT_SQL)
+        .execute(pg)
+        .await
+        .context("Failed to create the data-contract tables")?;
     Ok(())
 }
 

@@ -84,12 +84,20 @@ pub fn student_hash(salt: &str, user_id: Uuid) -> String {
     let mut hasher = Sha256::new();
     hasher.update(salt.as_bytes());
     hasher.update(user_id.hyphenated().to_string().as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The configured salt; the jobs refuse to run without one.
 pub fn audit_salt(settings: &PrivacySettings) -> anyhow::Result<String> {
-    match settings.audit_salt.as_ref().map(|s| s.expose_secret().to_string()) {
+    match settings
+        .audit_salt
+        .as_ref()
+        .map(|s| s.expose_secret().to_string())
+    {
         Some(salt) if !salt.is_empty() => Ok(salt),
         _ => anyhow::bail!(
             "missing required configuration key `jobs.privacy.audit_salt` \
@@ -150,16 +158,24 @@ pub async fn delete_rows(
         .bind(students)
         .fetch_all(conn)
         .await
-        .with_context(|| format!("Failed to delete the rows of students without consent from {table}"))
+        .with_context(|| {
+            format!("Failed to delete the rows of students without consent from {table}")
+        })
 }
 
 /// The start every privacy run shares: the salt (the job refuses to run
 /// without one), this run's rule (also in the run's details) and, unless a
 /// dry run, the audit row.
-pub async fn start_run(ctx: &crate::runtime::JobContext, job_id: &str) -> anyhow::Result<(String, ConsentRule)> {
+pub async fn start_run(
+    ctx: &crate::runtime::JobContext,
+    job_id: &str,
+) -> anyhow::Result<(String, ConsentRule)> {
     let settings = &ctx.settings().jobs.privacy;
     let salt = audit_salt(settings)?;
-    let rule = ConsentRule { reference_time: ctx.reference_time(), grace_days: settings.grace_days };
+    let rule = ConsentRule {
+        reference_time: ctx.reference_time(),
+        grace_days: settings.grace_days,
+    };
     ctx.set_detail("grace_days", settings.grace_days);
     ctx.set_detail("cutoff", rule.cutoff());
     if !ctx.dry_run {
@@ -233,17 +249,26 @@ mod tests {
         let id = Uuid::parse_str("5D0C7D6C-1111-4C3B-9A21-000000000001").unwrap();
         let h = student_hash("salt", id);
         assert_eq!(h.len(), 64);
-        assert!(h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(h
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         let mut expected = Sha256::new();
         expected.update(b"salt5d0c7d6c-1111-4c3b-9a21-000000000001");
-        let expected: String = expected.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let expected: String = expected
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(h, expected);
         assert_ne!(h, student_hash("other", id));
     }
 
     #[test]
     fn privacy_cutoff_is_grace_days_before_the_reference_time() {
-        let rule = ConsentRule { reference_time: "2026-11-24T03:30:00Z".parse().unwrap(), grace_days: 30 };
+        let rule = ConsentRule {
+            reference_time: "2026-11-24T03:30:00Z".parse().unwrap(),
+            grace_days: 30,
+        };
         assert_eq!(rule.cutoff().to_rfc3339(), "2026-10-25T03:30:00+00:00");
     }
 }

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::error::{classify, Class, ClientBuildError, KerisError};
 use super::options::{backoff_delay, ClientOptions};
 use super::types::{
-    Api, ApiResponse, CompleteRequest, InitializedRequest, ProgressRequest, ScoreRequest, SendStatementsResponse,
-    TerminatedRequest, Transfer, TransferStatus,
+    Api, ApiResponse, CompleteRequest, InitializedRequest, ProgressRequest, ScoreRequest,
+    SendStatementsResponse, TerminatedRequest, Transfer, TransferStatus,
 };
 
 /// Header carrying the Partner-ID on every call.
@@ -44,7 +44,10 @@ impl Partner {
     /// `name` is the configuration key (`keris.partners.<name>`), `id` the
     /// Partner-ID.
     pub fn new(name: impl Into<String>, id: SecretString) -> Self {
-        Self { name: name.into(), id }
+        Self {
+            name: name.into(),
+            id,
+        }
     }
 
     /// The name used in logs instead of the Partner-ID.
@@ -60,7 +63,10 @@ impl Partner {
 
 impl fmt::Debug for Partner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Partner").field("name", &self.name).field("id", &"[REDACTED]").finish()
+        f.debug_struct("Partner")
+            .field("name", &self.name)
+            .field("id", &"[REDACTED]")
+            .finish()
     }
 }
 
@@ -97,15 +103,20 @@ impl fmt::Debug for KerisClient {
 impl KerisClient {
     /// A client for `partner` at `api_domain` (e.g. `https://…` or the
     /// simulator's `http://127.0.0.1:PORT`).
-    pub fn new(api_domain: &str, partner: Partner, options: ClientOptions) -> Result<Self, ClientBuildError> {
+    pub fn new(
+        api_domain: &str,
+        partner: Partner,
+        options: ClientOptions,
+    ) -> Result<Self, ClientBuildError> {
         if !(api_domain.starts_with("http://") || api_domain.starts_with("https://")) {
             return Err(ClientBuildError::BadApiDomain);
         }
         let mut partner_header = HeaderValue::from_str(partner.id.expose_secret())
             .map_err(|_| ClientBuildError::BadPartnerId(partner.name.clone()))?;
         partner_header.set_sensitive(true);
-        let api_version = HeaderValue::from_str(&options.api_version)
-            .map_err(|_| ClientBuildError::Http("api_version is not a valid header value".into()))?;
+        let api_version = HeaderValue::from_str(&options.api_version).map_err(|_| {
+            ClientBuildError::Http("api_version is not a valid header value".into())
+        })?;
         // HTTP/1.1 only: API-007's "one statement per chunk" exists only in
         // HTTP/1.1 chunked encoding; HTTP/2 has no chunks.
         let http = reqwest::Client::builder()
@@ -137,8 +148,11 @@ impl KerisClient {
         partner_name: &str,
         options: ClientOptions,
     ) -> Result<Self, ClientBuildError> {
-        let domain =
-            settings.api_domain.as_deref().filter(|d| !d.is_empty()).ok_or(ClientBuildError::MissingApiDomain)?;
+        let domain = settings
+            .api_domain
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .ok_or(ClientBuildError::MissingApiDomain)?;
         let id = settings
             .partners
             .get(partner_name)
@@ -155,7 +169,12 @@ impl KerisClient {
         settings
             .partners
             .keys()
-            .map(|name| Ok((name.clone(), Self::from_settings(settings, name, options.clone())?)))
+            .map(|name| {
+                Ok((
+                    name.clone(),
+                    Self::from_settings(settings, name, options.clone())?,
+                ))
+            })
             .collect()
     }
 
@@ -171,7 +190,10 @@ impl KerisClient {
 
     /// API-001: a student started learning.
     #[tracing::instrument(skip_all, fields(partner = %self.inner.partner_name, api = "API-001"), err(Display, level = "warn"))]
-    pub async fn initialized(&self, request: &InitializedRequest) -> Result<ApiResponse, KerisError> {
+    pub async fn initialized(
+        &self,
+        request: &InitializedRequest,
+    ) -> Result<ApiResponse, KerisError> {
         self.dashboard(Api::Initialized, request).await
     }
 
@@ -183,34 +205,56 @@ impl KerisClient {
 
     /// API-003: progress through a curriculum element.
     #[tracing::instrument(skip_all, fields(partner = %self.inner.partner_name, api = "API-003"), err(Display, level = "warn"))]
-    pub async fn curriculum_progress(&self, request: &ProgressRequest) -> Result<ApiResponse, KerisError> {
+    pub async fn curriculum_progress(
+        &self,
+        request: &ProgressRequest,
+    ) -> Result<ApiResponse, KerisError> {
         self.dashboard(Api::CurriculumProgress, request).await
     }
 
     /// API-004: a curriculum element completed.
     #[tracing::instrument(skip_all, fields(partner = %self.inner.partner_name, api = "API-004"), err(Display, level = "warn"))]
-    pub async fn curriculum_complete(&self, request: &CompleteRequest) -> Result<ApiResponse, KerisError> {
+    pub async fn curriculum_complete(
+        &self,
+        request: &CompleteRequest,
+    ) -> Result<ApiResponse, KerisError> {
         self.dashboard(Api::CurriculumComplete, request).await
     }
 
     /// API-005: a score on a curriculum element.
     #[tracing::instrument(skip_all, fields(partner = %self.inner.partner_name, api = "API-005"), err(Display, level = "warn"))]
-    pub async fn curriculum_score(&self, request: &ScoreRequest) -> Result<ApiResponse, KerisError> {
+    pub async fn curriculum_score(
+        &self,
+        request: &ScoreRequest,
+    ) -> Result<ApiResponse, KerisError> {
         self.dashboard(Api::CurriculumScore, request).await
     }
 
-    async fn dashboard<B: Serialize>(&self, api: Api, request: &B) -> Result<ApiResponse, KerisError> {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| KerisError::InvalidRequest { api, reason: format!("cannot serialize the body: {e}") })?;
-        self.call(api, &|req| req.header(CONTENT_TYPE, "application/json").body(body.clone())).await
+    async fn dashboard<B: Serialize>(
+        &self,
+        api: Api,
+        request: &B,
+    ) -> Result<ApiResponse, KerisError> {
+        let body = serde_json::to_vec(request).map_err(|e| KerisError::InvalidRequest {
+            api,
+            reason: format!("cannot serialize the body: {e}"),
+        })?;
+        self.call(api, &|req| {
+            req.header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
     }
 
     /// API-006: opens a learning-history transfer. Retrying a failed open is
     /// harmless: an unused transfer simply expires.
     #[tracing::instrument(skip_all, fields(partner = %self.inner.partner_name, api = "API-006"), err(Display, level = "warn"))]
     pub async fn open_transfer(&self) -> Result<Transfer, KerisError> {
-        let transfer: Transfer =
-            self.call(Api::OpenTransfer, &|req| req.header(CONTENT_TYPE, "application/json")).await?;
+        let transfer: Transfer = self
+            .call(Api::OpenTransfer, &|req| {
+                req.header(CONTENT_TYPE, "application/json")
+            })
+            .await?;
         tracing::debug!(transfer_id = %transfer.transfer_id, "transfer opened");
         Ok(transfer)
     }
@@ -223,8 +267,13 @@ impl KerisClient {
         struct Body<'a> {
             transfer_id: &'a str,
         }
-        let body = serde_json::to_vec(&Body { transfer_id }).expect("a struct of one string serializes");
-        self.call(Api::TransferStatus, &|req| req.header(CONTENT_TYPE, "application/json").body(body.clone())).await
+        let body =
+            serde_json::to_vec(&Body { transfer_id }).expect("a struct of one string serializes");
+        self.call(Api::TransferStatus, &|req| {
+            req.header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
     }
 
     /// API-007: sends `statements` (each the serialized JSON of one xAPI
@@ -267,7 +316,10 @@ impl KerisClient {
         }
         let bytes: usize = statements.iter().map(Vec::len).sum();
         if bytes > options.max_request_bytes {
-            return Err(invalid(format!("{bytes} bytes in one request; at most {}", options.max_request_bytes)));
+            return Err(invalid(format!(
+                "{bytes} bytes in one request; at most {}",
+                options.max_request_bytes
+            )));
         }
         if statements.iter().any(Vec::is_empty) {
             return Err(invalid("an empty statement cannot be a chunk".into()));
@@ -282,7 +334,8 @@ impl KerisClient {
         let response: SendStatementsResponse = self
             .call(api, &|req| {
                 // A fresh stream per attempt: the same bytes, one chunk each.
-                let chunks: Vec<Result<Vec<u8>, std::io::Error>> = statements.iter().map(|s| Ok(s.clone())).collect();
+                let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                    statements.iter().map(|s| Ok(s.clone())).collect();
                 req.header(HEADER_TRANSFER_ID, transfer_id.clone())
                     .header(HEADER_PARTNER_ACCESS_TOKEN, token.clone())
                     .header(HEADER_CHUNKED_INDEX, index.clone())
@@ -302,21 +355,36 @@ impl KerisClient {
         build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
     ) -> Result<T, KerisError> {
         let options = &self.inner.options;
-        let url = format!("{}/{}", self.inner.base, api.path(&options.paths).trim_start_matches('/'));
+        let url = format!(
+            "{}/{}",
+            self.inner.base,
+            api.path(&options.paths).trim_start_matches('/')
+        );
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let (reason, retry_after) = match self.attempt(api, &url, build).await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Retryable { reason, retry_after }) => (reason, retry_after),
+                Err(Failure::Retryable {
+                    reason,
+                    retry_after,
+                }) => (reason, retry_after),
             };
-            let give_up = |reason: String| KerisError::Transient { api, attempts: attempt, reason, retry_after };
+            let give_up = |reason: String| KerisError::Transient {
+                api,
+                attempts: attempt,
+                reason,
+                retry_after,
+            };
             if attempt >= options.max_attempts.max(1) {
                 return Err(give_up(reason));
             }
             if retry_after.is_some_and(|ra| ra > options.max_retry_after) {
-                return Err(give_up(format!("{reason}; Retry-After longer than {:?}", options.max_retry_after)));
+                return Err(give_up(format!(
+                    "{reason}; Retry-After longer than {:?}",
+                    options.max_retry_after
+                )));
             }
             let jitter = rand::thread_rng().gen::<f64>();
             let backoff = backoff_delay(attempt, options.base_backoff, options.max_backoff, jitter);
@@ -336,16 +404,26 @@ impl KerisClient {
         if let Some(limiter) = &inner.limiter {
             limiter.acquire().await;
         }
-        let permit = inner.permits.acquire().await.expect("the semaphore is never closed");
+        let permit = inner
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let request = inner
             .http
             .post(url)
             .header(HEADER_PARTNER_ID, inner.partner_header.clone())
             .header(HEADER_API_VERSION, inner.api_version.clone());
-        let response = build(request).send().await.map_err(|e| Failure::retry(describe(&e)))?;
+        let response = build(request)
+            .send()
+            .await
+            .map_err(|e| Failure::retry(describe(&e)))?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers());
-        let body = response.bytes().await.map_err(|e| Failure::retry(describe(&e)))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::retry(describe(&e)))?;
         drop(permit);
 
         #[derive(Deserialize)]
@@ -356,11 +434,18 @@ impl KerisClient {
         }
         let envelope: Option<Envelope> = serde_json::from_slice(&body).ok();
         let code = envelope.as_ref().map(|e| e.code.as_str());
-        let message = envelope.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
+        let message = envelope
+            .as_ref()
+            .map(|e| e.message.as_str())
+            .unwrap_or_default();
         match classify(api, status, code) {
             Class::Ok => serde_json::from_slice(&body).map_err(|e| {
                 // Not `e`'s Display: it may quote a value from the answer.
-                Failure::retry(format!("unreadable answer ({:?} error at column {})", e.classify(), e.column()))
+                Failure::retry(format!(
+                    "unreadable answer ({:?} error at column {})",
+                    e.classify(),
+                    e.column()
+                ))
             }),
             Class::Transient => Err(Failure::Retryable {
                 reason: match code {
@@ -381,13 +466,19 @@ impl KerisClient {
 
 /// The outcome of one failed attempt.
 enum Failure {
-    Retryable { reason: String, retry_after: Option<Duration> },
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     Final(KerisError),
 }
 
 impl Failure {
     fn retry(reason: String) -> Self {
-        Failure::Retryable { reason, retry_after: None }
+        Failure::Retryable {
+            reason,
+            retry_after: None,
+        }
     }
 }
 
@@ -430,7 +521,11 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// statements and `max_bytes` bytes each, in order. A statement larger than
 /// `max_bytes` gets a request of its own (KERIS will refuse it, which is
 /// then recorded like any other rejection).
-pub fn plan_requests<S: AsRef<[u8]>>(statements: &[S], max_statements: usize, max_bytes: usize) -> Vec<Range<usize>> {
+pub fn plan_requests<S: AsRef<[u8]>>(
+    statements: &[S],
+    max_statements: usize,
+    max_bytes: usize,
+) -> Vec<Range<usize>> {
     let max_statements = max_statements.max(1);
     let mut ranges = Vec::new();
     let mut start = 0;
@@ -465,7 +560,11 @@ impl RateLimiter {
             return None;
         }
         let interval = Duration::from_secs_f64(1.0 / per_second);
-        Some(Self { interval, tolerance: interval * burst.max(1).saturating_sub(1), tat: Mutex::new(Instant::now()) })
+        Some(Self {
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
+            tat: Mutex::new(Instant::now()),
+        })
     }
 
     /// The instant at which a request asked for at `now` may go out.
@@ -517,7 +616,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&h), None);
@@ -525,10 +627,17 @@ mod tests {
 
     #[test]
     fn debug_of_partner_and_client_hides_the_partner_id() {
-        let partner = Partner::new("brand-a", SecretString::from("5f1c8a9e-0000-4000-8000-00000000abcd"));
+        let partner = Partner::new(
+            "brand-a",
+            SecretString::from("5f1c8a9e-0000-4000-8000-00000000abcd"),
+        );
         assert!(!format!("{partner:?}").contains("5f1c8a9e"));
-        let client = KerisClient::new("http://127.0.0.1:9", partner, ClientOptions::default()).unwrap();
+        let client =
+            KerisClient::new("http://127.0.0.1:9", partner, ClientOptions::default()).unwrap();
         let debug = format!("{client:?}");
-        assert!(debug.contains("brand-a") && !debug.contains("5f1c8a9e"), "{debug}");
+        assert!(
+            debug.contains("brand-a") && !debug.contains("5f1c8a9e"),
+            "{debug}"
+        );
     }
 }

@@ -165,16 +165,32 @@ mod tests {
             (Api::Initialized, 200, Some("49999"), Permanent),
         ];
         for (api, status, code, want) in cases {
-            assert_eq!(&classify(*api, *status, *code), want, "{api} {status} {code:?}");
+            assert_eq!(
+                &classify(*api, *status, *code),
+                want,
+                "{api} {status} {code:?}"
+            );
         }
     }
 
     #[test]
     fn http_5xx_429_and_408_are_transient_whatever_the_body() {
         for status in [500, 502, 503, 504, 429, 408] {
-            assert_eq!(classify(Api::SendStatements, status, None), Class::Transient, "{status}");
-            assert_eq!(classify(Api::SendStatements, status, Some("00000")), Class::Transient, "{status}");
-            assert_eq!(classify(Api::SendStatements, status, Some("40001")), Class::Transient, "{status}");
+            assert_eq!(
+                classify(Api::SendStatements, status, None),
+                Class::Transient,
+                "{status}"
+            );
+            assert_eq!(
+                classify(Api::SendStatements, status, Some("00000")),
+                Class::Transient,
+                "{status}"
+            );
+            assert_eq!(
+                classify(Api::SendStatements, status, Some("40001")),
+                Class::Transient,
+                "{status}"
+            );
         }
     }
 
@@ -194,10 +210,20 @@ mod tests {
             retry_after: None,
         };
         assert!(e.is_transient());
-        assert_eq!(e.to_string(), "KERIS API-007: transient failure after 5 attempt(s): HTTP 503");
-        let p = KerisError::Permanent { api: Api::Initialized, code: "40001".into(), message: "bad user_id".into() };
+        assert_eq!(
+            e.to_string(),
+            "KERIS API-007: transient failure after 5 attempt(s): HTTP 503"
+        );
+        let p = KerisError::Permanent {
+            api: Api::Initialized,
+            code: "40001".into(),
+            message: "bad user_id".into(),
+        };
         assert!(!p.is_transient());
         assert_eq!(p.code(), Some("40001"));
-        assert!(KerisError::TokenExpired { api: Api::SendStatements }.is_token_expired());
+        assert!(KerisError::TokenExpired {
+            api: Api::SendStatements
+        }
+        .is_token_expired());
     }
 }

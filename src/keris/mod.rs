@@ -52,8 +52,9 @@ pub use client::{plan_requests, KerisClient, Partner};
 pub use error::{ClientBuildError, KerisError};
 pub use options::{backoff_delay, ApiPaths, ClientOptions};
 pub use types::{
-    AchievementLevel, Api, ApiResponse, CompleteRequest, InitializedRequest, ProgressRequest, ScoreRequest,
-    SendStatementsResponse, StatementError, StudentAccessToken, TerminatedRequest, Transfer, TransferStatus,
+    AchievementLevel, Api, ApiResponse, CompleteRequest, InitializedRequest, ProgressRequest,
+    ScoreRequest, SendStatementsResponse, StatementError, StudentAccessToken, TerminatedRequest,
+    Transfer, TransferStatus,
 };
 
 /// Business code of a successful call.
@@ -79,7 +80,8 @@ pub const XAPI_DUP_ERR: &str = "XAPI_DUP_ERR";
 pub const XAPI_USER_ERR: &str = "XAPI_USER_ERR";
 
 /// Context extension carrying the Partner-ID inside each statement.
-pub const PARTNER_ID_EXTENSION: &str = "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
+pub const PARTNER_ID_EXTENSION: &str =
+    "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
 
 /// Whether `s` is a KERIS standard-system (curriculum) id, i.e. matches
 /// `^[EMH]\d(KOR|SOC|ENG|SCI|PRA|MAT|INF)A\d{2}(B\d{2})?(C\d{2})?(D\d{2})?$`.
@@ -94,7 +96,8 @@ pub fn is_curriculum_id(s: &str) -> bool {
     if !SUBJECTS.contains(&&b[2..5]) {
         return false;
     }
-    let two_digits = |at: usize| b.len() >= at + 2 && b[at].is_ascii_digit() && b[at + 1].is_ascii_digit();
+    let two_digits =
+        |at: usize| b.len() >= at + 2 && b[at].is_ascii_digit() && b[at + 1].is_ascii_digit();
     if b[5] != b'A' || !two_digits(6) {
         return false;
     }
@@ -117,7 +120,13 @@ mod tests {
 
     #[test]
     fn curriculum_ids_follow_the_standard_system_pattern() {
-        for ok in ["E4MATA01", "E4MATA01B01C01", "M1KORA12D03", "H2INFA00B00C00D00", "E6SCIA01C02"] {
+        for ok in [
+            "E4MATA01",
+            "E4MATA01B01C01",
+            "M1KORA12D03",
+            "H2INFA00B00C00D00",
+            "E6SCIA01C02",
+        ] {
             assert!(is_curriculum_id(ok), "{ok}");
         }
         for bad in [

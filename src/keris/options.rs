@@ -149,8 +149,16 @@ mod tests {
     fn backoff_doubles_per_attempt_between_half_and_full_value() {
         for (attempt, full_ms) in [(1, 200), (2, 400), (3, 800), (4, 1600), (5, 3200)] {
             let full = Duration::from_millis(full_ms);
-            assert_eq!(backoff_delay(attempt, BASE, MAX, 0.0), full / 2, "attempt {attempt}");
-            assert_eq!(backoff_delay(attempt, BASE, MAX, 1.0), full, "attempt {attempt}");
+            assert_eq!(
+                backoff_delay(attempt, BASE, MAX, 0.0),
+                full / 2,
+                "attempt {attempt}"
+            );
+            assert_eq!(
+                backoff_delay(attempt, BASE, MAX, 1.0),
+                full,
+                "attempt {attempt}"
+            );
             let mid = backoff_delay(attempt, BASE, MAX, 0.5);
             assert!(mid > full / 2 && mid < full, "attempt {attempt}: {mid:?}");
         }
@@ -167,7 +175,10 @@ mod tests {
     #[test]
     fn out_of_range_jitter_is_clamped() {
         assert_eq!(backoff_delay(2, BASE, MAX, 7.0), Duration::from_millis(400));
-        assert_eq!(backoff_delay(2, BASE, MAX, -1.0), Duration::from_millis(200));
+        assert_eq!(
+            backoff_delay(2, BASE, MAX, -1.0),
+            Duration::from_millis(200)
+        );
     }
 
     #[test]

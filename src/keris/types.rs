@@ -105,13 +105,19 @@ pub struct StudentAccessToken {
 impl StudentAccessToken {
     /// A token and its access id.
     pub fn new(token: impl Into<String>, access_id: impl Into<String>) -> Self {
-        Self { token: SecretString::from(token.into()), access_id: access_id.into() }
+        Self {
+            token: SecretString::from(token.into()),
+            access_id: access_id.into(),
+        }
     }
 }
 
 impl fmt::Debug for StudentAccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StudentAccessToken").field("token", &"[REDACTED]").field("access_id", &self.access_id).finish()
+        f.debug_struct("StudentAccessToken")
+            .field("token", &"[REDACTED]")
+            .field("access_id", &self.access_id)
+            .finish()
     }
 }
 
@@ -127,7 +133,10 @@ impl Serialize for StudentAccessToken {
 
 /// Serializes a timestamp the way KERIS wants it: RFC 3339 with
 /// milliseconds and an explicit offset (`2026-03-05T09:10:00.000+09:00`).
-pub fn serialize_timestamp<S: Serializer>(t: &DateTime<FixedOffset>, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_timestamp<S: Serializer>(
+    t: &DateTime<FixedOffset>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_timestamp(t))
 }
 
@@ -305,7 +314,10 @@ impl fmt::Debug for TransferStatus {
         f.debug_struct("TransferStatus")
             .field("transfer_id", &self.transfer_id)
             .field("index", &self.index)
-            .field("partner_access_token", &self.partner_access_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "partner_access_token",
+                &self.partner_access_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }

@@ -18,27 +18,41 @@ pub struct Checkpoints {
 
 impl Checkpoints {
     pub fn new(pg: PgPool, job_id: &'static str, business_date: NaiveDate, run_id: i64) -> Self {
-        Self { pg, job_id, business_date, run_id }
+        Self {
+            pg,
+            job_id,
+            business_date,
+            run_id,
+        }
     }
 
     /// The saved value, if an earlier run left one.
     pub async fn load<T: DeserializeOwned>(&self) -> anyhow::Result<Option<T>> {
-        let row: Option<(serde_json::Value,)> =
-            sqlx::query_as("SELECT data FROM batch_checkpoint WHERE job_id = $1 AND business_date = $2")
-                .bind(self.job_id)
-                .bind(self.business_date)
-                .fetch_optional(&self.pg)
-                .await?;
+        let row: Option<(serde_json::Value,)> = sqlx::query_as(
+            "SELECT data FROM batch_checkpoint WHERE job_id = $1 AND business_date = $2",
+        )
+        .bind(self.job_id)
+        .bind(self.business_date)
+        .fetch_optional(&self.pg)
+        .await?;
         match row {
             None => Ok(None),
             Some((data,)) => Ok(Some(serde_json::from_value(data).map_err(|e| {
-                anyhow::anyhow!("checkpoint of {} for {} is unreadable: {e}", self.job_id, self.business_date)
+                anyhow::anyhow!(
+                    "checkpoint of {} for {} is unreadable: {e}",
+                    self.job_id,
+                    self.business_date
+                )
             })?)),
         }
     }
 
     /// Saves `value` and the run's counts so far in one transaction.
-    pub async fn save<T: Serialize>(&self, value: &T, counts: CountsSnapshot) -> anyhow::Result<()> {
+    pub async fn save<T: Serialize>(
+        &self,
+        value: &T,
+        counts: CountsSnapshot,
+    ) -> anyhow::Result<()> {
         let data = serde_json::to_value(value)?;
         let mut tx = self.pg.begin().await?;
         sqlx::query(

@@ -25,7 +25,14 @@ pub fn render(profile: Profile) -> String {
     let _ = writeln!(out, "AIDT_CONFIG_DIR={INSTALL_DIR}/config");
     out.push('\n');
     for job in JOBS {
-        let _ = writeln!(out, "# {} [{}] {} / {}", job.id, job.system.as_str(), job.name_en, job.name_ko);
+        let _ = writeln!(
+            out,
+            "# {} [{}] {} / {}",
+            job.id,
+            job.system.as_str(),
+            job.name_en,
+            job.name_ko
+        );
         if let Some(note) = job.schedule_note {
             let _ = writeln!(out, "#   schedule: {note}");
         }
@@ -39,7 +46,10 @@ pub fn render(profile: Profile) -> String {
                 let _ = writeln!(out, "{expr} {command}");
             }
             (Schedule::Cron(expr), false) => {
-                let _ = writeln!(out, "#   not implemented in aidt-batch yet: still run by the Java batch JAR");
+                let _ = writeln!(
+                    out,
+                    "#   not implemented in aidt-batch yet: still run by the Java batch JAR"
+                );
                 let _ = writeln!(out, "# {expr} {command}");
             }
             (Schedule::Unscheduled(reason), _) => {
@@ -67,11 +77,25 @@ mod tests {
             assert!(line.starts_with('#'), "{line}");
         }
         // DC-01-004 is unscheduled in the seed; aidt-batch runs it at dawn after LMS-01-008.
-        assert!(text.contains("\n50 4 * * * . /opt/aidt-batch/env && /opt/aidt-batch/bin/aidt-batch dc-01-004 "), "DC-01-004 at 04:50");
-        let schedules = text.lines().map(|l| l.trim_start_matches("# ")).filter(|l| l.contains("aidt-batch "));
+        assert!(
+            text.contains(
+                "\n50 4 * * * . /opt/aidt-batch/env && /opt/aidt-batch/bin/aidt-batch dc-01-004 "
+            ),
+            "DC-01-004 at 04:50"
+        );
+        let schedules = text
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter(|l| l.contains("aidt-batch "));
         for line in schedules {
-            assert!(!line.starts_with("_/"), "the seed's mangled */N must be fixed: {line}");
+            assert!(
+                !line.starts_with("_/"),
+                "the seed's mangled */N must be fixed: {line}"
+            );
         }
-        assert!(text.contains("\n*/10 * * * * "), "BO-01-002 every 10 minutes");
+        assert!(
+            text.contains("\n*/10 * * * * "),
+            "BO-01-002 every 10 minutes"
+        );
     }
 }

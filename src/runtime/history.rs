@@ -41,7 +41,9 @@ pub struct Runner {
 impl Runner {
     pub fn current() -> Self {
         Self {
-            host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into()),
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id() as i32,
             version: env!("CARGO_PKG_VERSION"),
         }
@@ -75,7 +77,12 @@ pub async fn insert_started(pg: &PgPool, run: &NewRun<'_>) -> sqlx::Result<i64> 
 }
 
 /// Records a run that did not start because another one holds the lock.
-pub async fn insert_skipped(pg: &PgPool, run: &NewRun<'_>, reason: &str, exit_code: i32) -> sqlx::Result<i64> {
+pub async fn insert_skipped(
+    pg: &PgPool,
+    run: &NewRun<'_>,
+    reason: &str,
+    exit_code: i32,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO batch_job_run (job_id, business_date, params, dry_run, status, ended_at,
                                     exit_code, error_msg, host, pid, version)
@@ -95,7 +102,11 @@ pub async fn insert_skipped(pg: &PgPool, run: &NewRun<'_>, reason: &str, exit_co
 }
 
 /// Stores the counts so far of a run that is still going.
-pub async fn update_counts<'e>(pg: impl PgExecutor<'e>, run_id: i64, counts: CountsSnapshot) -> sqlx::Result<()> {
+pub async fn update_counts<'e>(
+    pg: impl PgExecutor<'e>,
+    run_id: i64,
+    counts: CountsSnapshot,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE batch_job_run SET read_cnt = $2, write_cnt = $3, skip_cnt = $4, fail_cnt = $5 WHERE run_id = $1")
         .bind(run_id)
         .bind(counts.read as i64)
@@ -190,11 +201,16 @@ pub struct RunRow {
     pub pid: i32,
 }
 
-const RUN_COLUMNS: &str = "run_id, job_id, business_date, dry_run, status, started_at, ended_at, read_cnt, \
+const RUN_COLUMNS: &str =
+    "run_id, job_id, business_date, dry_run, status, started_at, ended_at, read_cnt, \
                            write_cnt, skip_cnt, fail_cnt, exit_code, error_msg, details, host, pid";
 
 /// The newest runs, of one job or of all, newest first.
-pub async fn recent_runs(pg: &PgPool, job_id: Option<&str>, limit: i64) -> sqlx::Result<Vec<RunRow>> {
+pub async fn recent_runs(
+    pg: &PgPool,
+    job_id: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<RunRow>> {
     sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM batch_job_run
           WHERE ($1::text IS NULL OR job_id = $1) ORDER BY run_id DESC LIMIT $2"
@@ -215,8 +231,10 @@ pub async fn last_runs(pg: &PgPool) -> sqlx::Result<Vec<RunRow>> {
 }
 
 pub async fn get_run(pg: &PgPool, run_id: i64) -> sqlx::Result<Option<RunRow>> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM batch_job_run WHERE run_id = $1"))
-        .bind(run_id)
-        .fetch_optional(pg)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM batch_job_run WHERE run_id = $1"
+    ))
+    .bind(run_id)
+    .fetch_optional(pg)
+    .await
 }

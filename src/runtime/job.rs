@@ -135,7 +135,10 @@ impl JobContext {
     /// Records a job-specific figure, stored in the run's history `details`.
     pub fn set_detail(&self, key: &str, value: impl Serialize) {
         let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-        self.details.lock().expect("details lock").insert(key.to_string(), value);
+        self.details
+            .lock()
+            .expect("details lock")
+            .insert(key.to_string(), value);
     }
 
     pub fn details(&self) -> serde_json::Value {

@@ -75,7 +75,9 @@ impl JobDef {
 
 impl std::fmt::Debug for JobDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobDef").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("JobDef")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -81,10 +81,19 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
             .next()
             .unwrap_or_else(|| "another process".into());
         let reason = format!("{} for {date} is already running ({holder})", def.id);
-        let run_id = history::insert_skipped(&app.pg, &new_run, &reason, Exit::AlreadyRunning.code().into()).await?;
+        let run_id = history::insert_skipped(
+            &app.pg,
+            &new_run,
+            &reason,
+            Exit::AlreadyRunning.code().into(),
+        )
+        .await?;
         tracing::warn!(job_id = def.id, run_id, business_date = %date, status = "SKIPPED", "{reason}");
         lock.close().await;
-        return Ok(RunOutcome { run_id: Some(run_id), exit: Exit::AlreadyRunning });
+        return Ok(RunOutcome {
+            run_id: Some(run_id),
+            exit: Exit::AlreadyRunning,
+        });
     }
 
     reap_abandoned_runs(&app, &mut lock, def.id, date).await?;
@@ -172,20 +181,27 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
 
     let _ = lock.unlock(def.id, date).await;
     lock.close().await;
-    Ok(RunOutcome { run_id: Some(run_id), exit: outcome })
+    Ok(RunOutcome {
+        run_id: Some(run_id),
+        exit: outcome,
+    })
 }
 
 /// A job interrupted mid-query may surface the cancellation as an ordinary
 /// error (a dropped connection, a closed channel); once a stop was requested
 /// such errors count as the stop, not as a failure.
 fn is_stop_related(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| cause.is::<JobStopped>() || cause.is::<sqlx::Error>())
+    e.chain()
+        .any(|cause| cause.is::<JobStopped>() || cause.is::<sqlx::Error>())
 }
 
 /// Waits for SIGINT or SIGTERM, remembers which (2 or 15) and cancels the run.
 async fn listen_for_stop(cancel: CancellationToken, signal: Arc<AtomicI32>) {
     use tokio::signal::unix::{signal as unix_signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (unix_signal(SignalKind::terminate()), unix_signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        unix_signal(SignalKind::terminate()),
+        unix_signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("could not install signal handlers; SIGTERM will kill the run abruptly");
         return;
     };
@@ -194,7 +210,10 @@ async fn listen_for_stop(cancel: CancellationToken, signal: Arc<AtomicI32>) {
         _ = int.recv() => 2,
     };
     signal.store(which, Ordering::SeqCst);
-    tracing::warn!(signal = which, "stop requested; stopping after the current chunk");
+    tracing::warn!(
+        signal = which,
+        "stop requested; stopping after the current chunk"
+    );
     cancel.cancel();
 }
 
@@ -230,7 +249,9 @@ async fn reap_abandoned_runs(
 
 /// Fails early, with the fix, when `migrate` has not been run.
 async fn ensure_schema(pg: &sqlx::PgPool) -> anyhow::Result<()> {
-    let present: bool = sqlx::query_scalar("SELECT to_regclass('batch_job_run') IS NOT NULL").fetch_one(pg).await?;
+    let present: bool = sqlx::query_scalar("SELECT to_regclass('batch_job_run') IS NOT NULL")
+        .fetch_one(pg)
+        .await?;
     if !present {
         return Err(crate::runtime::SetupError::NotMigrated.into());
     }

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::dev::seed::STORED_DOT;
 
 pub const PROFILE_BASE: &str = "http://aidtbook.kr/xapi/profiles";
-pub const EXT_PARTNER_ID: &str = "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
+pub const EXT_PARTNER_ID: &str =
+    "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
 pub const EXT_CURRICULUM_STANDARD: &str =
     "http://aidtbook.kr/xapi/profiles/assessment/1.0/results/extensions/curriculum-standard";
 
@@ -80,19 +81,30 @@ pub fn profile_verb(verb_id: &str) -> Option<(&'static str, &'static str)> {
 /// The area part of a verb id shaped like the profile's, even when the verb
 /// is not in the table (for the `area` field of invalid statements).
 pub fn area_of(verb_id: &str) -> Option<&str> {
-    verb_id.strip_prefix(PROFILE_BASE)?.strip_prefix('/')?.split('/').next()
+    verb_id
+        .strip_prefix(PROFILE_BASE)?
+        .strip_prefix('/')?
+        .split('/')
+        .next()
 }
 
 /// The partner-id context extension of a statement (decoded keys).
 pub fn partner_id(statement: &Value) -> Option<&str> {
-    statement.pointer("/context/extensions")?.get(EXT_PARTNER_ID)?.as_str()
+    statement
+        .pointer("/context/extensions")?
+        .get(EXT_PARTNER_ID)?
+        .as_str()
 }
 
 /// The profile checks KERIS applies (keris-api.md): a JSON object with
 /// actor, verb, object and timestamp; a verb of the table; a timestamp with
 /// offset, not after `now`; the partner-id extension present and, when
 /// `partner` is given, equal to it.
-pub fn validate_at(statement: &Value, partner: Option<&str>, now: DateTime<Utc>) -> Result<(), ProfileError> {
+pub fn validate_at(
+    statement: &Value,
+    partner: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), ProfileError> {
     let obj = statement.as_object().ok_or(ProfileError::NotAnObject)?;
     for field in ["actor", "verb", "object", "timestamp"] {
         if obj.get(field).is_none_or(Value::is_null) {
@@ -104,10 +116,16 @@ pub fn validate_at(statement: &Value, partner: Option<&str>, now: DateTime<Utc>)
             }));
         }
     }
-    let verb_id = obj["verb"].get("id").and_then(Value::as_str).ok_or(ProfileError::Missing("verb.id"))?;
+    let verb_id = obj["verb"]
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or(ProfileError::Missing("verb.id"))?;
     profile_verb(verb_id).ok_or_else(|| ProfileError::UnknownVerb(verb_id.to_string()))?;
-    let ts = obj["timestamp"].as_str().ok_or_else(|| ProfileError::BadTimestamp(obj["timestamp"].to_string()))?;
-    let parsed = DateTime::parse_from_rfc3339(ts).map_err(|_| ProfileError::BadTimestamp(ts.to_string()))?;
+    let ts = obj["timestamp"]
+        .as_str()
+        .ok_or_else(|| ProfileError::BadTimestamp(obj["timestamp"].to_string()))?;
+    let parsed =
+        DateTime::parse_from_rfc3339(ts).map_err(|_| ProfileError::BadTimestamp(ts.to_string()))?;
     if parsed.with_timezone(&Utc) > now {
         return Err(ProfileError::FutureTimestamp(ts.to_string()));
     }
@@ -127,8 +145,17 @@ pub fn validate(statement: &Value) -> Result<(), ProfileError> {
 
 /// The deterministic id of an aggregated statement: UUID v5 of
 /// `"{date}|{user_id}|{verb_id}|{object_id}"` in `namespace`.
-pub fn statement_id(namespace: &Uuid, date: chrono::NaiveDate, user_id: &str, verb_id: &str, object_id: &str) -> Uuid {
-    Uuid::new_v5(namespace, format!("{date}|{user_id}|{verb_id}|{object_id}").as_bytes())
+pub fn statement_id(
+    namespace: &Uuid,
+    date: chrono::NaiveDate,
+    user_id: &str,
+    verb_id: &str,
+    object_id: &str,
+) -> Uuid {
+    Uuid::new_v5(
+        namespace,
+        format!("{date}|{user_id}|{verb_id}|{object_id}").as_bytes(),
+    )
 }
 
 /// Whole seconds of an ISO-8601 duration (`PT90S`, `PT1M30S`, `P1DT2H`,
@@ -176,7 +203,11 @@ pub fn parse_duration_secs(s: &str) -> Option<i64> {
 
 fn map_keys(value: Value, f: &impl Fn(&str) -> String) -> Value {
     match value {
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (f(&k), map_keys(v, f))).collect::<Map<_, _>>()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (f(&k), map_keys(v, f)))
+                .collect::<Map<_, _>>(),
+        ),
         Value::Array(items) => Value::Array(items.into_iter().map(|v| map_keys(v, f)).collect()),
         other => other,
     }
@@ -184,12 +215,24 @@ fn map_keys(value: Value, f: &impl Fn(&str) -> String) -> Value {
 
 /// Keys as stored (`&46;`) → real keys (`.`); harmless on keys without it.
 pub fn decode_keys(value: Value) -> Value {
-    map_keys(value, &|k| if k.contains(STORED_DOT) { k.replace(STORED_DOT, ".") } else { k.to_string() })
+    map_keys(value, &|k| {
+        if k.contains(STORED_DOT) {
+            k.replace(STORED_DOT, ".")
+        } else {
+            k.to_string()
+        }
+    })
 }
 
 /// Real keys → stored keys (every `.` as `&46;`).
 pub fn encode_keys(value: Value) -> Value {
-    map_keys(value, &|k| if k.contains('.') { k.replace('.', STORED_DOT) } else { k.to_string() })
+    map_keys(value, &|k| {
+        if k.contains('.') {
+            k.replace('.', STORED_DOT)
+        } else {
+            k.to_string()
+        }
+    })
 }
 
 /// The wire bytes (UTF-8 JSON, real dotted keys) of a statement as stored in
@@ -231,33 +274,66 @@ mod tests {
 
     #[test]
     fn verbs() {
-        assert_eq!(profile_verb("http://aidtbook.kr/xapi/profiles/media/1.0/verbs/played"), Some(("media", "played")));
-        assert_eq!(profile_verb("http://aidtbook.kr/xapi/profiles/media/1.0/verbs/viewed"), None);
-        assert_eq!(profile_verb("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered"), None);
-        assert_eq!(area_of("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered"), Some("assessment"));
+        assert_eq!(
+            profile_verb("http://aidtbook.kr/xapi/profiles/media/1.0/verbs/played"),
+            Some(("media", "played"))
+        );
+        assert_eq!(
+            profile_verb("http://aidtbook.kr/xapi/profiles/media/1.0/verbs/viewed"),
+            None
+        );
+        assert_eq!(
+            profile_verb("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered"),
+            None
+        );
+        assert_eq!(
+            area_of("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered"),
+            Some("assessment")
+        );
     }
 
     #[test]
     fn validation() {
         let now = Utc::now();
         assert_eq!(validate_at(&good(), Some("p1"), now), Ok(()));
-        assert_eq!(validate_at(&json!([1]), None, now), Err(ProfileError::NotAnObject));
+        assert_eq!(
+            validate_at(&json!([1]), None, now),
+            Err(ProfileError::NotAnObject)
+        );
         let mut s = good();
         s.as_object_mut().unwrap().remove("object");
-        assert_eq!(validate_at(&s, None, now), Err(ProfileError::Missing("object")));
+        assert_eq!(
+            validate_at(&s, None, now),
+            Err(ProfileError::Missing("object"))
+        );
         let mut s = good();
         s["verb"]["id"] = json!("http://aidtbook.kr/xapi/profiles/assessment/1.0/verbs/answered");
-        assert!(matches!(validate_at(&s, None, now), Err(ProfileError::UnknownVerb(_))));
+        assert!(matches!(
+            validate_at(&s, None, now),
+            Err(ProfileError::UnknownVerb(_))
+        ));
         let mut s = good();
         s["timestamp"] = json!("2026-03-05T00:00:00.000");
-        assert!(matches!(validate_at(&s, None, now), Err(ProfileError::BadTimestamp(_))));
+        assert!(matches!(
+            validate_at(&s, None, now),
+            Err(ProfileError::BadTimestamp(_))
+        ));
         let mut s = good();
         s["timestamp"] = json!("2999-03-05T00:00:00.000+09:00");
-        assert!(matches!(validate_at(&s, None, now), Err(ProfileError::FutureTimestamp(_))));
+        assert!(matches!(
+            validate_at(&s, None, now),
+            Err(ProfileError::FutureTimestamp(_))
+        ));
         let mut s = good();
         s["context"]["extensions"] = json!({});
-        assert_eq!(validate_at(&s, None, now), Err(ProfileError::MissingPartnerId));
-        assert_eq!(validate_at(&good(), Some("P2"), now), Err(ProfileError::PartnerMismatch));
+        assert_eq!(
+            validate_at(&s, None, now),
+            Err(ProfileError::MissingPartnerId)
+        );
+        assert_eq!(
+            validate_at(&good(), Some("P2"), now),
+            Err(ProfileError::PartnerMismatch)
+        );
     }
 
     #[test]
@@ -273,7 +349,9 @@ mod tests {
     #[test]
     fn keys_round_trip() {
         let stored = encode_keys(good());
-        assert!(!stored.to_string().contains("aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id\""));
+        assert!(!stored
+            .to_string()
+            .contains("aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id\""));
         assert_eq!(decode_keys(stored.clone()), good());
         let doc = mongodb::bson::to_document(&stored).unwrap();
         let bytes = keris_statement_bytes(&doc);

@@ -20,12 +20,20 @@ use super::{col, insert};
 /// Days of daily statistics before the business date.
 const STATS_DAYS: i64 = 7;
 
-pub(super) async fn write(conn: &mut PgConnection, world: &World, seed: u64) -> anyhow::Result<Vec<(String, u64)>> {
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    world: &World,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let learning = Learning::generate(world, &mut gen::stream(seed, "learning"));
     let homework = Homework::generate(world, &mut gen::stream(seed, "assignments"));
     let praise = praise_messages(world, &mut gen::stream(seed, "praise"));
     let stats = DailyStats::generate(world, &mut gen::stream(seed, "daily-stats"));
-    let view: Vec<&ProgressRow> = learning.progress.iter().filter(|p| p.on_dashboard).collect();
+    let view: Vec<&ProgressRow> = learning
+        .progress
+        .iter()
+        .filter(|p| p.on_dashboard)
+        .collect();
     let messages: Vec<&MessageRow> = homework.due_messages.iter().chain(&praise).collect();
     Ok(vec![
         results(conn, world, &learning.results).await?,
@@ -94,7 +102,9 @@ impl Learning {
                 let course = world.lectures[lecture].course;
                 for _ in 0..if chance(rng, 0.2) { 2 } else { 1 } {
                     let session = session(rng, &world.day, user.id, lecture);
-                    let until = session.ended_at.unwrap_or(session.started_at + Duration::minutes(40));
+                    let until = session
+                        .ended_at
+                        .unwrap_or(session.started_at + Duration::minutes(40));
                     let until = world.day.clamp(until);
                     for _ in 0..rng.gen_range(2..=10) {
                         let content = world.pick_content(rng, student, course);
@@ -103,11 +113,16 @@ impl Learning {
                         // Some pupils try the same item again a little later.
                         for attempt in 0..if chance(rng, 0.1) { 2 } else { 1 } {
                             if attempt > 0 {
-                                solved_at = world.day.clamp(solved_at + Duration::seconds(rng.gen_range(30..600)));
+                                solved_at = world
+                                    .day
+                                    .clamp(solved_at + Duration::seconds(rng.gen_range(30..600)));
                             }
                             let (correct, score) = world.items[item].answer(rng, student.ability);
                             let std_sys = *gen::pick(rng, &world.items[item].std_sys);
-                            let entry = touched.entry(std_sys).or_insert((lecture, Vec::new(), solved_at));
+                            let entry =
+                                touched
+                                    .entry(std_sys)
+                                    .or_insert((lecture, Vec::new(), solved_at));
                             entry.1.push(score);
                             entry.2 = entry.2.max(solved_at);
                             out.results.push(ResultRow {
@@ -129,7 +144,16 @@ impl Learning {
             let mut seen: BTreeSet<usize> = touched.keys().copied().collect();
             for (std_sys, (lecture, scores, last)) in touched {
                 let avg = scores.iter().map(|&x| f64::from(x)).sum::<f64>() / scores.len() as f64;
-                out.progress.push(progress_row(rng, user.id, level, std_sys, lecture, last, Some(avg), true));
+                out.progress.push(progress_row(
+                    rng,
+                    user.id,
+                    level,
+                    std_sys,
+                    lecture,
+                    last,
+                    Some(avg),
+                    true,
+                ));
             }
             // Earlier progress in other standards, already sent to KERIS.
             for _ in 0..rng.gen_range(1..=3) {
@@ -140,7 +164,9 @@ impl Learning {
                 if seen.insert(std_sys) {
                     let since = user.reg_dt.max(world.day.start - Duration::days(30));
                     let upd_dt = world.day.between(rng, since, world.day.start);
-                    out.progress.push(progress_row(rng, user.id, level, std_sys, lecture, upd_dt, None, false));
+                    out.progress.push(progress_row(
+                        rng, user.id, level, std_sys, lecture, upd_dt, None, false,
+                    ));
                 }
             }
         }
@@ -151,14 +177,25 @@ impl Learning {
 fn session(rng: &mut StdRng, day: &Day, user: Uuid, lecture: usize) -> SessionRow {
     let started_at = day.learning_time(rng);
     // A few sessions are still open: the pupil closed the tab without logging out.
-    let ended_at = (!chance(rng, 0.07)).then(|| day.clamp(started_at + Duration::seconds(rng.gen_range(300..3000))));
+    let ended_at = (!chance(rng, 0.07))
+        .then(|| day.clamp(started_at + Duration::seconds(rng.gen_range(300..3000))));
     // The hourly dashboard job has sent most start/end events already.
-    let init_sent_at = chance(rng, 0.7).then(|| started_at + Duration::seconds(rng.gen_range(5..3600)));
+    let init_sent_at =
+        chance(rng, 0.7).then(|| started_at + Duration::seconds(rng.gen_range(5..3600)));
     let term_sent_at = match (ended_at, init_sent_at) {
-        (Some(end), Some(_)) if chance(rng, 0.8) => Some(end + Duration::seconds(rng.gen_range(5..3600))),
+        (Some(end), Some(_)) if chance(rng, 0.8) => {
+            Some(end + Duration::seconds(rng.gen_range(5..3600)))
+        }
         _ => None,
     };
-    SessionRow { user, lecture, started_at, ended_at, init_sent_at, term_sent_at }
+    SessionRow {
+        user,
+        lecture,
+        started_at,
+        ended_at,
+        init_sent_at,
+        term_sent_at,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -172,9 +209,14 @@ fn progress_row(
     score: Option<f64>,
     today: bool,
 ) -> ProgressRow {
-    let rate = if chance(rng, 0.25) { 100.0 } else { f64::from(rng.gen_range(5..100)) };
+    let rate = if chance(rng, 0.25) {
+        100.0
+    } else {
+        f64::from(rng.gen_range(5..100))
+    };
     // Today's changes are partly still unsent; earlier ones were all sent.
-    let keris_sent_at = (!today || chance(rng, 0.5)).then(|| upd_dt + Duration::seconds(rng.gen_range(60..3600)));
+    let keris_sent_at =
+        (!today || chance(rng, 0.5)).then(|| upd_dt + Duration::seconds(rng.gen_range(60..3600)));
     let level_missing = chance(rng, 0.12);
     let score = match score {
         Some(s) => Some((s * 100.0).round() / 100.0),
@@ -196,7 +238,11 @@ fn progress_row(
     }
 }
 
-async fn results(conn: &mut PgConnection, world: &World, rows: &[ResultRow]) -> anyhow::Result<(String, u64)> {
+async fn results(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[ResultRow],
+) -> anyhow::Result<(String, u64)> {
     insert(
         conn,
         "tb_lms_lrn_result",
@@ -219,7 +265,11 @@ async fn results(conn: &mut PgConnection, world: &World, rows: &[ResultRow]) -> 
     .await
 }
 
-async fn sessions(conn: &mut PgConnection, world: &World, rows: &[SessionRow]) -> anyhow::Result<(String, u64)> {
+async fn sessions(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[SessionRow],
+) -> anyhow::Result<(String, u64)> {
     insert(
         conn,
         "tb_lms_lrn_session",
@@ -238,7 +288,11 @@ async fn sessions(conn: &mut PgConnection, world: &World, rows: &[SessionRow]) -
     .await
 }
 
-async fn progress(conn: &mut PgConnection, world: &World, rows: &[ProgressRow]) -> anyhow::Result<(String, u64)> {
+async fn progress(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[ProgressRow],
+) -> anyhow::Result<(String, u64)> {
     insert(
         conn,
         "tb_lms_lrn_progress",
@@ -259,7 +313,11 @@ async fn progress(conn: &mut PgConnection, world: &World, rows: &[ProgressRow]) 
 
 /// The teacher dashboard's view of part of the progress, with score and
 /// achievement level (missing for some rows).
-async fn dashboard(conn: &mut PgConnection, world: &World, rows: &[&ProgressRow]) -> anyhow::Result<(String, u64)> {
+async fn dashboard(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[&ProgressRow],
+) -> anyhow::Result<(String, u64)> {
     insert(
         conn,
         "tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys",
@@ -344,12 +402,22 @@ impl Homework {
                         world.contents[*gen::pick(rng, &course.contents)].title
                     ),
                 };
-                out.assignments.push(AssignmentRow { lecture: l, title, due_dt, closed: past && chance(rng, 0.85) });
+                out.assignments.push(AssignmentRow {
+                    lecture: l,
+                    title,
+                    due_dt,
+                    closed: past && chance(rng, 0.85),
+                });
                 let asgn_id = out.assignments.len() as i64;
                 for &m in &lecture.members {
                     let user = world.user_of(m).id;
-                    let submit_dt = chance(rng, if past { 0.85 } else { 0.35 })
-                        .then(|| day.between(rng, created, due_dt.min(day.end - Duration::milliseconds(1))));
+                    let submit_dt = chance(rng, if past { 0.85 } else { 0.35 }).then(|| {
+                        day.between(
+                            rng,
+                            created,
+                            due_dt.min(day.end - Duration::milliseconds(1)),
+                        )
+                    });
                     let reminded = submit_dt.is_none()
                         && due_dt >= day.at(-3, 0, 0)
                         && due_dt - Duration::days(1) < day.end
@@ -370,7 +438,11 @@ impl Homework {
                             read: chance(rng, 0.5),
                         });
                     }
-                    out.submissions.push(SubmitRow { asgn_id, user, submit_dt });
+                    out.submissions.push(SubmitRow {
+                        asgn_id,
+                        user,
+                        submit_dt,
+                    });
                 }
             }
         }
@@ -387,7 +459,9 @@ fn praise_messages(world: &World, rng: &mut StdRng) -> Vec<MessageRow> {
             continue;
         }
         let user = world.user_of(s);
-        let mut days: Vec<i64> = (0..rng.gen_range(1..=2)).map(|_| rng.gen_range(1..=6)).collect();
+        let mut days: Vec<i64> = (0..rng.gen_range(1..=2))
+            .map(|_| rng.gen_range(1..=6))
+            .collect();
         days.dedup();
         for back in days {
             let date = world.day.date - Duration::days(back);
@@ -409,8 +483,16 @@ fn praise_messages(world: &World, rng: &mut StdRng) -> Vec<MessageRow> {
     out
 }
 
-async fn assignments(conn: &mut PgConnection, world: &World, rows: &[AssignmentRow]) -> anyhow::Result<(String, u64)> {
-    let with_ids: Vec<(i64, &AssignmentRow)> = rows.iter().enumerate().map(|(i, r)| (i as i64 + 1, r)).collect();
+async fn assignments(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[AssignmentRow],
+) -> anyhow::Result<(String, u64)> {
+    let with_ids: Vec<(i64, &AssignmentRow)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as i64 + 1, r))
+        .collect();
     let line = insert(
         conn,
         "tb_lms_assignment",
@@ -446,12 +528,19 @@ async fn submissions(conn: &mut PgConnection, rows: &[SubmitRow]) -> anyhow::Res
         rows,
         "INSERT INTO tb_lms_assignment_submit (asgn_id, user_id, submit_dt)
          SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::timestamptz[])",
-        |q, rows| q.bind(col(rows, |r| r.asgn_id)).bind(col(rows, |r| r.user)).bind(col(rows, |r| r.submit_dt)),
+        |q, rows| {
+            q.bind(col(rows, |r| r.asgn_id))
+                .bind(col(rows, |r| r.user))
+                .bind(col(rows, |r| r.submit_dt))
+        },
     )
     .await
 }
 
-async fn notification_messages(conn: &mut PgConnection, rows: &[&MessageRow]) -> anyhow::Result<(String, u64)> {
+async fn notification_messages(
+    conn: &mut PgConnection,
+    rows: &[&MessageRow],
+) -> anyhow::Result<(String, u64)> {
     insert(
         conn,
         "tb_lms_ntcn_msg",
@@ -528,8 +617,9 @@ impl DailyStats {
                     continue;
                 }
                 let solved_cnt = rng.gen_range(0..=60);
-                let correct_rate = (solved_cnt > 0)
-                    .then(|| round2((student.ability * 100.0 + rng.gen_range(-15.0..15.0)).clamp(0.0, 100.0)));
+                let correct_rate = (solved_cnt > 0).then(|| {
+                    round2((student.ability * 100.0 + rng.gen_range(-15.0..15.0)).clamp(0.0, 100.0))
+                });
                 let lrn_time_sec = rng.gen_range(300..=5400);
                 out.competency.push(CompetencyRow {
                     base_dt,
@@ -537,7 +627,8 @@ impl DailyStats {
                     lrn_time_sec,
                     solved_cnt,
                     correct_rate,
-                    asgn_submit_rate: chance(rng, 0.8).then(|| f64::from(rng.gen_range(0..=4)) * 25.0),
+                    asgn_submit_rate: chance(rng, 0.8)
+                        .then(|| f64::from(rng.gen_range(0..=4)) * 25.0),
                     attend: true,
                 });
                 let n = rng.gen_range(1..=student.lectures.len().min(2));
@@ -552,7 +643,8 @@ impl DailyStats {
                         item_cnt,
                         correct_cnt,
                         avg_score: Some(round2(
-                            (student.ability * 100.0 + rng.gen_range(-10.0..10.0)).clamp(0.0, 100.0),
+                            (student.ability * 100.0 + rng.gen_range(-10.0..10.0))
+                                .clamp(0.0, 100.0),
                         )),
                         lrn_time_sec: lrn_time_sec / n as i32,
                     });
@@ -563,7 +655,10 @@ impl DailyStats {
     }
 }
 
-async fn competency_index(conn: &mut PgConnection, rows: &[CompetencyRow]) -> anyhow::Result<(String, u64)> {
+async fn competency_index(
+    conn: &mut PgConnection,
+    rows: &[CompetencyRow],
+) -> anyhow::Result<(String, u64)> {
     insert(
         conn,
         "tb_lms_stdnt_cmpt_idx_daily",

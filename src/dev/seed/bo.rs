@@ -15,7 +15,11 @@ use super::gen::{self, chance};
 use super::world::{Level, UserType, World};
 use super::{col, insert};
 
-pub(super) async fn write(conn: &mut PgConnection, world: &World, seed: u64) -> anyhow::Result<Vec<(String, u64)>> {
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    world: &World,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let mut rng = gen::stream(seed, "bo");
     let r = world.day.end;
     Ok(vec![
@@ -36,7 +40,11 @@ fn days(d: f64) -> Duration {
     Duration::seconds((d * 86_400.0) as i64)
 }
 
-async fn admins(conn: &mut PgConnection, rng: &mut StdRng, r: DateTime<Utc>) -> anyhow::Result<(String, u64)> {
+async fn admins(
+    conn: &mut PgConnection,
+    rng: &mut StdRng,
+    r: DateTime<Utc>,
+) -> anyhow::Result<(String, u64)> {
     // (status, approved days ago, last login days ago, status changed days ago)
     type Admin = (&'static str, Option<f64>, Option<f64>, Option<f64>);
     const ADMINS: [Admin; 16] = [
@@ -46,9 +54,9 @@ async fn admins(conn: &mut PgConnection, rng: &mut StdRng, r: DateTime<Utc>) -> 
         ("ACTIVE", Some(300.0), Some(14.0), None), // a day short of dormancy
         ("ACTIVE", Some(300.0), Some(16.0), None), // just past it
         ("ACTIVE", Some(400.0), Some(60.0), None), // long inactive
-        ("ACTIVE", Some(20.0), None, None),        // approved, never logged in: counts from approval
-        ("ACTIVE", Some(5.0), None, None),         // approved recently, never logged in
-        ("ACTIVE", None, None, None),              // waiting for approval: never dormant
+        ("ACTIVE", Some(20.0), None, None), // approved, never logged in: counts from approval
+        ("ACTIVE", Some(5.0), None, None),  // approved recently, never logged in
+        ("ACTIVE", None, None, None),       // waiting for approval: never dormant
         ("ACTIVE", Some(90.0), Some(1.0), None),
         ("ACTIVE", Some(45.0), Some(2.0), None),
         ("DORMANT", Some(500.0), Some(90.0), Some(75.0)),
@@ -145,7 +153,16 @@ async fn service_status(conn: &mut PgConnection, world: &World) -> anyhow::Resul
     let lcms_start = world.day.at(d, h, 0);
     let rows = [
         ("BO", "N", None, world.day.at(-5, 4, 0)),
-        ("LCMS", "Y", Some(pm_notice(lcms_start, lcms_start + Duration::hours(len), "LCMS")), lcms_start),
+        (
+            "LCMS",
+            "Y",
+            Some(pm_notice(
+                lcms_start,
+                lcms_start + Duration::hours(len),
+                "LCMS",
+            )),
+            lcms_start,
+        ),
         ("LMS", "N", None, world.day.at(-20, 4, 0)),
     ];
     insert(
@@ -169,8 +186,8 @@ async fn notices(conn: &mut PgConnection, r: DateTime<Utc>) -> anyhow::Result<(S
     const NOTICES: [(&str, &str, Option<f64>, Option<f64>); 10] = [
         ("AI 디지털교과서 이용 안내", "Y", Some(-60.0), None),
         ("개인정보 처리방침 개정 안내", "Y", Some(-40.0), Some(-3.0)), // expired, still shown
-        ("설 연휴 고객센터 운영 안내", "Y", Some(-20.0), Some(-0.5)),  // expired during the business date
-        ("신학기 학급 등록 방법", "N", Some(-90.0), Some(-30.0)),      // expired and hidden
+        ("설 연휴 고객센터 운영 안내", "Y", Some(-20.0), Some(-0.5)), // expired during the business date
+        ("신학기 학급 등록 방법", "N", Some(-90.0), Some(-30.0)),     // expired and hidden
         ("시스템 정기 점검 안내", "Y", Some(-2.0), Some(5.0)),
         ("교사용 대시보드 기능 개선", "Y", Some(-10.0), Some(10.0)),
         ("학부모 서비스 오픈 안내", "Y", Some(-1.0), Some(30.0)),
@@ -178,22 +195,33 @@ async fn notices(conn: &mut PgConnection, r: DateTime<Utc>) -> anyhow::Result<(S
         ("보안 업데이트 안내", "N", Some(-5.0), Some(20.0)),        // draft
         ("문의 게시판 운영 시간 변경", "Y", Some(7.0), None),
     ];
-    let rows: Vec<_> =
-        NOTICES.iter().map(|&(t, yn, s, e)| (t, yn, s.map(|d| r + days(d)), e.map(|d| r + days(d)))).collect();
+    let rows: Vec<_> = NOTICES
+        .iter()
+        .map(|&(t, yn, s, e)| (t, yn, s.map(|d| r + days(d)), e.map(|d| r + days(d))))
+        .collect();
     insert(
         conn,
         "tb_bo_notice",
         &rows,
         "INSERT INTO tb_bo_notice (title, disp_yn, disp_start_dt, disp_end_dt)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])",
-        |q, rows| q.bind(col(rows, |r| r.0)).bind(col(rows, |r| r.1)).bind(col(rows, |r| r.2)).bind(col(rows, |r| r.3)),
+        |q, rows| {
+            q.bind(col(rows, |r| r.0))
+                .bind(col(rows, |r| r.1))
+                .bind(col(rows, |r| r.2))
+                .bind(col(rows, |r| r.3))
+        },
     )
     .await
 }
 
 /// Users per (type, school level), the base of the BO statistics.
 fn population(world: &World, kind: UserType, level: Level) -> f64 {
-    world.users.iter().filter(|u| u.kind == kind && world.schools[u.school].level == level).count() as f64
+    world
+        .users
+        .iter()
+        .filter(|u| u.kind == kind && world.schools[u.school].level == level)
+        .count() as f64
 }
 
 /// The week before the business date (the business date itself is what the
@@ -202,16 +230,21 @@ fn previous_days(world: &World) -> impl Iterator<Item = NaiveDate> + '_ {
     (1..=7).map(|back| world.day.date - Duration::days(back))
 }
 
-async fn conn_stats(conn: &mut PgConnection, world: &World, rng: &mut StdRng) -> anyhow::Result<(String, u64)> {
+async fn conn_stats(
+    conn: &mut PgConnection,
+    world: &World,
+    rng: &mut StdRng,
+) -> anyhow::Result<(String, u64)> {
     const HOURLY: [f64; 24] = [
-        0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.03, 0.2, 0.45, 0.5, 0.5, 0.3, 0.45, 0.5, 0.4, 0.25, 0.15, 0.12, 0.2,
-        0.22, 0.15, 0.06, 0.02,
+        0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.03, 0.2, 0.45, 0.5, 0.5, 0.3, 0.45, 0.5, 0.4, 0.25,
+        0.15, 0.12, 0.2, 0.22, 0.15, 0.06, 0.02,
     ];
     let mut rows = Vec::new();
     for date in previous_days(world) {
         for (hour, share) in HOURLY.iter().enumerate() {
             for level in Level::ALL {
-                let n = population(world, UserType::Student, level) * share * rng.gen_range(0.8..1.2);
+                let n =
+                    population(world, UserType::Student, level) * share * rng.gen_range(0.8..1.2);
                 rows.push((date, hour as i16, level.code(), n.round() as i32));
             }
         }
@@ -222,7 +255,12 @@ async fn conn_stats(conn: &mut PgConnection, world: &World, rng: &mut StdRng) ->
         &rows,
         "INSERT INTO tb_bo_lms_conn_stats_daily (base_dt, hour, school_level, conn_user_cnt)
          SELECT * FROM UNNEST($1::date[], $2::int2[], $3::text[], $4::int4[])",
-        |q, rows| q.bind(col(rows, |r| r.0)).bind(col(rows, |r| r.1)).bind(col(rows, |r| r.2)).bind(col(rows, |r| r.3)),
+        |q, rows| {
+            q.bind(col(rows, |r| r.0))
+                .bind(col(rows, |r| r.1))
+                .bind(col(rows, |r| r.2))
+                .bind(col(rows, |r| r.3))
+        },
     )
     .await
 }
@@ -238,12 +276,17 @@ fn login_share(rng: &mut StdRng, kind: UserType) -> f64 {
 
 const USER_TYPES: [UserType; 3] = [UserType::Student, UserType::Teacher, UserType::Parent];
 
-async fn login_stats(conn: &mut PgConnection, world: &World, rng: &mut StdRng) -> anyhow::Result<(String, u64)> {
+async fn login_stats(
+    conn: &mut PgConnection,
+    world: &World,
+    rng: &mut StdRng,
+) -> anyhow::Result<(String, u64)> {
     let mut rows = Vec::new();
     for date in previous_days(world) {
         for kind in USER_TYPES {
             for level in Level::ALL {
-                let users = (population(world, kind, level) * login_share(rng, kind)).round() as i32;
+                let users =
+                    (population(world, kind, level) * login_share(rng, kind)).round() as i32;
                 let logins = (f64::from(users) * rng.gen_range(1.1..1.6)).round() as i32;
                 rows.push((date, kind.code(), level.code(), logins, users));
             }
@@ -268,14 +311,21 @@ async fn login_stats(conn: &mut PgConnection, world: &World, rng: &mut StdRng) -
 
 /// Distinct users per day (the last 7 days), week (the last 4 full weeks,
 /// starting Monday) and month (the last 3 full months) before the business date.
-async fn login_user_stats(conn: &mut PgConnection, world: &World, rng: &mut StdRng) -> anyhow::Result<(String, u64)> {
+async fn login_user_stats(
+    conn: &mut PgConnection,
+    world: &World,
+    rng: &mut StdRng,
+) -> anyhow::Result<(String, u64)> {
     let date = world.day.date;
     let this_monday = date - Duration::days(i64::from(date.weekday().num_days_from_monday()));
-    let mut periods: Vec<(&str, NaiveDate, f64)> = previous_days(world).map(|d| ("D", d, 1.0)).collect();
+    let mut periods: Vec<(&str, NaiveDate, f64)> =
+        previous_days(world).map(|d| ("D", d, 1.0)).collect();
     periods.extend((1..=4).map(|w| ("W", this_monday - Duration::weeks(w), 1.25)));
     let mut month = date.with_day(1).expect("first of month");
     for _ in 0..3 {
-        month = (month - Duration::days(1)).with_day(1).expect("first of month");
+        month = (month - Duration::days(1))
+            .with_day(1)
+            .expect("first of month");
         periods.push(("M", month, 1.5));
     }
     let mut rows = Vec::new();
@@ -337,7 +387,8 @@ async fn mail_history(conn: &mut PgConnection, world: &World) -> anyhow::Result<
     let mut rows = Vec::new();
     for w in (1..=4).rev() {
         let week_start = this_monday - Duration::weeks(w);
-        let sent = crate::time::start_of_day_seoul(week_start + Duration::weeks(1)) + Duration::hours(9);
+        let sent =
+            crate::time::start_of_day_seoul(week_start + Duration::weeks(1)) + Duration::hours(9);
         for (i, (email, _, active)) in RECIPIENTS.iter().enumerate() {
             if *active == "N" {
                 continue;
@@ -373,11 +424,18 @@ async fn mail_history(conn: &mut PgConnection, world: &World) -> anyhow::Result<
 /// already handled (`RESENT` or `FAILED`): their statement ids are made up,
 /// so an open row would only send DC-01-002 and LRS-01-002 looking for
 /// statements that do not exist.
-async fn dc_errors(conn: &mut PgConnection, world: &World, rng: &mut StdRng) -> anyhow::Result<(String, u64)> {
+async fn dc_errors(
+    conn: &mut PgConnection,
+    world: &World,
+    rng: &mut StdRng,
+) -> anyhow::Result<(String, u64)> {
     const ERRORS: [(&str, &str); 3] = [
         ("XAPI_VAL_ERR", "verb is not in the AIDT profile"),
         ("XAPI_USER_ERR", "unknown user"),
-        ("XAPI_DUP_ERR", "statement id already received with different content"),
+        (
+            "XAPI_DUP_ERR",
+            "statement id already received with different content",
+        ),
     ];
     const STATES: [(&str, i32); 2] = [("RESENT", 2), ("FAILED", 3)];
     let mut rows = Vec::new();
@@ -386,12 +444,16 @@ async fn dc_errors(conn: &mut PgConnection, world: &World, rng: &mut StdRng) -> 
         // One row whose actor could not be read: no user.
         let user = (i != 0).then_some(student.id);
         let base_dt = world.day.date - Duration::days(rng.gen_range(1..=3));
-        let created_at =
-            crate::time::start_of_day_seoul(base_dt + Duration::days(1)) + Duration::minutes(rng.gen_range(120..240));
+        let created_at = crate::time::start_of_day_seoul(base_dt + Duration::days(1))
+            + Duration::minutes(rng.gen_range(120..240));
         let (err_code, err_msg) = *gen::pick(rng, &ERRORS);
         let (status, retry_cnt) = STATES[i % STATES.len()];
         rows.push(ErrorRow {
-            job_id: if chance(rng, 0.7) { "DC-01-001" } else { "DC-01-002" },
+            job_id: if chance(rng, 0.7) {
+                "DC-01-001"
+            } else {
+                "DC-01-002"
+            },
             base_dt,
             partner: world.partner_of(student),
             user,

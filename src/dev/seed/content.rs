@@ -9,7 +9,10 @@ use sqlx::PgConnection;
 use super::world::{Content, Item, World};
 use super::{col, insert};
 
-pub(super) async fn write(conn: &mut PgConnection, world: &World) -> anyhow::Result<Vec<(String, u64)>> {
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    world: &World,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let lms_contents: Vec<&Content> = world.contents.iter().filter(|c| c.lms.is_some()).collect();
     let lms_items: Vec<&Item> = world.items.iter().filter(|i| i.lms.is_some()).collect();
     Ok(vec![
@@ -34,7 +37,10 @@ fn yn(b: bool) -> &'static str {
 /// have to be rectangular), so each item's id list travels as one
 /// comma-separated string and `string_to_array` splits it again.
 fn joined(ids: impl IntoIterator<Item = impl AsRef<str>>) -> String {
-    ids.into_iter().map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join(",")
+    ids.into_iter()
+        .map(|s| s.as_ref().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn std_ids(world: &World, item: &Item) -> String {
@@ -85,7 +91,11 @@ async fn lcms_items(conn: &mut PgConnection, world: &World) -> anyhow::Result<(S
 
 /// The LMS copy as of the last copy run: rows changed since are stale
 /// (older `mod_dt`) or missing.
-async fn lms_contents_copy(conn: &mut PgConnection, world: &World, rows: &[&Content]) -> anyhow::Result<(String, u64)> {
+async fn lms_contents_copy(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[&Content],
+) -> anyhow::Result<(String, u64)> {
     let sync_dt = world.last_sync;
     insert(
         conn,
@@ -107,7 +117,11 @@ async fn lms_contents_copy(conn: &mut PgConnection, world: &World, rows: &[&Cont
     .await
 }
 
-async fn lms_items_copy(conn: &mut PgConnection, world: &World, rows: &[&Item]) -> anyhow::Result<(String, u64)> {
+async fn lms_items_copy(
+    conn: &mut PgConnection,
+    world: &World,
+    rows: &[&Item],
+) -> anyhow::Result<(String, u64)> {
     let sync_dt = world.last_sync;
     insert(
         conn,
@@ -137,7 +151,11 @@ async fn lms_items_copy(conn: &mut PgConnection, world: &World, rows: &[&Item]) 
 /// Every (knowledge component, standard) pair of the curriculum, with the
 /// number of LMS items tagged with both; pairs without items stay, as the
 /// curriculum metadata defines them regardless of content.
-async fn kc_std_map(conn: &mut PgConnection, world: &World, lms_items: &[&Item]) -> anyhow::Result<(String, u64)> {
+async fn kc_std_map(
+    conn: &mut PgConnection,
+    world: &World,
+    lms_items: &[&Item],
+) -> anyhow::Result<(String, u64)> {
     let mut counts: BTreeMap<(&str, &str), i32> = BTreeMap::new();
     for s in &world.std_sys {
         for kc in &s.kc_ids {
@@ -173,7 +191,11 @@ async fn kc_std_map(conn: &mut PgConnection, world: &World, lms_items: &[&Item])
 
 /// Every standard of each course, with the number of the course's LMS items
 /// tagged with it.
-async fn course_std_sys(conn: &mut PgConnection, world: &World, lms_items: &[&Item]) -> anyhow::Result<(String, u64)> {
+async fn course_std_sys(
+    conn: &mut PgConnection,
+    world: &World,
+    lms_items: &[&Item],
+) -> anyhow::Result<(String, u64)> {
     let mut counts: BTreeMap<(usize, usize), i32> = BTreeMap::new();
     for (c, course) in world.courses.iter().enumerate() {
         for &s in course.areas.iter().flatten() {

@@ -83,22 +83,40 @@ pub(super) struct Subject {
 
 pub(super) const SUBJECTS: [Subject; 7] = [
     Subject {
-        code: "KOR", ko: "국어", abbr: "국", areas: &["듣기·말하기", "읽기", "쓰기", "문법", "문학", "매체"]
+        code: "KOR",
+        ko: "국어",
+        abbr: "국",
+        areas: &["듣기·말하기", "읽기", "쓰기", "문법", "문학", "매체"],
     },
     Subject {
         code: "SOC",
         ko: "사회",
         abbr: "사",
-        areas: &["지리 인식", "자연환경과 인간 생활", "정치", "경제", "역사 일반"],
+        areas: &[
+            "지리 인식",
+            "자연환경과 인간 생활",
+            "정치",
+            "경제",
+            "역사 일반",
+        ],
     },
     Subject {
-        code: "ENG", ko: "영어", abbr: "영", areas: &["이해(듣기)", "이해(읽기)", "표현(말하기)", "표현(쓰기)"]
+        code: "ENG",
+        ko: "영어",
+        abbr: "영",
+        areas: &["이해(듣기)", "이해(읽기)", "표현(말하기)", "표현(쓰기)"],
     },
     Subject {
         code: "SCI",
         ko: "과학",
         abbr: "과",
-        areas: &["운동과 에너지", "물질", "생명", "지구와 우주", "과학과 사회"],
+        areas: &[
+            "운동과 에너지",
+            "물질",
+            "생명",
+            "지구와 우주",
+            "과학과 사회",
+        ],
     },
     Subject {
         code: "PRA",
@@ -121,7 +139,13 @@ pub(super) const SUBJECTS: [Subject; 7] = [
         code: "INF",
         ko: "정보",
         abbr: "정",
-        areas: &["컴퓨팅 시스템", "데이터", "알고리즘과 프로그래밍", "인공지능", "디지털 문화"],
+        areas: &[
+            "컴퓨팅 시스템",
+            "데이터",
+            "알고리즘과 프로그래밍",
+            "인공지능",
+            "디지털 문화",
+        ],
     },
 ];
 
@@ -249,7 +273,9 @@ impl Item {
                 (correct, if correct { 100 } else { 0 })
             }
             _ => {
-                let score = (100.0 * p + rng.gen_range(-25.0..25.0)).round().clamp(0.0, 100.0) as u8;
+                let score = (100.0 * p + rng.gen_range(-25.0..25.0))
+                    .round()
+                    .clamp(0.0, 100.0) as u8;
                 (score >= 60, score)
             }
         }
@@ -347,8 +373,12 @@ impl World {
     /// made after the last copy run are missing or stale in the copy, so the
     /// LCMS copy job has work.
     pub(super) fn build_content(&mut self, rng: &mut StdRng) {
-        const KINDS: [ContentKind; 4] =
-            [ContentKind::Lesson, ContentKind::Practice, ContentKind::Assessment, ContentKind::Video];
+        const KINDS: [ContentKind; 4] = [
+            ContentKind::Lesson,
+            ContentKind::Practice,
+            ContentKind::Assessment,
+            ContentKind::Video,
+        ];
         const KIND_WEIGHTS: [u32; 4] = [40, 25, 20, 15];
         const ITEM_TYPES: [&str; 4] = ["M", "S", "L", "E"];
         const ITEM_TYPE_WEIGHTS: [u32; 4] = [55, 25, 12, 8];
@@ -395,7 +425,11 @@ impl World {
                     let use_yn = !chance(rng, 0.03);
                     let mod_dt = self.lcms_mod_dt(rng);
                     // The LMS copies an item only with its content.
-                    let lms = if content.lms.is_some() { self.lms_copy(rng, mod_dt, use_yn) } else { None };
+                    let lms = if content.lms.is_some() {
+                        self.lms_copy(rng, mod_dt, use_yn)
+                    } else {
+                        None
+                    };
                     let item = self.items.len();
                     if lms.is_some_and(|c| c.use_yn) && content.lms.is_some_and(|c| c.use_yn) {
                         content.playable.push(item);
@@ -431,13 +465,24 @@ impl World {
         }
     }
 
-    fn lms_copy(&self, rng: &mut StdRng, lcms_mod_dt: DateTime<Utc>, use_yn: bool) -> Option<LmsCopy> {
+    fn lms_copy(
+        &self,
+        rng: &mut StdRng,
+        lcms_mod_dt: DateTime<Utc>,
+        use_yn: bool,
+    ) -> Option<LmsCopy> {
         if lcms_mod_dt <= self.last_sync {
             // A few rows were never copied (added while a copy run failed).
-            (!chance(rng, 0.03)).then_some(LmsCopy { mod_dt: lcms_mod_dt, use_yn })
+            (!chance(rng, 0.03)).then_some(LmsCopy {
+                mod_dt: lcms_mod_dt,
+                use_yn,
+            })
         } else if chance(rng, 0.5) {
             // Changed after the last copy: the copy holds the previous version.
-            Some(LmsCopy { mod_dt: lcms_mod_dt - Duration::days(rng.gen_range(1..60)), use_yn: true })
+            Some(LmsCopy {
+                mod_dt: lcms_mod_dt - Duration::days(rng.gen_range(1..60)),
+                use_yn: true,
+            })
         } else {
             // Created after the last copy.
             None
@@ -464,7 +509,11 @@ mod tests {
         let mut rest = &b[5..];
         for (i, letter) in [b'A', b'B', b'C', b'D'].into_iter().enumerate() {
             match rest {
-                [l, d1, d2, tail @ ..] if *l == letter && d1.is_ascii_digit() && d2.is_ascii_digit() => rest = tail,
+                [l, d1, d2, tail @ ..]
+                    if *l == letter && d1.is_ascii_digit() && d2.is_ascii_digit() =>
+                {
+                    rest = tail
+                }
                 _ if i == 0 => return false,
                 _ => {}
             }
@@ -482,7 +531,11 @@ mod tests {
         let world = World::build(42, day, vec![Uuid::nil()], 3, 50);
         for s in &world.std_sys {
             assert!(matches_keris_pattern(&s.id), "{}", s.id);
-            assert!(s.achv_std_cd.starts_with('[') && s.achv_std_cd.ends_with(']'), "{}", s.achv_std_cd);
+            assert!(
+                s.achv_std_cd.starts_with('[') && s.achv_std_cd.ends_with(']'),
+                "{}",
+                s.achv_std_cd
+            );
         }
     }
 
@@ -491,14 +544,22 @@ mod tests {
         let day = Day::new(NaiveDate::from_ymd_opt(2026, 3, 5).unwrap());
         let world = World::build(42, day, vec![Uuid::nil()], 3, 50);
         assert_eq!(
-            world.courses.iter().map(|c| SUBJECTS[c.subject].code).collect::<std::collections::BTreeSet<_>>().len(),
+            world
+                .courses
+                .iter()
+                .map(|c| SUBJECTS[c.subject].code)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             7
         );
         for course in &world.courses {
             assert!(!course.playable.is_empty(), "{}", course.id);
             for &c in &course.playable {
                 assert!(world.contents[c].lms.is_some());
-                assert!(world.contents[c].playable.iter().all(|&i| world.items[i].lms.is_some_and(|copy| copy.use_yn)));
+                assert!(world.contents[c]
+                    .playable
+                    .iter()
+                    .all(|&i| world.items[i].lms.is_some_and(|copy| copy.use_yn)));
             }
         }
     }

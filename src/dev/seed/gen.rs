@@ -54,14 +54,14 @@ pub(super) fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
 /// The most frequent Korean family names, the first ones weighted up as
 /// they are in the population (김, 이, 박 cover almost half of it).
 const FAMILY_NAMES: [&str; 20] = [
-    "김", "이", "박", "최", "정", "강", "조", "윤", "장", "임", "한", "오", "서", "신", "권", "황", "안", "송", "류",
-    "홍",
+    "김", "이", "박", "최", "정", "강", "조", "윤", "장", "임", "한", "오", "서", "신", "권", "황",
+    "안", "송", "류", "홍",
 ];
 const FAMILY_WEIGHTS: [u32; 20] = [21, 15, 8, 5, 4, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1];
 const GIVEN_SYLLABLES: [&str; 40] = [
-    "민", "서", "준", "지", "현", "우", "예", "도", "하", "윤", "수", "아", "은", "연", "진", "재", "유", "승", "시",
-    "건", "채", "다", "소", "태", "주", "성", "영", "혜", "경", "원", "빈", "율", "온", "결", "훈", "호", "인", "나",
-    "린", "희",
+    "민", "서", "준", "지", "현", "우", "예", "도", "하", "윤", "수", "아", "은", "연", "진", "재",
+    "유", "승", "시", "건", "채", "다", "소", "태", "주", "성", "영", "혜", "경", "원", "빈", "율",
+    "온", "결", "훈", "호", "인", "나", "린", "희",
 ];
 
 /// A plausible Korean full name: family name and two given-name syllables.
@@ -81,10 +81,20 @@ pub(super) fn hex(rng: &mut StdRng, n: usize) -> String {
 /// home connections.
 pub(super) fn ip(rng: &mut StdRng) -> String {
     if chance(rng, 0.7) {
-        format!("10.{}.{}.{}", rng.gen_range(0..=255), rng.gen_range(0..=255), rng.gen_range(1..=254))
+        format!(
+            "10.{}.{}.{}",
+            rng.gen_range(0..=255),
+            rng.gen_range(0..=255),
+            rng.gen_range(1..=254)
+        )
     } else {
         let first = *pick(rng, &[58u8, 106, 112, 121, 175, 211, 218, 222]);
-        format!("{first}.{}.{}.{}", rng.gen_range(0..=255), rng.gen_range(0..=255), rng.gen_range(1..=254))
+        format!(
+            "{first}.{}.{}.{}",
+            rng.gen_range(0..=255),
+            rng.gen_range(0..=255),
+            rng.gen_range(1..=254)
+        )
     }
 }
 
@@ -104,7 +114,11 @@ pub(super) struct Day {
 impl Day {
     pub fn new(date: NaiveDate) -> Self {
         let start = time::start_of_day_seoul(date);
-        Self { date, start, end: start + Duration::days(1) }
+        Self {
+            date,
+            start,
+            end: start + Duration::days(1),
+        }
     }
 
     /// `hours:minutes` Seoul time on the business date, plus `days`.
@@ -116,20 +130,32 @@ impl Day {
     /// mostly school hours, some homework in the evening, hardly any at night.
     pub fn learning_time(&self, rng: &mut StdRng) -> DateTime<Utc> {
         // Weight per Seoul hour 0..23.
-        const HOUR_WEIGHTS: [u32; 24] = [1, 0, 0, 0, 0, 0, 1, 2, 6, 12, 14, 14, 8, 12, 14, 12, 8, 6, 5, 7, 8, 6, 3, 1];
+        const HOUR_WEIGHTS: [u32; 24] = [
+            1, 0, 0, 0, 0, 0, 1, 2, 6, 12, 14, 14, 8, 12, 14, 12, 8, 6, 5, 7, 8, 6, 3, 1,
+        ];
         let hour = weighted(rng, &HOUR_WEIGHTS) as i64;
         self.start + Duration::hours(hour) + Duration::milliseconds(rng.gen_range(0..3_600_000))
     }
 
     /// A uniformly random instant between `days_back_max` and `days_back_min`
     /// days before the end of the business date.
-    pub fn days_back(&self, rng: &mut StdRng, days_back_min: f64, days_back_max: f64) -> DateTime<Utc> {
+    pub fn days_back(
+        &self,
+        rng: &mut StdRng,
+        days_back_min: f64,
+        days_back_max: f64,
+    ) -> DateTime<Utc> {
         let secs = rng.gen_range(days_back_min * 86_400.0..days_back_max * 86_400.0) as i64;
         self.end - Duration::seconds(secs.max(1))
     }
 
     /// A random instant in `[from, to)`, or `from` if the range is empty.
-    pub fn between(&self, rng: &mut StdRng, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
+    pub fn between(
+        &self,
+        rng: &mut StdRng,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> DateTime<Utc> {
         let span = (to - from).num_milliseconds();
         if span <= 1 {
             return from;
@@ -146,7 +172,9 @@ impl Day {
 /// RFC 3339 with milliseconds and the Seoul offset, as KERIS and the LRS
 /// write statement timestamps (`2026-03-05T09:10:00.000+09:00`).
 pub(super) fn rfc3339_seoul(t: DateTime<Utc>) -> String {
-    t.with_timezone(&time::seoul()).format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
+    t.with_timezone(&time::seoul())
+        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
 }
 
 /// The achievement level of a score, by school level (keris-api.md): middle
@@ -199,7 +227,10 @@ mod tests {
     #[test]
     fn statement_times_carry_milliseconds_and_the_seoul_offset() {
         let day = Day::new(NaiveDate::from_ymd_opt(2026, 3, 5).unwrap());
-        assert_eq!(rfc3339_seoul(day.at(0, 9, 10)), "2026-03-05T09:10:00.000+09:00");
+        assert_eq!(
+            rfc3339_seoul(day.at(0, 9, 10)),
+            "2026-03-05T09:10:00.000+09:00"
+        );
     }
 
     #[test]

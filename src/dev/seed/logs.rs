@@ -16,7 +16,11 @@ use super::{col, insert};
 /// How far back logs go.
 const LOG_DAYS: i64 = 400;
 
-pub(super) async fn write(conn: &mut PgConnection, world: &World, seed: u64) -> anyhow::Result<Vec<(String, u64)>> {
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    world: &World,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let access = access_log(world, &mut gen::stream(seed, "access-log"));
     let api = api_log(world, &mut gen::stream(seed, "api-log"));
     let logins = login_history(world, &mut gen::stream(seed, "login-hist"));
@@ -132,21 +136,36 @@ fn access_log(world: &World, rng: &mut StdRng) -> Vec<AccessRow> {
     for user in &world.users {
         for _ in 0..history_rows(rng, user) {
             let at = since_registration(world, rng, user);
-            rows.push(AccessRow { user: Some(user.id), url: url(world, rng), ip: gen::ip(rng), at });
+            rows.push(AccessRow {
+                user: Some(user.id),
+                url: url(world, rng),
+                ip: gen::ip(rng),
+                at,
+            });
         }
     }
     for s in world.active_students() {
         let user = world.user_of(s);
         for _ in 0..rng.gen_range(2..=6) {
             let at = world.day.learning_time(rng);
-            rows.push(AccessRow { user: Some(user.id), url: url(world, rng), ip: gen::ip(rng), at });
+            rows.push(AccessRow {
+                user: Some(user.id),
+                url: url(world, rng),
+                ip: gen::ip(rng),
+                at,
+            });
         }
     }
     // Visits before login (landing page, login form).
     for _ in 0..world.students.len() {
         let at = anytime(world, rng);
         let url = if chance(rng, 0.5) { "/login" } else { "/" };
-        rows.push(AccessRow { user: None, url: url.into(), ip: gen::ip(rng), at });
+        rows.push(AccessRow {
+            user: None,
+            url: url.into(),
+            ip: gen::ip(rng),
+            at,
+        });
     }
     rows
 }
@@ -167,7 +186,11 @@ fn api_log(world: &World, rng: &mut StdRng) -> Vec<ApiRow> {
     (0..world.students.len() * 4)
         .map(|_| {
             // Mostly fast, with a long tail of slow calls.
-            let elapsed_ms = if chance(rng, 0.95) { rng.gen_range(5..=200) } else { rng.gen_range(200..=8000) };
+            let elapsed_ms = if chance(rng, 0.95) {
+                rng.gen_range(5..=200)
+            } else {
+                rng.gen_range(200..=8000)
+            };
             ApiRow {
                 endpoint: ENDPOINTS[rng.gen_range(0..ENDPOINTS.len())],
                 status: STATUSES[gen::weighted(rng, &STATUS_WEIGHTS)],
@@ -182,8 +205,15 @@ fn login_history(world: &World, rng: &mut StdRng) -> Vec<LoginRow> {
     let mut rows = Vec::new();
     let mut login = |rng: &mut StdRng, user: &User, login_at: DateTime<Utc>| {
         // Closing the browser leaves no logout.
-        let logout_at = (!chance(rng, 0.15)).then(|| login_at + Duration::minutes(rng.gen_range(5..=180)));
-        rows.push(LoginRow { user: user.id, user_type: user.kind.code(), login_at, logout_at, ip: gen::ip(rng) });
+        let logout_at =
+            (!chance(rng, 0.15)).then(|| login_at + Duration::minutes(rng.gen_range(5..=180)));
+        rows.push(LoginRow {
+            user: user.id,
+            user_type: user.kind.code(),
+            login_at,
+            logout_at,
+            ip: gen::ip(rng),
+        });
     };
     for user in &world.users {
         for _ in 0..history_rows(rng, user) {

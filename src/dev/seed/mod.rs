@@ -84,7 +84,14 @@ pub struct SeedArgs {
 impl SeedArgs {
     /// The defaults of the command line, for callers in code (tests).
     pub fn new(students: u32, statements: u32, date: Option<chrono::NaiveDate>, seed: u64) -> Self {
-        Self { students, statements, date, seed, schools: None, reset: false }
+        Self {
+            students,
+            statements,
+            date,
+            seed,
+            schools: None,
+            reset: false,
+        }
     }
 }
 
@@ -172,7 +179,9 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
     if args.students == 0 {
         bail!("--students must be at least 1");
     }
-    let schools = args.schools.unwrap_or((args.students / STUDENTS_PER_SCHOOL).max(3));
+    let schools = args
+        .schools
+        .unwrap_or((args.students / STUDENTS_PER_SCHOOL).max(3));
     if schools < 3 {
         bail!("--schools must be at least 3, one per school level (E, M, H)");
     }
@@ -181,7 +190,13 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
     }
     tracing::info!(%date, seed = args.seed, students = args.students, statements = args.statements, schools, "generating synthetic data");
 
-    let world = World::build(args.seed, Day::new(date), partners, schools as usize, args.students as usize);
+    let world = World::build(
+        args.seed,
+        Day::new(date),
+        partners,
+        schools as usize,
+        args.students as usize,
+    );
 
     if args.reset {
         drop_collections(&app.mongo).await?;
@@ -189,7 +204,11 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
     // Dropped by --reset, or never created: the jobs rely on these indexes.
     crate::dev::schema::apply_mongo(&app.mongo).await?;
 
-    let mut tx = app.pg.begin().await.context("Failed to begin the seed transaction")?;
+    let mut tx = app
+        .pg
+        .begin()
+        .await
+        .context("Failed to begin the seed transaction")?;
     if args.reset {
         truncate_contract_tables(&mut tx).await?;
     }
@@ -197,7 +216,9 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
         write_tables(&mut tx, &world, args.seed),
         statements::write(&app.mongo, &world, args.seed, args.statements)
     )?;
-    tx.commit().await.context("Failed to commit the seed transaction")?;
+    tx.commit()
+        .await
+        .context("Failed to commit the seed transaction")?;
 
     let mut report = SeedReport::default();
     for (what, n) in pg_lines.into_iter().chain(stmt_lines) {
@@ -210,7 +231,13 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
 /// belong to these, so the KERIS jobs accept them; the ids are credentials,
 /// so errors name the partner's key, never its value.
 fn configured_partners(app: &AppContext) -> anyhow::Result<Vec<Uuid>> {
-    let partners: Vec<Uuid> = app.settings.keris.partner_ids()?.into_iter().map(|(_, id)| id).collect();
+    let partners: Vec<Uuid> = app
+        .settings
+        .keris
+        .partner_ids()?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
     if partners.is_empty() {
         bail!("no KERIS partner is configured (keris.partners.<name>.partner_id): the generated users need one");
     }
@@ -256,20 +283,30 @@ async fn ensure_empty(app: &AppContext) -> anyhow::Result<()> {
 
 async fn drop_collections(db: &mongodb::Database) -> anyhow::Result<()> {
     for collection in [crate::dev::schema::STATEMENTS, KERIS_BATCH_DATA] {
-        db.collection::<Document>(collection).drop().await.with_context(|| format!("Failed to drop {collection}"))?;
+        db.collection::<Document>(collection)
+            .drop()
+            .await
+            .with_context(|| format!("Failed to drop {collection}"))?;
     }
     Ok(())
 }
 
 async fn truncate_contract_tables(conn: &mut PgConnection) -> anyhow::Result<()> {
     let sql = format!("TRUNCATE {} RESTART IDENTITY", CONTRACT_TABLES.join(", "));
-    sqlx::query(&sql).execute(conn).await.context("Failed to truncate the data-contract tables")?;
+    sqlx::query(&sql)
+        .execute(conn)
+        .await
+        .context("Failed to truncate the data-contract tables")?;
     Ok(())
 }
 
 /// Every PostgreSQL table, in the contract's order, on one connection (the
 /// transaction's).
-async fn write_tables(conn: &mut PgConnection, world: &World, seed: u64) -> anyhow::Result<Vec<(String, u64)>> {
+async fn write_tables(
+    conn: &mut PgConnection,
+    world: &World,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let mut lines = Vec::new();
     lines.extend(reference::write(conn, world).await?);
     lines.extend(content::write(conn, world).await?);

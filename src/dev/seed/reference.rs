@@ -8,7 +8,10 @@ use uuid::Uuid;
 use super::world::{Consent, World, SUBJECTS};
 use super::{col, insert};
 
-pub(super) async fn write(conn: &mut PgConnection, world: &World) -> anyhow::Result<Vec<(String, u64)>> {
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    world: &World,
+) -> anyhow::Result<Vec<(String, u64)>> {
     Ok(vec![
         schools(conn, world).await?,
         users(conn, world).await?,
@@ -29,7 +32,9 @@ async fn schools(conn: &mut PgConnection, world: &World) -> anyhow::Result<(Stri
         "INSERT INTO tb_lms_school (school_id, school_nm, school_level)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
         |q, rows| {
-            q.bind(col(rows, |s| s.id.clone())).bind(col(rows, |s| s.name.clone())).bind(col(rows, |s| s.level.code()))
+            q.bind(col(rows, |s| s.id.clone()))
+                .bind(col(rows, |s| s.name.clone()))
+                .bind(col(rows, |s| s.level.code()))
         },
     )
     .await
@@ -61,7 +66,12 @@ async fn users(conn: &mut PgConnection, world: &World) -> anyhow::Result<(String
 /// `PRVC_PROVIDE` rows: agreed, refused, withdrawn; students with
 /// `Consent::Missing` get no row, which the privacy job treats like a refusal.
 async fn consents(conn: &mut PgConnection, world: &World) -> anyhow::Result<(String, u64)> {
-    type Row = (Uuid, &'static str, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    type Row = (
+        Uuid,
+        &'static str,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
     let rows: Vec<Row> = world
         .students
         .iter()
@@ -70,7 +80,10 @@ async fn consents(conn: &mut PgConnection, world: &World) -> anyhow::Result<(Str
             match s.consent {
                 Consent::Agreed { agree_dt } => Some((id, "Y", Some(agree_dt), None)),
                 Consent::Refused => Some((id, "N", None, None)),
-                Consent::Withdrawn { agree_dt, withdraw_dt } => Some((id, "N", Some(agree_dt), Some(withdraw_dt))),
+                Consent::Withdrawn {
+                    agree_dt,
+                    withdraw_dt,
+                } => Some((id, "N", Some(agree_dt), Some(withdraw_dt))),
                 Consent::Missing => None,
             }
         })
@@ -87,8 +100,11 @@ async fn consents(conn: &mut PgConnection, world: &World) -> anyhow::Result<(Str
 }
 
 async fn tokens(conn: &mut PgConnection, world: &World) -> anyhow::Result<(String, u64)> {
-    let rows: Vec<_> =
-        world.students.iter().filter_map(|s| s.token.as_ref().map(|t| (world.users[s.user].id, t))).collect();
+    let rows: Vec<_> = world
+        .students
+        .iter()
+        .filter_map(|s| s.token.as_ref().map(|t| (world.users[s.user].id, t)))
+        .collect();
     insert(
         conn,
         "tb_lms_keris_token",
@@ -145,7 +161,11 @@ async fn lecture_members(conn: &mut PgConnection, world: &World) -> anyhow::Resu
     let rows: Vec<(&str, Uuid)> = world
         .lectures
         .iter()
-        .flat_map(|l| l.members.iter().map(move |&m| (l.code.as_str(), world.user_of(m).id)))
+        .flat_map(|l| {
+            l.members
+                .iter()
+                .map(move |&m| (l.code.as_str(), world.user_of(m).id))
+        })
         .collect();
     insert(
         conn,

@@ -45,7 +45,8 @@ const HOME_PAGE: &str = "https://aidt.example.kr";
 const PLATFORM: &str = "aidt-demo";
 const PROFILE_BASE: &str = "http://aidtbook.kr/xapi/profiles";
 const ACTIVITY_TYPE_BASE: &str = "http://aidtbook.kr/xapi/activity-type";
-const EXT_PARTNER_ID: &str = "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
+const EXT_PARTNER_ID: &str =
+    "http://aidtbook.kr/xapi/profiles/cmn/1.0/contexts/extensions/partner-id";
 const EXT_CURRICULUM_STANDARD: &str =
     "http://aidtbook.kr/xapi/profiles/assessment/1.0/results/extensions/curriculum-standard";
 /// Share of statements written by teachers (teaching and assignment verbs).
@@ -84,25 +85,105 @@ struct Verb {
 /// The pupils' verbs of the profile table, weighted as a day of learning
 /// looks: answers, page views and videos dominate.
 const STUDENT_VERBS: [Verb; 13] = [
-    Verb { area: "assessment", verb: "submitted", weight: 400, target: Target::Answer },
-    Verb { area: "navigation", verb: "viewed", weight: 220, target: Target::Content },
-    Verb { area: "media", verb: "played", weight: 150, target: Target::Typed("video") },
-    Verb { area: "navigation", verb: "read", weight: 40, target: Target::Content },
-    Verb { area: "navigation", verb: "did", weight: 30, target: Target::Content },
-    Verb { area: "navigation", verb: "learned", weight: 30, target: Target::Content },
-    Verb { area: "assignment", verb: "finished", weight: 30, target: Target::Typed("assignment") },
-    Verb { area: "objective", verb: "set", weight: 10, target: Target::Typed("objective") },
-    Verb { area: "query", verb: "searched", weight: 10, target: Target::Typed("search") },
-    Verb { area: "query", verb: "asked", weight: 10, target: Target::Typed("question") },
-    Verb { area: "social-learning", verb: "participated", weight: 10, target: Target::Typed("discussion") },
-    Verb { area: "survey", verb: "submitted", weight: 10, target: Target::Typed("survey") },
-    Verb { area: "annotation", verb: "made", weight: 10, target: Target::Typed("annotation") },
+    Verb {
+        area: "assessment",
+        verb: "submitted",
+        weight: 400,
+        target: Target::Answer,
+    },
+    Verb {
+        area: "navigation",
+        verb: "viewed",
+        weight: 220,
+        target: Target::Content,
+    },
+    Verb {
+        area: "media",
+        verb: "played",
+        weight: 150,
+        target: Target::Typed("video"),
+    },
+    Verb {
+        area: "navigation",
+        verb: "read",
+        weight: 40,
+        target: Target::Content,
+    },
+    Verb {
+        area: "navigation",
+        verb: "did",
+        weight: 30,
+        target: Target::Content,
+    },
+    Verb {
+        area: "navigation",
+        verb: "learned",
+        weight: 30,
+        target: Target::Content,
+    },
+    Verb {
+        area: "assignment",
+        verb: "finished",
+        weight: 30,
+        target: Target::Typed("assignment"),
+    },
+    Verb {
+        area: "objective",
+        verb: "set",
+        weight: 10,
+        target: Target::Typed("objective"),
+    },
+    Verb {
+        area: "query",
+        verb: "searched",
+        weight: 10,
+        target: Target::Typed("search"),
+    },
+    Verb {
+        area: "query",
+        verb: "asked",
+        weight: 10,
+        target: Target::Typed("question"),
+    },
+    Verb {
+        area: "social-learning",
+        verb: "participated",
+        weight: 10,
+        target: Target::Typed("discussion"),
+    },
+    Verb {
+        area: "survey",
+        verb: "submitted",
+        weight: 10,
+        target: Target::Typed("survey"),
+    },
+    Verb {
+        area: "annotation",
+        verb: "made",
+        weight: 10,
+        target: Target::Typed("annotation"),
+    },
 ];
 
 const TEACHER_VERBS: [Verb; 3] = [
-    Verb { area: "teaching", verb: "gave", weight: 50, target: Target::Typed("lesson") },
-    Verb { area: "teaching", verb: "reorganized", weight: 20, target: Target::Typed("lesson") },
-    Verb { area: "assignment", verb: "gave", weight: 30, target: Target::Typed("assignment") },
+    Verb {
+        area: "teaching",
+        verb: "gave",
+        weight: 50,
+        target: Target::Typed("lesson"),
+    },
+    Verb {
+        area: "teaching",
+        verb: "reorganized",
+        weight: 20,
+        target: Target::Typed("lesson"),
+    },
+    Verb {
+        area: "assignment",
+        verb: "gave",
+        weight: 30,
+        target: Target::Typed("assignment"),
+    },
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -132,7 +213,9 @@ pub(super) async fn write(
                 counts.written += finished(in_flight.next().await, &name)?;
             }
             let collection = collection.clone();
-            in_flight.push(tokio::spawn(async move { collection.insert_many(docs).ordered(false).await }));
+            in_flight.push(tokio::spawn(async move {
+                collection.insert_many(docs).ordered(false).await
+            }));
         }
         while let Some(done) = in_flight.next().await {
             counts.written += finished(Some(done), &name)?;
@@ -145,7 +228,8 @@ pub(super) async fn write(
     ])
 }
 
-type InsertOutcome = Result<mongodb::error::Result<mongodb::results::InsertManyResult>, tokio::task::JoinError>;
+type InsertOutcome =
+    Result<mongodb::error::Result<mongodb::results::InsertManyResult>, tokio::task::JoinError>;
 
 fn finished(done: Option<InsertOutcome>, name: &str) -> anyhow::Result<u64> {
     let result = done
@@ -176,8 +260,8 @@ impl<'w> Generator<'w> {
         if active.is_empty() {
             bail!("no student learns on the business date, so no statement can be generated (use more --students)");
         }
-        let pick_student =
-            WeightedIndex::new(active.iter().map(|&s| world.students[s].weight)).expect("positive weights");
+        let pick_student = WeightedIndex::new(active.iter().map(|&s| world.students[s].weight))
+            .expect("positive weights");
         let mut teachers: Vec<(usize, Vec<usize>)> = Vec::new();
         for (l, lecture) in world.lectures.iter().enumerate() {
             if world.courses[lecture.course].playable.is_empty() {
@@ -194,8 +278,10 @@ impl<'w> Generator<'w> {
             active,
             pick_student,
             teachers,
-            student_verbs: WeightedIndex::new(STUDENT_VERBS.iter().map(|v| v.weight)).expect("positive weights"),
-            teacher_verbs: WeightedIndex::new(TEACHER_VERBS.iter().map(|v| v.weight)).expect("positive weights"),
+            student_verbs: WeightedIndex::new(STUDENT_VERBS.iter().map(|v| v.weight))
+                .expect("positive weights"),
+            teacher_verbs: WeightedIndex::new(TEACHER_VERBS.iter().map(|v| v.weight))
+                .expect("positive weights"),
             key_partner_id: stored_key(EXT_PARTNER_ID),
             key_curriculum_standard: stored_key(EXT_CURRICULUM_STANDARD),
             pending: Vec::new(),
@@ -245,11 +331,17 @@ impl<'w> Generator<'w> {
             return;
         }
         let item = world.pick_item(&mut self.rng, content);
-        let attempts = if chance(&mut self.rng, RETRY_SHARE) { 2 } else { 1 };
+        let attempts = if chance(&mut self.rng, RETRY_SHARE) {
+            2
+        } else {
+            1
+        };
         let mut time = time;
         for attempt in 0..attempts {
             if attempt > 0 {
-                time = world.day.clamp(time + Duration::seconds(self.rng.gen_range(30..600)));
+                time = world
+                    .day
+                    .clamp(time + Duration::seconds(self.rng.gen_range(30..600)));
             }
             let (correct, score) = world.items[item].answer(&mut self.rng, student.ability);
             let std_sys = &world.std_sys[*gen::pick(&mut self.rng, &world.items[item].std_sys)].id;
@@ -275,7 +367,10 @@ impl<'w> Generator<'w> {
         let (teacher, lectures) = gen::pick(&mut self.rng, &self.teachers);
         let user = &world.users[*teacher];
         let lecture = *gen::pick(&mut self.rng, lectures);
-        let content = *gen::pick(&mut self.rng, &world.courses[world.lectures[lecture].course].playable);
+        let content = *gen::pick(
+            &mut self.rng,
+            &world.courses[world.lectures[lecture].course].playable,
+        );
         let verb = &TEACHER_VERBS[self.teacher_verbs.sample(&mut self.rng)];
         let time = world.day.learning_time(&mut self.rng);
         let object = self.content_object(content, verb.target);
@@ -301,11 +396,13 @@ impl<'w> Generator<'w> {
     fn plain_result(&mut self, verb: &Verb) -> Option<Document> {
         let rng = &mut self.rng;
         match verb.area {
-            "media" => {
-                Some(doc! { "duration": format!("PT{}S", rng.gen_range(30..=900)), "completion": chance(rng, 0.6) })
-            }
+            "media" => Some(
+                doc! { "duration": format!("PT{}S", rng.gen_range(30..=900)), "completion": chance(rng, 0.6) },
+            ),
             "navigation" => Some(doc! { "duration": format!("PT{}S", rng.gen_range(5..=600)) }),
-            "assignment" => Some(doc! { "duration": format!("PT{}S", rng.gen_range(60..=1800)), "completion": true }),
+            "assignment" => Some(
+                doc! { "duration": format!("PT{}S", rng.gen_range(60..=1800)), "completion": true },
+            ),
             "survey" => Some(doc! { "completion": true }),
             _ => None,
         }
@@ -339,8 +436,10 @@ impl<'w> Generator<'w> {
         if let Some(result) = result {
             statement.insert("result", result);
         }
-        statement
-            .insert("context", doc! { "platform": PLATFORM, "extensions": { &self.key_partner_id: partner.as_str() } });
+        statement.insert(
+            "context",
+            doc! { "platform": PLATFORM, "extensions": { &self.key_partner_id: partner.as_str() } },
+        );
         statement.insert("timestamp", gen::rfc3339_seoul(time));
         if chance(rng, INVALID_SHARE) {
             counts.invalid += 1;
@@ -370,7 +469,12 @@ impl<'w> Generator<'w> {
 
 /// Breaks a statement the way real clients do, in one of the ways the
 /// KERIS validation rejects (keris-api.md).
-fn break_profile(rng: &mut StdRng, statement: &mut Document, key_partner_id: &str, time: DateTime<Utc>) {
+fn break_profile(
+    rng: &mut StdRng,
+    statement: &mut Document,
+    key_partner_id: &str,
+    time: DateTime<Utc>,
+) {
     match rng.gen_range(0..4) {
         0 => {
             statement.insert(
@@ -382,12 +486,18 @@ fn break_profile(rng: &mut StdRng, statement: &mut Document, key_partner_id: &st
             statement.remove("object");
         }
         2 => {
-            let local = time.with_timezone(&crate::time::seoul()).format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+            let local = time
+                .with_timezone(&crate::time::seoul())
+                .format("%Y-%m-%dT%H:%M:%S%.3f")
+                .to_string();
             statement.insert("timestamp", local);
         }
         _ => {
             let foreign = gen::uuid(rng).to_string();
-            statement.insert("context", doc! { "platform": PLATFORM, "extensions": { key_partner_id: foreign } });
+            statement.insert(
+                "context",
+                doc! { "platform": PLATFORM, "extensions": { key_partner_id: foreign } },
+            );
         }
     }
 }

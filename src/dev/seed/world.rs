@@ -127,7 +127,13 @@ pub(super) struct World {
 }
 
 impl World {
-    pub fn build(seed: u64, day: Day, partners: Vec<Uuid>, n_schools: usize, n_students: usize) -> Self {
+    pub fn build(
+        seed: u64,
+        day: Day,
+        partners: Vec<Uuid>,
+        n_schools: usize,
+        n_students: usize,
+    ) -> Self {
         let mut world = World {
             day,
             partners,
@@ -168,8 +174,8 @@ impl World {
     /// one partner's textbooks, so its users belong to that partner.
     fn build_schools(&mut self, rng: &mut StdRng, n: usize) {
         const PLACES: [&str; 18] = [
-            "서울", "부산", "대구", "인천", "광주", "대전", "울산", "세종", "수원", "성남", "고양", "용인", "청주",
-            "전주", "천안", "포항", "창원", "제주",
+            "서울", "부산", "대구", "인천", "광주", "대전", "울산", "세종", "수원", "성남", "고양",
+            "용인", "청주", "전주", "천안", "포항", "창원", "제주",
         ];
         const WORDS: [&str; 15] = [
             "한빛",
@@ -189,11 +195,17 @@ impl World {
             "큰별",
         ];
         // NEIS-style codes: the education office's letter and digits.
-        const OFFICES: [char; 17] =
-            ['B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'M', 'N', 'P', 'Q', 'R', 'S', 'T'];
+        const OFFICES: [char; 17] = [
+            'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'M', 'N', 'P', 'Q', 'R', 'S', 'T',
+        ];
         for i in 0..n {
             let level = Level::ALL[i % 3];
-            let name = format!("{}{}{}", gen::pick(rng, &PLACES), gen::pick(rng, &WORDS), level.school_suffix());
+            let name = format!(
+                "{}{}{}",
+                gen::pick(rng, &PLACES),
+                gen::pick(rng, &WORDS),
+                level.school_suffix()
+            );
             let id = format!("{}{}{:08}", gen::pick(rng, &OFFICES), 1 + i % 3, i + 1);
             self.schools.push(School { id, name, level });
         }
@@ -227,12 +239,18 @@ impl World {
             });
             let consent = match gen::weighted(rng, &[70, 12, 8, 10]) {
                 0 => Consent::Agreed {
-                    agree_dt: self.day.between(rng, reg_dt, reg_dt + Duration::days(2)).min(self.day.start),
+                    agree_dt: self
+                        .day
+                        .between(rng, reg_dt, reg_dt + Duration::days(2))
+                        .min(self.day.start),
                 },
                 1 => Consent::Refused,
                 2 => {
                     let agree_dt = reg_dt + Duration::minutes(rng.gen_range(1..600));
-                    Consent::Withdrawn { agree_dt, withdraw_dt: self.day.between(rng, agree_dt, self.day.end) }
+                    Consent::Withdrawn {
+                        agree_dt,
+                        withdraw_dt: self.day.between(rng, agree_dt, self.day.end),
+                    }
                 }
                 _ => Consent::Missing,
             };
@@ -264,10 +282,17 @@ impl World {
         let mut by_grade: BTreeMap<(usize, i16), Vec<usize>> = BTreeMap::new();
         for (s, student) in self.students.iter().enumerate() {
             let user = &self.users[student.user];
-            by_grade.entry((user.school, user.grade.expect("students have a grade"))).or_default().push(s);
+            by_grade
+                .entry((user.school, user.grade.expect("students have a grade")))
+                .or_default()
+                .push(s);
         }
-        let course_of: HashMap<(Level, i16, usize), usize> =
-            self.courses.iter().enumerate().map(|(i, c)| ((c.level, c.grade, c.subject), i)).collect();
+        let course_of: HashMap<(Level, i16, usize), usize> = self
+            .courses
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((c.level, c.grade, c.subject), i))
+            .collect();
         let mut teacher_of: BTreeMap<(usize, i16, i16, usize), usize> = BTreeMap::new();
         for ((school, grade), members) in by_grade {
             let level = self.schools[school].level;
@@ -284,12 +309,19 @@ impl World {
                     self.users[user].class_no = Some(class);
                 }
                 for subject in subjects_for(level, grade) {
-                    let key =
-                        if level == Level::E { (school, grade, class, 0) } else { (school, grade, 0, subject + 1) };
+                    let key = if level == Level::E {
+                        (school, grade, class, 0)
+                    } else {
+                        (school, grade, 0, subject + 1)
+                    };
                     let teacher = match teacher_of.get(&key) {
                         Some(&t) => t,
                         None => {
-                            let t = self.add_teacher(rng, school, (level == Level::E).then_some((grade, class)));
+                            let t = self.add_teacher(
+                                rng,
+                                school,
+                                (level == Level::E).then_some((grade, class)),
+                            );
                             teacher_of.insert(key, t);
                             t
                         }
@@ -299,7 +331,10 @@ impl World {
                         self.students[s].lectures.push(lecture);
                     }
                     self.lectures.push(Lecture {
-                        code: format!("{}-{grade}{class:02}-{}", self.schools[school].id, SUBJECTS[subject].code),
+                        code: format!(
+                            "{}-{grade}{class:02}-{}",
+                            self.schools[school].id, SUBJECTS[subject].code
+                        ),
                         course: course_of[&(level, grade, subject)],
                         school,
                         teacher,
@@ -311,7 +346,12 @@ impl World {
         }
     }
 
-    fn add_teacher(&mut self, rng: &mut StdRng, school: usize, homeroom: Option<(i16, i16)>) -> usize {
+    fn add_teacher(
+        &mut self,
+        rng: &mut StdRng,
+        school: usize,
+        homeroom: Option<(i16, i16)>,
+    ) -> usize {
         let user = self.users.len();
         self.users.push(User {
             id: gen::uuid(rng),
@@ -335,7 +375,10 @@ impl World {
         for _ in 0..n {
             let child = &self.users[self.students[rng.gen_range(0..self.students.len())].user];
             let (school, partner, child_reg) = (child.school, child.partner, child.reg_dt);
-            let reg_dt = self.day.between(rng, child_reg, child_reg + Duration::days(3)).min(self.day.start);
+            let reg_dt = self
+                .day
+                .between(rng, child_reg, child_reg + Duration::days(3))
+                .min(self.day.start);
             self.users.push(User {
                 id: gen::uuid(rng),
                 partner,
@@ -381,7 +424,9 @@ impl World {
 
     /// Indices of students active on the business date.
     pub fn active_students(&self) -> Vec<usize> {
-        (0..self.students.len()).filter(|&s| !self.students[s].today.is_empty()).collect()
+        (0..self.students.len())
+            .filter(|&s| !self.students[s].today.is_empty())
+            .collect()
     }
 }
 
@@ -412,7 +457,12 @@ mod tests {
     fn the_same_seed_builds_the_same_world() {
         let a = small_world();
         let b = small_world();
-        let ids = |w: &World| w.users.iter().map(|u| (u.id, u.name.clone())).collect::<Vec<_>>();
+        let ids = |w: &World| {
+            w.users
+                .iter()
+                .map(|u| (u.id, u.name.clone()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&a), ids(&b));
     }
 }

@@ -36,7 +36,14 @@ impl Job for AdminDormancy {
             ctx.counts.add_written(dormant.len() as u64);
         }
         ctx.set_detail("inactive_days", inactive_days);
-        ctx.set_detail(if ctx.dry_run { "would_mark_dormant" } else { "marked_dormant" }, &dormant);
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_mark_dormant"
+            } else {
+                "marked_dormant"
+            },
+            &dormant,
+        );
         Ok(())
     }
 }
@@ -44,7 +51,11 @@ impl Job for AdminDormancy {
 /// Marks the admins inactive for more than `inactive_days` before `now` as
 /// dormant; returns their ids.
 #[tracing::instrument(skip_all, fields(%now, inactive_days), err)]
-pub async fn mark_dormant(conn: &mut PgConnection, now: DateTime<Utc>, inactive_days: u32) -> anyhow::Result<Vec<i64>> {
+pub async fn mark_dormant(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    inactive_days: u32,
+) -> anyhow::Result<Vec<i64>> {
     let cutoff = now - Duration::days(i64::from(inactive_days));
     sqlx::query_scalar(
         "UPDATE tb_bo_admin_user SET status = 'DORMANT', status_chg_dt = $1

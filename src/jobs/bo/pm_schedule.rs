@@ -51,9 +51,18 @@ impl Job for PmSchedule {
         let changed = (changes.activated.len() + changes.finished.len()) as u64;
         ctx.counts.add_read(changed);
         if !ctx.dry_run {
-            ctx.counts.add_written(changed + (changes.maintenance_on.len() + changes.maintenance_off.len()) as u64);
+            ctx.counts.add_written(
+                changed + (changes.maintenance_on.len() + changes.maintenance_off.len()) as u64,
+            );
         }
-        ctx.set_detail(if ctx.dry_run { "would_change" } else { "changed" }, &changes);
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_change"
+            } else {
+                "changed"
+            },
+            &changes,
+        );
         Ok(())
     }
 }
@@ -81,7 +90,11 @@ pub async fn apply(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Resul
     .await
     .context("Failed to finish ended windows in tb_bo_pm_schedule")?;
 
-    let touched: BTreeSet<&str> = activated.iter().chain(&finished).map(|(_, sys)| sys.as_str()).collect();
+    let touched: BTreeSet<&str> = activated
+        .iter()
+        .chain(&finished)
+        .map(|(_, sys)| sys.as_str())
+        .collect();
     let mut changes = PmChanges {
         activated: activated.iter().map(|(id, _)| *id).collect(),
         finished: finished.iter().map(|(id, _)| *id).collect(),
@@ -116,7 +129,11 @@ pub async fn apply(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Resul
         .with_context(|| format!("Failed to update tb_bo_service_status of {system}"))?
         .rows_affected();
         if changed > 0 {
-            let list = if maint_yn == "Y" { &mut changes.maintenance_on } else { &mut changes.maintenance_off };
+            let list = if maint_yn == "Y" {
+                &mut changes.maintenance_on
+            } else {
+                &mut changes.maintenance_off
+            };
             list.push(system.to_string());
         }
     }

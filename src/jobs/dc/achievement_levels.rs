@@ -58,8 +58,14 @@ impl Job for AchievementLevels {
 /// Inserts the view rows missing for lecture members' standard-system ids
 /// with results; returns how many. Their `upd_dt` is `stamp`.
 #[tracing::instrument(skip_all, err)]
-pub async fn create_missing_rows(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyhow::Result<u64> {
-    let level = level_sql(&school_level_sql("src.user_id", "src.std_sys_id"), "src.score");
+pub async fn create_missing_rows(
+    conn: &mut PgConnection,
+    stamp: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let level = level_sql(
+        &school_level_sql("src.user_id", "src.std_sys_id"),
+        "src.score",
+    );
     let sql = format!(
         "WITH wanted AS (
              -- one lecture per (student, id): the first by code when a student is in several
@@ -85,28 +91,28 @@ pub async fn create_missing_rows(conn: &mut PgConnection, stamp: DateTime<Utc>) 
            FROM src
          ON CONFLICT (user_id, std_sys_id) DO NOTHING"
     );
-    let done = sqlx::query(&sql)
-        .bind(stamp)
-        .execute(conn)
-        .await
-        .context("Failed to create missing rows of tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys")?;
+    let done =
+        sqlx::query(&sql).bind(stamp).execute(conn).await.context(
+            "Failed to create missing rows of tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys",
+        )?;
     Ok(done.rows_affected())
 }
 
 /// Sets the achievement level of every row with a score and no level;
 /// returns how many. Their `upd_dt` becomes `stamp`.
 #[tracing::instrument(skip_all, err)]
-pub async fn fill_missing_levels(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyhow::Result<u64> {
+pub async fn fill_missing_levels(
+    conn: &mut PgConnection,
+    stamp: DateTime<Utc>,
+) -> anyhow::Result<u64> {
     let level = level_sql(&school_level_sql("v.user_id", "v.std_sys_id"), "v.score");
     let sql = format!(
         "UPDATE tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys v
             SET achievement_level = {level}, upd_dt = $1
           WHERE v.achievement_level IS NULL AND v.score IS NOT NULL AND {level} IS NOT NULL"
     );
-    let done = sqlx::query(&sql)
-        .bind(stamp)
-        .execute(conn)
-        .await
-        .context("Failed to fill achievement levels in tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys")?;
+    let done = sqlx::query(&sql).bind(stamp).execute(conn).await.context(
+        "Failed to fill achievement levels in tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys",
+    )?;
     Ok(done.rows_affected())
 }

@@ -33,7 +33,10 @@ use crate::runtime::{Job, JobContext};
 pub const ID: &str = "DC-01-003";
 
 /// The MongoDB collections holding the student's documents, by `user_id`.
-pub const COLLECTIONS: [&str; 2] = [crate::dev::schema::STATEMENTS, crate::commands::migrate::KERIS_BATCH_DATA];
+pub const COLLECTIONS: [&str; 2] = [
+    crate::dev::schema::STATEMENTS,
+    crate::commands::migrate::KERIS_BATCH_DATA,
+];
 
 /// The PostgreSQL table holding the student's error rows, by `user_id`.
 pub const ERROR_TABLE: &str = "tb_dc_error_data_info";
@@ -59,23 +62,37 @@ impl Job for DeleteUnconsentedData {
         loop {
             ctx.stop_point()?;
             let students = {
-                let mut conn = ctx.pg().acquire().await.context("Failed to get a PostgreSQL connection")?;
+                let mut conn = ctx
+                    .pg()
+                    .acquire()
+                    .await
+                    .context("Failed to get a PostgreSQL connection")?;
                 privacy::next_students(&mut conn, &rule, after, settings.batch_size).await?
             };
-            let Some(last) = students.last().copied() else { break };
+            let Some(last) = students.last().copied() else {
+                break;
+            };
             after = Some(last);
 
             let mut batch = delete_documents(&ctx.app.mongo, &students, ctx.dry_run).await?;
-            let mut tx = ctx.pg().begin().await.context("Failed to begin a batch transaction")?;
+            let mut tx = ctx
+                .pg()
+                .begin()
+                .await
+                .context("Failed to begin a batch transaction")?;
             let errors = delete_error_rows(&mut tx, &students, ctx.dry_run).await?;
             batch.merge(&errors);
             run.merge(&batch);
             if ctx.dry_run {
-                tx.rollback().await.context("Failed to roll back a dry-run batch")?;
+                tx.rollback()
+                    .await
+                    .context("Failed to roll back a dry-run batch")?;
             } else {
                 let hashes = privacy::hashes(&salt, &batch.students);
                 privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
-                tx.commit().await.context("Failed to commit a batch of tb_dc_error_data_info deletions")?;
+                tx.commit()
+                    .await
+                    .context("Failed to commit a batch of tb_dc_error_data_info deletions")?;
                 ctx.counts.add_written(batch.total());
                 for (name, n) in &batch.counts {
                     *progress.deleted.entry(name.clone()).or_default() += n;
@@ -84,7 +101,12 @@ impl Job for DeleteUnconsentedData {
             students_seen += students.len() as u64;
             ctx.counts.add_read(students.len() as u64);
             ctx.save_checkpoint(&progress).await?;
-            tracing::info!(students = students.len(), changed_students = batch.students.len(), deleted = batch.total(), "batch done");
+            tracing::info!(
+                students = students.len(),
+                changed_students = batch.students.len(),
+                deleted = batch.total(),
+                "batch done"
+            );
             if students.len() < settings.batch_size as usize {
                 break;
             }
@@ -92,7 +114,14 @@ impl Job for DeleteUnconsentedData {
         }
         ctx.set_detail("students_in_set", students_seen);
         ctx.set_detail("students_changed", run.students.len());
-        ctx.set_detail(if ctx.dry_run { "would_delete" } else { "deleted" }, &run.counts);
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_delete"
+            } else {
+                "deleted"
+            },
+            &run.counts,
+        );
         if !ctx.dry_run {
             ctx.set_detail("deleted_including_earlier_runs", &progress.deleted);
         }
@@ -118,7 +147,11 @@ fn user_filter(students: &[Uuid]) -> Document {
 /// Deletes (or, for a dry run, counts) the students' documents in
 /// [`COLLECTIONS`].
 #[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
-pub async fn delete_documents(db: &mongodb::Database, students: &[Uuid], dry_run: bool) -> anyhow::Result<Tally> {
+pub async fn delete_documents(
+    db: &mongodb::Database,
+    students: &[Uuid],
+    dry_run: bool,
+) -> anyhow::Result<Tally> {
     let filter = user_filter(students);
     let mut tally = Tally::default();
     for name in COLLECTIONS {
@@ -154,7 +187,11 @@ pub async fn delete_documents(db: &mongodb::Database, students: &[Uuid], dry_run
 
 /// Deletes (or, for a dry run, counts) the students' `tb_dc_error_data_info`
 /// rows. The caller owns the transaction.
-pub async fn delete_error_rows(conn: &mut PgConnection, students: &[Uuid], dry_run: bool) -> anyhow::Result<Tally> {
+pub async fn delete_error_rows(
+    conn: &mut PgConnection,
+    students: &[Uuid],
+    dry_run: bool,
+) -> anyhow::Result<Tally> {
     let rows = privacy::delete_rows(conn, ERROR_TABLE, students, dry_run).await?;
     let mut tally = Tally::default();
     tally.add(ERROR_TABLE, &rows);

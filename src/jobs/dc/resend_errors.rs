@@ -33,8 +33,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::transfer::{
-    is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id, Batcher, FailedColumns,
-    Item, PartnerSender, RequestOutcome, CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
+    is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id,
+    Batcher, FailedColumns, Item, PartnerSender, RequestOutcome, CONTENT_CODES as CONTENT,
+    RESENDABLE_CODES as RESENDABLE,
 };
 use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
 use crate::runtime::{Job, JobContext};
@@ -122,7 +123,10 @@ impl Job for ResendErrors {
         let mut senders: HashMap<String, PartnerSender> = HashMap::new();
         for (partner_id, name) in &partners {
             let client = KerisClient::from_settings(&settings.keris, name, options.clone())?;
-            senders.insert(partner_id.clone(), PartnerSender::new(client, None, cfg.give_up_after_transient_failures));
+            senders.insert(
+                partner_id.clone(),
+                PartnerSender::new(client, None, cfg.give_up_after_transient_failures),
+            );
         }
 
         let mut last_err_id = 0i64;
@@ -141,7 +145,9 @@ impl Job for ResendErrors {
             .fetch_all(pg)
             .await
             .context("Failed to read tb_dc_error_data_info")?;
-            let Some(&(last, _, _)) = page.last() else { break };
+            let Some(&(last, _, _)) = page.last() else {
+                break;
+            };
             last_err_id = last;
             ctx.counts.add_read(page.len() as u64);
 
@@ -159,17 +165,25 @@ impl Job for ResendErrors {
                 let item = docs.get(&statement_id.to_string()).map(Item::from_stored);
                 match item {
                     Some(Ok(item)) => per_partner.entry(partner_id).or_default().push(item),
-                    Some(Err(why)) => self.fail_row(ctx, &cfg, &mut report, *statement_id, why).await?,
+                    Some(Err(why)) => {
+                        self.fail_row(ctx, &cfg, &mut report, *statement_id, why)
+                            .await?
+                    }
                     None => {
                         let why = "the statement is no longer in keris_batch_data".to_string();
-                        self.fail_row(ctx, &cfg, &mut report, *statement_id, why).await?
+                        self.fail_row(ctx, &cfg, &mut report, *statement_id, why)
+                            .await?
                     }
                 }
             }
             for (partner_id, items) in per_partner {
                 let sender = senders.get_mut(&partner_id).expect("checked above");
-                let mut batcher = Batcher::new(options.max_statements_per_request, options.max_request_bytes);
-                let mut requests: Vec<Vec<Item>> = items.into_iter().filter_map(|i| batcher.push(i)).collect();
+                let mut batcher = Batcher::new(
+                    options.max_statements_per_request,
+                    options.max_request_bytes,
+                );
+                let mut requests: Vec<Vec<Item>> =
+                    items.into_iter().filter_map(|i| batcher.push(i)).collect();
                 requests.push(batcher.take());
                 for request in requests.into_iter().filter(|r| !r.is_empty()) {
                     if sender.gave_up() {
@@ -193,7 +207,10 @@ impl Job for ResendErrors {
             report.per_partner.insert(name, sender.report.clone());
         }
         if report.failed_for_good > 0 {
-            tracing::warn!(rows = report.failed_for_good, "error rows became FAILED; see the run's details (failed_rows)");
+            tracing::warn!(
+                rows = report.failed_for_good,
+                "error rows became FAILED; see the run's details (failed_rows)"
+            );
         }
         ctx.set_detail("resent", report.resent);
         ctx.set_detail("will_retry", report.will_retry);
@@ -237,10 +254,20 @@ impl ResendErrors {
 }
 
 impl Report {
-    fn add_failed(&mut self, cfg: &crate::config::KerisTransferSettings, statement_id: Uuid, err_code: String, reason: String) {
+    fn add_failed(
+        &mut self,
+        cfg: &crate::config::KerisTransferSettings,
+        statement_id: Uuid,
+        err_code: String,
+        reason: String,
+    ) {
         self.failed_for_good += 1;
         if self.failed_rows.len() < cfg.max_reported_ids {
-            self.failed_rows.push(FailedRow { statement_id, err_code, reason });
+            self.failed_rows.push(FailedRow {
+                statement_id,
+                err_code,
+                reason,
+            });
         }
     }
 }
@@ -253,10 +280,19 @@ async fn record(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let pg = ctx.pg();
-    let accepted: Vec<Uuid> = outcome.accepted().filter_map(|i| Uuid::parse_str(&i.id).ok()).collect();
+    let accepted: Vec<Uuid> = outcome
+        .accepted()
+        .filter_map(|i| Uuid::parse_str(&i.id).ok())
+        .collect();
     if !accepted.is_empty() {
         mark_sent(&ctx.app.mongo, outcome, cfg.sent_marks_per_command).await?;
-        let resent = resolve_rows(pg, &accepted, outcome.transfer_id.as_deref(), outcome.chunked_index).await?;
+        let resent = resolve_rows(
+            pg,
+            &accepted,
+            outcome.transfer_id.as_deref(),
+            outcome.chunked_index,
+        )
+        .await?;
         ctx.counts.add_written(resent);
         report.resent += resent;
     }
@@ -290,7 +326,11 @@ async fn record(
     for (statement_id, status, code, message) in rows {
         ctx.counts.add_failed(1);
         if status == "FAILED" {
-            let reason = failed_reason(&code, message, &format!("still failing after {} attempts", cfg.max_retries));
+            let reason = failed_reason(
+                &code,
+                message,
+                &format!("still failing after {} attempts", cfg.max_retries),
+            );
             report.add_failed(cfg, statement_id, code, reason);
         } else {
             report.will_retry += 1;
@@ -314,7 +354,12 @@ fn failed_reason(code: &str, message: Option<String>, otherwise: &str) -> String
 }
 
 /// Marks the open rows of the accepted statements `RESENT`.
-async fn resolve_rows(pg: &PgPool, ids: &[Uuid], transfer_id: Option<&str>, chunked_index: u64) -> anyhow::Result<u64> {
+async fn resolve_rows(
+    pg: &PgPool,
+    ids: &[Uuid],
+    transfer_id: Option<&str>,
+    chunked_index: u64,
+) -> anyhow::Result<u64> {
     let r = sqlx::query(
         "UPDATE tb_dc_error_data_info SET status = 'RESENT', transfer_id = $2, stmt_index = $3, upd_dt = now()
           WHERE statement_id = ANY($1) AND status IN ('PENDING', 'REGENERATED')",

@@ -41,8 +41,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::transfer::{
-    load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher, FailedColumns, Item,
-    Journal, PartnerSender, RequestOutcome, SendReport,
+    load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
+    FailedColumns, Item, Journal, PartnerSender, RequestOutcome, SendReport,
 };
 use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::config::KerisTransferSettings;
@@ -137,7 +137,10 @@ impl Job for SendStatements {
 
 /// Counts (as skipped, with a warning) the day's `READY` statements of
 /// partners that are not configured: they are left as they are.
-async fn count_unknown_partners(ctx: &JobContext, partners: &HashMap<String, String>) -> anyhow::Result<()> {
+async fn count_unknown_partners(
+    ctx: &JobContext,
+    partners: &HashMap<String, String>,
+) -> anyhow::Result<()> {
     let configured: Vec<&str> = partners.keys().map(String::as_str).collect();
     let unknown = ctx
         .app
@@ -170,7 +173,11 @@ async fn send_partner(
         run_id: ctx.run_id,
     };
     let options = client.options().clone();
-    let mut sender = PartnerSender::new(client, Some(journal.clone()), cfg.give_up_after_transient_failures);
+    let mut sender = PartnerSender::new(
+        client,
+        Some(journal.clone()),
+        cfg.give_up_after_transient_failures,
+    );
     let mut report = PartnerReport::default();
     resume(ctx, &mut sender, &journal, &mut report).await?;
 
@@ -190,8 +197,15 @@ async fn send_partner(
             .batch_size(cfg.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;
-        let mut batcher = Batcher::new(options.max_statements_per_request, options.max_request_bytes);
-        while let Some(doc) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+        let mut batcher = Batcher::new(
+            options.max_statements_per_request,
+            options.max_request_bytes,
+        );
+        while let Some(doc) = cursor
+            .try_next()
+            .await
+            .context("Failed to read keris_batch_data")?
+        {
             read.fetch_add(1, Ordering::Relaxed);
             ctx.counts.add_read(1);
             let item = match Item::from_stored(&doc) {
@@ -271,7 +285,11 @@ async fn send_partner(
 
 /// Applies one request's outcome: error rows and `ERROR` first, then `SENT`,
 /// then the journal row goes.
-async fn record(ctx: &JobContext, outcome: &RequestOutcome, report: &mut PartnerReport) -> anyhow::Result<()> {
+async fn record(
+    ctx: &JobContext,
+    outcome: &RequestOutcome,
+    report: &mut PartnerReport,
+) -> anyhow::Result<()> {
     let db = &ctx.app.mongo;
     let failed = FailedColumns::of(outcome)?;
     if !failed.is_empty() {
@@ -285,7 +303,12 @@ async fn record(ctx: &JobContext, outcome: &RequestOutcome, report: &mut Partner
         }
     }
     let accepted = outcome.accepted().count() as u64;
-    let sent = mark_sent(db, outcome, ctx.app.settings.jobs.keris_transfer.sent_marks_per_command).await?;
+    let sent = mark_sent(
+        db,
+        outcome,
+        ctx.app.settings.jobs.keris_transfer.sent_marks_per_command,
+    )
+    .await?;
     ctx.counts.add_written(sent);
     report.sent += sent;
     report.already_sent += accepted - sent.min(accepted);
@@ -344,18 +367,26 @@ async fn resume(
             statuses.insert(transfer_id.clone(), status);
         }
         Journal::delete(ctx.pg(), request_id).await?;
-        let Some((kept, transfer)) = statuses[&transfer_id].clone() else { continue };
+        let Some((kept, transfer)) = statuses[&transfer_id].clone() else {
+            continue;
+        };
         // KERIS never received this request: its statements are still READY
         // and go out with the rest.
         if chunked_index as u64 > kept + 1 {
             continue;
         }
         let docs = load_stored(&ctx.app.mongo, &ids).await?;
-        if docs.values().all(|d| d.get_str("status").is_ok_and(|s| s != READY)) {
+        if docs
+            .values()
+            .all(|d| d.get_str("status").is_ok_and(|s| s != READY))
+        {
             continue; // recorded before the kill; only the journal row was left
         }
         // The same statements in the same order, or the indexes would not match.
-        let items: Option<Vec<Item>> = ids.iter().map(|id| docs.get(id).and_then(|d| Item::from_stored(d).ok())).collect();
+        let items: Option<Vec<Item>> = ids
+            .iter()
+            .map(|id| docs.get(id).and_then(|d| Item::from_stored(d).ok()))
+            .collect();
         let Some(items) = items else { continue };
         ctx.counts.add_read(items.len() as u64);
         report.read += items.len() as u64;

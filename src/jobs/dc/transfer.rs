@@ -34,7 +34,9 @@ use mongodb::bson::{doc, Bson, Document};
 use sqlx::PgPool;
 
 use crate::commands::migrate::KERIS_BATCH_DATA;
-use crate::keris::{KerisClient, KerisError, Transfer, CODE_CLOSED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR};
+use crate::keris::{
+    KerisClient, KerisError, Transfer, CODE_CLOSED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR,
+};
 
 /// Error code of statements whose request failed transiently (transport,
 /// timeout, HTTP 5xx or 429) after the client's retries. Resent by DC-01-002.
@@ -95,8 +97,12 @@ impl Item {
     /// [`stored_projection`] (`statement` stored with `&46;` keys); `Err`
     /// names what is missing.
     pub fn from_stored(doc: &Document) -> Result<Item, String> {
-        let id = doc.get_str("_id").map_err(|_| "no string _id".to_string())?;
-        let statement = doc.get_document("statement").map_err(|_| format!("document {id} has no statement"))?;
+        let id = doc
+            .get_str("_id")
+            .map_err(|_| "no string _id".to_string())?;
+        let statement = doc
+            .get_document("statement")
+            .map_err(|_| format!("document {id} has no statement"))?;
         let base_dt = doc
             .get_str("base_dt")
             .ok()
@@ -117,7 +123,10 @@ impl Item {
 pub enum Verdict {
     Accepted,
     /// Rejected by KERIS (`list_error`) or not delivered (request failed).
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// The outcome of one request: per statement (in order) its verdict.
@@ -136,19 +145,31 @@ pub struct RequestOutcome {
 impl RequestOutcome {
     /// The absolute index of item `i` on the transfer.
     pub fn index_of(&self, i: usize) -> Option<i64> {
-        self.transfer_id.as_ref().map(|_| (self.chunked_index + i as u64) as i64)
+        self.transfer_id
+            .as_ref()
+            .map(|_| (self.chunked_index + i as u64) as i64)
     }
 
     pub fn accepted(&self) -> impl Iterator<Item = &Item> {
-        self.items.iter().zip(&self.verdicts).filter(|(_, v)| **v == Verdict::Accepted).map(|(i, _)| i)
+        self.items
+            .iter()
+            .zip(&self.verdicts)
+            .filter(|(_, v)| **v == Verdict::Accepted)
+            .map(|(i, _)| i)
     }
 
     /// Failed items with their index and verdict.
     pub fn failed(&self) -> impl Iterator<Item = (usize, &Item, &str, &str)> {
-        self.items.iter().zip(&self.verdicts).enumerate().filter_map(|(n, (item, v))| match v {
-            Verdict::Failed { code, message } => Some((n, item, code.as_str(), message.as_str())),
-            Verdict::Accepted => None,
-        })
+        self.items
+            .iter()
+            .zip(&self.verdicts)
+            .enumerate()
+            .filter_map(|(n, (item, v))| match v {
+                Verdict::Failed { code, message } => {
+                    Some((n, item, code.as_str(), message.as_str()))
+                }
+                Verdict::Accepted => None,
+            })
     }
 }
 
@@ -173,7 +194,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    async fn insert(&self, transfer_id: &str, chunked_index: u64, items: &[Item]) -> anyhow::Result<i64> {
+    async fn insert(
+        &self,
+        transfer_id: &str,
+        chunked_index: u64,
+        items: &[Item],
+    ) -> anyhow::Result<i64> {
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         sqlx::query_scalar(
             "INSERT INTO batch_keris_request (job_id, base_dt, partner_name, transfer_id, chunked_index, statement_ids, run_id)
@@ -249,11 +275,18 @@ impl PartnerSender {
     /// returns what became of each. `Err` only when the journal cannot be
     /// written (PostgreSQL down): nothing was sent then.
     pub async fn send(&mut self, mut items: Vec<Item>) -> anyhow::Result<RequestOutcome> {
-        let bodies: Vec<Vec<u8>> = items.iter_mut().map(|i| std::mem::take(&mut i.bytes)).collect();
+        let bodies: Vec<Vec<u8>> = items
+            .iter_mut()
+            .map(|i| std::mem::take(&mut i.bytes))
+            .collect();
         self.report.requests += 1;
         let mut renewals = 0;
         loop {
-            if self.transfer.as_ref().is_some_and(|t| t.received_at.elapsed() >= TRANSFER_RENEW_AFTER) {
+            if self
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.received_at.elapsed() >= TRANSFER_RENEW_AFTER)
+            {
                 self.transfer = None;
             }
             let transfer = match &self.transfer {
@@ -281,7 +314,10 @@ impl PartnerSender {
                     for rejected in &answer.list_error {
                         let at = rejected.index.checked_sub(index).map(|n| n as usize);
                         if let Some(v) = at.and_then(|n| verdicts.get_mut(n)) {
-                            *v = Verdict::Failed { code: rejected.code.clone(), message: rejected.message.clone() };
+                            *v = Verdict::Failed {
+                                code: rejected.code.clone(),
+                                message: rejected.message.clone(),
+                            };
                         } else {
                             tracing::warn!(index = rejected.index, code = %rejected.code, "KERIS listed an error outside the request; ignored");
                         }
@@ -312,7 +348,13 @@ impl PartnerSender {
                     // KERIS may have stored part of the request: the next
                     // index on this transfer is unknown, so start a new one.
                     self.transfer = None;
-                    return Ok(self.failed(Some(transfer.transfer_id), index, journal_id, items, &e));
+                    return Ok(self.failed(
+                        Some(transfer.transfer_id),
+                        index,
+                        journal_id,
+                        items,
+                        &e,
+                    ));
                 }
             }
         }
@@ -340,8 +382,17 @@ impl PartnerSender {
             self.report.gave_up = self.gave_up();
         }
         tracing::warn!(partner = self.client.partner_name(), statements = items.len(), %code, error = %e, "request failed; its statements are recorded as errors");
-        let verdict = Verdict::Failed { code, message: e.to_string() };
-        RequestOutcome { transfer_id, chunked_index, journal_id, verdicts: vec![verdict; items.len()], items }
+        let verdict = Verdict::Failed {
+            code,
+            message: e.to_string(),
+        };
+        RequestOutcome {
+            transfer_id,
+            chunked_index,
+            journal_id,
+            verdicts: vec![verdict; items.len()],
+            items,
+        }
     }
 }
 
@@ -356,7 +407,12 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(max_statements: usize, max_bytes: usize) -> Self {
-        Self { max_statements: max_statements.max(1), max_bytes, items: Vec::new(), bytes: 0 }
+        Self {
+            max_statements: max_statements.max(1),
+            max_bytes,
+            items: Vec::new(),
+            bytes: 0,
+        }
     }
 
     /// Adds `item`; returns a full request when `item` does not fit in the
@@ -388,7 +444,10 @@ pub fn stored_projection() -> Document {
 
 /// The `keris_batch_data` documents with these ids, by id (ids that are
 /// gone are simply absent).
-pub async fn load_stored(db: &mongodb::Database, ids: &[String]) -> anyhow::Result<HashMap<String, Document>> {
+pub async fn load_stored(
+    db: &mongodb::Database,
+    ids: &[String],
+) -> anyhow::Result<HashMap<String, Document>> {
     let mut docs = HashMap::new();
     let mut cursor = db
         .collection::<Document>(KERIS_BATCH_DATA)
@@ -396,7 +455,11 @@ pub async fn load_stored(db: &mongodb::Database, ids: &[String]) -> anyhow::Resu
         .projection(stored_projection())
         .await
         .context("Failed to read keris_batch_data")?;
-    while let Some(d) = cursor.try_next().await.context("Failed to read keris_batch_data")? {
+    while let Some(d) = cursor
+        .try_next()
+        .await
+        .context("Failed to read keris_batch_data")?
+    {
         docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
     }
     Ok(docs)
@@ -417,7 +480,11 @@ const COMMANDS_IN_FLIGHT: usize = 8;
 /// drivers' bulk writes send to MongoDB 6/7; the Rust driver's `bulk_write`
 /// needs 8.0), [`COMMANDS_IN_FLIGHT`] commands at a time: one round trip per
 /// few hundred statements instead of one per statement.
-pub async fn mark_sent(db: &mongodb::Database, outcome: &RequestOutcome, per_command: usize) -> anyhow::Result<u64> {
+pub async fn mark_sent(
+    db: &mongodb::Database,
+    outcome: &RequestOutcome,
+    per_command: usize,
+) -> anyhow::Result<u64> {
     use futures::StreamExt as _;
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     let transfer_id = outcome.transfer_id.as_deref();
@@ -448,7 +515,8 @@ pub async fn mark_sent(db: &mongodb::Database, outcome: &RequestOutcome, per_com
     let commands: Vec<_> = updates
         .chunks(per_command.max(1))
         .map(|chunk| {
-            let command = doc! { "update": KERIS_BATCH_DATA, "updates": chunk.to_vec(), "ordered": false };
+            let command =
+                doc! { "update": KERIS_BATCH_DATA, "updates": chunk.to_vec(), "ordered": false };
             let db = db.clone();
             async move { modified_by(db.run_command(command).await?) }
         })
@@ -481,12 +549,22 @@ fn modified_by(reply: Document) -> anyhow::Result<u64> {
         #[serde(default)]
         errmsg: String,
     }
-    let reply: Reply = mongodb::bson::from_document(reply).context("Unexpected reply to an update command")?;
+    let reply: Reply =
+        mongodb::bson::from_document(reply).context("Unexpected reply to an update command")?;
     if let Some(e) = reply.write_errors.first() {
-        anyhow::bail!("{} of the updates failed, the first with code {}: {}", reply.write_errors.len(), e.code, e.errmsg);
+        anyhow::bail!(
+            "{} of the updates failed, the first with code {}: {}",
+            reply.write_errors.len(),
+            e.code,
+            e.errmsg
+        );
     }
     if let Some(e) = reply.write_concern_error {
-        anyhow::bail!("write concern not satisfied (code {}): {}", e.code, e.errmsg);
+        anyhow::bail!(
+            "write concern not satisfied (code {}): {}",
+            e.code,
+            e.errmsg
+        );
     }
     Ok(reply.n_modified.max(0) as u64)
 }
@@ -528,11 +606,16 @@ impl FailedColumns {
     pub fn of(outcome: &RequestOutcome) -> anyhow::Result<Self> {
         let mut c = FailedColumns::default();
         for (n, item, code, message) in outcome.failed() {
-            let id = uuid::Uuid::parse_str(&item.id)
-                .with_context(|| format!("keris_batch_data document {} has an _id that is not a UUID", item.id))?;
+            let id = uuid::Uuid::parse_str(&item.id).with_context(|| {
+                format!(
+                    "keris_batch_data document {} has an _id that is not a UUID",
+                    item.id
+                )
+            })?;
             c.statement_ids.push(id);
             c.user_ids.push(uuid::Uuid::parse_str(&item.user_id).ok());
-            c.partner_ids.push(uuid::Uuid::parse_str(&item.partner_id).ok());
+            c.partner_ids
+                .push(uuid::Uuid::parse_str(&item.partner_id).ok());
             c.base_dts.push(item.base_dt);
             c.indexes.push(outcome.index_of(n));
             c.codes.push(code.to_string());
@@ -590,8 +673,14 @@ pub async fn record_errors(
 }
 
 /// Partner-ID (lower-case UUID text, as stored) → configured partner name.
-pub fn partners_by_id(settings: &crate::config::KerisSettings) -> anyhow::Result<HashMap<String, String>> {
-    Ok(settings.partner_ids()?.into_iter().map(|(name, id)| (id.to_string(), name.to_string())).collect())
+pub fn partners_by_id(
+    settings: &crate::config::KerisSettings,
+) -> anyhow::Result<HashMap<String, String>> {
+    Ok(settings
+        .partner_ids()?
+        .into_iter()
+        .map(|(name, id)| (id.to_string(), name.to_string()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -600,15 +689,26 @@ mod tests {
 
     #[test]
     fn an_update_reply_counts_modified_documents_and_surfaces_write_errors() {
-        assert_eq!(modified_by(doc! { "n": 3, "nModified": 2, "ok": 1.0 }).unwrap(), 2);
+        assert_eq!(
+            modified_by(doc! { "n": 3, "nModified": 2, "ok": 1.0 }).unwrap(),
+            2
+        );
         let partial = doc! {
             "n": 1, "nModified": 1, "ok": 1.0,
             "writeErrors": [{ "index": 1, "code": 11000, "errmsg": "E11000 duplicate key" }, { "index": 2, "code": 2, "errmsg": "x" }],
         };
         let err = modified_by(partial).unwrap_err().to_string();
-        assert!(err.contains("2 of the updates failed") && err.contains("11000") && err.contains("E11000"), "{err}");
+        assert!(
+            err.contains("2 of the updates failed")
+                && err.contains("11000")
+                && err.contains("E11000"),
+            "{err}"
+        );
         let concern = doc! { "n": 1, "nModified": 1, "ok": 1.0, "writeConcernError": { "code": 64, "errmsg": "waiting for replication timed out" } };
-        assert!(modified_by(concern).unwrap_err().to_string().contains("replication"));
+        assert!(modified_by(concern)
+            .unwrap_err()
+            .to_string()
+            .contains("replication"));
     }
 
     fn item(n: usize, len: usize) -> Item {
@@ -650,7 +750,11 @@ mod tests {
     fn codes_are_sorted_into_what_happens_next() {
         assert!(is_transient_code(ERR_UNAVAILABLE) && is_transient_code(ERR_TOKEN));
         assert!(!is_transient_code(XAPI_VAL_ERR) && !is_transient_code("40001"));
-        assert!(is_content_code(XAPI_VAL_ERR) && is_content_code(XAPI_USER_ERR) && !is_content_code(XAPI_DUP_ERR));
+        assert!(
+            is_content_code(XAPI_VAL_ERR)
+                && is_content_code(XAPI_USER_ERR)
+                && !is_content_code(XAPI_DUP_ERR)
+        );
         assert!(is_duplicate_code(XAPI_DUP_ERR));
     }
 }

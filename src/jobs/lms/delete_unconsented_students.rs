@@ -71,18 +71,29 @@ impl Job for DeleteUnconsentedStudents {
         let mut students_seen = 0u64;
         loop {
             ctx.stop_point()?;
-            let mut tx = ctx.pg().begin().await.context("Failed to begin a batch transaction")?;
-            let students = privacy::next_students(&mut tx, &rule, after, settings.batch_size).await?;
-            let Some(last) = students.last().copied() else { break };
+            let mut tx = ctx
+                .pg()
+                .begin()
+                .await
+                .context("Failed to begin a batch transaction")?;
+            let students =
+                privacy::next_students(&mut tx, &rule, after, settings.batch_size).await?;
+            let Some(last) = students.last().copied() else {
+                break;
+            };
             after = Some(last);
             let batch = erase_students(&mut tx, &students, ctx.dry_run).await?;
             run.merge(&batch);
             if ctx.dry_run {
-                tx.rollback().await.context("Failed to roll back a dry-run batch")?;
+                tx.rollback()
+                    .await
+                    .context("Failed to roll back a dry-run batch")?;
             } else {
                 let hashes = privacy::hashes(&salt, &batch.students);
                 privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
-                tx.commit().await.context("Failed to commit a batch of student deletions")?;
+                tx.commit()
+                    .await
+                    .context("Failed to commit a batch of student deletions")?;
                 ctx.counts.add_written(batch.total());
                 for (table, n) in &batch.counts {
                     *progress.changed.entry(table.clone()).or_default() += n;
@@ -91,7 +102,12 @@ impl Job for DeleteUnconsentedStudents {
             students_seen += students.len() as u64;
             ctx.counts.add_read(students.len() as u64);
             ctx.save_checkpoint(&progress).await?;
-            tracing::info!(students = students.len(), changed_students = batch.students.len(), rows = batch.total(), "batch done");
+            tracing::info!(
+                students = students.len(),
+                changed_students = batch.students.len(),
+                rows = batch.total(),
+                "batch done"
+            );
             if students.len() < settings.batch_size as usize {
                 break;
             }
@@ -99,7 +115,14 @@ impl Job for DeleteUnconsentedStudents {
         }
         ctx.set_detail("students_in_set", students_seen);
         ctx.set_detail("students_changed", run.students.len());
-        ctx.set_detail(if ctx.dry_run { "would_change" } else { "changed" }, &run.counts);
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_change"
+            } else {
+                "changed"
+            },
+            &run.counts,
+        );
         if !ctx.dry_run {
             ctx.set_detail("changed_including_earlier_runs", &progress.changed);
         }
@@ -111,20 +134,31 @@ impl Job for DeleteUnconsentedStudents {
 /// their `tb_lms_user` rows — or, for a dry run, counts what would change.
 /// The caller owns the transaction.
 #[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
-pub async fn erase_students(conn: &mut PgConnection, students: &[Uuid], dry_run: bool) -> anyhow::Result<Tally> {
+pub async fn erase_students(
+    conn: &mut PgConnection,
+    students: &[Uuid],
+    dry_run: bool,
+) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     for table in TABLES {
         let rows = privacy::delete_rows(conn, table, students, dry_run).await?;
         tally.add(table, &rows);
     }
     let cleared = clear_users(conn, students, dry_run).await?;
-    tally.add(USER_TABLE, &cleared.into_iter().map(|id| (id, 1)).collect::<Vec<_>>());
+    tally.add(
+        USER_TABLE,
+        &cleared.into_iter().map(|id| (id, 1)).collect::<Vec<_>>(),
+    );
     Ok(tally)
 }
 
 /// Clears name and e-mail and sets `del_yn = 'Y'` of the students whose row
 /// still needs it; returns them. Only students: the type is checked again.
-async fn clear_users(conn: &mut PgConnection, students: &[Uuid], dry_run: bool) -> anyhow::Result<Vec<Uuid>> {
+async fn clear_users(
+    conn: &mut PgConnection,
+    students: &[Uuid],
+    dry_run: bool,
+) -> anyhow::Result<Vec<Uuid>> {
     const NEEDS_IT: &str = "user_id = ANY($1) AND user_type = 'S'
                             AND (user_nm IS NOT NULL OR email IS NOT NULL OR del_yn <> 'Y')";
     let sql = if dry_run {

@@ -52,8 +52,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::keris::{
-    AchievementLevel, Api, ApiResponse, ClientOptions, CompleteRequest, InitializedRequest, KerisClient, KerisError,
-    ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
+    AchievementLevel, Api, ApiResponse, ClientOptions, CompleteRequest, InitializedRequest,
+    KerisClient, KerisError, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
 };
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -84,7 +84,8 @@ impl SchoolLevel {
 
 /// Elementary school: three levels, `≥ 80` A, `≥ 60` B, else C (spec,
 /// "Achievement levels"). Lowest score of each level, highest level first.
-pub const ELEMENTARY_CUTOFFS: &[(f64, AchievementLevel)] = &[(80.0, AchievementLevel::A), (60.0, AchievementLevel::B)];
+pub const ELEMENTARY_CUTOFFS: &[(f64, AchievementLevel)] =
+    &[(80.0, AchievementLevel::A), (60.0, AchievementLevel::B)];
 /// Below every elementary cut-off.
 pub const ELEMENTARY_LOWEST: AchievementLevel = AchievementLevel::C;
 /// Middle and high school: five levels, `≥ 90` A, `≥ 80` B, `≥ 70` C,
@@ -108,7 +109,11 @@ fn scale(level: SchoolLevel) -> (&'static [(f64, AchievementLevel)], Achievement
 /// The achievement level of `score` (0–100) at `school_level`.
 pub fn achievement_level(school_level: SchoolLevel, score: f64) -> AchievementLevel {
     let (cutoffs, lowest) = scale(school_level);
-    cutoffs.iter().find(|(min, _)| score >= *min).map(|(_, level)| *level).unwrap_or(lowest)
+    cutoffs
+        .iter()
+        .find(|(min, _)| score >= *min)
+        .map(|(_, level)| *level)
+        .unwrap_or(lowest)
 }
 
 /// `A`..`E`.
@@ -140,8 +145,10 @@ fn parse_level(letter: &str) -> Option<AchievementLevel> {
 pub fn level_sql(school_level: &str, score: &str) -> String {
     let case = |level: SchoolLevel| {
         let (cutoffs, lowest) = scale(level);
-        let whens: String =
-            cutoffs.iter().map(|(min, l)| format!(" WHEN {score} >= {min:.2} THEN '{}'", level_letter(*l))).collect();
+        let whens: String = cutoffs
+            .iter()
+            .map(|(min, l)| format!(" WHEN {score} >= {min:.2} THEN '{}'", level_letter(*l)))
+            .collect();
         format!("CASE{whens} ELSE '{}' END", level_letter(lowest))
     };
     format!(
@@ -197,7 +204,10 @@ impl Job for KerisDashboard {
 /// results; returns the rows inserted or changed (their `upd_dt` is `stamp`).
 #[tracing::instrument(skip_all, err)]
 pub async fn refresh_view(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyhow::Result<u64> {
-    let level = level_sql(&school_level_sql("src.user_id", "src.std_sys_id"), "src.score");
+    let level = level_sql(
+        &school_level_sql("src.user_id", "src.std_sys_id"),
+        "src.score",
+    );
     let sql = format!(
         "WITH agg AS (
              SELECT r.user_id, r.std_sys_id, round(avg(r.score), 2) AS score,
@@ -237,7 +247,8 @@ pub async fn refresh_view(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyh
 /// The `WHERE` of each API's pending events (without pagination).
 /// The table is aliased `x` everywhere.
 const PENDING_INIT: &str = "x.keris_init_sent_at IS NULL";
-const PENDING_TERM: &str = "x.keris_term_sent_at IS NULL AND x.ended_at IS NOT NULL AND x.keris_init_sent_at IS NOT NULL";
+const PENDING_TERM: &str =
+    "x.keris_term_sent_at IS NULL AND x.ended_at IS NOT NULL AND x.keris_init_sent_at IS NOT NULL";
 const PENDING_PROGRESS: &str = "(x.keris_sent_at IS NULL OR x.upd_dt > x.keris_sent_at)";
 const PENDING_SCORE: &str = "x.score IS NOT NULL AND x.achievement_level IS NOT NULL
      AND (x.keris_sent_at IS NULL OR x.upd_dt > x.keris_sent_at)";
@@ -264,7 +275,10 @@ pub async fn count_pending(conn: &mut PgConnection) -> anyhow::Result<BTreeMap<&
     ];
     let mut out = BTreeMap::new();
     for (api, sql) in queries {
-        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut *conn).await.with_context(|| format!("Failed to count {api} events"))?;
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *conn)
+            .await
+            .with_context(|| format!("Failed to count {api} events"))?;
         out.insert(api.id(), n as u64);
     }
     Ok(out)
@@ -373,7 +387,9 @@ impl<'a> DashboardSender<'a> {
         let mut clients = Vec::new();
         let mut by_partner = HashMap::new();
         let ids: HashMap<&str, Uuid> = settings.partner_ids()?.into_iter().collect();
-        for (name, client) in KerisClient::all_from_settings(settings, &options).context("Failed to build the KERIS clients")? {
+        for (name, client) in KerisClient::all_from_settings(settings, &options)
+            .context("Failed to build the KERIS clients")?
+        {
             by_partner.insert(ids[name.as_str()], clients.len());
             clients.push(client);
         }
@@ -391,11 +407,15 @@ impl<'a> DashboardSender<'a> {
     }
 
     fn resolve(&self, student: &StudentRef) -> Result<(usize, StudentAccessToken), Skip> {
-        let client = student.partner_id.and_then(|p| self.by_partner.get(&p).copied()).ok_or(Skip::UnknownPartner)?;
+        let client = student
+            .partner_id
+            .and_then(|p| self.by_partner.get(&p).copied())
+            .ok_or(Skip::UnknownPartner)?;
         match (&student.token, &student.access_id) {
-            (Some(token), Some(access_id)) if !token.is_empty() => {
-                Ok((client, StudentAccessToken::new(token.clone(), access_id.clone())))
-            }
+            (Some(token), Some(access_id)) if !token.is_empty() => Ok((
+                client,
+                StudentAccessToken::new(token.clone(), access_id.clone()),
+            )),
             _ => Err(Skip::NoToken),
         }
     }
@@ -408,8 +428,14 @@ impl<'a> DashboardSender<'a> {
         report.tallies.entry(api.id()).or_default().skipped += 1;
         let max = self.max_reported_ids;
         let (ids, count) = match why {
-            Skip::NoToken => (&mut report.skipped_no_token, &mut report.skipped_no_token_count),
-            Skip::UnknownPartner => (&mut report.skipped_unknown_partner, &mut report.skipped_unknown_partner_count),
+            Skip::NoToken => (
+                &mut report.skipped_no_token,
+                &mut report.skipped_no_token_count,
+            ),
+            Skip::UnknownPartner => (
+                &mut report.skipped_unknown_partner,
+                &mut report.skipped_unknown_partner_count,
+            ),
         };
         *count += 1;
         if ids.len() < max {
@@ -420,12 +446,19 @@ impl<'a> DashboardSender<'a> {
     /// Sends `events` — each a key and the requests that make it up, sent in
     /// order; an event counts as sent only if all its requests were accepted
     /// — concurrently per partner; returns the keys of the events sent.
-    async fn dispatch<K: Send>(&self, events: Vec<(K, StudentRef, Vec<DashboardRequestBuilder>)>) -> Vec<K> {
-        let mut per_partner: Vec<Vec<(K, Uuid, Vec<DashboardRequest>)>> = (0..self.clients.len()).map(|_| Vec::new()).collect();
+    async fn dispatch<K: Send>(
+        &self,
+        events: Vec<(K, StudentRef, Vec<DashboardRequestBuilder>)>,
+    ) -> Vec<K> {
+        let mut per_partner: Vec<Vec<(K, Uuid, Vec<DashboardRequest>)>> =
+            (0..self.clients.len()).map(|_| Vec::new()).collect();
         for (key, student, builders) in events {
             match self.resolve(&student) {
                 Ok((client, token)) => {
-                    let requests = builders.into_iter().map(|b| b.build(student.user_id, token.clone())).collect();
+                    let requests = builders
+                        .into_iter()
+                        .map(|b| b.build(student.user_id, token.clone()))
+                        .collect();
                     per_partner[client].push((key, student.user_id, requests));
                 }
                 Err(why) => {
@@ -438,15 +471,32 @@ impl<'a> DashboardSender<'a> {
         let mut partners = Vec::new();
         for (i, events) in per_partner.into_iter().enumerate() {
             let client = &self.clients[i];
-            let sends: Vec<_> =
-                events.into_iter().map(|(key, user_id, requests)| self.send_event(i, key, user_id, requests)).collect();
-            partners.push(stream::iter(sends).buffer_unordered(client.options().max_concurrency.max(1)).collect::<Vec<Option<K>>>());
+            let sends: Vec<_> = events
+                .into_iter()
+                .map(|(key, user_id, requests)| self.send_event(i, key, user_id, requests))
+                .collect();
+            partners.push(
+                stream::iter(sends)
+                    .buffer_unordered(client.options().max_concurrency.max(1))
+                    .collect::<Vec<Option<K>>>(),
+            );
         }
-        futures::future::join_all(partners).await.into_iter().flatten().flatten().collect()
+        futures::future::join_all(partners)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
     }
 
     /// Sends the requests of one event in order; `Some(key)` if all were accepted.
-    async fn send_event<K>(&self, client: usize, key: K, user_id: Uuid, requests: Vec<DashboardRequest>) -> Option<K> {
+    async fn send_event<K>(
+        &self,
+        client: usize,
+        key: K,
+        user_id: Uuid,
+        requests: Vec<DashboardRequest>,
+    ) -> Option<K> {
         for request in &requests {
             if !self.send_one(client, user_id, request).await {
                 return None;
@@ -491,11 +541,19 @@ impl<'a> DashboardSender<'a> {
             Err(e) => {
                 tally.failed += 1;
                 self.ctx.counts.add_failed(1);
-                let code = e.code().map(str::to_string).unwrap_or_else(|| "transient".into());
+                let code = e
+                    .code()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "transient".into());
                 *tally.failed_by_code.entry(code.clone()).or_default() += 1;
                 tracing::warn!(api = api.id(), %user_id, partner = client.partner_name(), error = %e, "dashboard event not sent; the next run retries it");
                 if e.code().is_some() && report.rejections.len() < self.max_reported_ids {
-                    report.rejections.push(Rejection { api: api.id(), user_id, partner: client.partner_name().to_string(), code });
+                    report.rejections.push(Rejection {
+                        api: api.id(),
+                        user_id,
+                        partner: client.partner_name().to_string(),
+                        code,
+                    });
                 }
                 false
             }
@@ -506,10 +564,16 @@ impl<'a> DashboardSender<'a> {
     pub fn finish(&self) {
         let report = self.report.lock().expect("report lock");
         self.ctx.set_detail("apis", &report.tallies);
-        self.ctx.set_detail("skipped_no_token", &report.skipped_no_token);
-        self.ctx.set_detail("skipped_no_token_events", report.skipped_no_token_count);
-        self.ctx.set_detail("skipped_unknown_partner", &report.skipped_unknown_partner);
-        self.ctx.set_detail("skipped_unknown_partner_events", report.skipped_unknown_partner_count);
+        self.ctx
+            .set_detail("skipped_no_token", &report.skipped_no_token);
+        self.ctx
+            .set_detail("skipped_no_token_events", report.skipped_no_token_count);
+        self.ctx
+            .set_detail("skipped_unknown_partner", &report.skipped_unknown_partner);
+        self.ctx.set_detail(
+            "skipped_unknown_partner_events",
+            report.skipped_unknown_partner_count,
+        );
         self.ctx.set_detail("rejected", &report.rejections);
         if !report.gave_up.is_empty() {
             self.ctx.set_detail("gave_up_partners", &report.gave_up);
@@ -528,11 +592,30 @@ impl<'a> DashboardSender<'a> {
 /// student's token once it has resolved it.
 #[derive(Debug, Clone)]
 pub enum DashboardRequestBuilder {
-    Initialized { at: DateTime<Utc>, lecture_code: String },
-    Terminated { at: DateTime<Utc>, lecture_code: String, duration: u64 },
-    Progress { at: DateTime<Utc>, curriculum: String, percent: f64 },
-    Complete { at: DateTime<Utc>, curriculum: String },
-    Score { at: DateTime<Utc>, curriculum: String, score: f64, level: AchievementLevel },
+    Initialized {
+        at: DateTime<Utc>,
+        lecture_code: String,
+    },
+    Terminated {
+        at: DateTime<Utc>,
+        lecture_code: String,
+        duration: u64,
+    },
+    Progress {
+        at: DateTime<Utc>,
+        curriculum: String,
+        percent: f64,
+    },
+    Complete {
+        at: DateTime<Utc>,
+        curriculum: String,
+    },
+    Score {
+        at: DateTime<Utc>,
+        curriculum: String,
+        score: f64,
+        level: AchievementLevel,
+    },
 }
 
 impl DashboardRequestBuilder {
@@ -550,18 +633,49 @@ impl DashboardRequestBuilder {
         let ts = |at: DateTime<Utc>| at.with_timezone(&time::seoul());
         match self {
             DashboardRequestBuilder::Initialized { at, lecture_code } => {
-                DashboardRequest::Initialized(InitializedRequest { access_token, user_id, timestamp: ts(at), lecture_code })
+                DashboardRequest::Initialized(InitializedRequest {
+                    access_token,
+                    user_id,
+                    timestamp: ts(at),
+                    lecture_code,
+                })
             }
-            DashboardRequestBuilder::Terminated { at, lecture_code, duration } => DashboardRequest::Terminated(
-                TerminatedRequest { access_token, user_id, timestamp: ts(at), lecture_code, duration },
-            ),
-            DashboardRequestBuilder::Progress { at, curriculum, percent } => {
-                DashboardRequest::Progress(ProgressRequest { access_token, user_id, timestamp: ts(at), curriculum, percent })
-            }
+            DashboardRequestBuilder::Terminated {
+                at,
+                lecture_code,
+                duration,
+            } => DashboardRequest::Terminated(TerminatedRequest {
+                access_token,
+                user_id,
+                timestamp: ts(at),
+                lecture_code,
+                duration,
+            }),
+            DashboardRequestBuilder::Progress {
+                at,
+                curriculum,
+                percent,
+            } => DashboardRequest::Progress(ProgressRequest {
+                access_token,
+                user_id,
+                timestamp: ts(at),
+                curriculum,
+                percent,
+            }),
             DashboardRequestBuilder::Complete { at, curriculum } => {
-                DashboardRequest::Complete(CompleteRequest { access_token, user_id, timestamp: ts(at), curriculum })
+                DashboardRequest::Complete(CompleteRequest {
+                    access_token,
+                    user_id,
+                    timestamp: ts(at),
+                    curriculum,
+                })
             }
-            DashboardRequestBuilder::Score { at, curriculum, score, level } => DashboardRequest::Score(ScoreRequest {
+            DashboardRequestBuilder::Score {
+                at,
+                curriculum,
+                score,
+                level,
+            } => DashboardRequest::Score(ScoreRequest {
                 access_token,
                 user_id,
                 timestamp: ts(at),
@@ -586,19 +700,32 @@ struct SessionRow {
     ended_at: Option<DateTime<Utc>>,
 }
 
-async fn session_page(pg: &PgPool, pending: &str, after: i64, limit: i64) -> anyhow::Result<Vec<SessionRow>> {
+async fn session_page(
+    pg: &PgPool,
+    pending: &str,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<SessionRow>> {
     let sql = format!(
         "SELECT x.session_id, x.user_id, u.partner_id, t.token, t.access_id, x.lecture_code, x.started_at, x.ended_at
            FROM tb_lms_lrn_session x {STUDENT_JOINS}
           WHERE {pending} AND x.session_id > $1
           ORDER BY x.session_id LIMIT $2"
     );
-    sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pg).await.context("Failed to read tb_lms_lrn_session")
+    sqlx::query_as(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pg)
+        .await
+        .context("Failed to read tb_lms_lrn_session")
 }
 
 /// API-001 for sessions whose start is not sent yet.
 #[tracing::instrument(skip_all, err)]
-pub async fn send_sessions_started(sender: &DashboardSender<'_>, pg: &PgPool) -> anyhow::Result<()> {
+pub async fn send_sessions_started(
+    sender: &DashboardSender<'_>,
+    pg: &PgPool,
+) -> anyhow::Result<()> {
     send_sessions(sender, pg, true).await
 }
 
@@ -608,8 +735,16 @@ pub async fn send_sessions_ended(sender: &DashboardSender<'_>, pg: &PgPool) -> a
     send_sessions(sender, pg, false).await
 }
 
-async fn send_sessions(sender: &DashboardSender<'_>, pg: &PgPool, start: bool) -> anyhow::Result<()> {
-    let (pending, column) = if start { (PENDING_INIT, "keris_init_sent_at") } else { (PENDING_TERM, "keris_term_sent_at") };
+async fn send_sessions(
+    sender: &DashboardSender<'_>,
+    pg: &PgPool,
+    start: bool,
+) -> anyhow::Result<()> {
+    let (pending, column) = if start {
+        (PENDING_INIT, "keris_init_sent_at")
+    } else {
+        (PENDING_TERM, "keris_term_sent_at")
+    };
     let mut after = 0i64;
     loop {
         sender.ctx.stop_point()?;
@@ -621,11 +756,18 @@ async fn send_sessions(sender: &DashboardSender<'_>, pg: &PgPool, start: bool) -
             .into_iter()
             .map(|r| {
                 let builder = if start {
-                    DashboardRequestBuilder::Initialized { at: r.started_at, lecture_code: r.lecture_code }
+                    DashboardRequestBuilder::Initialized {
+                        at: r.started_at,
+                        lecture_code: r.lecture_code,
+                    }
                 } else {
                     let ended = r.ended_at.expect("pending API-002 rows have ended_at");
                     let duration = (ended - r.started_at).num_seconds().max(0) as u64;
-                    DashboardRequestBuilder::Terminated { at: ended, lecture_code: r.lecture_code, duration }
+                    DashboardRequestBuilder::Terminated {
+                        at: ended,
+                        lecture_code: r.lecture_code,
+                        duration,
+                    }
                 };
                 (r.session_id, r.student, vec![builder])
             })
@@ -692,9 +834,16 @@ pub async fn send_progress(sender: &DashboardSender<'_>, pg: &PgPool) -> anyhow:
                     percent: r.progress_rate,
                 }];
                 if let Some(at) = r.completed_at {
-                    builders.push(DashboardRequestBuilder::Complete { at, curriculum: r.std_sys_id.clone() });
+                    builders.push(DashboardRequestBuilder::Complete {
+                        at,
+                        curriculum: r.std_sys_id.clone(),
+                    });
                 }
-                ((r.student.user_id, r.std_sys_id, r.upd_dt), r.student, builders)
+                (
+                    (r.student.user_id, r.std_sys_id, r.upd_dt),
+                    r.student,
+                    builders,
+                )
             })
             .collect();
         let sent = sender.dispatch(events).await;
@@ -708,7 +857,11 @@ pub async fn send_progress(sender: &DashboardSender<'_>, pg: &PgPool) -> anyhow:
 
 /// Sets `keris_sent_at` of the `(user_id, std_sys_id)` rows still at the
 /// `upd_dt` that was sent; a row changed meanwhile stays pending.
-async fn mark_sent(pg: &PgPool, table: &str, sent: &[(Uuid, String, DateTime<Utc>)]) -> anyhow::Result<()> {
+async fn mark_sent(
+    pg: &PgPool,
+    table: &str,
+    sent: &[(Uuid, String, DateTime<Utc>)],
+) -> anyhow::Result<()> {
     if sent.is_empty() {
         return Ok(());
     }
@@ -744,7 +897,11 @@ struct ScoreRow {
 /// with `changed_since`, only rows changed at or after that instant (DC-01-004
 /// sends what it created or filled).
 #[tracing::instrument(skip_all, err)]
-pub async fn send_scores(sender: &DashboardSender<'_>, pg: &PgPool, changed_since: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+pub async fn send_scores(
+    sender: &DashboardSender<'_>,
+    pg: &PgPool,
+    changed_since: Option<DateTime<Utc>>,
+) -> anyhow::Result<()> {
     let sql = format!(
         "SELECT x.user_id, u.partner_id, t.token, t.access_id, x.std_sys_id, x.score::float8 AS score,
                 x.achievement_level, x.upd_dt
@@ -777,7 +934,11 @@ pub async fn send_scores(sender: &DashboardSender<'_>, pg: &PgPool, changed_sinc
                     score: r.score,
                     level,
                 };
-                Some(((r.student.user_id, r.std_sys_id, r.upd_dt), r.student, vec![builder]))
+                Some((
+                    (r.student.user_id, r.std_sys_id, r.upd_dt),
+                    r.student,
+                    vec![builder],
+                ))
             })
             .collect();
         let sent = sender.dispatch(events).await;
@@ -817,9 +978,21 @@ mod tests {
 
     #[test]
     fn elementary_school_uses_three_levels_at_80_60() {
-        let cases = [(100.0, A), (90.0, A), (80.0, A), (79.99, B), (60.0, B), (59.99, C), (0.0, C)];
+        let cases = [
+            (100.0, A),
+            (90.0, A),
+            (80.0, A),
+            (79.99, B),
+            (60.0, B),
+            (59.99, C),
+            (0.0, C),
+        ];
         for (score, want) in cases {
-            assert_eq!(achievement_level(SchoolLevel::Elementary, score), want, "{score}");
+            assert_eq!(
+                achievement_level(SchoolLevel::Elementary, score),
+                want,
+                "{score}"
+            );
         }
     }
 
@@ -827,6 +1000,9 @@ mod tests {
     fn level_sql_is_generated_from_the_same_cutoffs() {
         let sql = level_sql("sl", "sc");
         assert!(sql.contains("WHEN sc >= 90.00 THEN 'A' WHEN sc >= 80.00 THEN 'B' WHEN sc >= 70.00 THEN 'C' WHEN sc >= 60.00 THEN 'D' ELSE 'E'"), "{sql}");
-        assert!(sql.contains("WHEN sc >= 80.00 THEN 'A' WHEN sc >= 60.00 THEN 'B' ELSE 'C'"), "{sql}");
+        assert!(
+            sql.contains("WHEN sc >= 80.00 THEN 'A' WHEN sc >= 60.00 THEN 'B' ELSE 'C'"),
+            "{sql}"
+        );
     }
 }

@@ -41,9 +41,24 @@ pub struct LogTable {
 /// The tables this job cleans, with their retention from configuration.
 pub fn log_tables(settings: &LogCleanupSettings) -> [LogTable; 3] {
     [
-        LogTable { table: "tb_lms_access_log", time_column: "accessed_at", key_column: "log_id", retention_days: settings.access_log_retention_days },
-        LogTable { table: "tb_lms_api_log", time_column: "logged_at", key_column: "log_id", retention_days: settings.api_log_retention_days },
-        LogTable { table: "tb_lms_login_hist", time_column: "login_at", key_column: "hist_id", retention_days: settings.login_hist_retention_days },
+        LogTable {
+            table: "tb_lms_access_log",
+            time_column: "accessed_at",
+            key_column: "log_id",
+            retention_days: settings.access_log_retention_days,
+        },
+        LogTable {
+            table: "tb_lms_api_log",
+            time_column: "logged_at",
+            key_column: "log_id",
+            retention_days: settings.api_log_retention_days,
+        },
+        LogTable {
+            table: "tb_lms_login_hist",
+            time_column: "login_at",
+            key_column: "hist_id",
+            retention_days: settings.login_hist_retention_days,
+        },
     ]
 }
 
@@ -109,8 +124,18 @@ impl Job for LogCleanup {
 
 /// Deletes at most `batch_size` rows older than `cutoff`; returns how many.
 #[tracing::instrument(skip_all, fields(table = table.table, batch_size), err)]
-pub async fn delete_batch(pg: &PgPool, table: &LogTable, cutoff: DateTime<Utc>, batch_size: u32) -> anyhow::Result<u64> {
-    let LogTable { table: name, time_column, key_column, .. } = table;
+pub async fn delete_batch(
+    pg: &PgPool,
+    table: &LogTable,
+    cutoff: DateTime<Utc>,
+    batch_size: u32,
+) -> anyhow::Result<u64> {
+    let LogTable {
+        table: name,
+        time_column,
+        key_column,
+        ..
+    } = table;
     // Names come from the constant table list above, never from input.
     let sql = format!(
         "DELETE FROM {name} WHERE {key_column} IN
@@ -126,13 +151,23 @@ pub async fn delete_batch(pg: &PgPool, table: &LogTable, cutoff: DateTime<Utc>, 
 }
 
 /// Counts the rows older than `cutoff` (for `--dry-run`).
-pub async fn count_old(pg: &PgPool, table: &LogTable, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
-    let LogTable { table: name, time_column, .. } = table;
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {name} WHERE {time_column} < $1"))
-        .bind(cutoff)
-        .fetch_one(pg)
-        .await
-        .with_context(|| format!("Failed to count old rows in {name}"))?;
+pub async fn count_old(
+    pg: &PgPool,
+    table: &LogTable,
+    cutoff: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let LogTable {
+        table: name,
+        time_column,
+        ..
+    } = table;
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {name} WHERE {time_column} < $1"
+    ))
+    .bind(cutoff)
+    .fetch_one(pg)
+    .await
+    .with_context(|| format!("Failed to count old rows in {name}"))?;
     Ok(n as u64)
 }
 

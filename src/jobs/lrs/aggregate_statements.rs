@@ -64,7 +64,9 @@ impl Job for AggregateStatements {
         let source = db.collection::<Document>(crate::dev::schema::STATEMENTS);
         let (start, end) = day_bounds(ctx.business_date);
         let voided = source
-            .count_documents(doc! { "timestamp": { "$gte": start.clone(), "$lt": end.clone() }, "voided": true })
+            .count_documents(
+                doc! { "timestamp": { "$gte": start.clone(), "$lt": end.clone() }, "voided": true },
+            )
             .await
             .context("Failed to count the voided statements")?;
         ctx.counts.add_skipped(voided);
@@ -85,7 +87,11 @@ impl Job for AggregateStatements {
         let (date, dry_run) = (agg.date, agg.dry_run);
         let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(2);
         let reading = async {
-            while let Some(source_doc) = cursor.try_next().await.context("Failed to read the statements")? {
+            while let Some(source_doc) = cursor
+                .try_next()
+                .await
+                .context("Failed to read the statements")?
+            {
                 ctx.counts.add_read(1);
                 agg.add(&source_doc)?;
                 if agg.pending.len() >= batch_size {
@@ -105,7 +111,8 @@ impl Job for AggregateStatements {
                 if dry_run {
                     report.inserted += outputs.len() as u64;
                 } else if !outputs.is_empty() {
-                    ctx.counts.add_written(write_outputs(db, date, &outputs, &mut report).await?);
+                    ctx.counts
+                        .add_written(write_outputs(db, date, &outputs, &mut report).await?);
                 }
             }
             Ok::<_, anyhow::Error>(report)
@@ -118,11 +125,21 @@ impl Job for AggregateStatements {
         agg.report.kept += written.kept;
 
         ctx.set_detail("statements", agg.report.statements);
-        ctx.set_detail("per_partner", per_partner_by_name(&ctx.settings().keris, &agg.report.per_partner)?);
+        ctx.set_detail(
+            "per_partner",
+            per_partner_by_name(&ctx.settings().keris, &agg.report.per_partner)?,
+        );
         ctx.set_detail("invalid_reasons", &agg.report.invalid_reasons);
         ctx.set_detail("kept_sent_or_error", agg.report.kept);
         ctx.set_detail("unchanged", agg.report.unchanged);
-        ctx.set_detail(if ctx.dry_run { "would_write" } else { "inserted" }, agg.report.inserted);
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_write"
+            } else {
+                "inserted"
+            },
+            agg.report.inserted,
+        );
         if !ctx.dry_run {
             ctx.set_detail("updated", agg.report.updated);
         }
@@ -140,7 +157,10 @@ fn per_partner_by_name(
     let names = crate::jobs::dc::transfer::partners_by_id(keris)?;
     let mut by_name: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (id, counts) in by_id {
-        let name = names.get(id).cloned().unwrap_or_else(|| NOT_CONFIGURED.to_string());
+        let name = names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| NOT_CONFIGURED.to_string());
         let entry = by_name.entry(name).or_default();
         for (what, n) in counts {
             *entry.entry(what).or_default() += n;
@@ -168,7 +188,9 @@ pub fn day_bounds(date: NaiveDate) -> (Bson, Bson) {
     let start = time::start_of_day_seoul(date);
     let end = time::start_of_day_seoul(date.succ_opt().expect("date in range"));
     (
-        Bson::DateTime(mongodb::bson::DateTime::from_millis(start.timestamp_millis())),
+        Bson::DateTime(mongodb::bson::DateTime::from_millis(
+            start.timestamp_millis(),
+        )),
         Bson::DateTime(mongodb::bson::DateTime::from_millis(end.timestamp_millis())),
     )
 }
@@ -272,8 +294,16 @@ impl Aggregator {
             Ok(d) => xapi::decode_keys(Bson::Document(d.clone()).into_relaxed_extjson()),
             Err(_) => Value::Null,
         };
-        let verb_id = statement.pointer("/verb/id").and_then(Value::as_str).unwrap_or_default().to_string();
-        let object_id = statement.pointer("/object/id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let verb_id = statement
+            .pointer("/verb/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let object_id = statement
+            .pointer("/object/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let group = self.groups.entry((verb_id, object_id)).or_default();
         if group.attempts == 0 {
             group.verb = statement.get("verb").cloned().unwrap_or(Value::Null);
@@ -281,12 +311,20 @@ impl Aggregator {
         }
         group.attempts += 1;
         match xapi::partner_id(&statement) {
-            Some(p) if !p.eq_ignore_ascii_case(&partner_id) => group.partner_ext = Some(p.to_string()),
+            Some(p) if !p.eq_ignore_ascii_case(&partner_id) => {
+                group.partner_ext = Some(p.to_string())
+            }
             None if group.partner_ext.is_none() => group.partner_ext = Some(String::new()),
             _ => {}
         }
-        let Some(result) = statement.get("result") else { return Ok(()) };
-        if let Some(secs) = result.get("duration").and_then(Value::as_str).and_then(xapi::parse_duration_secs) {
+        let Some(result) = statement.get("result") else {
+            return Ok(());
+        };
+        if let Some(secs) = result
+            .get("duration")
+            .and_then(Value::as_str)
+            .and_then(xapi::parse_duration_secs)
+        {
             group.duration = Some(group.duration.unwrap_or(0) + secs);
         } else if let Some(secs) = result.get("duration").and_then(Value::as_i64) {
             group.duration = Some(group.duration.unwrap_or(0) + secs);
@@ -302,10 +340,15 @@ impl Aggregator {
         if let Some(b) = result.get("success").and_then(Value::as_bool) {
             group.success = Some(group.success.unwrap_or(false) || b);
         }
-        if let Some(list) = result.pointer("/extensions").and_then(|e| e.get(xapi::EXT_CURRICULUM_STANDARD)) {
+        if let Some(list) = result
+            .pointer("/extensions")
+            .and_then(|e| e.get(xapi::EXT_CURRICULUM_STANDARD))
+        {
             for entry in list.as_array().into_iter().flatten() {
-                let (Some(id), Some(level)) = (entry.get("id").and_then(Value::as_str), entry.get("achievement-level"))
-                else {
+                let (Some(id), Some(level)) = (
+                    entry.get("id").and_then(Value::as_str),
+                    entry.get("achievement-level"),
+                ) else {
                     continue;
                 };
                 if group.standards.get(id).is_none_or(|(t, _)| *t <= ts) {
@@ -318,7 +361,9 @@ impl Aggregator {
 
     /// Turns the current student's groups into outputs.
     pub fn finish_user(&mut self) {
-        let Some((user_id, partner_id)) = self.user.take() else { return };
+        let Some((user_id, partner_id)) = self.user.take() else {
+            return;
+        };
         let mut groups: Vec<_> = self.groups.drain().collect();
         groups.sort_by(|a, b| a.0.cmp(&b.0));
         for ((verb_id, object_id), group) in groups {
@@ -327,8 +372,22 @@ impl Aggregator {
         }
     }
 
-    fn output(&mut self, user_id: &str, partner_id: &str, verb_id: &str, object_id: &str, g: Group) -> Output {
-        let id = xapi::statement_id(&self.settings.id_namespace, self.date, user_id, verb_id, object_id).to_string();
+    fn output(
+        &mut self,
+        user_id: &str,
+        partner_id: &str,
+        verb_id: &str,
+        object_id: &str,
+        g: Group,
+    ) -> Output {
+        let id = xapi::statement_id(
+            &self.settings.id_namespace,
+            self.date,
+            user_id,
+            verb_id,
+            object_id,
+        )
+        .to_string();
         let area = xapi::area_of(verb_id).unwrap_or_default().to_string();
         let mut statement = Map::new();
         statement.insert("id".into(), json!(id));
@@ -382,7 +441,10 @@ impl Aggregator {
             "context".into(),
             json!({"platform": self.settings.platform, "extensions": Value::Object(context_ext)}),
         );
-        statement.insert("timestamp".into(), json!(format!("{}T00:00:00.000+09:00", self.date)));
+        statement.insert(
+            "timestamp".into(),
+            json!(format!("{}T00:00:00.000+09:00", self.date)),
+        );
         let statement = Value::Object(statement);
         let error = xapi::validate_at(&statement, Some(partner_id), self.now).err();
         Output {
@@ -401,12 +463,20 @@ impl Aggregator {
         let outputs = std::mem::take(&mut self.pending);
         for out in &outputs {
             self.report.statements += 1;
-            let per = self.report.per_partner.entry(out.partner_id.clone()).or_default();
+            let per = self
+                .report
+                .per_partner
+                .entry(out.partner_id.clone())
+                .or_default();
             match &out.error {
                 None => *per.entry("ready").or_default() += 1,
                 Some(e) => {
                     *per.entry("invalid").or_default() += 1;
-                    *self.report.invalid_reasons.entry(e.code().to_string()).or_default() += 1;
+                    *self
+                        .report
+                        .invalid_reasons
+                        .entry(e.code().to_string())
+                        .or_default() += 1;
                     ctx.counts.add_skipped(out.attempts);
                 }
             }
@@ -462,10 +532,17 @@ async fn write_outputs(
         Ok(_) => Vec::new(),
         Err(e) => match *e.kind {
             mongodb::error::ErrorKind::InsertMany(ref failure)
-                if failure.write_errors.as_ref().is_some_and(|w| w.iter().all(|x| x.code == 11000))
+                if failure
+                    .write_errors
+                    .as_ref()
+                    .is_some_and(|w| w.iter().all(|x| x.code == 11000))
                     && failure.write_concern_error.is_none() =>
             {
-                failure.write_errors.as_ref().map(|w| w.iter().map(|x| x.index).collect()).unwrap_or_default()
+                failure
+                    .write_errors
+                    .as_ref()
+                    .map(|w| w.iter().map(|x| x.index).collect())
+                    .unwrap_or_default()
             }
             _ => return Err(e).context("Failed to insert into keris_batch_data"),
         },
@@ -475,7 +552,10 @@ async fn write_outputs(
     let mut written = inserted;
     for index in duplicates {
         let out = &outputs[index];
-        let Some(old) = coll.find_one(doc! { "_id": &out.id }).await.context("Failed to read keris_batch_data")?
+        let Some(old) = coll
+            .find_one(doc! { "_id": &out.id })
+            .await
+            .context("Failed to read keris_batch_data")?
         else {
             continue;
         };
@@ -485,8 +565,8 @@ async fn write_outputs(
             continue;
         }
         let mut new = stored(date, out)?;
-        let same =
-            new.iter().all(|(k, v)| old.get(k) == Some(v)) && (out.error.is_some() || old.get("err_code").is_none());
+        let same = new.iter().all(|(k, v)| old.get(k) == Some(v))
+            && (out.error.is_some() || old.get("err_code").is_none());
         if same {
             report.unchanged += 1;
             continue;
@@ -497,7 +577,10 @@ async fn write_outputs(
             update.insert("$unset", doc! { "err_code": "", "err_msg": "" });
         }
         let r = coll
-            .update_one(doc! { "_id": &out.id, "status": { "$in": [READY, INVALID] } }, update)
+            .update_one(
+                doc! { "_id": &out.id, "status": { "$in": [READY, INVALID] } },
+                update,
+            )
             .await
             .context("Failed to update keris_batch_data")?;
         report.updated += r.modified_count;
@@ -515,9 +598,12 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
         let mut agg = Aggregator::new(date, LrsAggregateSettings::default(), true);
         for user in ["a", "a", "b"] {
-            agg.add(&doc! { "user_id": user, "partner_id": "p" }).unwrap();
+            agg.add(&doc! { "user_id": user, "partner_id": "p" })
+                .unwrap();
         }
-        let err = agg.add(&doc! { "user_id": "a", "partner_id": "p" }).unwrap_err();
+        let err = agg
+            .add(&doc! { "user_id": "a", "partner_id": "p" })
+            .unwrap_err();
         assert!(err.to_string().contains("not sorted by user_id"), "{err}");
     }
 }

@@ -68,7 +68,10 @@ impl Job for RegenerateStatements {
         // Rows are few (one per rejected statement): grouped per student and day.
         let mut groups: BTreeMap<(Uuid, NaiveDate), Vec<Uuid>> = BTreeMap::new();
         for (statement_id, user_id, base_dt) in rows {
-            groups.entry((user_id, base_dt)).or_default().push(statement_id);
+            groups
+                .entry((user_id, base_dt))
+                .or_default()
+                .push(statement_id);
         }
         let mut report = Report::default();
         for ((user_id, base_dt), statement_ids) in groups {
@@ -77,9 +80,14 @@ impl Job for RegenerateStatements {
             let outputs = rebuild(ctx, user_id, base_dt).await?;
             for statement_id in statement_ids {
                 let verdict = match outputs.get(&statement_id.to_string()) {
-                    None => Err("no source statement produces this statement any more (voided or deleted)".to_string()),
+                    None => Err(
+                        "no source statement produces this statement any more (voided or deleted)"
+                            .to_string(),
+                    ),
                     Some(out) => match &out.error {
-                        Some(e) => Err(format!("the rebuilt statement still fails the profile: {e}")),
+                        Some(e) => Err(format!(
+                            "the rebuilt statement still fails the profile: {e}"
+                        )),
                         None => Ok(out),
                     },
                 };
@@ -117,13 +125,23 @@ impl Job for RegenerateStatements {
                         ctx.counts.add_failed(1);
                         report.failed_count += 1;
                         if report.failed.len() < cfg.max_reported_ids {
-                            report.failed.push(FailedRow { statement_id, reason });
+                            report.failed.push(FailedRow {
+                                statement_id,
+                                reason,
+                            });
                         }
                     }
                 }
             }
         }
-        ctx.set_detail(if ctx.dry_run { "would_regenerate" } else { "regenerated" }, report.regenerated);
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_regenerate"
+            } else {
+                "regenerated"
+            },
+            report.regenerated,
+        );
         ctx.set_detail("unchanged", report.unchanged);
         ctx.set_detail("failed_count", report.failed_count);
         ctx.set_detail("failed", &report.failed);
@@ -133,9 +151,16 @@ impl Job for RegenerateStatements {
 
 /// The statements LRS-01-001 would build now from the student's source
 /// statements of `base_dt`, by id.
-async fn rebuild(ctx: &JobContext, user_id: Uuid, base_dt: NaiveDate) -> anyhow::Result<HashMap<String, Output>> {
+async fn rebuild(
+    ctx: &JobContext,
+    user_id: Uuid,
+    base_dt: NaiveDate,
+) -> anyhow::Result<HashMap<String, Output>> {
     let settings = ctx.settings().jobs.lrs_aggregate.clone();
-    let source = ctx.app.mongo.collection::<Document>(crate::dev::schema::STATEMENTS);
+    let source = ctx
+        .app
+        .mongo
+        .collection::<Document>(crate::dev::schema::STATEMENTS);
     let mut filter = source_filter(base_dt);
     filter.insert("user_id", user_id.to_string());
     let mut cursor = source
@@ -144,11 +169,18 @@ async fn rebuild(ctx: &JobContext, user_id: Uuid, base_dt: NaiveDate) -> anyhow:
         .await
         .context("Failed to read the statements")?;
     let mut agg = Aggregator::new(base_dt, settings, true);
-    while let Some(d) = cursor.try_next().await.context("Failed to read the statements")? {
+    while let Some(d) = cursor
+        .try_next()
+        .await
+        .context("Failed to read the statements")?
+    {
         agg.add(&d)?;
     }
     agg.finish_user();
-    Ok(std::mem::take(&mut agg.pending).into_iter().map(|o| (o.id.clone(), o)).collect())
+    Ok(std::mem::take(&mut agg.pending)
+        .into_iter()
+        .map(|o| (o.id.clone(), o))
+        .collect())
 }
 
 /// Writes the rebuilt statement back as `READY` (only over an `ERROR` or
@@ -157,7 +189,10 @@ async fn write_back(ctx: &JobContext, out: &Output) -> anyhow::Result<bool> {
     let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let statement = mongodb::bson::to_document(&crate::xapi::encode_keys(out.statement.clone()))
         .context("Failed to convert a statement to BSON")?;
-    let old = coll.find_one(doc! { "_id": &out.id }).await.context("Failed to read keris_batch_data")?;
+    let old = coll
+        .find_one(doc! { "_id": &out.id })
+        .await
+        .context("Failed to read keris_batch_data")?;
     let unchanged = old.as_ref().and_then(|d| d.get_document("statement").ok()) == Some(&statement);
     coll.update_one(
         doc! { "_id": &out.id, "status": { "$in": ["ERROR", "READY"] } },

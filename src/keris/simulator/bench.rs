@@ -92,9 +92,17 @@ pub async fn run(base_url: &str, options: &BenchOptions) -> anyhow::Result<Bench
     for s in 0..senders {
         let share = options.statements / senders + u64::from(s < options.statements % senders);
         let (client, options, base_url) = (client.clone(), options.clone(), base_url.to_string());
-        tasks.push(tokio::spawn(async move { sender(client, &base_url, &options, share).await }));
+        tasks.push(tokio::spawn(async move {
+            sender(client, &base_url, &options, share).await
+        }));
     }
-    let mut report = BenchReport { statements: 0, requests: 0, rejected: 0, bytes: 0, elapsed: Duration::ZERO };
+    let mut report = BenchReport {
+        statements: 0,
+        requests: 0,
+        rejected: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+    };
     for task in tasks {
         let (statements, requests, rejected, bytes) = task.await??;
         report.statements += statements;
@@ -116,22 +124,30 @@ async fn sender(
     let user = Uuid::new_v4();
     let mut raw = if options.raw {
         let addr = base_url.trim_start_matches("http://").trim_end_matches('/');
-        let stream = tokio::net::TcpStream::connect(addr).await.context("connect")?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .context("connect")?;
         stream.set_nodelay(true)?;
-        Some(RawSender { stream, buf: Vec::with_capacity(8192) })
+        Some(RawSender {
+            stream,
+            buf: Vec::with_capacity(8192),
+        })
     } else {
         None
     };
     let (mut sent, mut requests, mut rejected, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     while sent < total {
         let n = (options.per_request as u64).min(total - sent);
-        let batch: Vec<Vec<u8>> =
-            (0..n).map(|i| sample_statement(Uuid::new_v4(), &options.partner_id, user, sent + i)).collect();
+        let batch: Vec<Vec<u8>> = (0..n)
+            .map(|i| sample_statement(Uuid::new_v4(), &options.partner_id, user, sent + i))
+            .collect();
         let chunked_index = sent + 1;
         bytes += batch.iter().map(|s| s.len() as u64).sum::<u64>();
         match &mut raw {
             None => {
-                let response = client.send_statements(&transfer, chunked_index, &batch).await?;
+                let response = client
+                    .send_statements(&transfer, chunked_index, &batch)
+                    .await?;
                 rejected += response.list_error.len() as u64;
             }
             Some(raw) => {
@@ -146,7 +162,11 @@ async fn sender(
                     )
                     .await?;
                 let response: crate::keris::SendStatementsResponse = serde_json::from_slice(&body)?;
-                anyhow::ensure!(response.code == crate::keris::CODE_OK, "answer {}", response.code);
+                anyhow::ensure!(
+                    response.code == crate::keris::CODE_OK,
+                    "answer {}",
+                    response.code
+                );
                 rejected += response.list_error.len() as u64;
             }
         }
@@ -172,7 +192,8 @@ impl RawSender {
         statements: &[Vec<u8>],
     ) -> anyhow::Result<Vec<u8>> {
         use std::io::Write;
-        let mut out = Vec::with_capacity(statements.iter().map(|s| s.len() + 12).sum::<usize>() + 1024);
+        let mut out =
+            Vec::with_capacity(statements.iter().map(|s| s.len() + 12).sum::<usize>() + 1024);
         write!(
             out,
             "POST /aidt_rawdata/send_statement HTTP/1.1\r\nHost: bench\r\nPartner-ID: {partner_id}\r\nAPI-version: 2.4\r\n\
@@ -205,7 +226,11 @@ impl RawSender {
                     anyhow::ensure!(n > 0, "connection closed");
                     self.buf.extend_from_slice(&tmp[..n]);
                 }
-                anyhow::ensure!(head.starts_with("http/1.1 200"), "HTTP answer {}", head.lines().next().unwrap_or(""));
+                anyhow::ensure!(
+                    head.starts_with("http/1.1 200"),
+                    "HTTP answer {}",
+                    head.lines().next().unwrap_or("")
+                );
                 return Ok(self.buf[start..start + len].to_vec());
             }
             let n = self.stream.read(&mut tmp).await?;

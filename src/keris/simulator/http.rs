@@ -43,7 +43,10 @@ pub(crate) struct RequestHead {
 impl RequestHead {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the connection stays open after the answer.
@@ -62,13 +65,17 @@ impl RequestHead {
             if last.eq_ignore_ascii_case("chunked") {
                 return Ok(BodyKind::Chunked);
             }
-            return Err(HttpError::Bad(format!("unsupported Transfer-Encoding {te:?}")));
+            return Err(HttpError::Bad(format!(
+                "unsupported Transfer-Encoding {te:?}"
+            )));
         }
         match self.header("content-length") {
             None => Ok(BodyKind::Length(0)),
-            Some(v) => {
-                v.trim().parse().map(BodyKind::Length).map_err(|_| HttpError::Bad(format!("bad Content-Length {v:?}")))
-            }
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(BodyKind::Length)
+                .map_err(|_| HttpError::Bad(format!("bad Content-Length {v:?}"))),
         }
     }
 
@@ -99,7 +106,12 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
-        Self { stream, buf: vec![0; INITIAL_BUFFER], pos: 0, end: 0 }
+        Self {
+            stream,
+            buf: vec![0; INITIAL_BUFFER],
+            pos: 0,
+            end: 0,
+        }
     }
 
     fn available(&self) -> usize {
@@ -185,7 +197,11 @@ impl Conn {
                 }
             }
             if !self.fill(0).await? {
-                return if self.available() == 0 { Ok(None) } else { Err(HttpError::Eof) };
+                return if self.available() == 0 {
+                    Ok(None)
+                } else {
+                    Err(HttpError::Eof)
+                };
             }
         }
     }
@@ -247,7 +263,11 @@ impl Conn {
 
     /// Reads a whole body of at most `limit` bytes; `Ok(None)` if it is
     /// larger (the body is then skipped, so the connection stays usable).
-    pub async fn read_body(&mut self, kind: BodyKind, limit: usize) -> Result<Option<Vec<u8>>, HttpError> {
+    pub async fn read_body(
+        &mut self,
+        kind: BodyKind,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, HttpError> {
         match kind {
             BodyKind::Length(n) if n > limit => {
                 self.skip(n).await?;
@@ -312,7 +332,9 @@ impl Conn {
 
     /// `100 Continue`, for clients that wait for it.
     pub async fn write_continue(&mut self) -> io::Result<()> {
-        self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await
+        self.stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
     }
 
     /// Writes a JSON answer with `Content-Length`.
@@ -362,7 +384,12 @@ fn head_of(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpError
     let headers = request
         .headers
         .iter()
-        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
+            )
+        })
         .collect();
     Ok(RequestHead {
         method: request.method.unwrap_or("").to_string(),
@@ -381,7 +408,9 @@ fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
     }
     let mut size = 0usize;
     for &b in hex {
-        let digit = (b as char).to_digit(16).ok_or_else(|| HttpError::Bad("bad chunk size".into()))?;
+        let digit = (b as char)
+            .to_digit(16)
+            .ok_or_else(|| HttpError::Bad("bad chunk size".into()))?;
         size = size * 16 + digit as usize;
     }
     Ok(size)

@@ -195,12 +195,19 @@ pub struct Stats {
 impl Stats {
     /// Counters of `partner_id` (empty if it never called).
     pub fn partner(&self, partner_id: &str) -> PartnerStats {
-        self.partners.get(&partner_id.to_ascii_lowercase()).cloned().unwrap_or_default()
+        self.partners
+            .get(&partner_id.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Requests for call `api_id` summed over partners.
     pub fn requests(&self, api_id: &str) -> u64 {
-        self.partners.values().filter_map(|p| p.calls.get(api_id)).map(|c| c.requests).sum()
+        self.partners
+            .values()
+            .filter_map(|p| p.calls.get(api_id))
+            .map(|c| c.requests)
+            .sum()
     }
 
     /// Statements stored for the first time, over all partners.
@@ -265,7 +272,10 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -276,9 +286,17 @@ pub async fn start(config: SimulatorConfig) -> std::io::Result<SimulatorHandle> 
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(config));
     let cancel = CancellationToken::new();
-    tokio::spawn(server::accept_loop(listener, shared.clone(), cancel.clone()));
+    tokio::spawn(server::accept_loop(
+        listener,
+        shared.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(%addr, "KERIS simulator listening");
-    Ok(SimulatorHandle { addr, shared, cancel })
+    Ok(SimulatorHandle {
+        addr,
+        shared,
+        cancel,
+    })
 }
 
 /// A running simulator: its address and in-process access to what it
@@ -291,7 +309,9 @@ pub struct SimulatorHandle {
 
 impl std::fmt::Debug for SimulatorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimulatorHandle").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("SimulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 

@@ -13,15 +13,22 @@ use super::state::{Fault, Item, Refusal, Shared};
 use super::validate::{check_dashboard, check_statement};
 use super::{DashboardEvent, Faults, RequestRecord};
 use crate::keris::client::{
-    HEADER_API_VERSION, HEADER_CHUNKED_INDEX, HEADER_PARTNER_ACCESS_TOKEN, HEADER_PARTNER_ID, HEADER_TRANSFER_ID,
+    HEADER_API_VERSION, HEADER_CHUNKED_INDEX, HEADER_PARTNER_ACCESS_TOKEN, HEADER_PARTNER_ID,
+    HEADER_TRANSFER_ID,
 };
 use crate::keris::types::Api;
-use crate::keris::{CODE_BAD_REQUEST, CODE_NOT_FOUND, CODE_OK, CODE_RATE_LIMITED, CODE_SYSTEM_ERROR};
+use crate::keris::{
+    CODE_BAD_REQUEST, CODE_NOT_FOUND, CODE_OK, CODE_RATE_LIMITED, CODE_SYSTEM_ERROR,
+};
 
 /// Dashboard and status bodies are small; anything bigger is refused.
 const MAX_SMALL_BODY: usize = 1024 * 1024;
 
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -50,12 +57,20 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, canc
 
 /// What to do after a request.
 enum Outcome {
-    Respond { response: Response, delay: Option<Duration>, close: bool },
+    Respond {
+        response: Response,
+        delay: Option<Duration>,
+        close: bool,
+    },
     Reset,
 }
 
 fn respond(response: Response) -> Outcome {
-    Outcome::Respond { response, delay: None, close: false }
+    Outcome::Respond {
+        response,
+        delay: None,
+        close: false,
+    }
 }
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>) {
@@ -66,20 +81,36 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             Ok(None) => return,
             Err(e) => {
                 if let HttpError::Bad(_) | HttpError::HeadTooLarge = e {
-                    let body = envelope(CODE_BAD_REQUEST, &e.to_string(), &shared.config.api_version);
-                    let _ = conn.respond(&Response { status: 400, body, retry_after: None }, true).await;
+                    let body =
+                        envelope(CODE_BAD_REQUEST, &e.to_string(), &shared.config.api_version);
+                    let _ = conn
+                        .respond(
+                            &Response {
+                                status: 400,
+                                body,
+                                retry_after: None,
+                            },
+                            true,
+                        )
+                        .await;
                 }
                 return;
             }
         };
-        if head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        if head
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
             && conn.write_continue().await.is_err()
         {
             return;
         }
         let keep_alive = head.keep_alive();
         match handle(&mut conn, &head, &shared).await {
-            Ok(Outcome::Respond { response, delay, close }) => {
+            Ok(Outcome::Respond {
+                response,
+                delay,
+                close,
+            }) => {
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
                 }
@@ -101,16 +132,22 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 }
 
 fn envelope(code: &str, message: &str, api_version: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"code": code, "message": message, "api_version": api_version})).expect("json")
+    serde_json::to_vec(&json!({"code": code, "message": message, "api_version": api_version}))
+        .expect("json")
 }
 
 /// A business answer: HTTP 200 and `code`, plus `extra` fields.
 fn answer(shared: &Shared, code: &str, message: &str, extra: Value) -> Response {
-    let mut body = json!({"code": code, "message": message, "api_version": shared.config.api_version});
+    let mut body =
+        json!({"code": code, "message": message, "api_version": shared.config.api_version});
     if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
         body.extend(extra);
     }
-    Response { status: 200, body: serde_json::to_vec(&body).expect("json"), retry_after: None }
+    Response {
+        status: 200,
+        body: serde_json::to_vec(&body).expect("json"),
+        retry_after: None,
+    }
 }
 
 fn refusal(shared: &Shared, (code, message): Refusal) -> Response {
@@ -122,16 +159,26 @@ fn code_of(response: &Response) -> Option<String> {
     struct Code {
         code: String,
     }
-    serde_json::from_slice::<Code>(&response.body).ok().map(|c| c.code)
+    serde_json::from_slice::<Code>(&response.body)
+        .ok()
+        .map(|c| c.code)
 }
 
-async fn handle(conn: &mut Conn, head: &RequestHead, shared: &Shared) -> Result<Outcome, HttpError> {
+async fn handle(
+    conn: &mut Conn,
+    head: &RequestHead,
+    shared: &Shared,
+) -> Result<Outcome, HttpError> {
     let kind = match head.body_kind() {
         Ok(kind) => kind,
         Err(e) => {
             let body = envelope(CODE_BAD_REQUEST, &e.to_string(), &shared.config.api_version);
             return Ok(Outcome::Respond {
-                response: Response { status: 400, body, retry_after: None },
+                response: Response {
+                    status: 400,
+                    body,
+                    retry_after: None,
+                },
                 delay: None,
                 close: true,
             });
@@ -195,7 +242,8 @@ async fn handle(conn: &mut Conn, head: &RequestHead, shared: &Shared) -> Result<
                 r.status = 405;
                 r
             } else if api == Api::SendStatements {
-                let (response, chunks) = send_statements(conn, head, kind, shared, partner.as_deref(), commit).await?;
+                let (response, chunks) =
+                    send_statements(conn, head, kind, shared, partner.as_deref(), commit).await?;
                 record.chunks = Some(chunks);
                 response
             } else {
@@ -203,17 +251,35 @@ async fn handle(conn: &mut Conn, head: &RequestHead, shared: &Shared) -> Result<
                 if let Some(body) = &body {
                     record.body = serde_json::from_slice(body).ok();
                 }
-                small_call(api, head, body, shared, partner.as_deref(), commit, received_at)
+                small_call(
+                    api,
+                    head,
+                    body,
+                    shared,
+                    partner.as_deref(),
+                    commit,
+                    received_at,
+                )
             };
             match fault {
                 Fault::ServerError { .. } => {
-                    response = answer(shared, CODE_SYSTEM_ERROR, "injected system error", Value::Null);
+                    response = answer(
+                        shared,
+                        CODE_SYSTEM_ERROR,
+                        "injected system error",
+                        Value::Null,
+                    );
                     response.status = 500;
                     (None, response)
                 }
                 Fault::Hang { secs, stored } => {
                     if !stored {
-                        response = answer(shared, CODE_SYSTEM_ERROR, "injected hang, not processed", Value::Null);
+                        response = answer(
+                            shared,
+                            CODE_SYSTEM_ERROR,
+                            "injected hang, not processed",
+                            Value::Null,
+                        );
                         response.status = 503;
                     }
                     let delay = Duration::from_secs_f64(secs.max(0.0));
@@ -226,7 +292,11 @@ async fn handle(conn: &mut Conn, head: &RequestHead, shared: &Shared) -> Result<
     record.http_status = response.status;
     record.code = code_of(&response);
     shared.record_request(&partner_key, record);
-    Ok(Outcome::Respond { response, delay: outcome, close: false })
+    Ok(Outcome::Respond {
+        response,
+        delay: outcome,
+        close: false,
+    })
 }
 
 /// Checks common to every call: Partner-ID and API-version.
@@ -239,7 +309,8 @@ fn check_common(head: &RequestHead, shared: &Shared, partner: Option<&str>) -> R
 }
 
 fn is_json(head: &RequestHead) -> bool {
-    head.header("content-type").is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"))
+    head.header("content-type")
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"))
 }
 
 /// API-001..006 and transfer status: small bodies read whole.
@@ -257,7 +328,10 @@ fn small_call(
         let partner = partner.expect("checked");
         let body = body.ok_or((CODE_BAD_REQUEST, "body too large".to_string()))?;
         if !body.is_empty() && !is_json(head) {
-            return Err((CODE_BAD_REQUEST, "Content-Type must be application/json".into()));
+            return Err((
+                CODE_BAD_REQUEST,
+                "Content-Type must be application/json".into(),
+            ));
         }
         match api {
             Api::OpenTransfer => {
@@ -269,13 +343,16 @@ fn small_call(
                 struct StatusBody {
                     transfer_id: String,
                 }
-                let req: StatusBody =
-                    serde_json::from_slice(&body).map_err(|e| (CODE_BAD_REQUEST, format!("bad body: {e}")))?;
+                let req: StatusBody = serde_json::from_slice(&body)
+                    .map_err(|e| (CODE_BAD_REQUEST, format!("bad body: {e}")))?;
                 let (index, token) = shared.transfer_status(partner, &req.transfer_id)?;
-                Ok(json!({"transfer_id": req.transfer_id, "index": index, "partner_access_token": token}))
+                Ok(
+                    json!({"transfer_id": req.transfer_id, "index": index, "partner_access_token": token}),
+                )
             }
             _ => {
-                let (value, user_id) = check_dashboard(api, &body).map_err(|m| (CODE_BAD_REQUEST, m))?;
+                let (value, user_id) =
+                    check_dashboard(api, &body).map_err(|m| (CODE_BAD_REQUEST, m))?;
                 if commit {
                     shared.record_dashboard(DashboardEvent {
                         api: api.id().into(),
@@ -309,16 +386,26 @@ async fn send_statements(
         check_common(head, shared, partner)?;
         let partner = partner.expect("checked");
         let transfer_id = head.header(HEADER_TRANSFER_ID);
-        shared.check_transfer(partner, transfer_id, head.header(HEADER_PARTNER_ACCESS_TOKEN))?;
+        shared.check_transfer(
+            partner,
+            transfer_id,
+            head.header(HEADER_PARTNER_ACCESS_TOKEN),
+        )?;
         let index = head
             .header(HEADER_CHUNKED_INDEX)
             .ok_or((CODE_BAD_REQUEST, "Chunked-Index header missing".to_string()))?
             .parse::<u64>()
             .ok()
             .filter(|i| *i >= 1)
-            .ok_or((CODE_BAD_REQUEST, "Chunked-Index is not a positive integer".to_string()))?;
+            .ok_or((
+                CODE_BAD_REQUEST,
+                "Chunked-Index is not a positive integer".to_string(),
+            ))?;
         if kind != BodyKind::Chunked {
-            return Err((CODE_BAD_REQUEST, "API-007 needs Transfer-Encoding: chunked".into()));
+            return Err((
+                CODE_BAD_REQUEST,
+                "API-007 needs Transfer-Encoding: chunked".into(),
+            ));
         }
         Ok((partner, transfer_id.expect("checked"), index))
     })();
@@ -344,10 +431,16 @@ async fn send_statements(
         chunks += 1;
         bytes += size;
         if over.is_none() && chunks as usize > config.max_statements_per_request {
-            over = Some(format!("more than {} statements in one request", config.max_statements_per_request));
+            over = Some(format!(
+                "more than {} statements in one request",
+                config.max_statements_per_request
+            ));
         }
         if over.is_none() && bytes > config.max_request_bytes {
-            over = Some(format!("more than {} bytes in one request", config.max_request_bytes));
+            over = Some(format!(
+                "more than {} bytes in one request",
+                config.max_request_bytes
+            ));
         }
         if over.is_some() {
             conn.skip_chunk(size).await?;
@@ -357,23 +450,55 @@ async fn send_statements(
         let data = conn.chunk(size);
         let verdict = check_statement(data, partner, now);
         let bytes = (config.record_statements && verdict.is_ok()).then(|| Box::from(data));
-        let user = if reject_users && verdict.is_ok() { actor_name(data) } else { None };
-        items.push(Item { verdict, bytes, user });
+        let user = if reject_users && verdict.is_ok() {
+            actor_name(data)
+        } else {
+            None
+        };
+        items.push(Item {
+            verdict,
+            bytes,
+            user,
+        });
         conn.end_chunk(size);
     }
     if let Some(message) = over {
-        shared.apply_statements(partner, transfer_id, chunked_index, chunks, Vec::new(), false).ok();
-        return Ok((answer(shared, CODE_BAD_REQUEST, &message, Value::Null), chunks));
+        shared
+            .apply_statements(
+                partner,
+                transfer_id,
+                chunked_index,
+                chunks,
+                Vec::new(),
+                false,
+            )
+            .ok();
+        return Ok((
+            answer(shared, CODE_BAD_REQUEST, &message, Value::Null),
+            chunks,
+        ));
     }
     if items.is_empty() {
-        return Ok((answer(shared, CODE_BAD_REQUEST, "no statements in the body", Value::Null), chunks));
+        return Ok((
+            answer(
+                shared,
+                CODE_BAD_REQUEST,
+                "no statements in the body",
+                Value::Null,
+            ),
+            chunks,
+        ));
     }
-    let response = match shared.apply_statements(partner, transfer_id, chunked_index, chunks, items, commit) {
-        Ok(list_error) => {
-            answer(shared, CODE_OK, "success", json!({"transfer_id": transfer_id, "list_error": list_error}))
-        }
-        Err(refused) => refusal(shared, refused),
-    };
+    let response =
+        match shared.apply_statements(partner, transfer_id, chunked_index, chunks, items, commit) {
+            Ok(list_error) => answer(
+                shared,
+                CODE_OK,
+                "success",
+                json!({"transfer_id": transfer_id, "list_error": list_error}),
+            ),
+            Err(refused) => refusal(shared, refused),
+        };
     Ok((response, chunks))
 }
 
@@ -403,9 +528,15 @@ async fn admin(
     shared: &Shared,
 ) -> Result<Outcome, HttpError> {
     let body = conn.read_body(kind, MAX_SMALL_BODY).await?;
-    let limit = head.query_param("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
-    let ok =
-        |value: Value| Response { status: 200, body: serde_json::to_vec(&value).expect("json"), retry_after: None };
+    let limit = head
+        .query_param("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100);
+    let ok = |value: Value| Response {
+        status: 200,
+        body: serde_json::to_vec(&value).expect("json"),
+        retry_after: None,
+    };
     let error = |status: u16, message: String| Response {
         status,
         body: serde_json::to_vec(&json!({"error": message})).expect("json"),
@@ -429,7 +560,10 @@ async fn admin(
             shared.reset();
             ok(json!({"reset": true}))
         }
-        _ => error(404, format!("no operator endpoint {} /_sim/{path}", head.method)),
+        _ => error(
+            404,
+            format!("no operator endpoint {} /_sim/{path}", head.method),
+        ),
     };
     Ok(respond(response))
 }

@@ -13,10 +13,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::validate::ValidStatement;
-use super::{DashboardEvent, Faults, PartnerStats, RecordedStatement, RequestRecord, SimulatorConfig, Stats};
+use super::{
+    DashboardEvent, Faults, PartnerStats, RecordedStatement, RequestRecord, SimulatorConfig, Stats,
+};
 use crate::keris::types::{Api, StatementError};
 use crate::keris::{
-    CODE_BAD_REQUEST, CODE_CLOSED, CODE_NOT_FOUND, CODE_UNAUTHORIZED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR,
+    CODE_BAD_REQUEST, CODE_CLOSED, CODE_NOT_FOUND, CODE_UNAUTHORIZED, XAPI_DUP_ERR, XAPI_USER_ERR,
+    XAPI_VAL_ERR,
 };
 
 /// A business error answer: code and message.
@@ -122,7 +125,12 @@ struct TokenBucket {
 impl TokenBucket {
     fn new(rate: f64) -> Self {
         let capacity = rate.max(1.0);
-        Self { rate, capacity, tokens: capacity, last: Instant::now() }
+        Self {
+            rate,
+            capacity,
+            tokens: capacity,
+            last: Instant::now(),
+        }
     }
 
     /// `Ok` if a request may pass now, else how long until it may.
@@ -160,14 +168,23 @@ impl State {
 
     fn set_faults(&mut self, faults: Faults) {
         self.rng = SmallRng::seed_from_u64(faults.seed);
-        self.reject_ids = faults.reject_statement_ids.iter().map(|id| id.as_u128()).collect();
-        self.reject_users = faults.reject_user_ids.iter().map(|u| u.to_ascii_lowercase()).collect();
+        self.reject_ids = faults
+            .reject_statement_ids
+            .iter()
+            .map(|id| id.as_u128())
+            .collect();
+        self.reject_users = faults
+            .reject_user_ids
+            .iter()
+            .map(|u| u.to_ascii_lowercase())
+            .collect();
         self.faults = faults;
     }
 
     fn partner(&mut self, partner: &str) -> &mut PartnerState {
         if !self.partners.contains_key(partner) {
-            self.partners.insert(partner.to_string(), PartnerState::default());
+            self.partners
+                .insert(partner.to_string(), PartnerState::default());
         }
         self.partners.get_mut(partner).expect("just inserted")
     }
@@ -175,20 +192,33 @@ impl State {
 
 impl Shared {
     pub fn new(config: SimulatorConfig) -> Self {
-        let allowed = config.partners.iter().map(|p| p.trim().to_ascii_lowercase()).collect();
+        let allowed = config
+            .partners
+            .iter()
+            .map(|p| p.trim().to_ascii_lowercase())
+            .collect();
         let state = Mutex::new(State::new(config.faults.clone()));
-        Self { allowed, signing_key: rand::thread_rng().gen(), state, config }
+        Self {
+            allowed,
+            signing_key: rand::thread_rng().gen(),
+            state,
+            config,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent-enough counters.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The call served at `path` (without the leading `/`).
     pub fn route(&self, path: &str) -> Option<Api> {
         let path = path.trim_start_matches('/');
-        Api::ALL.into_iter().find(|api| api.path(&self.config.paths).trim_start_matches('/') == path)
+        Api::ALL
+            .into_iter()
+            .find(|api| api.path(&self.config.paths).trim_start_matches('/') == path)
     }
 
     /// Whether `partner` (lowercased header value) may call.
@@ -218,21 +248,29 @@ impl Shared {
     pub fn decide_fault(&self, api: Api, partner: &str) -> Fault {
         let mut state = self.lock();
         if let Some(rate) = self.config.rate_limit.filter(|r| *r > 0.0) {
-            let bucket = state.partner(partner).bucket.get_or_insert_with(|| TokenBucket::new(rate));
+            let bucket = state
+                .partner(partner)
+                .bucket
+                .get_or_insert_with(|| TokenBucket::new(rate));
             if let Err(wait) = bucket.take(Instant::now()) {
-                return Fault::TooMany { retry_after: wait.as_secs_f64().ceil().max(1.0) as u64 };
+                return Fault::TooMany {
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                };
             }
         }
         let state = &mut *state;
         let f = &mut state.faults;
-        if !f.only_apis.is_empty() && !f.only_apis.iter().any(|a| a.eq_ignore_ascii_case(api.id())) {
+        if !f.only_apis.is_empty() && !f.only_apis.iter().any(|a| a.eq_ignore_ascii_case(api.id()))
+        {
             return Fault::None;
         }
         let stored_share = f.stored_before_error_share;
         let hang_secs = f.hang_secs;
         if f.too_many_requests_next > 0 {
             f.too_many_requests_next -= 1;
-            return Fault::TooMany { retry_after: f.retry_after_secs };
+            return Fault::TooMany {
+                retry_after: f.retry_after_secs,
+            };
         }
         if f.reset_next > 0 {
             f.reset_next -= 1;
@@ -240,11 +278,16 @@ impl Shared {
         }
         if f.server_error_next > 0 {
             f.server_error_next -= 1;
-            return Fault::ServerError { stored: state.rng.gen_bool(stored_share.clamp(0.0, 1.0)) };
+            return Fault::ServerError {
+                stored: state.rng.gen_bool(stored_share.clamp(0.0, 1.0)),
+            };
         }
         if f.hang_next > 0 {
             f.hang_next -= 1;
-            return Fault::Hang { secs: hang_secs, stored: state.rng.gen_bool(stored_share.clamp(0.0, 1.0)) };
+            return Fault::Hang {
+                secs: hang_secs,
+                stored: state.rng.gen_bool(stored_share.clamp(0.0, 1.0)),
+            };
         }
         let (reset, error, hang) = (f.reset_share, f.server_error_share, f.hang_share);
         if reset + error + hang <= 0.0 {
@@ -257,7 +300,10 @@ impl Shared {
         } else if roll < reset + error {
             Fault::ServerError { stored }
         } else if roll < reset + error + hang {
-            Fault::Hang { secs: hang_secs, stored }
+            Fault::Hang {
+                secs: hang_secs,
+                stored,
+            }
         } else {
             Fault::None
         }
@@ -281,15 +327,22 @@ impl Shared {
             };
             state.transfers.insert(id.clone(), transfer);
         }
-        (id, token, crate::keris::types::format_timestamp(&now.with_timezone(&crate::time::seoul())))
+        (
+            id,
+            token,
+            crate::keris::types::format_timestamp(&now.with_timezone(&crate::time::seoul())),
+        )
     }
 
     /// A JWT-shaped token (header.payload.signature, base64url) longer than
     /// 256 characters, like KERIS's; only its identity matters here.
     fn make_token(&self, transfer_id: &str, partner: &str, now: i64) -> String {
         let header = base64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let partner_hash: String =
-            Sha256::digest(partner.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let partner_hash: String = Sha256::digest(partner.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let payload = serde_json::json!({
             "iss": "keris-simulator",
             "aud": "aidt_rawdata/send_statement",
@@ -310,11 +363,20 @@ impl Shared {
     }
 
     /// Header checks of API-007 against the transfer.
-    pub fn check_transfer(&self, partner: &str, transfer_id: Option<&str>, token: Option<&str>) -> Result<(), Refusal> {
+    pub fn check_transfer(
+        &self,
+        partner: &str,
+        transfer_id: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(), Refusal> {
         // Every failure here means "open a new transfer", hence 40101 even
         // for an unknown Transfer-Id (KERIS forgot it, or it was reset).
-        let transfer_id = transfer_id.ok_or((CODE_UNAUTHORIZED, "Transfer-Id header missing".to_string()))?;
-        let token = token.ok_or((CODE_UNAUTHORIZED, "Partner-Access-Token header missing".to_string()))?;
+        let transfer_id =
+            transfer_id.ok_or((CODE_UNAUTHORIZED, "Transfer-Id header missing".to_string()))?;
+        let token = token.ok_or((
+            CODE_UNAUTHORIZED,
+            "Partner-Access-Token header missing".to_string(),
+        ))?;
         let state = self.lock();
         let transfer = state
             .transfers
@@ -322,7 +384,10 @@ impl Shared {
             .filter(|t| &*t.partner == partner)
             .ok_or((CODE_UNAUTHORIZED, "unknown Transfer-Id".to_string()))?;
         if transfer.token != token {
-            return Err((CODE_UNAUTHORIZED, "Partner-Access-Token does not belong to this transfer".into()));
+            return Err((
+                CODE_UNAUTHORIZED,
+                "Partner-Access-Token does not belong to this transfer".into(),
+            ));
         }
         if Instant::now() >= transfer.expires_at {
             return Err((CODE_UNAUTHORIZED, "Partner-Access-Token expired".into()));
@@ -352,12 +417,17 @@ impl Shared {
         if !commit {
             return Ok(Vec::new());
         }
-        let transfer =
-            state.transfers.get_mut(transfer_id).ok_or((CODE_UNAUTHORIZED, "unknown Transfer-Id".to_string()))?;
+        let transfer = state
+            .transfers
+            .get_mut(transfer_id)
+            .ok_or((CODE_UNAUTHORIZED, "unknown Transfer-Id".to_string()))?;
         if chunked_index > transfer.index + 1 {
             return Err((
                 CODE_BAD_REQUEST,
-                format!("Chunked-Index {chunked_index} leaves a gap: last stored index is {}", transfer.index),
+                format!(
+                    "Chunked-Index {chunked_index} leaves a gap: last stored index is {}",
+                    transfer.index
+                ),
             ));
         }
         let n = items.len() as u64;
@@ -368,8 +438,13 @@ impl Shared {
         let mut errors = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let index = chunked_index + i as u64;
-            let mut reject =
-                |code: &str, message: String| errors.push(StatementError { index, code: code.into(), message });
+            let mut reject = |code: &str, message: String| {
+                errors.push(StatementError {
+                    index,
+                    code: code.into(),
+                    message,
+                })
+            };
             let valid = match item.verdict {
                 Err(message) => {
                     reject(XAPI_VAL_ERR, message);
@@ -381,7 +456,11 @@ impl Shared {
                 reject(XAPI_VAL_ERR, "rejected by fault injection".into());
                 continue;
             }
-            if item.user.as_deref().is_some_and(|u| state.reject_users.contains(&u.to_ascii_lowercase())) {
+            if item
+                .user
+                .as_deref()
+                .is_some_and(|u| state.reject_users.contains(&u.to_ascii_lowercase()))
+            {
                 reject(XAPI_USER_ERR, "unknown user (actor.account.name)".into());
                 continue;
             }
@@ -395,7 +474,10 @@ impl Shared {
                         continue;
                     }
                     Entry::Occupied(_) => {
-                        reject(XAPI_DUP_ERR, "a statement with this id was received with other content".into());
+                        reject(
+                            XAPI_DUP_ERR,
+                            "a statement with this id was received with other content".into(),
+                        );
                         continue;
                     }
                 }
@@ -421,7 +503,11 @@ impl Shared {
     }
 
     /// Last stored index and token of a transfer of `partner`.
-    pub fn transfer_status(&self, partner: &str, transfer_id: &str) -> Result<(u64, String), Refusal> {
+    pub fn transfer_status(
+        &self,
+        partner: &str,
+        transfer_id: &str,
+    ) -> Result<(u64, String), Refusal> {
         let state = self.lock();
         let t = state
             .transfers
@@ -449,7 +535,12 @@ impl Shared {
                 (Some(code), _) => code.clone(),
                 (None, status) => format!("http-{status}"),
             };
-            let calls = state.partner(partner).stats.calls.entry(api.clone()).or_default();
+            let calls = state
+                .partner(partner)
+                .stats
+                .calls
+                .entry(api.clone())
+                .or_default();
             calls.requests += 1;
             *calls.answers.entry(answer).or_default() += 1;
         }
@@ -464,20 +555,30 @@ impl Shared {
     pub fn stats(&self) -> Stats {
         let state = self.lock();
         Stats {
-            partners: state.partners.iter().map(|(k, v)| (k.clone(), v.stats.clone())).collect(),
+            partners: state
+                .partners
+                .iter()
+                .map(|(k, v)| (k.clone(), v.stats.clone()))
+                .collect(),
             connections: state.connections,
         }
     }
 
     pub fn statement(&self, id: Uuid) -> Option<RecordedStatement> {
         let state = self.lock();
-        state.recorded_by_id.get(&id.as_u128()).map(|&i| state.recorded[i].to_record())
+        state
+            .recorded_by_id
+            .get(&id.as_u128())
+            .map(|&i| state.recorded[i].to_record())
     }
 
     pub fn statements(&self, limit: usize) -> Vec<RecordedStatement> {
         let state = self.lock();
         let skip = state.recorded.len().saturating_sub(limit);
-        state.recorded[skip..].iter().map(StoredStatement::to_record).collect()
+        state.recorded[skip..]
+            .iter()
+            .map(StoredStatement::to_record)
+            .collect()
     }
 
     pub fn dashboard_events(&self, limit: usize) -> Vec<DashboardEvent> {
@@ -513,7 +614,11 @@ impl Shared {
     }
 
     pub fn close_transfer(&self, transfer_id: &str) -> bool {
-        self.lock().transfers.get_mut(transfer_id).map(|t| t.closed = true).is_some()
+        self.lock()
+            .transfers
+            .get_mut(transfer_id)
+            .map(|t| t.closed = true)
+            .is_some()
     }
 
     pub fn reset(&self) {
@@ -528,7 +633,11 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
-        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=group.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
@@ -560,8 +669,11 @@ mod tests {
     #[test]
     fn tokens_look_like_jwts_longer_than_256_characters() {
         let shared = Shared::new(SimulatorConfig::default());
-        let token =
-            shared.make_token(&Uuid::new_v4().to_string(), "11111111-2222-4333-8444-555555555555", 1_772_000_000);
+        let token = shared.make_token(
+            &Uuid::new_v4().to_string(),
+            "11111111-2222-4333-8444-555555555555",
+            1_772_000_000,
+        );
         assert!(token.len() > 256, "{}", token.len());
         assert_eq!(token.split('.').count(), 3);
         assert!(!token.contains("11111111-2222"));
@@ -574,7 +686,10 @@ mod tests {
         assert!(b.take(t0).is_ok());
         assert!(b.take(t0).is_ok());
         let wait = b.take(t0).unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         assert!(b.take(t0 + Duration::from_millis(600)).is_ok());
     }
 
@@ -591,36 +706,68 @@ mod tests {
             ..SimulatorConfig::default()
         });
         let p = "p";
-        assert_eq!(shared.decide_fault(Api::OpenTransfer, p), Fault::TooMany { retry_after: 1 });
+        assert_eq!(
+            shared.decide_fault(Api::OpenTransfer, p),
+            Fault::TooMany { retry_after: 1 }
+        );
         assert_eq!(shared.decide_fault(Api::OpenTransfer, p), Fault::Reset);
-        assert_eq!(shared.decide_fault(Api::OpenTransfer, p), Fault::ServerError { stored: true });
+        assert_eq!(
+            shared.decide_fault(Api::OpenTransfer, p),
+            Fault::ServerError { stored: true }
+        );
         assert_eq!(shared.decide_fault(Api::OpenTransfer, p), Fault::None);
     }
 
     #[test]
     fn fault_shares_are_deterministic_per_seed_and_roughly_proportional() {
-        let faults = Faults { seed: 7, server_error_share: 0.2, reset_share: 0.1, ..Faults::default() };
+        let faults = Faults {
+            seed: 7,
+            server_error_share: 0.2,
+            reset_share: 0.1,
+            ..Faults::default()
+        };
         let run = || {
-            let shared = Shared::new(SimulatorConfig { faults: faults.clone(), ..SimulatorConfig::default() });
-            (0..2000).map(|_| shared.decide_fault(Api::SendStatements, "p")).collect::<Vec<_>>()
+            let shared = Shared::new(SimulatorConfig {
+                faults: faults.clone(),
+                ..SimulatorConfig::default()
+            });
+            (0..2000)
+                .map(|_| shared.decide_fault(Api::SendStatements, "p"))
+                .collect::<Vec<_>>()
         };
         let (a, b) = (run(), run());
         assert_eq!(a, b);
-        let errors = a.iter().filter(|f| matches!(f, Fault::ServerError { .. })).count();
-        let stored = a.iter().filter(|f| matches!(f, Fault::ServerError { stored: true })).count();
+        let errors = a
+            .iter()
+            .filter(|f| matches!(f, Fault::ServerError { .. }))
+            .count();
+        let stored = a
+            .iter()
+            .filter(|f| matches!(f, Fault::ServerError { stored: true }))
+            .count();
         let resets = a.iter().filter(|f| matches!(f, Fault::Reset)).count();
         assert!((300..500).contains(&errors), "{errors}");
         assert!((100..300).contains(&resets), "{resets}");
-        assert!(stored > 0 && stored < errors, "both stored and unstored 5xx happen: {stored}/{errors}");
+        assert!(
+            stored > 0 && stored < errors,
+            "both stored and unstored 5xx happen: {stored}/{errors}"
+        );
     }
 
     #[test]
     fn only_apis_limits_faults_to_those_calls() {
         let shared = Shared::new(SimulatorConfig {
-            faults: Faults { server_error_next: 1, only_apis: vec!["API-007".into()], ..Faults::default() },
+            faults: Faults {
+                server_error_next: 1,
+                only_apis: vec!["API-007".into()],
+                ..Faults::default()
+            },
             ..SimulatorConfig::default()
         });
         assert_eq!(shared.decide_fault(Api::OpenTransfer, "p"), Fault::None);
-        assert!(matches!(shared.decide_fault(Api::SendStatements, "p"), Fault::ServerError { .. }));
+        assert!(matches!(
+            shared.decide_fault(Api::SendStatements, "p"),
+            Fault::ServerError { .. }
+        ));
     }
 }

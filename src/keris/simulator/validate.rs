@@ -27,12 +27,21 @@ pub(crate) struct ValidStatement {
 const FUTURE_TOLERANCE_SECS: i64 = 1;
 
 /// Checks one statement as KERIS would; `Err` is the `XAPI_VAL_ERR` message.
-pub(crate) fn check_statement(bytes: &[u8], partner_id: &str, now: DateTime<Utc>) -> Result<ValidStatement, String> {
+pub(crate) fn check_statement(
+    bytes: &[u8],
+    partner_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ValidStatement, String> {
     let hash = canonical_hash(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let head: Head<'_> = serde_json::from_slice(bytes).map_err(|e| format!("not an xAPI statement: {e}"))?;
+    let head: Head<'_> =
+        serde_json::from_slice(bytes).map_err(|e| format!("not an xAPI statement: {e}"))?;
     let id = match &head.id {
         None => None,
-        Some(id) => Some(Uuid::try_parse(id.as_ref()).map_err(|_| "id is not a UUID".to_string())?.as_u128()),
+        Some(id) => Some(
+            Uuid::try_parse(id.as_ref())
+                .map_err(|_| "id is not a UUID".to_string())?
+                .as_u128(),
+        ),
     };
     if !head.actor.is_some_and(|o| o.0) {
         return Err("actor missing or not an object".into());
@@ -40,16 +49,26 @@ pub(crate) fn check_statement(bytes: &[u8], partner_id: &str, now: DateTime<Utc>
     let verb = head.verb.ok_or("verb missing")?;
     let verb_id = verb.id.ok_or("verb.id missing")?;
     if !verb_allowed(verb_id.as_ref()) {
-        return Err(format!("verb {:?} is not in the AIDT profile", verb_id.as_ref()));
+        return Err(format!(
+            "verb {:?} is not in the AIDT profile",
+            verb_id.as_ref()
+        ));
     }
     if !head.object.is_some_and(|o| o.0) {
         return Err("object missing or not an object".into());
     }
     let timestamp = head.timestamp.ok_or("timestamp missing")?;
-    let t = DateTime::parse_from_rfc3339(timestamp.as_ref())
-        .map_err(|_| format!("timestamp {:?} is not RFC 3339 with an offset", timestamp.as_ref()))?;
+    let t = DateTime::parse_from_rfc3339(timestamp.as_ref()).map_err(|_| {
+        format!(
+            "timestamp {:?} is not RFC 3339 with an offset",
+            timestamp.as_ref()
+        )
+    })?;
     if t.with_timezone(&Utc) > now + chrono::Duration::seconds(FUTURE_TOLERANCE_SECS) {
-        return Err(format!("timestamp {:?} is in the future", timestamp.as_ref()));
+        return Err(format!(
+            "timestamp {:?} is in the future",
+            timestamp.as_ref()
+        ));
     }
     if let Some(ext) = head.context.and_then(|c| c.extensions) {
         match ext.partner_id {
@@ -57,7 +76,9 @@ pub(crate) fn check_statement(bytes: &[u8], partner_id: &str, now: DateTime<Utc>
             PartnerExt::NotString => return Err("partner-id extension is not a string".into()),
             PartnerExt::Value(p) if p.as_ref().eq_ignore_ascii_case(partner_id) => {}
             // Not echoing either value: both are Partner-IDs.
-            PartnerExt::Value(_) => return Err("partner-id extension differs from the transfer's partner".into()),
+            PartnerExt::Value(_) => {
+                return Err("partner-id extension differs from the transfer's partner".into())
+            }
         }
     }
     Ok(ValidStatement { id, hash })
@@ -66,9 +87,15 @@ pub(crate) fn check_statement(bytes: &[u8], partner_id: &str, now: DateTime<Utc>
 /// Whether `verb_id` is `http://aidtbook.kr/xapi/profiles/{area}/1.0/verbs/{verb}`
 /// with a verb the profile allows for that area.
 pub(crate) fn verb_allowed(verb_id: &str) -> bool {
-    let Some(rest) = verb_id.strip_prefix("http://aidtbook.kr/xapi/profiles/") else { return false };
-    let Some((area, rest)) = rest.split_once('/') else { return false };
-    let Some(verb) = rest.strip_prefix("1.0/verbs/") else { return false };
+    let Some(rest) = verb_id.strip_prefix("http://aidtbook.kr/xapi/profiles/") else {
+        return false;
+    };
+    let Some((area, rest)) = rest.split_once('/') else {
+        return false;
+    };
+    let Some(verb) = rest.strip_prefix("1.0/verbs/") else {
+        return false;
+    };
     let allowed: &[&str] = match area {
         "media" => &["played"],
         "assessment" => &["submitted"],
@@ -319,12 +346,19 @@ impl<'de> Visitor<'de> for KeyHash {
 /// Checks a dashboard body (API-001..005); `Err` is the `40001` message.
 /// Returns the body and its user id.
 pub(crate) fn check_dashboard(api: Api, body: &[u8]) -> Result<(Value, Uuid), String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let obj = value.as_object().ok_or("body is not a JSON object")?;
     let field = |name: &str| obj.get(name).ok_or_else(|| format!("{name} missing"));
-    let string = |name: &str| field(name)?.as_str().ok_or_else(|| format!("{name} is not a string"));
+    let string = |name: &str| {
+        field(name)?
+            .as_str()
+            .ok_or_else(|| format!("{name} is not a string"))
+    };
     let number = |name: &str| {
-        let n = field(name)?.as_f64().ok_or_else(|| format!("{name} is not a number"))?;
+        let n = field(name)?
+            .as_f64()
+            .ok_or_else(|| format!("{name} is not a number"))?;
         if (0.0..=100.0).contains(&n) {
             Ok(n)
         } else {
@@ -332,16 +366,24 @@ pub(crate) fn check_dashboard(api: Api, body: &[u8]) -> Result<(Value, Uuid), St
         }
     };
 
-    let token = field("access_token")?.as_object().ok_or("access_token is not an object")?;
-    if !token.get("token").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
+    let token = field("access_token")?
+        .as_object()
+        .ok_or("access_token is not an object")?;
+    if !token
+        .get("token")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
         return Err("access_token.token missing or empty".into());
     }
     if !token.get("access_id").is_some_and(Value::is_string) {
         return Err("access_token.access_id missing or not a string".into());
     }
-    let user_id = Uuid::try_parse(string("user_id")?).map_err(|_| "user_id is not a UUID".to_string())?;
+    let user_id =
+        Uuid::try_parse(string("user_id")?).map_err(|_| "user_id is not a UUID".to_string())?;
     let ts = string("timestamp")?;
-    DateTime::parse_from_rfc3339(ts).map_err(|_| format!("timestamp {ts:?} is not RFC 3339 with an offset"))?;
+    DateTime::parse_from_rfc3339(ts)
+        .map_err(|_| format!("timestamp {ts:?} is not RFC 3339 with an offset"))?;
 
     match api {
         Api::Initialized | Api::Terminated => {
@@ -349,13 +391,17 @@ pub(crate) fn check_dashboard(api: Api, body: &[u8]) -> Result<(Value, Uuid), St
                 return Err("lecture_code is empty".into());
             }
             if api == Api::Terminated {
-                field("duration")?.as_u64().ok_or("duration is not a whole number of seconds")?;
+                field("duration")?
+                    .as_u64()
+                    .ok_or("duration is not a whole number of seconds")?;
             }
         }
         Api::CurriculumProgress | Api::CurriculumComplete | Api::CurriculumScore => {
             let curriculum = string("curriculum")?;
             if !is_curriculum_id(curriculum) {
-                return Err(format!("curriculum {curriculum:?} is not a standard-system id"));
+                return Err(format!(
+                    "curriculum {curriculum:?} is not a standard-system id"
+                ));
             }
             match api {
                 Api::CurriculumProgress => {
@@ -405,8 +451,21 @@ mod tests {
         assert!(ok.id.is_some());
         // Partner-ID compared case-insensitively; missing extension is fine.
         assert!(check_statement(&statement(|_| {}), &PARTNER.to_uppercase(), Utc::now()).is_ok());
-        assert!(check(&statement(|v| v["context"] = serde_json::json!({"platform": "x"}))).is_ok());
-        assert_eq!(check(&statement(|v| v.as_object_mut().unwrap().remove("id").map(drop).unwrap())).unwrap().id, None);
+        assert!(check(&statement(
+            |v| v["context"] = serde_json::json!({"platform": "x"})
+        ))
+        .is_ok());
+        assert_eq!(
+            check(&statement(|v| v
+                .as_object_mut()
+                .unwrap()
+                .remove("id")
+                .map(drop)
+                .unwrap()))
+            .unwrap()
+            .id,
+            None
+        );
     }
 
     #[test]
@@ -414,33 +473,63 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("not JSON", b"{\"id\":".to_vec()),
             ("two values", b"{} {}".to_vec()),
-            ("no actor", statement(|v| drop(v.as_object_mut().unwrap().remove("actor")))),
+            (
+                "no actor",
+                statement(|v| drop(v.as_object_mut().unwrap().remove("actor"))),
+            ),
             ("actor not object", statement(|v| v["actor"] = "x".into())),
-            ("no verb", statement(|v| drop(v.as_object_mut().unwrap().remove("verb")))),
-            ("no object", statement(|v| drop(v.as_object_mut().unwrap().remove("object")))),
-            ("no timestamp", statement(|v| drop(v.as_object_mut().unwrap().remove("timestamp")))),
+            (
+                "no verb",
+                statement(|v| drop(v.as_object_mut().unwrap().remove("verb"))),
+            ),
+            (
+                "no object",
+                statement(|v| drop(v.as_object_mut().unwrap().remove("object"))),
+            ),
+            (
+                "no timestamp",
+                statement(|v| drop(v.as_object_mut().unwrap().remove("timestamp"))),
+            ),
             (
                 "verb of other area",
-                statement(|v| v["verb"]["id"] = "http://aidtbook.kr/xapi/profiles/media/1.0/verbs/submitted".into()),
+                statement(|v| {
+                    v["verb"]["id"] =
+                        "http://aidtbook.kr/xapi/profiles/media/1.0/verbs/submitted".into()
+                }),
             ),
             (
                 "unknown area",
-                statement(|v| v["verb"]["id"] = "http://aidtbook.kr/xapi/profiles/chat/1.0/verbs/said".into()),
+                statement(|v| {
+                    v["verb"]["id"] = "http://aidtbook.kr/xapi/profiles/chat/1.0/verbs/said".into()
+                }),
             ),
-            ("adl verb", statement(|v| v["verb"]["id"] = "http://adlnet.gov/expapi/verbs/answered".into())),
-            ("no offset", statement(|v| v["timestamp"] = "2026-03-05T00:00:00.000".into())),
-            ("future", statement(|v| v["timestamp"] = "2999-01-01T00:00:00.000+09:00".into())),
+            (
+                "adl verb",
+                statement(|v| v["verb"]["id"] = "http://adlnet.gov/expapi/verbs/answered".into()),
+            ),
+            (
+                "no offset",
+                statement(|v| v["timestamp"] = "2026-03-05T00:00:00.000".into()),
+            ),
+            (
+                "future",
+                statement(|v| v["timestamp"] = "2999-01-01T00:00:00.000+09:00".into()),
+            ),
             (
                 "other partner",
                 statement(|v| {
-                    v["context"]["extensions"][PARTNER_ID_EXTENSION] = "99999999-2222-4333-8444-555555555555".into()
+                    v["context"]["extensions"][PARTNER_ID_EXTENSION] =
+                        "99999999-2222-4333-8444-555555555555".into()
                 }),
             ),
             ("bad id", statement(|v| v["id"] = "not-a-uuid".into())),
         ];
         for (name, bytes) in cases {
             let err = check(&bytes).expect_err(name);
-            assert!(!err.contains(PARTNER), "{name}: message leaks the Partner-ID: {err}");
+            assert!(
+                !err.contains(PARTNER),
+                "{name}: message leaks the Partner-ID: {err}"
+            );
         }
     }
 
@@ -459,10 +548,14 @@ mod tests {
             ("teaching", &["gave", "reorganized"]),
         ] {
             for verb in verbs {
-                assert!(verb_allowed(&format!("http://aidtbook.kr/xapi/profiles/{area}/1.0/verbs/{verb}")));
+                assert!(verb_allowed(&format!(
+                    "http://aidtbook.kr/xapi/profiles/{area}/1.0/verbs/{verb}"
+                )));
             }
         }
-        assert!(!verb_allowed("http://aidtbook.kr/xapi/profiles/navigation/2.0/verbs/viewed"));
+        assert!(!verb_allowed(
+            "http://aidtbook.kr/xapi/profiles/navigation/2.0/verbs/viewed"
+        ));
     }
 
     #[test]
@@ -480,7 +573,12 @@ mod tests {
             br#"{"a":1,"b":{"c":[1,2],"d":"x","e":null}}"#,
             br#"{"a":"1","b":{"c":[1,2],"d":"x"}}"#,
         ] {
-            assert_ne!(a, canonical_hash(other).unwrap(), "{}", String::from_utf8_lossy(other));
+            assert_ne!(
+                a,
+                canonical_hash(other).unwrap(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
     }
 
@@ -493,9 +591,13 @@ mod tests {
             "lecture_code": "L1", "duration": 30,
             "curriculum": "E4MATA01B01C01", "percent": 50, "score": 95.5, "achievement_level": "A"
         });
-        for api in
-            [Api::Initialized, Api::Terminated, Api::CurriculumProgress, Api::CurriculumComplete, Api::CurriculumScore]
-        {
+        for api in [
+            Api::Initialized,
+            Api::Terminated,
+            Api::CurriculumProgress,
+            Api::CurriculumComplete,
+            Api::CurriculumScore,
+        ] {
             check_dashboard(api, &serde_json::to_vec(&base).unwrap()).unwrap();
         }
         let bad = |f: &dyn Fn(&mut Value), api: Api| {
@@ -504,13 +606,25 @@ mod tests {
             check_dashboard(api, &serde_json::to_vec(&v).unwrap()).unwrap_err()
         };
         assert!(bad(&|v| v["user_id"] = "x".into(), Api::Initialized).contains("user_id"));
-        assert!(bad(&|v| v["timestamp"] = "2026-03-05T09:10:00".into(), Api::Initialized).contains("timestamp"));
+        assert!(bad(
+            &|v| v["timestamp"] = "2026-03-05T09:10:00".into(),
+            Api::Initialized
+        )
+        .contains("timestamp"));
         assert!(bad(&|v| v["access_token"] = "t".into(), Api::Initialized).contains("access_token"));
         assert!(bad(&|v| v["duration"] = (-1).into(), Api::Terminated).contains("duration"));
         assert!(bad(&|v| v["percent"] = 101.into(), Api::CurriculumProgress).contains("percent"));
         assert!(bad(&|v| v["score"] = (-0.5).into(), Api::CurriculumScore).contains("score"));
-        assert!(bad(&|v| v["achievement_level"] = "F".into(), Api::CurriculumScore).contains("achievement_level"));
-        assert!(bad(&|v| v["curriculum"] = "E4MATB01".into(), Api::CurriculumComplete).contains("curriculum"));
+        assert!(bad(
+            &|v| v["achievement_level"] = "F".into(),
+            Api::CurriculumScore
+        )
+        .contains("achievement_level"));
+        assert!(bad(
+            &|v| v["curriculum"] = "E4MATB01".into(),
+            Api::CurriculumComplete
+        )
+        .contains("curriculum"));
         assert!(check_dashboard(Api::Initialized, b"[]").is_err());
     }
 }
