@@ -8,7 +8,8 @@ use chrono::NaiveDate;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Profile;
-use crate::runtime::registry::{self, JobDef, Schedule, JOBS};
+use crate::jobs::REGISTRY;
+use crate::runtime::registry::{JobDef, Lock, Schedule};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,7 +67,7 @@ pub enum DevCommand {
     Scan(crate::dev::bench::ScanArgs),
 }
 
-/// The options of every job subcommand.
+/// The options every job has; a job may add its own ([`JobDef::args`]).
 #[derive(Debug, Clone, Args)]
 pub struct JobArgs {
     /// Business date, Asia/Seoul [default: the job's own: yesterday for daily aggregations, else today]
@@ -88,6 +89,8 @@ pub enum Invocation {
     Job {
         def: &'static JobDef,
         args: JobArgs,
+        /// The job subcommand's matches, for the job's own options.
+        matches: ArgMatches,
         profile: Option<Profile>,
         config: Option<PathBuf>,
     },
@@ -106,7 +109,7 @@ impl Invocation {
 /// The full clap command: operator commands plus one subcommand per job.
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
-    for def in JOBS {
+    for def in REGISTRY.iter() {
         let schedule = match def.schedule {
             Schedule::Cron(expr) => format!("cron `{expr}`"),
             Schedule::Unscheduled(_) => "unscheduled".into(),
@@ -116,16 +119,36 @@ pub fn command() -> clap::Command {
         } else {
             " (not implemented yet)"
         };
-        let sub = clap::Command::new(def.cli_name())
+        let lock = match def.lock {
+            Lock::Job => "one run of this job at a time".to_string(),
+            Lock::JobAndDate => "one run of this job per business date".to_string(),
+            Lock::Group(group) => {
+                let members: Vec<&str> = REGISTRY
+                    .sharing_lock_with(def)
+                    .iter()
+                    .map(|d| d.id)
+                    .collect();
+                format!(
+                    "one run at a time among {} (lock group `{group}`)",
+                    members.join(", ")
+                )
+            }
+        };
+        // The common options first: their struct's doc would replace the about.
+        let sub = JobArgs::augment_args(clap::Command::new(def.cli_name()))
             .about(format!("{} — {}; {schedule}{status}", def.id, def.name_en))
             .long_about(format!(
-                "{} [{}] {}\n{}\nSchedule: {schedule}{status}",
+                "{} [{}] {} / {}\n\n{}\n\nSchedule: {schedule}{status}\nLock: {lock}; waits up to {} s \
+                 for a busy lock (`[jobs.{}] lock_wait_secs`), then records SKIPPED and exits 3.",
                 def.id,
                 def.system.as_str(),
                 def.name_en,
-                def.name_ko
+                def.name_ko,
+                def.about,
+                def.lock_wait_secs,
+                def.config_name(),
             ));
-        cmd = cmd.subcommand(JobArgs::augment_args(sub));
+        cmd = cmd.subcommand((def.args)(sub));
     }
     cmd
 }
@@ -134,7 +157,7 @@ pub fn command() -> clap::Command {
 /// before clap sees them.
 pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     args.into_iter()
-        .map(|arg| match arg.to_str().and_then(registry::find) {
+        .map(|arg| match arg.to_str().and_then(|a| REGISTRY.find(a)) {
             Some(def) => OsString::from(def.cli_name()),
             None => arg,
         })
@@ -147,11 +170,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
         .try_get_matches_from(normalize(args))
         .map_err(explain_unknown)?;
     if let Some((name, sub)) = matches.subcommand() {
-        if let Some(def) = registry::find(name) {
+        if let Some(def) = REGISTRY.find(name) {
             let args = JobArgs::from_arg_matches(sub)?;
             return Ok(Invocation::Job {
                 def,
                 args,
+                matches: sub.clone(),
                 profile: global_profile(&matches),
                 config: global_config(&matches),
             });
@@ -184,14 +208,14 @@ fn explain_unknown(err: clap::Error) -> clap::Error {
 /// "unknown job id …; did you mean …; valid ids: …".
 pub fn unknown_job_message(given: &str) -> String {
     let mut msg = format!("unknown job id or command `{given}`\n");
-    if let Some(def) = registry::closest(given) {
+    if let Some(def) = REGISTRY.closest(given) {
         msg.push_str(&format!(
             "  did you mean `{}` ({})?\n",
             def.cli_name(),
             def.name_en
         ));
     }
-    let ids: Vec<String> = JOBS.iter().map(JobDef::cli_name).collect();
+    let ids: Vec<String> = REGISTRY.iter().map(JobDef::cli_name).collect();
     msg.push_str(&format!("  valid job ids: {}\n", ids.join(", ")));
     msg.push_str("  commands: list, history, crontab, migrate, check, dev");
     msg

@@ -176,14 +176,12 @@ impl Default for LogSettings {
     }
 }
 
-/// Per-job settings, one section per job that has any (`[jobs.<name>]`).
+/// The `[jobs]` table: the sections two or more jobs share, typed here, and
+/// each job's own section `[jobs.<job id in snake case>]` (e.g.
+/// `[jobs.lms_01_001]`), kept raw: the job's file owns its type, and
+/// `crate::jobs::check_settings` rejects a section or key no job knows.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobsSettings {
-    #[serde(default)]
-    pub log_cleanup: LogCleanupSettings,
-    #[serde(default)]
-    pub admin_dormancy: AdminDormancySettings,
     #[serde(default)]
     pub privacy: PrivacySettings,
     #[serde(default)]
@@ -192,6 +190,47 @@ pub struct JobsSettings {
     pub lrs_aggregate: LrsAggregateSettings,
     #[serde(default)]
     pub keris_transfer: KerisTransferSettings,
+    /// The jobs' own sections, by name.
+    #[serde(flatten)]
+    pub own: BTreeMap<String, config::Value>,
+}
+
+/// The key of a job's own section that the runtime reads, not the job.
+pub const LOCK_WAIT_KEY: &str = "lock_wait_secs";
+
+impl JobsSettings {
+    /// `[jobs.<name>]` without [`LOCK_WAIT_KEY`]: what the job's own settings
+    /// type deserializes (an empty table when the section is absent).
+    pub fn own_section(&self, name: &str) -> config::Value {
+        let mut table = self
+            .own
+            .get(name)
+            .cloned()
+            .and_then(|v| v.into_table().ok())
+            .unwrap_or_default();
+        table.remove(LOCK_WAIT_KEY);
+        config::Value::new(None, config::ValueKind::Table(table))
+    }
+
+    /// `lock_wait_secs` of `[jobs.<name>]`, if set.
+    pub fn lock_wait_secs(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = self
+            .own
+            .get(name)
+            .cloned()
+            .and_then(|v| v.into_table().ok())
+            .and_then(|mut t| t.remove(LOCK_WAIT_KEY))
+        else {
+            return Ok(None);
+        };
+        value
+            .try_deserialize::<u64>()
+            .map(Some)
+            .map_err(|e| ConfigError::BadValue {
+                key: format!("jobs.{name}.{LOCK_WAIT_KEY}"),
+                reason: format!("{e} (seconds, 0 or more)"),
+            })
+    }
 }
 
 /// DC-01-001, DC-01-002 and LRS-01-002: learning-history transfer (API-006/007).
@@ -287,40 +326,6 @@ impl Default for PrivacySettings {
             pause_ms: 0,
             audit_salt: None,
         }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogCleanupSettings {
-    pub access_log_retention_days: u32,
-    pub api_log_retention_days: u32,
-    pub login_hist_retention_days: u32,
-    pub batch_size: u32,
-    pub pause_ms: u64,
-}
-
-impl Default for LogCleanupSettings {
-    fn default() -> Self {
-        Self {
-            access_log_retention_days: 90,
-            api_log_retention_days: 90,
-            login_hist_retention_days: 365,
-            batch_size: 5000,
-            pause_ms: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminDormancySettings {
-    pub inactive_days: u32,
-}
-
-impl Default for AdminDormancySettings {
-    fn default() -> Self {
-        Self { inactive_days: 15 }
     }
 }
 
@@ -558,12 +563,6 @@ impl Settings {
                 reason: "must be between 1 and 500".into(),
             });
         }
-        if self.jobs.log_cleanup.batch_size == 0 {
-            return Err(ConfigError::BadValue {
-                key: "jobs.log_cleanup.batch_size".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
         if self.jobs.privacy.batch_size == 0 {
             return Err(ConfigError::BadValue {
                 key: "jobs.privacy.batch_size".into(),
@@ -583,9 +582,8 @@ impl Settings {
             });
         }
         let attempts = &self.jobs.lrs_aggregate.attempts_extension;
-        if !attempts.is_empty()
-            && !(attempts.starts_with("http://") || attempts.starts_with("https://"))
-        {
+        let is_iri = attempts.starts_with("http://") || attempts.starts_with("https://");
+        if !attempts.is_empty() && !is_iri {
             return Err(ConfigError::BadValue {
                 key: "jobs.lrs_aggregate.attempts_extension".into(),
                 reason: "must be an http:// or https:// IRI, or empty".into(),

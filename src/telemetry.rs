@@ -1,6 +1,13 @@
 //! Logging: `tracing` with an env filter; JSON lines in prod (for the log
 //! collector), readable text elsewhere. Logs go to stderr so that operator
 //! commands can print tables and the crontab on stdout.
+//!
+//! A run's span carries `job_id` and `run_id`; in JSON the fields of every
+//! enclosing span are put on the top level of each line (the event's own
+//! fields stay under `fields`, so they can never clash with them), so a
+//! collector can filter one run's lines — the KERIS client's retry warnings
+//! and the signal listener's included — by two top-level keys. In text the
+//! span chain prefixes each line (`run{job_id=… run_id=…}: …`).
 
 use std::io::IsTerminal;
 
@@ -23,11 +30,11 @@ pub fn init(profile: Profile, format: LogFormat, level: &str) {
     let result = if json {
         registry
             .with(
-                fmt::layer()
-                    .json()
+                json_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .flatten_span_list_on_top_level(true),
             )
             .try_init()
     } else {

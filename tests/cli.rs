@@ -71,7 +71,7 @@ fn help_lists_every_job_id() {
     let out = bin().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    for job in aidt_batch::runtime::JOBS {
+    for job in aidt_batch::jobs::REGISTRY.iter() {
         assert!(
             text.contains(&job.cli_name()),
             "{} missing from --help",
@@ -90,4 +90,35 @@ async fn job_ids_are_accepted_in_upper_case_and_run() {
         .await
         .unwrap();
     assert_eq!(job, "BO-01-005");
+}
+
+#[test]
+fn each_jobs_help_says_what_that_job_does_and_how_it_locks() {
+    let mut seen = std::collections::BTreeSet::new();
+    for job in aidt_batch::jobs::REGISTRY.iter() {
+        let out = bin().args([&job.cli_name(), "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", job.id);
+        let text = stdout(&out);
+        assert!(text.contains(job.about), "{}: {text}", job.id);
+        assert!(
+            text.contains("Lock: ") && text.contains("lock_wait_secs"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("The options of every job subcommand"),
+            "{text}"
+        );
+        if job.is_implemented() {
+            assert!(
+                seen.insert(job.about),
+                "{} repeats another job's help",
+                job.id
+            );
+        }
+    }
+    let dc = stdout(&bin().args(["dc-01-002", "--help"]).output().unwrap());
+    assert!(
+        dc.contains("DC-01-001") && dc.contains("LRS-01-001") && dc.contains("keris-xapi"),
+        "a group job names the jobs it never runs beside: {dc}"
+    );
 }

@@ -23,10 +23,29 @@ fn an_unknown_key_is_an_error_that_names_it() {
 fn an_unknown_key_in_a_config_file_is_an_error_that_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("extra.toml");
-    std::fs::write(&file, "[jobs.log_cleanup]\nretention_days = 3\n").unwrap();
+    std::fs::write(&file, "[jobs.lms_01_001]\nretention_days = 3\n").unwrap();
     let out = run_with(&[], &["lms-01-001", "--config", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("retention_days"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_job_section_or_a_key_a_job_does_not_have_is_named() {
+    for (var, value, wanted) in [
+        ("AIDT__JOBS__LMS_01_099__BATCH_SIZE", "3", "jobs.lms_01_099"),
+        ("AIDT__JOBS__BO_01_005__BATCH_SIZE", "3", "batch_size"),
+        (
+            "AIDT__JOBS__DC_01_001__LOCK_WAIT_SECS",
+            "soon",
+            "jobs.dc_01_001.lock_wait_secs",
+        ),
+    ] {
+        // Any command that loads the configuration checks every job's section.
+        let out = run_with(&[(var, value)], &["bo-01-002"]);
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = stderr(&out);
+        assert!(err.contains(wanted), "{var}: {err}");
+    }
 }
 
 #[test]

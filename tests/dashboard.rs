@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{stderr, TestEnv};
+use crate::helpers::{salted_hash, stderr, TestEnv};
 
 const PARTNER_ID: &str = "9a4e2f61-7c3b-4d8a-b1e5-2f6c8d0a4b17";
 const OTHER_PARTNER_ID: &str = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
@@ -348,12 +348,12 @@ async fn students_without_token_or_configured_partner_are_skipped_and_reported_b
     let d = details(env.pg(), outcome.run_id.unwrap()).await;
     assert_eq!(
         d["skipped_no_token"],
-        serde_json::json!([no_token.to_string()])
+        serde_json::json!([salted_hash(no_token)])
     );
     assert_eq!(d["skipped_no_token_events"], 2, "API-001 and API-005");
     assert_eq!(
         d["skipped_unknown_partner"],
-        serde_json::json!([other.to_string()])
+        serde_json::json!([salted_hash(other)])
     );
     let text = d.to_string();
     assert!(
@@ -543,7 +543,8 @@ async fn a_permanent_rejection_is_recorded_with_its_code_and_the_run_goes_on() {
     let d = details(env.pg(), outcome.run_id.unwrap()).await;
     assert_eq!(d["rejected"][0]["code"], "40001", "{d}");
     assert_eq!(d["rejected"][0]["api"], "API-003");
-    assert_eq!(d["rejected"][0]["user_id"], bad.to_string());
+    assert_eq!(d["rejected"][0]["student"], salted_hash(bad));
+    assert!(!d.to_string().contains(&bad.to_string()), "no raw id: {d}");
     assert_eq!(
         sim.dashboard_events()
             .iter()

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use aidt_batch::config::{self, LoadedConfig, Profile};
 use aidt_batch::context::AppContext;
+use aidt_batch::jobs::REGISTRY;
 use aidt_batch::runtime::runner::{self, RunOutcome, RunRequest};
-use aidt_batch::runtime::{registry, Exit};
+use aidt_batch::runtime::Exit;
 use chrono::NaiveDate;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -23,6 +24,17 @@ pub fn database_url() -> String {
 
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017/".into())
+}
+
+/// The privacy audit salt of `config/local.toml`.
+pub const LOCAL_AUDIT_SALT: &str = "local-privacy-audit-salt";
+
+/// How run details name a student under the local profile: hex SHA-256 of
+/// the salt followed by the id's canonical text (computed here, not with the
+/// crate's own function).
+pub fn salted_hash(user_id: uuid::Uuid) -> String {
+    let digest = Sha256::digest(format!("{LOCAL_AUDIT_SALT}{user_id}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn config_dir() -> PathBuf {
@@ -181,14 +193,32 @@ impl TestEnv {
         self.app.settings = Arc::new(settings);
     }
 
+    /// Sets `key` of a job's own section `[jobs.<section>]` for in-process runs.
+    pub fn configure_job(
+        &mut self,
+        section: &str,
+        key: &str,
+        value: impl Into<::config::ValueKind>,
+    ) {
+        let value = ::config::Value::new(None, value);
+        self.configure(|s| {
+            let entry = s.jobs.own.entry(section.to_string()).or_insert_with(|| {
+                ::config::Value::new(None, ::config::Map::<String, ::config::Value>::new())
+            });
+            let mut table = entry.clone().into_table().unwrap_or_default();
+            table.insert(key.to_string(), value);
+            *entry = ::config::Value::new(None, table);
+        });
+    }
+
     /// Runs a job in this process, as `aidt-batch <id> [--date] [--dry-run]` would.
     pub async fn run_job(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> RunOutcome {
-        let def = registry::find(id).expect("registered job");
+        let def = REGISTRY.find(id).expect("registered job");
         let request = RunRequest {
-            def,
             date,
             dry_run,
             params: serde_json::json!({"test": true}),
+            ..RunRequest::new(&REGISTRY, def)
         };
         runner::run(self.app.clone(), request)
             .await

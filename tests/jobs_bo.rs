@@ -138,7 +138,7 @@ async fn admin_dormancy_marks_only_admins_inactive_past_the_limit() {
     assert_eq!(admins(env.pg()).await, after);
 
     // The limit is configuration.
-    env.configure(|s| s.jobs.admin_dormancy.inactive_days = 10);
+    env.configure_job("bo_01_001", "inactive_days", 10);
     env.run_ok("BO-01-001", None, false).await;
     let relaxed = admins(env.pg()).await;
     assert_eq!(relaxed[1].1, "DORMANT");

@@ -40,7 +40,7 @@ async fn seed(pg: &PgPool) {
 #[tokio::test]
 async fn log_cleanup_deletes_only_rows_past_each_tables_retention_in_batches() {
     let mut env = TestEnv::new().await;
-    env.configure(|s| s.jobs.log_cleanup.batch_size = 50);
+    env.configure_job("lms_01_001", "batch_size", 50);
     seed(env.pg()).await;
     let business_date = Some(date("2026-06-30"));
 
@@ -96,7 +96,7 @@ async fn log_cleanup_deletes_only_rows_past_each_tables_retention_in_batches() {
 async fn log_cleanup_retention_is_configuration() {
     let mut env = TestEnv::new().await;
     seed(env.pg()).await;
-    env.configure(|s| s.jobs.log_cleanup.login_hist_retention_days = 364);
+    env.configure_job("lms_01_001", "login_hist_retention_days", 364);
     env.run_ok("LMS-01-001", Some(date("2026-06-30")), false)
         .await;
     // 364 days before 2026-06-30 is 2025-07-01: every login row is now old.

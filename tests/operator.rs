@@ -10,7 +10,10 @@ fn the_committed_crontab_is_the_one_the_registry_builds() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crontab/aidt-batch"))
             .unwrap();
-    let built = aidt_batch::runtime::crontab::render(aidt_batch::config::Profile::Prod);
+    let built = aidt_batch::runtime::crontab::render(
+        &aidt_batch::jobs::REGISTRY,
+        aidt_batch::config::Profile::Prod,
+    );
     assert!(
         committed == built,
         "crontab/aidt-batch is out of date: run `cargo run -- crontab > crontab/aidt-batch`"
@@ -23,7 +26,10 @@ fn the_committed_crontab_is_the_one_the_registry_builds() {
 
 #[test]
 fn crontab_lines_run_the_jobs_with_the_seeds_times_fixed() {
-    let text = aidt_batch::runtime::crontab::render(aidt_batch::config::Profile::Prod);
+    let text = aidt_batch::runtime::crontab::render(
+        &aidt_batch::jobs::REGISTRY,
+        aidt_batch::config::Profile::Prod,
+    );
     let active: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains("aidt-batch "))
@@ -275,5 +281,34 @@ async fn check_reports_an_unmigrated_database_an_unreachable_mongo_and_a_missing
         text.lines()
             .any(|l| l.starts_with("mongodb") && l.contains("FAIL")),
         "{text}"
+    );
+}
+
+#[test]
+fn scripts_test_prints_the_database_url_with_its_password_masked() {
+    // `--help` makes the final `cargo test` print its usage and exit.
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test"))
+        .arg("--help")
+        .env(
+            "DATABASE_URL",
+            "postgres://aidt:pa55-w0rd@127.0.0.1:5432/aidt?sslmode=disable",
+        )
+        .env("MONGODB_URI", "mongodb://batch:m0ngo-pw@127.0.0.1:27017/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("DATABASE_URL=postgres://aidt:***@127.0.0.1:5432/aidt"),
+        "{err}"
+    );
+    assert!(
+        err.contains("MONGODB_URI=mongodb://batch:***@127.0.0.1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("pa55-w0rd") && !err.contains("m0ngo-pw"),
+        "{err}"
     );
 }

@@ -18,7 +18,7 @@ struct Verdict {
 }
 
 pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit> {
-    let loaded = crate::config::load(profile, extra)?;
+    let loaded = crate::jobs::load_config(profile, extra)?;
     crate::telemetry::init(
         profile,
         loaded.settings.log.format,

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::config::Profile;
+use crate::jobs::REGISTRY;
 use crate::runtime::history::{self, RunRow};
-use crate::runtime::registry::{Schedule, JOBS};
+use crate::runtime::registry::Schedule;
 use crate::runtime::Exit;
 use crate::time;
 
@@ -26,7 +27,7 @@ async fn last_runs(
     profile: Profile,
     extra: Option<&Path>,
 ) -> anyhow::Result<HashMap<String, RunRow>> {
-    let loaded = crate::config::load(profile, extra)?;
+    let loaded = crate::jobs::load_config(profile, extra)?;
     crate::telemetry::init(
         profile,
         loaded.settings.log.format,
@@ -43,7 +44,7 @@ pub fn render(last: Option<&HashMap<String, RunRow>>) -> String {
         "{:<12} {:<5} {:<14} {:<28} {:<10} {:<22} {:<50} {}\n",
         "ID", "SYS", "SCHEDULE", "LAST RUN (KST)", "DATE", "STATUS", "NAME", "이름"
     );
-    for job in JOBS {
+    for job in REGISTRY.iter() {
         let schedule = match job.schedule {
             Schedule::Cron(expr) => expr.to_string(),
             Schedule::Unscheduled(_) => "(unscheduled)".into(),

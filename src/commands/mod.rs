@@ -8,8 +8,9 @@ pub mod migrate;
 use std::path::Path;
 
 use crate::cli::{Cli, Command, DevCommand, Invocation};
-use crate::config::{self, ConfigError, LoadedConfig, Profile};
+use crate::config::{ConfigError, LoadedConfig, Profile};
 use crate::context::AppContext;
+use crate::jobs::REGISTRY;
 use crate::runtime::runner::{self, RunRequest};
 use crate::runtime::{crontab, registry, Exit, SetupError};
 
@@ -19,11 +20,12 @@ pub async fn execute(invocation: Invocation) -> Exit {
         Invocation::Job {
             def,
             args,
+            matches,
             profile,
             config,
         } => {
             let profile = profile.unwrap_or(Profile::Local);
-            run_job(def, args, profile, config.as_deref()).await
+            run_job(def, args, matches, profile, config.as_deref()).await
         }
         Invocation::Operator(cli) => operator(cli).await,
     };
@@ -48,7 +50,7 @@ pub fn report(e: &anyhow::Error) -> Exit {
 /// Loads configuration and installs logging; a bad configuration is reported
 /// before any logging exists, so it goes straight to stderr.
 fn load_config(profile: Profile, extra: Option<&Path>) -> anyhow::Result<LoadedConfig> {
-    let loaded = config::load(profile, extra)?;
+    let loaded = crate::jobs::load_config(profile, extra)?;
     crate::telemetry::init(
         profile,
         loaded.settings.log.format,
@@ -60,6 +62,7 @@ fn load_config(profile: Profile, extra: Option<&Path>) -> anyhow::Result<LoadedC
 async fn run_job(
     def: &'static registry::JobDef,
     args: crate::cli::JobArgs,
+    matches: clap::ArgMatches,
     profile: Profile,
     extra: Option<&Path>,
 ) -> anyhow::Result<Exit> {
@@ -75,10 +78,11 @@ async fn run_job(
         "config_file": extra.map(|p| p.display().to_string()),
     });
     let request = RunRequest {
-        def,
         date: args.date,
         dry_run: args.dry_run,
         params,
+        args: matches,
+        ..RunRequest::new(&REGISTRY, def)
     };
     let outcome = runner::run(app, request).await?;
     Ok(outcome.exit)
@@ -88,14 +92,17 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
     let extra = cli.config.as_deref();
     match cli.command {
         Command::Crontab => {
-            print!("{}", crontab::render(cli.profile.unwrap_or(Profile::Prod)));
+            print!(
+                "{}",
+                crontab::render(&REGISTRY, cli.profile.unwrap_or(Profile::Prod))
+            );
             Ok(Exit::Success)
         }
         Command::List => list::run(cli.profile.unwrap_or(Profile::Local), extra).await,
         Command::History { job, limit } => {
             let job = match job {
                 None => None,
-                Some(given) => match registry::find(&given) {
+                Some(given) => match REGISTRY.find(&given) {
                     Some(def) => Some(def),
                     None => {
                         eprintln!(

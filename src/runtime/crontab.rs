@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::registry::{Schedule, JOBS};
+use super::registry::{Registry, Schedule};
 use crate::config::Profile;
 
 /// Where the deployment puts the binary, its configuration and its logs.
@@ -11,7 +11,7 @@ pub const INSTALL_DIR: &str = "/opt/aidt-batch";
 pub const LOG_DIR: &str = "/var/log/aidt-batch";
 
 /// The crontab for `profile`.
-pub fn render(profile: Profile) -> String {
+pub fn render(jobs: &Registry, profile: Profile) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# aidt-batch crontab for the `{profile}` profile.");
     out.push_str(
@@ -24,7 +24,7 @@ pub fn render(profile: Profile) -> String {
     let _ = writeln!(out, "SHELL=/bin/bash");
     let _ = writeln!(out, "AIDT_CONFIG_DIR={INSTALL_DIR}/config");
     out.push('\n');
-    for job in JOBS {
+    for job in jobs.iter() {
         let _ = writeln!(
             out,
             "# {} [{}] {} / {}",
@@ -68,8 +68,8 @@ mod tests {
 
     #[test]
     fn every_job_appears_once_and_unscheduled_ones_are_commented_out() {
-        let text = render(Profile::Prod);
-        for job in JOBS {
+        let text = render(&crate::jobs::REGISTRY, Profile::Prod);
+        for job in crate::jobs::REGISTRY.iter() {
             let needle = format!("aidt-batch {} --profile prod", job.cli_name());
             assert_eq!(text.matches(&needle).count(), 1, "{}", job.id);
         }

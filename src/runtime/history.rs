@@ -152,17 +152,19 @@ pub async fn finish(pg: &PgPool, run_id: i64, finish: &Finish<'_>) -> sqlx::Resu
 #[derive(Debug, sqlx::FromRow)]
 pub struct OpenRun {
     pub run_id: i64,
+    pub job_id: String,
     pub business_date: NaiveDate,
     pub host: String,
     pub pid: i32,
 }
 
-pub async fn open_runs(pg: &PgPool, job_id: &str) -> sqlx::Result<Vec<OpenRun>> {
+/// The runs of any of `job_ids` still marked `STARTED`, oldest first.
+pub async fn open_runs(pg: &PgPool, job_ids: &[&str]) -> sqlx::Result<Vec<OpenRun>> {
     sqlx::query_as(
-        "SELECT run_id, business_date, host, pid FROM batch_job_run
-          WHERE job_id = $1 AND status = 'STARTED' ORDER BY run_id",
+        "SELECT run_id, job_id, business_date, host, pid FROM batch_job_run
+          WHERE job_id = ANY($1) AND status = 'STARTED' ORDER BY run_id",
     )
-    .bind(job_id)
+    .bind(job_ids)
     .fetch_all(pg)
     .await
 }

@@ -82,6 +82,8 @@ pub struct JobContext {
     /// The job reads and reports; it writes no business data and sends nothing.
     pub dry_run: bool,
     pub app: AppContext,
+    /// The job's own command-line options ([`JobDef::args`]), parsed.
+    pub args: clap::ArgMatches,
     pub counts: Counts,
     details: Mutex<serde_json::Map<String, serde_json::Value>>,
     checkpoints: Checkpoints,
@@ -96,6 +98,7 @@ impl JobContext {
         business_date: NaiveDate,
         dry_run: bool,
         app: AppContext,
+        args: clap::ArgMatches,
         cancel: CancellationToken,
     ) -> Self {
         let checkpoints = Checkpoints::new(app.pg.clone(), def.id, business_date, run_id);
@@ -105,6 +108,7 @@ impl JobContext {
             business_date,
             dry_run,
             app,
+            args,
             counts: Counts::default(),
             details: Mutex::new(serde_json::Map::new()),
             checkpoints,
@@ -115,6 +119,18 @@ impl JobContext {
 
     pub fn settings(&self) -> &Settings {
         &self.app.settings
+    }
+
+    /// The job's own section `[jobs.<job id with _>]`, as the job's type
+    /// (checked when the configuration was loaded; defaults when absent).
+    pub fn own_settings<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        let name = self.def.config_name();
+        self.app
+            .settings
+            .jobs
+            .own_section(&name)
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid configuration section [jobs.{name}]: {e}"))
     }
 
     pub fn pg(&self) -> &sqlx::PgPool {

@@ -1,5 +1,6 @@
-//! The shared runtime every job uses: registry, history, locks, checkpoints,
-//! the runner and exit codes.
+//! The shared runtime every job uses: what a job declares (`registry`),
+//! history, locks, checkpoints, the runner and exit codes. It knows no job:
+//! the list of jobs is `crate::jobs::REGISTRY`.
 
 pub mod checkpoint;
 pub mod crontab;
@@ -12,7 +13,7 @@ pub mod runner;
 
 pub use exit::Exit;
 pub use job::{Job, JobContext, JobStopped};
-pub use registry::{JobDef, JOBS};
+pub use registry::{JobDef, Registry};
 
 /// Problems the operator fixes by running a command; mapped to exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,13 @@
 //! Runs one job: lock, history, stale-run recovery, signals, outcome.
 //!
 //! The sequence, written once for every job:
-//! 1. take the advisory lock of (job, business date) — or record `SKIPPED`, exit 3;
-//! 2. mark runs of this job left `STARTED` by a dead process as `FAILED`;
-//! 3. insert the `STARTED` row and enter a span carrying job id and run id;
+//! 1. take the job's advisory lock ([`super::registry::Lock`]: per job, per job and date, or
+//!    per group of jobs sharing data), waiting up to `lock_wait_secs` for a
+//!    busy one — then record `SKIPPED`, exit 3;
+//! 2. mark runs left `STARTED` by a dead process under the same lock as `FAILED`;
+//! 3. insert the `STARTED` row; every line logged from here on (the job's,
+//!    its spawned tasks', the signal listener's) is inside a span carrying
+//!    job id and run id;
 //! 4. run the job; SIGINT/SIGTERM cancel it at its next stop point, and after
 //!    `runtime.stop_grace_secs` it is abandoned;
 //! 5. record the outcome, free the lock, log one summary line.
@@ -20,7 +24,7 @@ use super::exit::Exit;
 use super::history::{self, Finish, NewRun, RunStatus, Runner};
 use super::job::{JobContext, JobStopped};
 use super::lock::LockConnection;
-use super::registry::{DefaultDate, JobDef};
+use super::registry::{DefaultDate, JobDef, Registry};
 use crate::context::AppContext;
 use crate::time;
 
@@ -28,10 +32,29 @@ use crate::time;
 #[derive(Debug, Clone)]
 pub struct RunRequest {
     pub def: &'static JobDef,
+    /// Every job taking the same lock as `def` (itself included): whose
+    /// `STARTED` runs a start may name as the holder or find dead.
+    pub lock_peers: Vec<&'static JobDef>,
     pub date: Option<NaiveDate>,
     pub dry_run: bool,
     /// Recorded in the history row's `params` as given (profile, config file).
     pub params: serde_json::Value,
+    /// The job's own command-line options, parsed.
+    pub args: clap::ArgMatches,
+}
+
+impl RunRequest {
+    /// A run of `def` on its default date, for real, without options.
+    pub fn new(registry: &Registry, def: &'static JobDef) -> Self {
+        Self {
+            def,
+            lock_peers: registry.sharing_lock_with(def),
+            date: None,
+            dry_run: false,
+            params: serde_json::json!({}),
+            args: clap::ArgMatches::default(),
+        }
+    }
 }
 
 /// The business date a run works on: `--date`, or the job's default.
@@ -61,7 +84,46 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
     };
     let date = business_date(def, request.date);
     ensure_schema(&app.pg).await?;
+    let wait = Duration::from_secs(
+        app.settings
+            .jobs
+            .lock_wait_secs(&def.config_name())?
+            .unwrap_or(def.lock_wait_secs),
+    );
 
+    // The span exists before the run row, so the lock wait's lines carry the
+    // job id; the run id is filled in as soon as there is one.
+    let span = tracing::info_span!(
+        "run",
+        job_id = def.id,
+        run_id = tracing::field::Empty,
+        business_date = %date,
+        dry_run = request.dry_run
+    );
+    let cancel = CancellationToken::new();
+    let signal = Arc::new(AtomicI32::new(0));
+    let listener =
+        tokio::spawn(listen_for_stop(cancel.clone(), signal.clone()).instrument(span.clone()));
+    let result = run_locked(app, request, job, date, wait, &cancel, &signal, &span)
+        .instrument(span.clone())
+        .await;
+    listener.abort();
+    result
+}
+
+/// Takes the lock (or records `SKIPPED`), then runs the job under it.
+#[allow(clippy::too_many_arguments)]
+async fn run_locked(
+    app: AppContext,
+    request: RunRequest,
+    job: &'static dyn super::Job,
+    date: NaiveDate,
+    wait: Duration,
+    cancel: &CancellationToken,
+    signal: &AtomicI32,
+    span: &tracing::Span,
+) -> anyhow::Result<RunOutcome> {
+    let def = request.def;
     let runner = Runner::current();
     let new_run = NewRun {
         job_id: def.id,
@@ -70,121 +132,207 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
         dry_run: request.dry_run,
         runner: &runner,
     };
+    let key = def.lock_key(date);
+    let peer_ids: Vec<&str> = request.lock_peers.iter().map(|p| p.id).collect();
 
     let mut lock = LockConnection::open(&app.pg).await?;
-    if !lock.try_lock(def.id, date).await? {
-        let holder = history::open_runs(&app.pg, def.id)
-            .await?
-            .into_iter()
-            .filter(|r| r.business_date == date)
-            .map(|r| format!("run {} on {} pid {}", r.run_id, r.host, r.pid))
-            .next()
-            .unwrap_or_else(|| "another process".into());
-        let reason = format!("{} for {date} is already running ({holder})", def.id);
-        let run_id = history::insert_skipped(
-            &app.pg,
-            &new_run,
-            &reason,
-            Exit::AlreadyRunning.code().into(),
-        )
-        .await?;
-        tracing::warn!(job_id = def.id, run_id, business_date = %date, status = "SKIPPED", "{reason}");
+    if !acquire(&app, &mut lock, &key, &peer_ids, wait, cancel).await? {
+        let holder = describe_holder(&app, &request.lock_peers, &key).await?;
+        let (reason, exit) = if cancel.is_cancelled() {
+            (
+                format!("{} for {date} not started: stopped by a signal while waiting for {holder} to finish", def.id),
+                stop_exit(signal),
+            )
+        } else {
+            (
+                format!(
+                    "{} for {date} not started: {holder} is already running (lock {key}, waited {} s)",
+                    def.id,
+                    wait.as_secs()
+                ),
+                Exit::AlreadyRunning,
+            )
+        };
+        let run_id =
+            history::insert_skipped(&app.pg, &new_run, &reason, exit.code().into()).await?;
+        span.record("run_id", run_id);
+        tracing::warn!(status = "SKIPPED", exit_code = exit.code(), "{reason}");
         lock.close().await;
         return Ok(RunOutcome {
             run_id: Some(run_id),
-            exit: Exit::AlreadyRunning,
+            exit,
         });
     }
 
-    reap_abandoned_runs(&app, &mut lock, def.id, date).await?;
+    reap_abandoned_runs(&app, &mut lock, &request.lock_peers, &key).await?;
     let run_id = history::insert_started(&app.pg, &new_run).await?;
-    let span = tracing::info_span!("run", job_id = def.id, run_id, business_date = %date, dry_run = request.dry_run);
+    span.record("run_id", run_id);
+    tracing::info!(job = def.name_en, lock = %key, "run started");
 
-    let outcome = async {
-        tracing::info!(job = def.name_en, "run started");
-        let cancel = CancellationToken::new();
-        let signal = Arc::new(AtomicI32::new(0));
-        let listener = tokio::spawn(listen_for_stop(cancel.clone(), signal.clone()));
+    let ctx = JobContext::new(
+        def,
+        run_id,
+        date,
+        request.dry_run,
+        app.clone(),
+        request.args.clone(),
+        cancel.clone(),
+    );
+    let started = Instant::now();
+    let grace = Duration::from_secs(app.settings.runtime.stop_grace_secs);
+    let result = tokio::select! {
+        result = job.run(&ctx) => Some(result),
+        _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => None,
+    };
 
-        let ctx = JobContext::new(def, run_id, date, request.dry_run, app.clone(), cancel.clone());
-        let started = Instant::now();
-        let grace = Duration::from_secs(app.settings.runtime.stop_grace_secs);
-        let result = tokio::select! {
-            result = job.run(&ctx) => Some(result),
-            _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => None,
-        };
-        listener.abort();
-
-        let stop_exit = match signal.load(Ordering::SeqCst) {
-            2 => Exit::Interrupted,
-            _ => Exit::Terminated,
-        };
-        let counts = ctx.counts.snapshot();
-        let (status, exit, error) = match result {
-            Some(Ok(())) if counts.failed == 0 => (RunStatus::Completed, Exit::Success, None),
-            Some(Ok(())) => (
-                RunStatus::CompletedWithErrors,
-                Exit::CompletedWithErrors,
-                Some(format!("{} item(s) failed and were recorded", counts.failed)),
-            ),
-            Some(Err(e)) if e.is::<JobStopped>() || (cancel.is_cancelled() && is_stop_related(&e)) => {
-                (RunStatus::Stopped, stop_exit, Some(format!("{e:#}")))
-            }
-            Some(Err(e)) => (RunStatus::Failed, Exit::Failure, Some(format!("{e:#}"))),
-            None => (
-                RunStatus::Stopped,
-                stop_exit,
-                Some(format!("did not reach a stop point within {}s of the stop request; abandoned", grace.as_secs())),
-            ),
-        };
-        if matches!(status, RunStatus::Completed | RunStatus::CompletedWithErrors) {
-            if let Err(e) = ctx.checkpoints().clear().await {
-                tracing::warn!(error = %format!("{e:#}"), "failed to clear the checkpoint");
-            }
+    let counts = ctx.counts.snapshot();
+    let (status, exit, error) = match result {
+        Some(Ok(())) if counts.failed == 0 => (RunStatus::Completed, Exit::Success, None),
+        Some(Ok(())) => (
+            RunStatus::CompletedWithErrors,
+            Exit::CompletedWithErrors,
+            Some(format!(
+                "{} item(s) failed and were recorded",
+                counts.failed
+            )),
+        ),
+        Some(Err(e)) if e.is::<JobStopped>() || (cancel.is_cancelled() && is_stop_related(&e)) => (
+            RunStatus::Stopped,
+            stop_exit(signal),
+            Some(format!("{e:#}")),
+        ),
+        Some(Err(e)) => (RunStatus::Failed, Exit::Failure, Some(format!("{e:#}"))),
+        None => (
+            RunStatus::Stopped,
+            stop_exit(signal),
+            Some(format!(
+                "did not reach a stop point within {}s of the stop request; abandoned",
+                grace.as_secs()
+            )),
+        ),
+    };
+    if matches!(
+        status,
+        RunStatus::Completed | RunStatus::CompletedWithErrors
+    ) {
+        if let Err(e) = ctx.checkpoints().clear().await {
+            tracing::warn!(error = %format!("{e:#}"), "failed to clear the checkpoint");
         }
-        let finish = Finish {
-            status,
-            counts,
-            exit_code: exit.code().into(),
-            error: error.as_deref(),
-            details: ctx.details(),
-        };
-        let recorded = history::finish(&app.pg, run_id, &finish).await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let summary = format!(
-            "run finished: {} read={} written={} skipped={} failed={} in {duration_ms} ms",
-            status.as_str(),
-            counts.read,
-            counts.written,
-            counts.skipped,
-            counts.failed
-        );
-        match (&error, status) {
-            (Some(error), RunStatus::Failed) => tracing::error!(
-                status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
-                failed = counts.failed, duration_ms, exit_code = exit.code(), error = %error, "{summary}"),
-            (Some(error), _) => tracing::warn!(
-                status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
-                failed = counts.failed, duration_ms, exit_code = exit.code(), error = %error, "{summary}"),
-            (None, _) => tracing::info!(
-                status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
-                failed = counts.failed, duration_ms, exit_code = exit.code(), details = %ctx.details(), "{summary}"),
-        }
-        if let Err(e) = recorded {
-            tracing::error!(error = %e, "failed to record the run's outcome in batch_job_run");
-            return Exit::Failure;
-        }
-        exit
     }
-    .instrument(span)
-    .await;
+    let finish = Finish {
+        status,
+        counts,
+        exit_code: exit.code().into(),
+        error: error.as_deref(),
+        details: ctx.details(),
+    };
+    let recorded = history::finish(&app.pg, run_id, &finish).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let summary = format!(
+        "run finished: {} read={} written={} skipped={} failed={} in {duration_ms} ms",
+        status.as_str(),
+        counts.read,
+        counts.written,
+        counts.skipped,
+        counts.failed
+    );
+    match (&error, status) {
+        (Some(error), RunStatus::Failed) => tracing::error!(
+            status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
+            failed = counts.failed, duration_ms, exit_code = exit.code(), error = %error, "{summary}"),
+        (Some(error), _) => tracing::warn!(
+            status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
+            failed = counts.failed, duration_ms, exit_code = exit.code(), error = %error, "{summary}"),
+        (None, _) => tracing::info!(
+            status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
+            failed = counts.failed, duration_ms, exit_code = exit.code(), details = %ctx.details(), "{summary}"),
+    }
+    let exit = match recorded {
+        Ok(()) => exit,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to record the run's outcome in batch_job_run");
+            Exit::Failure
+        }
+    };
 
-    let _ = lock.unlock(def.id, date).await;
+    let _ = lock.unlock(&key).await;
     lock.close().await;
     Ok(RunOutcome {
         run_id: Some(run_id),
-        exit: outcome,
+        exit,
     })
+}
+
+/// Which signal stopped the run: 130 for SIGINT, 143 for SIGTERM.
+fn stop_exit(signal: &AtomicI32) -> Exit {
+    match signal.load(Ordering::SeqCst) {
+        2 => Exit::Interrupted,
+        _ => Exit::Terminated,
+    }
+}
+
+/// Takes `key`, polling once a second for up to `wait` while another run
+/// holds it; `false` when it stayed busy or a stop was requested meanwhile.
+async fn acquire(
+    app: &AppContext,
+    lock: &mut LockConnection,
+    key: &str,
+    peer_ids: &[&str],
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + wait;
+    let mut announced = false;
+    loop {
+        if lock.try_lock(key).await? {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= deadline || cancel.is_cancelled() {
+            return Ok(false);
+        }
+        if !announced {
+            announced = true;
+            let holders: Vec<String> = history::open_runs(&app.pg, peer_ids)
+                .await?
+                .into_iter()
+                .map(|r| format!("{} run {}", r.job_id, r.run_id))
+                .collect();
+            tracing::info!(
+                lock = key,
+                holders = %holders.join(", "),
+                wait_secs = wait.as_secs(),
+                "lock busy; waiting for it"
+            );
+        }
+        let pause = (deadline - now).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+}
+
+/// "DC-01-001 run 7 on host-a pid 1234" for the run holding `key`, as far
+/// as the history tells.
+async fn describe_holder(
+    app: &AppContext,
+    peers: &[&'static JobDef],
+    key: &str,
+) -> anyhow::Result<String> {
+    let ids: Vec<&str> = peers.iter().map(|p| p.id).collect();
+    for open in history::open_runs(&app.pg, &ids).await? {
+        let Some(peer) = peers.iter().find(|p| p.id == open.job_id) else {
+            continue;
+        };
+        if peer.lock_key(open.business_date) == key {
+            return Ok(format!(
+                "{} run {} on {} pid {}",
+                open.job_id, open.run_id, open.host, open.pid
+            ));
+        }
+    }
+    Ok("another process".into())
 }
 
 /// A job interrupted mid-query may surface the cancellation as an ordinary
@@ -217,21 +365,27 @@ async fn listen_for_stop(cancel: CancellationToken, signal: Arc<AtomicI32>) {
     cancel.cancel();
 }
 
-/// Marks runs of `job_id` that are still `STARTED` but whose lock is free —
-/// their process died — as `FAILED`, so history never shows a phantom run.
+/// Marks runs of the lock's jobs that are still `STARTED` but whose lock is
+/// free — their process died — as `FAILED`, so history never shows a
+/// phantom run. Called while holding `our_key`.
 async fn reap_abandoned_runs(
     app: &AppContext,
     lock: &mut LockConnection,
-    job_id: &str,
-    our_date: NaiveDate,
+    peers: &[&'static JobDef],
+    our_key: &str,
 ) -> anyhow::Result<()> {
-    for open in history::open_runs(&app.pg, job_id).await? {
-        // We hold our own date's lock, so a STARTED run of that date is dead;
-        // for other dates, a lock we can take means nobody holds it.
-        let dead = open.business_date == our_date || {
-            let free = lock.try_lock(job_id, open.business_date).await?;
+    let ids: Vec<&str> = peers.iter().map(|p| p.id).collect();
+    for open in history::open_runs(&app.pg, &ids).await? {
+        let Some(peer) = peers.iter().find(|p| p.id == open.job_id) else {
+            continue;
+        };
+        // A STARTED run under the lock we hold is dead; under another key
+        // (same job, other date), a lock we can take means nobody holds it.
+        let key = peer.lock_key(open.business_date);
+        let dead = key == our_key || {
+            let free = lock.try_lock(&key).await?;
             if free {
-                lock.unlock(job_id, open.business_date).await?;
+                lock.unlock(&key).await?;
             }
             free
         };
@@ -241,7 +395,12 @@ async fn reap_abandoned_runs(
                 open.host, open.pid
             );
             history::mark_abandoned(&app.pg, open.run_id, &reason).await?;
-            tracing::warn!(job_id, abandoned_run_id = open.run_id, business_date = %open.business_date, "{reason}");
+            tracing::warn!(
+                abandoned_job_id = open.job_id,
+                abandoned_run_id = open.run_id,
+                abandoned_business_date = %open.business_date,
+                "{reason}"
+            );
         }
     }
     Ok(())

@@ -12,18 +12,51 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 use sqlx::PgConnection;
 
+use crate::runtime::registry::{no_args, settings_of, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "BO-01-001";
 
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Bo,
+    name_ko: "통합관리시스템 승인 기준 15일 미접속자 일배치",
+    name_en: "Mark admins inactive 15 days since approval dormant",
+    about: "Marks ACTIVE back-office admins DORMANT when neither a login nor their approval is more recent than [jobs.bo_01_001] inactive_days.",
+    schedule: Schedule::Cron("35 0 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Today,
+    lock: Lock::Job,
+    lock_wait_secs: 0,
+    settings: Some(settings_of::<AdminDormancySettings>),
+    args: no_args,
+    job: Some(&AdminDormancy),
+};
+
 pub struct AdminDormancy;
+
+/// `[jobs.bo_01_001]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminDormancySettings {
+    /// Days without a login (or since approval) before an admin is dormant.
+    pub inactive_days: u32,
+}
+
+impl Default for AdminDormancySettings {
+    fn default() -> Self {
+        Self { inactive_days: 15 }
+    }
+}
 
 #[async_trait::async_trait]
 impl Job for AdminDormancy {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let inactive_days = ctx.settings().jobs.admin_dormancy.inactive_days;
+        let inactive_days = ctx.own_settings::<AdminDormancySettings>()?.inactive_days;
         let mut tx = ctx.pg().begin().await?;
         let dormant = mark_dormant(&mut tx, ctx.reference_time(), inactive_days).await?;
         if ctx.dry_run {

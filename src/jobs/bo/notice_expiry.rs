@@ -12,9 +12,27 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "BO-01-005";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Bo,
+    name_ko: "통합관리시스템 공지사항 기간 비노출 일배치",
+    name_en: "Hide notices whose display period is over",
+    about: "Hides the back-office notices whose display period ended before the reference time.",
+    schedule: Schedule::Cron("5 0 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Today,
+    lock: Lock::Job,
+    lock_wait_secs: 0,
+    settings: None,
+    args: no_args,
+    job: Some(&NoticeExpiry),
+};
 
 pub struct NoticeExpiry;
 

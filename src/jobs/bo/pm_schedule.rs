@@ -21,9 +21,27 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "BO-01-002";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Bo,
+    name_ko: "통합관리시스템 PM일정 일배치",
+    name_en: "Apply planned-maintenance schedule",
+    about: "Starts and ends planned-maintenance windows: services whose window has begun go into maintenance, those whose window is over come back, in one transaction.",
+    schedule: Schedule::Cron("*/10 * * * *"),
+    schedule_note: Some("the seed prints `_/10_ * * *` (Markdown mangling of */10)"),
+    default_date: DefaultDate::Today,
+    lock: Lock::Job,
+    lock_wait_secs: 0,
+    settings: None,
+    args: no_args,
+    job: Some(&PmSchedule),
+};
 
 pub struct PmSchedule;
 

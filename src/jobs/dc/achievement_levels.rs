@@ -23,9 +23,27 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::jobs::lms::keris_dashboard::{self, level_sql, school_level_sql, DashboardSender};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-004";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Dc,
+    name_ko: "KERIS 성취 수준 업데이트",
+    name_en: "KERIS achievement-level update",
+    about: "Creates the missing rows of the teacher view for every lecture member and standard, fills the achievement levels left missing, and sends their scores to KERIS (API-005).",
+    schedule: Schedule::Cron("50 4 * * *"),
+    schedule_note: Some("the seed leaves it undecided (미정, temporary job); daily at dawn after LMS-01-008's 04:00 run refreshed the view, so it only creates the rows and fills the levels that refresh left missing, then sends their scores (API-005)"),
+    default_date: DefaultDate::Today,
+    lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
+    lock_wait_secs: 1800,
+    settings: None,
+    args: no_args,
+    job: Some(&AchievementLevels),
+};
 
 pub struct AchievementLevels;
 

@@ -28,9 +28,27 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::jobs::privacy::{self, Tally};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-003";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Dc,
+    name_ko: "개인정보 미동의 데이터 일괄 삭제",
+    name_en: "Bulk delete of data without consent",
+    about: "Deletes the MongoDB statements and keris_batch_data documents and the error rows of every student without PRVC_PROVIDE consent whose grace period has passed, in batches; writes a privacy audit row. Shares the xAPI lock so nothing it deletes is sent or regenerated meanwhile.",
+    schedule: Schedule::Cron("0 3 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Today,
+    lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
+    lock_wait_secs: 3600,
+    settings: None,
+    args: no_args,
+    job: Some(&DeleteUnconsentedData),
+};
 
 /// The MongoDB collections holding the student's documents, by `user_id`.
 pub const COLLECTIONS: [&str; 2] = [

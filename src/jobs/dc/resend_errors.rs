@@ -38,9 +38,27 @@ use super::transfer::{
     RESENDABLE_CODES as RESENDABLE,
 };
 use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-002";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Dc,
+    name_ko: "KERIS 학습 이력 데이터 재전송",
+    name_en: "Resend of learning history to KERIS",
+    about: "Resends the statements of open tb_dc_error_data_info rows up to the business date (transient failures and regenerated statements); accepted rows become RESENT, rows out of retries or unfixable become FAILED with their reason.",
+    schedule: Schedule::Cron("0 5 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
+    lock_wait_secs: 3600,
+    settings: None,
+    args: no_args,
+    job: Some(&ResendErrors),
+};
 
 pub struct ResendErrors;
 

@@ -47,9 +47,27 @@ use super::transfer::{
 use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::config::KerisTransferSettings;
 use crate::keris::{ClientOptions, KerisClient, Transfer};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-001";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Dc,
+    name_ko: "KERIS 학습 이력 데이터 일괄 전송",
+    name_en: "Bulk send of learning history to KERIS",
+    about: "Sends the business date's READY xAPI statements of keris_batch_data to KERIS in chunked transfers (API-006/007), per partner, marks them SENT with their transfer and index, records refusals in tb_dc_error_data_info; a rerun after a kill resumes the open transfers.",
+    schedule: Schedule::Cron("10 1 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
+    lock_wait_secs: 3600,
+    settings: None,
+    args: no_args,
+    job: Some(&SendStatements),
+};
 
 const READY: &str = "READY";
 

@@ -28,9 +28,27 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::jobs::privacy::{self, Tally};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-007";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lms,
+    name_ko: "개인정보 제공 미동의 학생정보 삭제 일배치",
+    name_en: "Delete data of students without consent (daily)",
+    about: "Clears the name and e-mail of every student without PRVC_PROVIDE consent whose grace period ([jobs.privacy] grace_days) has passed, marks them deleted and deletes their LMS rows, one transaction per batch; writes a privacy audit row of counts and salted hashes.",
+    schedule: Schedule::Cron("30 3 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Today,
+    lock: Lock::Job,
+    lock_wait_secs: 0,
+    settings: None,
+    args: no_args,
+    job: Some(&DeleteUnconsentedStudents),
+};
 
 /// The student's rows deleted outright, all keyed by `user_id`. The
 /// contract's list, in its order; lecture membership is deliberately absent.

@@ -55,10 +55,28 @@ use crate::keris::{
     AchievementLevel, Api, ApiResponse, ClientOptions, CompleteRequest, InitializedRequest,
     KerisClient, KerisError, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
 };
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
 pub const ID: &str = "LMS-01-008";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lms,
+    name_ko: "Keris 대시보드 데이터 5종 배치",
+    name_en: "KERIS dashboard data, 5 kinds",
+    about: "Sends the dashboard data to KERIS (API-001 session start, API-002 end, API-003 progress, API-004 results, API-005 teacher view) for what changed since the last run, after refreshing the teacher view; a rerun sends only what is still unsent.",
+    schedule: Schedule::Cron("0 * * * *"),
+    schedule_note: Some("the seed's text says every hour, its crontab `0 19 * * *`: hourly, as the text says"),
+    default_date: DefaultDate::Today,
+    lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
+    lock_wait_secs: 300,
+    settings: None,
+    args: no_args,
+    job: Some(&KerisDashboard),
+};
 
 pub struct KerisDashboard;
 
@@ -340,7 +358,10 @@ struct Tally {
 #[derive(Debug, Clone, Serialize)]
 struct Rejection {
     api: &'static str,
-    user_id: Uuid,
+    /// The audit's salted hash of the student (never the id: details
+    /// outlive a privacy deletion); absent without a configured salt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    student: Option<String>,
     partner: String,
     code: String,
 }
@@ -348,9 +369,10 @@ struct Rejection {
 #[derive(Debug, Default)]
 struct Report {
     tallies: BTreeMap<&'static str, Tally>,
-    skipped_no_token: BTreeSet<Uuid>,
+    /// Salted hashes of skipped students (at most `max_reported_ids`).
+    skipped_no_token: BTreeSet<String>,
     skipped_no_token_count: u64,
-    skipped_unknown_partner: BTreeSet<Uuid>,
+    skipped_unknown_partner: BTreeSet<String>,
     skipped_unknown_partner_count: u64,
     rejections: Vec<Rejection>,
     /// Partners (config names) whose remaining events were deferred.
@@ -377,6 +399,9 @@ pub struct DashboardSender<'a> {
     /// the partner's remaining events are deferred to the next run.
     transient_in_a_row: Vec<AtomicU32>,
     give_up_after: u32,
+    /// The privacy audit's salt: details and logs name a student by its
+    /// salted hash, or not at all without one.
+    salt: Option<String>,
     report: Mutex<Report>,
 }
 
@@ -402,6 +427,7 @@ impl<'a> DashboardSender<'a> {
             page_size: i64::from(job.page_size),
             max_reported_ids: job.max_reported_ids,
             give_up_after: job.give_up_after_transient_failures,
+            salt: crate::jobs::privacy::audit_salt(&ctx.settings().jobs.privacy).ok(),
             report: Mutex::new(Report::default()),
         })
     }
@@ -439,7 +465,9 @@ impl<'a> DashboardSender<'a> {
         };
         *count += 1;
         if ids.len() < max {
-            ids.insert(user_id);
+            if let Some(student) = self.student_ref(user_id) {
+                ids.insert(student);
+            }
         }
     }
 
@@ -546,11 +574,12 @@ impl<'a> DashboardSender<'a> {
                     .map(str::to_string)
                     .unwrap_or_else(|| "transient".into());
                 *tally.failed_by_code.entry(code.clone()).or_default() += 1;
-                tracing::warn!(api = api.id(), %user_id, partner = client.partner_name(), error = %e, "dashboard event not sent; the next run retries it");
+                let student = self.student_ref(user_id);
+                tracing::warn!(api = api.id(), student = student.as_deref().unwrap_or("-"), partner = client.partner_name(), error = %e, "dashboard event not sent; the next run retries it");
                 if e.code().is_some() && report.rejections.len() < self.max_reported_ids {
                     report.rejections.push(Rejection {
                         api: api.id(),
-                        user_id,
+                        student,
                         partner: client.partner_name().to_string(),
                         code,
                     });
@@ -558,6 +587,13 @@ impl<'a> DashboardSender<'a> {
                 false
             }
         }
+    }
+
+    /// How details and logs name a student: the privacy audit's salted hash.
+    fn student_ref(&self, user_id: Uuid) -> Option<String> {
+        self.salt
+            .as_deref()
+            .map(|salt| crate::jobs::privacy::student_hash(salt, user_id))
     }
 
     /// Writes the figures to the run's details.
@@ -578,11 +614,11 @@ impl<'a> DashboardSender<'a> {
         if !report.gave_up.is_empty() {
             self.ctx.set_detail("gave_up_partners", &report.gave_up);
         }
-        if !report.skipped_no_token.is_empty() || !report.skipped_unknown_partner.is_empty() {
+        if report.skipped_no_token_count > 0 || report.skipped_unknown_partner_count > 0 {
             tracing::warn!(
                 no_token = report.skipped_no_token_count,
                 unknown_partner = report.skipped_unknown_partner_count,
-                "dashboard events skipped (students listed by id in the run's details)"
+                "dashboard events skipped (students listed by salted hash in the run's details)"
             );
         }
     }

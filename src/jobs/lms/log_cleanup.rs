@@ -1,7 +1,7 @@
 //! LMS-01-001 — delete old log-type data.
 //!
 //! Deletes rows older than each table's retention (configuration
-//! `[jobs.log_cleanup]`, defaults 90 days for `tb_lms_access_log` and
+//! `[jobs.lms_01_001]`, defaults 90 days for `tb_lms_access_log` and
 //! `tb_lms_api_log`, 365 days for `tb_lms_login_hist`) counted in whole days
 //! before the business date (Asia/Seoul). Daily at 04:00.
 //!
@@ -21,13 +21,62 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::config::LogCleanupSettings;
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
 pub const ID: &str = "LMS-01-001";
 
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lms,
+    name_ko: "오래된 로그성 데이터 삭제 일배치",
+    name_en: "Delete old log-type data (daily)",
+    about: "Deletes rows of the LMS access, API and login logs older than each table's retention ([jobs.lms_01_001]), in batches; a rerun deletes what is left.",
+    schedule: Schedule::Cron("0 4 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Today,
+    lock: Lock::Job,
+    lock_wait_secs: 0,
+    settings: Some(validate_settings),
+    args: no_args,
+    job: Some(&LogCleanup),
+};
+
 pub struct LogCleanup;
+
+/// `[jobs.lms_01_001]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogCleanupSettings {
+    pub access_log_retention_days: u32,
+    pub api_log_retention_days: u32,
+    pub login_hist_retention_days: u32,
+    /// Rows per DELETE: each batch is its own short transaction.
+    pub batch_size: u32,
+    pub pause_ms: u64,
+}
+
+impl Default for LogCleanupSettings {
+    fn default() -> Self {
+        Self {
+            access_log_retention_days: 90,
+            api_log_retention_days: 90,
+            login_hist_retention_days: 365,
+            batch_size: 5000,
+            pause_ms: 0,
+        }
+    }
+}
+
+fn validate_settings(section: config::Value) -> Result<(), String> {
+    let settings: LogCleanupSettings = section.try_deserialize().map_err(|e| e.to_string())?;
+    if settings.batch_size == 0 {
+        return Err("batch_size: must be at least 1".into());
+    }
+    Ok(())
+}
 
 /// One log table: its name, time column, key and retention.
 #[derive(Debug, Clone, Copy)]
@@ -79,8 +128,8 @@ struct Progress {
 #[async_trait::async_trait]
 impl Job for LogCleanup {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings = &ctx.settings().jobs.log_cleanup;
-        let tables = log_tables(settings);
+        let settings: LogCleanupSettings = ctx.own_settings()?;
+        let tables = log_tables(&settings);
         if ctx.dry_run {
             let mut would_delete = BTreeMap::new();
             for table in &tables {

@@ -44,11 +44,29 @@ use serde_json::{json, Map, Value};
 
 use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::config::LrsAggregateSettings;
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 use crate::xapi::{self, ProfileError};
 
 pub const ID: &str = "LRS-01-001";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lrs,
+    name_ko: "공공 배치데이터 집계(xAPI) 일배치",
+    name_en: "Aggregate public batch data (xAPI), daily",
+    about: "Aggregates the business date's LRS statements per (student, verb, object) into KERIS statements in keris_batch_data (READY, or INVALID with the reason); statements already SENT or in error are kept, so a rerun changes only what changed.",
+    schedule: Schedule::Cron("10 0 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
+    lock_wait_secs: 3600,
+    settings: None,
+    args: no_args,
+    job: Some(&AggregateStatements),
+};
 
 pub const READY: &str = "READY";
 pub const INVALID: &str = "INVALID";

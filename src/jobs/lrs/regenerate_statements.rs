@@ -30,9 +30,27 @@ use uuid::Uuid;
 use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
 use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::jobs::dc::transfer::CONTENT_CODES;
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LRS-01-002";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lrs,
+    name_ko: "공공 배치데이터 오류 재전송용 집계(xAPI) 일배치",
+    name_en: "Aggregate batch data for error resend (xAPI)",
+    about: "Rebuilds the statements KERIS rejected for their content from the student's current LRS statements: READY and REGENERATED for DC-01-002 to resend, or FAILED with the reason.",
+    schedule: Schedule::Cron("30 23 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Today,
+    lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
+    lock_wait_secs: 1800,
+    settings: None,
+    args: no_args,
+    job: Some(&RegenerateStatements),
+};
 
 pub struct RegenerateStatements;
 

@@ -302,7 +302,7 @@ async fn handle(
 /// Checks common to every call: Partner-ID and API-version.
 fn check_common(head: &RequestHead, shared: &Shared, partner: Option<&str>) -> Result<(), Refusal> {
     shared.check_partner(partner)?;
-    if head.header(HEADER_API_VERSION).map_or(true, str::is_empty) {
+    if head.header(HEADER_API_VERSION).is_none_or(str::is_empty) {
         return Err((CODE_BAD_REQUEST, "API-version header missing".into()));
     }
     Ok(())

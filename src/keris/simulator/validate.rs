@@ -369,10 +369,10 @@ pub(crate) fn check_dashboard(api: Api, body: &[u8]) -> Result<(Value, Uuid), St
     let token = field("access_token")?
         .as_object()
         .ok_or("access_token is not an object")?;
-    if !token
+    if token
         .get("token")
         .and_then(Value::as_str)
-        .is_some_and(|t| !t.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err("access_token.token missing or empty".into());
     }
