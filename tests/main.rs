@@ -13,5 +13,6 @@ mod locks;
 mod lrs;
 mod operator;
 mod privacy;
+mod raw_ids;
 mod runtime;
 mod transfer;
