@@ -2,6 +2,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod contract;
 pub mod dev;
 pub mod jobs;
 pub mod keris;

@@ -11,9 +11,9 @@ use aidt_batch::config::PartnerSettings;
 use aidt_batch::jobs::lms::keris_dashboard::{
     achievement_level, level_letter, refresh_view, SchoolLevel,
 };
-use aidt_batch::keris::simulator::{self, Faults, SimulatorConfig, SimulatorHandle};
 use aidt_batch::runtime::Exit;
 use chrono::{DateTime, Utc};
+use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::PgPool;

@@ -7,15 +7,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aidt_batch::keris::simulator::{
-    self, bench::sample_statement, Faults, SimulatorConfig, SimulatorHandle,
-};
 use aidt_batch::keris::{
     AchievementLevel, ClientOptions, CompleteRequest, InitializedRequest, KerisClient, KerisError,
     Partner, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest, Transfer,
     XAPI_DUP_ERR, XAPI_VAL_ERR,
 };
 use chrono::{DateTime, FixedOffset};
+use keris_simulator::{
+    self as simulator, bench::sample_statement, Faults, SimulatorConfig, SimulatorHandle,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use uuid::Uuid;

@@ -9,8 +9,8 @@
 use std::process::Child;
 use std::time::Duration;
 
-use aidt_batch::keris::simulator::{self, Faults, SimulatorConfig, SimulatorHandle};
 use chrono::{DateTime, Utc};
+use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use uuid::Uuid;
 
 use crate::helpers::*;

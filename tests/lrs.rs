@@ -1,6 +1,6 @@
 //! LRS-01-001: aggregation of the day's statements into keris_batch_data.
 
-use aidt_batch::commands::migrate::KERIS_BATCH_DATA;
+use aidt_batch::contract::KERIS_BATCH_DATA;
 use aidt_batch::dev::seed::{self, stored_key, SeedArgs};
 use aidt_batch::xapi;
 use futures::TryStreamExt;

@@ -5,7 +5,7 @@
 //! student id — hyphenated or simple — is found in `batch_job_run`,
 //! `batch_checkpoint` or what the processes printed.
 
-use aidt_batch::keris::simulator::{self, Faults, SimulatorConfig};
+use keris_simulator::{self as simulator, Faults, SimulatorConfig};
 use uuid::Uuid;
 
 use crate::helpers::*;

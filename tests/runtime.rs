@@ -236,8 +236,8 @@ async fn every_prod_log_line_of_a_run_carries_job_and_run_id_retry_warnings_incl
     crate::locks::seed_dashboard_student(&env).await;
     // The first KERIS call fails with a 500: the client logs a retry warning
     // from its own span, nested in the run's.
-    let sim = aidt_batch::keris::simulator::start(aidt_batch::keris::simulator::SimulatorConfig {
-        faults: aidt_batch::keris::simulator::Faults {
+    let sim = keris_simulator::start(keris_simulator::SimulatorConfig {
+        faults: keris_simulator::Faults {
             server_error_next: 1,
             ..Default::default()
         },

@@ -11,8 +11,7 @@ use crate::runtime::Exit;
 /// live in `migrations/contract/` and are not part of this set.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The collection LRS-01-001 writes and the DC jobs read and update.
-pub const KERIS_BATCH_DATA: &str = "keris_batch_data";
+use crate::contract::KERIS_BATCH_DATA;
 
 pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
     apply(app).await?;

@@ -10,8 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::json;
 
-use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::context::AppContext;
+use crate::contract::KERIS_BATCH_DATA;
 use crate::xapi;
 
 /// `aidt-batch dev bench-data`.
@@ -174,7 +174,7 @@ async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut cursor = app
         .mongo
-        .collection::<Document>(crate::dev::schema::STATEMENTS)
+        .collection::<Document>(crate::contract::STATEMENTS)
         .find(source_filter(date))
         .sort(source_sort())
         .allow_disk_use(true)

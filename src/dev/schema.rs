@@ -9,8 +9,7 @@ use crate::context::AppContext;
 /// The contract DDL; idempotent (`CREATE … IF NOT EXISTS`).
 pub const CONTRACT_SQL: &str = include_str!("../../migrations/contract/0001_contract_tables.sql");
 
-/// The LRS's collection of received statements.
-pub const STATEMENTS: &str = "statements";
+pub use crate::contract::STATEMENTS;
 
 pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
     apply_postgres(&app.pg).await?;

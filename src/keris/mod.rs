@@ -1,4 +1,4 @@
-//! KERIS interface: client (API-001..007, transfer status) and simulator.
+//! KERIS interface: client (API-001..007, transfer status) and its types.
 //!
 //! The interface is fixed by `shared/spec/keris-api.md`. The client
 //! ([`KerisClient`]) is built for one partner (one textbook brand) and turns
@@ -8,8 +8,9 @@
 //! ([`KerisError::TokenExpired`]). Retries with backoff, the per-partner rate
 //! and concurrency limits happen inside the client.
 //!
-//! The [`simulator`] is a real HTTP/1.1 server implementing the same
-//! interface, used by the tests in-process and by operators as the
+//! The KERIS simulator (crate `crates/keris-simulator`, not part of this
+//! library or the production binary) is a real HTTP/1.1 server implementing
+//! the same interface, used by the tests in-process and by operators as the
 //! `keris-simulator` binary.
 //!
 //! Secrets (the Partner-ID, partner access tokens, students' access tokens)
@@ -45,7 +46,6 @@
 pub mod client;
 pub mod error;
 pub mod options;
-pub mod simulator;
 pub mod types;
 
 pub use client::{plan_requests, KerisClient, Partner};

@@ -4,13 +4,13 @@
 //!
 //! Statements are handled as `serde_json::Value`. MongoDB documents (FerretDB
 //! v1 refuses `.` in keys) store every `.` of a key as
-//! [`crate::dev::seed::STORED_DOT`]; [`decode_keys`] / [`encode_keys`] convert.
+//! [`crate::contract::STORED_DOT`]; [`decode_keys`] / [`encode_keys`] convert.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::dev::seed::STORED_DOT;
+use crate::contract::STORED_DOT;
 
 pub const PROFILE_BASE: &str = "http://aidtbook.kr/xapi/profiles";
 pub const EXT_PARTNER_ID: &str =

@@ -259,7 +259,7 @@ async fn ensure_empty(app: &AppContext) -> anyhow::Result<()> {
     if tables.len() > 3 {
         filled.push(format!("{} more tables", tables.len() - 3));
     }
-    for collection in [crate::dev::schema::STATEMENTS, KERIS_BATCH_DATA] {
+    for collection in [crate::contract::STATEMENTS, KERIS_BATCH_DATA] {
         let any = app
             .mongo
             .collection::<Document>(collection)
@@ -282,7 +282,7 @@ async fn ensure_empty(app: &AppContext) -> anyhow::Result<()> {
 }
 
 async fn drop_collections(db: &mongodb::Database) -> anyhow::Result<()> {
-    for collection in [crate::dev::schema::STATEMENTS, KERIS_BATCH_DATA] {
+    for collection in [crate::contract::STATEMENTS, KERIS_BATCH_DATA] {
         db.collection::<Document>(collection)
             .drop()
             .await

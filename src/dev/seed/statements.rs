@@ -57,7 +57,7 @@ const INVALID_SHARE: f64 = 0.005;
 const RETRY_SHARE: f64 = 0.15;
 
 /// How a `.` in a document key is stored (see the module header).
-pub const STORED_DOT: &str = "&46;";
+pub use crate::contract::STORED_DOT;
 
 /// The stored form of an xAPI extension key.
 pub fn stored_key(iri: &str) -> String {
@@ -199,8 +199,8 @@ pub(super) async fn write(
     seed: u64,
     total: u32,
 ) -> anyhow::Result<Vec<(String, u64)>> {
-    let collection = db.collection::<Document>(crate::dev::schema::STATEMENTS);
-    let name = format!("{}.{}", db.name(), crate::dev::schema::STATEMENTS);
+    let collection = db.collection::<Document>(crate::contract::STATEMENTS);
+    let name = format!("{}.{}", db.name(), crate::contract::STATEMENTS);
     let mut counts = Counts::default();
     if total > 0 {
         let mut generator = Generator::new(world, seed)?;

@@ -52,8 +52,8 @@ pub static DEF: JobDef = JobDef {
 
 /// The MongoDB collections holding the student's documents, by `user_id`.
 pub const COLLECTIONS: [&str; 2] = [
-    crate::dev::schema::STATEMENTS,
-    crate::commands::migrate::KERIS_BATCH_DATA,
+    crate::contract::STATEMENTS,
+    crate::contract::KERIS_BATCH_DATA,
 ];
 
 /// The PostgreSQL table holding the student's error rows, by `user_id`.

@@ -44,8 +44,8 @@ use super::transfer::{
     load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
     FailedColumns, Item, Journal, PartnerSender, RequestOutcome, SendReport,
 };
-use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::config::KerisTransferSettings;
+use crate::contract::KERIS_BATCH_DATA;
 use crate::keris::{ClientOptions, KerisClient, Transfer};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};

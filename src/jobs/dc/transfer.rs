@@ -33,7 +33,7 @@ use futures::TryStreamExt as _;
 use mongodb::bson::{doc, Bson, Document};
 use sqlx::PgPool;
 
-use crate::commands::migrate::KERIS_BATCH_DATA;
+use crate::contract::KERIS_BATCH_DATA;
 use crate::keris::{
     KerisClient, KerisError, Transfer, CODE_CLOSED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR,
 };

@@ -42,8 +42,8 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Map, Value};
 
-use crate::commands::migrate::KERIS_BATCH_DATA;
 use crate::config::LrsAggregateSettings;
+use crate::contract::KERIS_BATCH_DATA;
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -79,7 +79,7 @@ impl Job for AggregateStatements {
         let settings = ctx.settings().jobs.lrs_aggregate.clone();
         let mut agg = Aggregator::new(ctx.business_date, settings, ctx.dry_run);
         let db = &ctx.app.mongo;
-        let source = db.collection::<Document>(crate::dev::schema::STATEMENTS);
+        let source = db.collection::<Document>(crate::contract::STATEMENTS);
         let (start, end) = day_bounds(ctx.business_date);
         let voided = source
             .count_documents(

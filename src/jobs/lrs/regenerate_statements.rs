@@ -28,7 +28,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
-use crate::commands::migrate::KERIS_BATCH_DATA;
+use crate::contract::KERIS_BATCH_DATA;
 use crate::jobs::dc::transfer::CONTENT_CODES;
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
@@ -178,7 +178,7 @@ async fn rebuild(
     let source = ctx
         .app
         .mongo
-        .collection::<Document>(crate::dev::schema::STATEMENTS);
+        .collection::<Document>(crate::contract::STATEMENTS);
     let mut filter = source_filter(base_dt);
     filter.insert("user_id", user_id.to_string());
     let mut cursor = source

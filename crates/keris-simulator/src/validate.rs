@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::keris::types::Api;
-use crate::keris::{is_curriculum_id, PARTNER_ID_EXTENSION};
+use aidt_batch::keris::types::Api;
+use aidt_batch::keris::{is_curriculum_id, PARTNER_ID_EXTENSION};
 
 /// A statement that passed the profile checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,12 +12,12 @@ use super::http::{BodyKind, Conn, HttpError, RequestHead, Response};
 use super::state::{Fault, Item, Refusal, Shared};
 use super::validate::{check_dashboard, check_statement};
 use super::{DashboardEvent, Faults, RequestRecord};
-use crate::keris::client::{
+use aidt_batch::keris::client::{
     HEADER_API_VERSION, HEADER_CHUNKED_INDEX, HEADER_PARTNER_ACCESS_TOKEN, HEADER_PARTNER_ID,
     HEADER_TRANSFER_ID,
 };
-use crate::keris::types::Api;
-use crate::keris::{
+use aidt_batch::keris::types::Api;
+use aidt_batch::keris::{
     CODE_BAD_REQUEST, CODE_NOT_FOUND, CODE_OK, CODE_RATE_LIMITED, CODE_SYSTEM_ERROR,
 };
 

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::options::ApiPaths;
+use aidt_batch::keris::options::ApiPaths;
 use state::Shared;
 
 /// How the simulator behaves. `Default` is the spec's behaviour on

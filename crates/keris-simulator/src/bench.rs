@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use crate::keris::{ClientOptions, KerisClient, Partner, PARTNER_ID_EXTENSION};
+use aidt_batch::keris::{ClientOptions, KerisClient, Partner, PARTNER_ID_EXTENSION};
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -161,9 +161,10 @@ async fn sender(
                         &batch,
                     )
                     .await?;
-                let response: crate::keris::SendStatementsResponse = serde_json::from_slice(&body)?;
+                let response: aidt_batch::keris::SendStatementsResponse =
+                    serde_json::from_slice(&body)?;
                 anyhow::ensure!(
-                    response.code == crate::keris::CODE_OK,
+                    response.code == aidt_batch::keris::CODE_OK,
                     "answer {}",
                     response.code
                 );

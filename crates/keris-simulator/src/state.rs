@@ -16,8 +16,8 @@ use super::validate::ValidStatement;
 use super::{
     DashboardEvent, Faults, PartnerStats, RecordedStatement, RequestRecord, SimulatorConfig, Stats,
 };
-use crate::keris::types::{Api, StatementError};
-use crate::keris::{
+use aidt_batch::keris::types::{Api, StatementError};
+use aidt_batch::keris::{
     CODE_BAD_REQUEST, CODE_CLOSED, CODE_NOT_FOUND, CODE_UNAUTHORIZED, XAPI_DUP_ERR, XAPI_USER_ERR,
     XAPI_VAL_ERR,
 };
@@ -330,7 +330,9 @@ impl Shared {
         (
             id,
             token,
-            crate::keris::types::format_timestamp(&now.with_timezone(&crate::time::seoul())),
+            aidt_batch::keris::types::format_timestamp(
+                &now.with_timezone(&aidt_batch::time::seoul()),
+            ),
         )
     }
 

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aidt_batch::keris::simulator::{self, bench, Faults, SimulatorConfig};
 use clap::Parser;
+use keris_simulator::{self as simulator, bench, Faults, SimulatorConfig};
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
