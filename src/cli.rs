@@ -50,21 +50,6 @@ pub enum Command {
     Migrate,
     /// Verify configuration, PostgreSQL, MongoDB and KERIS reachability
     Check,
-    /// Development tools (refused in the prod profile)
-    #[command(subcommand)]
-    Dev(DevCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DevCommand {
-    /// Create the data-contract tables and LRS indexes that other systems own in production
-    Schema,
-    /// Fill the contract tables and lrs.statements with synthetic data
-    Seed(crate::dev::seed::SeedArgs),
-    /// Write READY KERIS statements into keris_batch_data (DC-01-001 benchmark)
-    BenchData(crate::dev::bench::BenchDataArgs),
-    /// Read the day's READY keris_batch_data with a plain cursor (benchmark baseline)
-    Scan(crate::dev::bench::ScanArgs),
 }
 
 /// The options every job has; a job may add its own ([`JobDef::args`]).
@@ -217,7 +202,7 @@ pub fn unknown_job_message(given: &str) -> String {
     }
     let ids: Vec<String> = REGISTRY.iter().map(JobDef::cli_name).collect();
     msg.push_str(&format!("  valid job ids: {}\n", ids.join(", ")));
-    msg.push_str("  commands: list, history, crontab, migrate, check, dev");
+    msg.push_str("  commands: list, history, crontab, migrate, check");
     msg
 }
 

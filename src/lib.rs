@@ -3,7 +3,6 @@ pub mod commands;
 pub mod config;
 pub mod context;
 pub mod contract;
-pub mod dev;
 pub mod jobs;
 pub mod keris;
 pub mod runtime;

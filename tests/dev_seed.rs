@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aidt_batch::config::PartnerSettings;
-use aidt_batch::dev::seed::{self, SeedArgs, CONTRACT_TABLES};
+use aidt_dev::seed::{self, SeedArgs, CONTRACT_TABLES};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use secrecy::SecretString;
@@ -523,8 +523,7 @@ async fn reseeding_is_refused_without_reset_and_starts_over_with_it() {
 #[tokio::test]
 async fn the_cli_seeds_and_prints_what_it_wrote() {
     let env = TestEnv::new().await;
-    let out = env.run_cli(&[
-        "dev",
+    let out = env.run_dev(&[
         "seed",
         "--students",
         "30",

@@ -59,7 +59,7 @@ fn template_name() -> String {
     for migration in aidt_batch::commands::migrate::MIGRATOR.iter() {
         hasher.update(migration.sql.as_bytes());
     }
-    hasher.update(aidt_batch::dev::schema::CONTRACT_SQL.as_bytes());
+    hasher.update(aidt_dev::schema::CONTRACT_SQL.as_bytes());
     let digest = hasher.finalize();
     format!(
         "aidt_tmpl_{}",
@@ -101,9 +101,7 @@ async fn ensure_template(admin: &mut PgConnection) -> String {
             .run(&pool)
             .await
             .unwrap();
-        aidt_batch::dev::schema::apply_postgres(&pool)
-            .await
-            .unwrap();
+        aidt_dev::schema::apply_postgres(&pool).await.unwrap();
         pool.close().await;
     }
     sqlx::query("SELECT pg_advisory_unlock(4242)")
@@ -169,7 +167,7 @@ impl TestEnv {
             .await
             .expect("connect test databases");
         if migrated {
-            aidt_batch::dev::schema::apply_mongo(&app.mongo)
+            aidt_dev::schema::apply_mongo(&app.mongo)
                 .await
                 .expect("mongo indexes");
         }
@@ -249,6 +247,13 @@ impl TestEnv {
         cmd
     }
 
+    /// `aidt-dev args…` (seed, schema, bench data) with this test's databases.
+    pub fn run_dev(&self, args: &[&str]) -> Output {
+        let mut cmd = dev_bin();
+        cmd.args(args).envs(self.child_env()).stdin(Stdio::null());
+        cmd.output().expect("spawn aidt-dev")
+    }
+
     pub fn run_cli(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("spawn aidt-batch")
     }
@@ -297,6 +302,19 @@ impl Drop for TestEnv {
 /// The `aidt-batch` binary built for this test run.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aidt-batch"))
+}
+
+/// The `aidt-dev` binary of the workspace's `aidt-dev` crate, beside
+/// `aidt-batch` in the target directory (`cargo test --workspace`, as
+/// scripts/test runs it, builds it).
+pub fn dev_bin() -> Command {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_aidt-batch")).with_file_name("aidt-dev");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test)",
+        path.display()
+    );
+    Command::new(path)
 }
 
 pub fn stdout(out: &Output) -> String {

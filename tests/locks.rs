@@ -143,7 +143,7 @@ async fn the_dashboard_jobs_never_run_together_whatever_their_dates() {
 #[tokio::test]
 async fn the_jobs_writing_keris_batch_data_never_run_together() {
     let env = TestEnv::new().await;
-    let out = env.run_cli(&["dev", "bench-data", "--statements", "20", "--date", DATE]);
+    let out = env.run_dev(&["bench-data", "--statements", "20", "--date", DATE]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let sim = slow_simulator(6.0).await;
 
@@ -159,7 +159,7 @@ async fn the_jobs_writing_keris_batch_data_never_run_together() {
 #[tokio::test]
 async fn a_busy_lock_is_waited_for_up_to_lock_wait_secs_and_then_the_run_goes_ahead() {
     let env = TestEnv::new().await;
-    let out = env.run_cli(&["dev", "bench-data", "--statements", "20", "--date", DATE]);
+    let out = env.run_dev(&["bench-data", "--statements", "20", "--date", DATE]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let sim = slow_simulator(3.0).await;
 
@@ -201,7 +201,7 @@ async fn a_busy_lock_is_waited_for_up_to_lock_wait_secs_and_then_the_run_goes_ah
 #[tokio::test]
 async fn a_run_waiting_for_a_lock_stops_on_sigterm_as_skipped() {
     let env = TestEnv::new().await;
-    let out = env.run_cli(&["dev", "bench-data", "--statements", "20", "--date", DATE]);
+    let out = env.run_dev(&["bench-data", "--statements", "20", "--date", DATE]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let sim = slow_simulator(6.0).await;
 

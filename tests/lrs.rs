@@ -1,8 +1,8 @@
 //! LRS-01-001: aggregation of the day's statements into keris_batch_data.
 
 use aidt_batch::contract::KERIS_BATCH_DATA;
-use aidt_batch::dev::seed::{self, stored_key, SeedArgs};
 use aidt_batch::xapi;
+use aidt_dev::seed::{self, stored_key, SeedArgs};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::Value;

@@ -166,7 +166,7 @@ async fn migrate_creates_the_batch_tables_and_is_idempotent_without_touching_con
 #[tokio::test]
 async fn dev_commands_are_refused_in_prod() {
     let env = TestEnv::empty().await;
-    let out = env.run_cli(&["dev", "schema", "--profile", "prod"]);
+    let out = env.run_dev(&["schema", "--profile", "prod"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("refused in the prod profile"));
     let tables: i64 = sqlx::query_scalar(

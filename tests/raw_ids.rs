@@ -15,8 +15,7 @@ const DATE: &str = "2026-03-05";
 #[tokio::test]
 async fn no_raw_student_id_in_history_checkpoints_or_logs_of_the_keris_and_privacy_jobs() {
     let env = TestEnv::new().await;
-    let out = env.run_cli(&[
-        "dev",
+    let out = env.run_dev(&[
         "seed",
         "--students",
         "40",

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use aidt_batch::config::Settings;
 use aidt_batch::contract::KERIS_BATCH_DATA;
-use aidt_batch::dev::seed::{self, SeedArgs};
 use aidt_batch::keris::{ClientOptions, KerisClient};
 use aidt_batch::runtime::Exit;
 use aidt_batch::xapi;
+use aidt_dev::seed::{self, SeedArgs};
 use futures::TryStreamExt;
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use mongodb::bson::{doc, Document};

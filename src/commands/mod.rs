@@ -7,7 +7,7 @@ pub mod migrate;
 
 use std::path::Path;
 
-use crate::cli::{Cli, Command, DevCommand, Invocation};
+use crate::cli::{Cli, Command, Invocation};
 use crate::config::{ConfigError, LoadedConfig, Profile};
 use crate::context::AppContext;
 use crate::jobs::REGISTRY;
@@ -125,31 +125,6 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check => {
             let profile = cli.profile.unwrap_or(Profile::Local);
             check::run(profile, extra).await
-        }
-        Command::Dev(dev) => {
-            let profile = cli.profile.unwrap_or(Profile::Local);
-            if profile == Profile::Prod {
-                eprintln!("aidt-batch: error: `dev` commands create and fill tables that other systems own; refused in the prod profile");
-                return Ok(Exit::Usage);
-            }
-            let loaded = load_config(profile, extra)?;
-            let app = AppContext::connect(&loaded).await?;
-            match dev {
-                DevCommand::Schema => crate::dev::schema::apply(&app)
-                    .await
-                    .map(|()| Exit::Success),
-                DevCommand::BenchData(args) => crate::dev::bench::bench_data(&app, &args)
-                    .await
-                    .map(|()| Exit::Success),
-                DevCommand::Scan(args) => crate::dev::bench::scan(&app, &args)
-                    .await
-                    .map(|()| Exit::Success),
-                DevCommand::Seed(args) => {
-                    let report = crate::dev::seed::seed(&app, &args).await?;
-                    println!("{report}");
-                    Ok(Exit::Success)
-                }
-            }
         }
     }
 }

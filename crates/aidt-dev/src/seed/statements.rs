@@ -57,7 +57,7 @@ const INVALID_SHARE: f64 = 0.005;
 const RETRY_SHARE: f64 = 0.15;
 
 /// How a `.` in a document key is stored (see the module header).
-pub use crate::contract::STORED_DOT;
+pub use aidt_batch::contract::STORED_DOT;
 
 /// The stored form of an xAPI extension key.
 pub fn stored_key(iri: &str) -> String {
@@ -199,8 +199,8 @@ pub(super) async fn write(
     seed: u64,
     total: u32,
 ) -> anyhow::Result<Vec<(String, u64)>> {
-    let collection = db.collection::<Document>(crate::contract::STATEMENTS);
-    let name = format!("{}.{}", db.name(), crate::contract::STATEMENTS);
+    let collection = db.collection::<Document>(aidt_batch::contract::STATEMENTS);
+    let name = format!("{}.{}", db.name(), aidt_batch::contract::STATEMENTS);
     let mut counts = Counts::default();
     if total > 0 {
         let mut generator = Generator::new(world, seed)?;
@@ -487,7 +487,7 @@ fn break_profile(
         }
         2 => {
             let local = time
-                .with_timezone(&crate::time::seoul())
+                .with_timezone(&aidt_batch::time::seoul())
                 .format("%Y-%m-%dT%H:%M:%S%.3f")
                 .to_string();
             statement.insert("timestamp", local);

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::time;
+use aidt_batch::time;
 
 /// One independent random stream per table group: a change to how one group
 /// is generated (one more column, one more row) does not reshuffle the

@@ -493,7 +493,7 @@ impl World {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::seed::gen::Day;
+    use crate::seed::gen::Day;
     use chrono::NaiveDate;
     use uuid::Uuid;
 

@@ -10,9 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::json;
 
-use crate::context::AppContext;
-use crate::contract::KERIS_BATCH_DATA;
-use crate::xapi;
+use aidt_batch::context::AppContext;
+use aidt_batch::contract::KERIS_BATCH_DATA;
+use aidt_batch::xapi;
 
 /// `aidt-batch dev bench-data`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,15 +41,16 @@ pub struct ScanArgs {
 }
 
 fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
-    date.unwrap_or_else(crate::time::yesterday_seoul)
+    date.unwrap_or_else(aidt_batch::time::yesterday_seoul)
 }
 
 /// Writes `statements` READY documents (1,000 per insert, 4 inserts in flight).
 pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Result<()> {
     let date = date_or_yesterday(args.date);
-    let partners: Vec<String> = crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?
-        .into_keys()
-        .collect();
+    let partners: Vec<String> =
+        aidt_batch::jobs::dc::transfer::partners_by_id(&app.settings.keris)?
+            .into_keys()
+            .collect();
     anyhow::ensure!(
         !partners.is_empty(),
         "no KERIS partner is configured (keris.partners.<name>.partner_id)"
@@ -61,7 +62,7 @@ pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Resul
         coll.drop()
             .await
             .context("Failed to drop keris_batch_data")?;
-        crate::commands::migrate::apply(app).await?;
+        aidt_batch::commands::migrate::apply(app).await?;
     }
     let settings = &app.settings.jobs.lrs_aggregate;
     let started = Instant::now();
@@ -93,7 +94,7 @@ pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Resul
 
 /// One valid AIDT-profile statement: student `i / 20`, item `i`.
 fn bench_document(
-    settings: &crate::config::LrsAggregateSettings,
+    settings: &aidt_batch::config::LrsAggregateSettings,
     date: NaiveDate,
     partner_id: &str,
     i: u64,
@@ -140,13 +141,13 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let started = Instant::now();
     let mut n = 0u64;
-    for partner_id in crate::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.keys() {
+    for partner_id in aidt_batch::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.keys() {
         let mut cursor = coll
-            .find(crate::jobs::dc::send_statements::ready_filter(
+            .find(aidt_batch::jobs::dc::send_statements::ready_filter(
                 &date.to_string(),
                 partner_id,
             ))
-            .projection(crate::jobs::dc::transfer::stored_projection())
+            .projection(aidt_batch::jobs::dc::transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;
@@ -170,11 +171,11 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
 /// Reads the date's non-voided source statements with LRS-01-001's filter,
 /// sort and batch size, and prints the rate.
 async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
-    use crate::jobs::lrs::aggregate_statements::{source_filter, source_sort};
+    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
     let started = Instant::now();
     let mut cursor = app
         .mongo
-        .collection::<Document>(crate::contract::STATEMENTS)
+        .collection::<Document>(aidt_batch::contract::STATEMENTS)
         .find(source_filter(date))
         .sort(source_sort())
         .allow_disk_use(true)

@@ -114,7 +114,7 @@ const PM_WINDOWS: [(&str, i64, i64, i64, &str); 8] = [
 ];
 
 fn pm_notice(start: DateTime<Utc>, end: DateTime<Utc>, system: &str) -> String {
-    let seoul = crate::time::seoul();
+    let seoul = aidt_batch::time::seoul();
     format!(
         "{}~{} {system} 시스템 정기 점검이 있습니다. 점검 중에는 서비스 이용이 제한됩니다.",
         start.with_timezone(&seoul).format("%m월 %d일 %H:%M"),
@@ -387,8 +387,8 @@ async fn mail_history(conn: &mut PgConnection, world: &World) -> anyhow::Result<
     let mut rows = Vec::new();
     for w in (1..=4).rev() {
         let week_start = this_monday - Duration::weeks(w);
-        let sent =
-            crate::time::start_of_day_seoul(week_start + Duration::weeks(1)) + Duration::hours(9);
+        let sent = aidt_batch::time::start_of_day_seoul(week_start + Duration::weeks(1))
+            + Duration::hours(9);
         for (i, (email, _, active)) in RECIPIENTS.iter().enumerate() {
             if *active == "N" {
                 continue;
@@ -444,7 +444,7 @@ async fn dc_errors(
         // One row whose actor could not be read: no user.
         let user = (i != 0).then_some(student.id);
         let base_dt = world.day.date - Duration::days(rng.gen_range(1..=3));
-        let created_at = crate::time::start_of_day_seoul(base_dt + Duration::days(1))
+        let created_at = aidt_batch::time::start_of_day_seoul(base_dt + Duration::days(1))
             + Duration::minutes(rng.gen_range(120..240));
         let (err_code, err_msg) = *gen::pick(rng, &ERRORS);
         let (status, retry_cnt) = STATES[i % STATES.len()];

@@ -423,7 +423,7 @@ impl Homework {
                         && due_dt - Duration::days(1) < day.end
                         && chance(rng, 0.7);
                     if reminded {
-                        let due_local = due_dt.with_timezone(&crate::time::seoul());
+                        let due_local = due_dt.with_timezone(&aidt_batch::time::seoul());
                         out.due_messages.push(MessageRow {
                             user,
                             msg_type: "ASGN_DUE",

@@ -4,12 +4,13 @@
 use anyhow::Context as _;
 use mongodb::bson::doc;
 
-use crate::context::AppContext;
+use aidt_batch::context::AppContext;
 
 /// The contract DDL; idempotent (`CREATE … IF NOT EXISTS`).
-pub const CONTRACT_SQL: &str = include_str!("../../migrations/contract/0001_contract_tables.sql");
+pub const CONTRACT_SQL: &str =
+    include_str!("../../../migrations/contract/0001_contract_tables.sql");
 
-pub use crate::contract::STATEMENTS;
+pub use aidt_batch::contract::STATEMENTS;
 
 pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
     apply_postgres(&app.pg).await?;
@@ -30,5 +31,5 @@ pub async fn apply_postgres(pg: &sqlx::PgPool) -> anyhow::Result<()> {
 /// (privacy deletion). In production the LRS team creates them.
 pub async fn apply_mongo(db: &mongodb::Database) -> anyhow::Result<()> {
     let indexes = [doc! { "timestamp": 1 }, doc! { "user_id": 1 }];
-    crate::context::ensure_indexes(db, STATEMENTS, &indexes).await
+    aidt_batch::context::ensure_indexes(db, STATEMENTS, &indexes).await
 }

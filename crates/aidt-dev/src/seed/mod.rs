@@ -50,7 +50,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::context::AppContext;
+use aidt_batch::context::AppContext;
 use gen::Day;
 use world::World;
 
@@ -175,7 +175,7 @@ const STUDENTS_PER_SCHOOL: u32 = 150;
 
 pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedReport> {
     let partners = configured_partners(app)?;
-    let date = args.date.unwrap_or_else(crate::time::yesterday_seoul);
+    let date = args.date.unwrap_or_else(aidt_batch::time::yesterday_seoul);
     if args.students == 0 {
         bail!("--students must be at least 1");
     }
@@ -202,7 +202,7 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
         drop_collections(&app.mongo).await?;
     }
     // Dropped by --reset, or never created: the jobs rely on these indexes.
-    crate::dev::schema::apply_mongo(&app.mongo).await?;
+    crate::schema::apply_mongo(&app.mongo).await?;
 
     let mut tx = app
         .pg
@@ -259,7 +259,7 @@ async fn ensure_empty(app: &AppContext) -> anyhow::Result<()> {
     if tables.len() > 3 {
         filled.push(format!("{} more tables", tables.len() - 3));
     }
-    for collection in [crate::contract::STATEMENTS, KERIS_BATCH_DATA] {
+    for collection in [aidt_batch::contract::STATEMENTS, KERIS_BATCH_DATA] {
         let any = app
             .mongo
             .collection::<Document>(collection)
@@ -282,7 +282,7 @@ async fn ensure_empty(app: &AppContext) -> anyhow::Result<()> {
 }
 
 async fn drop_collections(db: &mongodb::Database) -> anyhow::Result<()> {
-    for collection in [crate::contract::STATEMENTS, KERIS_BATCH_DATA] {
+    for collection in [aidt_batch::contract::STATEMENTS, KERIS_BATCH_DATA] {
         db.collection::<Document>(collection)
             .drop()
             .await

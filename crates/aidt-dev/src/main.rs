@@ -1,0 +1,88 @@
+//! `aidt-dev [--profile P] [--config FILE] <schema|seed|bench-data|scan>`:
+//! the development tools, against the databases of a profile's
+//! configuration. Refused in the `prod` profile: they create and fill tables
+//! that other systems own there.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aidt_batch::config::Profile;
+use aidt_batch::context::AppContext;
+use aidt_batch::runtime::Exit;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aidt-dev",
+    version,
+    about = "Development tools of aidt-batch (refused in the prod profile)"
+)]
+struct Cli {
+    /// Configuration profile, as for aidt-batch [default: local]
+    #[arg(long, global = true, value_enum)]
+    profile: Option<Profile>,
+    /// An extra configuration file layered over the profile
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data-contract tables and LRS indexes that other systems own in production
+    Schema,
+    /// Fill the contract tables and lrs.statements with synthetic data
+    Seed(aidt_dev::seed::SeedArgs),
+    /// Write READY KERIS statements into keris_batch_data (DC-01-001 benchmark)
+    BenchData(aidt_dev::bench::BenchDataArgs),
+    /// Read the day's READY keris_batch_data with a plain cursor (benchmark baseline)
+    Scan(aidt_dev::bench::ScanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let profile = cli.profile.unwrap_or(Profile::Local);
+    if profile == Profile::Prod {
+        eprintln!(
+            "aidt-dev: error: these commands create and fill tables that other systems own; refused in the prod profile"
+        );
+        return Exit::Usage.into();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aidt-dev: error: failed to start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    let result = runtime.block_on(run(cli.command, profile, cli.config));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => aidt_batch::commands::report(&e).into(),
+    }
+}
+
+async fn run(command: Command, profile: Profile, extra: Option<PathBuf>) -> anyhow::Result<()> {
+    let loaded = aidt_batch::jobs::load_config(profile, extra.as_deref())?;
+    aidt_batch::telemetry::init(
+        profile,
+        loaded.settings.log.format,
+        &loaded.settings.log.level,
+    );
+    let app = AppContext::connect(&loaded).await?;
+    match command {
+        Command::Schema => aidt_dev::schema::apply(&app).await,
+        Command::BenchData(args) => aidt_dev::bench::bench_data(&app, &args).await,
+        Command::Scan(args) => aidt_dev::bench::scan(&app, &args).await,
+        Command::Seed(args) => {
+            let report = aidt_dev::seed::seed(&app, &args).await?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
