@@ -312,3 +312,39 @@ fn scripts_test_prints_the_database_url_with_its_password_masked() {
         "{err}"
     );
 }
+
+#[test]
+fn every_job_appears_once_and_unscheduled_ones_are_commented_out() {
+    let text = aidt_batch::runtime::crontab::render(
+        &aidt_batch::jobs::REGISTRY,
+        aidt_batch::config::Profile::Prod,
+    );
+    for job in aidt_batch::jobs::REGISTRY.iter() {
+        let needle = format!("aidt-batch {} --profile prod", job.cli_name());
+        assert_eq!(text.matches(&needle).count(), 1, "{}", job.id);
+    }
+    for line in text.lines().filter(|l| l.contains("lms-01-009")) {
+        assert!(line.starts_with('#'), "{line}");
+    }
+    // DC-01-004 is unscheduled in the seed; aidt-batch runs it at dawn after LMS-01-008.
+    assert!(
+        text.contains(
+            "\n50 4 * * * . /opt/aidt-batch/env && /opt/aidt-batch/bin/aidt-batch dc-01-004 "
+        ),
+        "DC-01-004 at 04:50"
+    );
+    let schedules = text
+        .lines()
+        .map(|l| l.trim_start_matches("# "))
+        .filter(|l| l.contains("aidt-batch "));
+    for line in schedules {
+        assert!(
+            !line.starts_with("_/"),
+            "the seed's mangled */N must be fixed: {line}"
+        );
+    }
+    assert!(
+        text.contains("\n*/10 * * * * "),
+        "BO-01-002 every 10 minutes"
+    );
+}
