@@ -75,7 +75,13 @@ pub struct JobArgs {
     /// Read and report what would change; write nothing, send nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// `--full`, defined only on the subcommands of [`FULL_JOBS`].
+    #[arg(skip)]
+    pub full: bool,
 }
+
+/// Jobs that work incrementally and offer `--full` to redo everything.
+pub const FULL_JOBS: &[&str] = &[crate::jobs::lms::keris_dashboard::ID];
 
 fn parse_date(value: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
@@ -125,7 +131,16 @@ pub fn command() -> clap::Command {
                 def.name_en,
                 def.name_ko
             ));
-        cmd = cmd.subcommand(JobArgs::augment_args(sub));
+        let mut sub = JobArgs::augment_args(sub);
+        if FULL_JOBS.contains(&def.id) {
+            sub = sub.arg(
+                clap::Arg::new("full")
+                    .long("full")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("Recompute the whole teacher view, not only the students changed since the last refresh"),
+            );
+        }
+        cmd = cmd.subcommand(sub);
     }
     cmd
 }
@@ -148,7 +163,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
         .map_err(explain_unknown)?;
     if let Some((name, sub)) = matches.subcommand() {
         if let Some(def) = registry::find(name) {
-            let args = JobArgs::from_arg_matches(sub)?;
+            let mut args = JobArgs::from_arg_matches(sub)?;
+            args.full = FULL_JOBS.contains(&def.id) && sub.get_flag("full");
             return Ok(Invocation::Job {
                 def,
                 args,
@@ -243,6 +259,22 @@ mod tests {
         let err = parse_str(&["aidt-batch", "bo-01-005", "--date", "2026-02-30"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--date"), "{err}");
+    }
+
+    #[test]
+    fn full_is_an_option_of_lms_01_008_only() {
+        let Invocation::Job { args, .. } =
+            parse_str(&["aidt-batch", "lms-01-008", "--full"]).unwrap()
+        else {
+            panic!("not a job")
+        };
+        assert!(args.full);
+        let Invocation::Job { args, .. } = parse_str(&["aidt-batch", "lms-01-008"]).unwrap() else {
+            panic!("not a job")
+        };
+        assert!(!args.full);
+        let err = parse_str(&["aidt-batch", "lms-01-001", "--full"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -183,11 +183,27 @@ impl TestEnv {
 
     /// Runs a job in this process, as `aidt-batch <id> [--date] [--dry-run]` would.
     pub async fn run_job(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> RunOutcome {
+        self.run_job_with(id, date, dry_run, false).await
+    }
+
+    /// [`Self::run_job`] with `--full`.
+    pub async fn run_full(&self, id: &str) -> RunOutcome {
+        self.run_job_with(id, None, false, true).await
+    }
+
+    async fn run_job_with(
+        &self,
+        id: &str,
+        date: Option<NaiveDate>,
+        dry_run: bool,
+        full: bool,
+    ) -> RunOutcome {
         let def = registry::find(id).expect("registered job");
         let request = RunRequest {
             def,
             date,
             dry_run,
+            full,
             params: serde_json::json!({"test": true}),
         };
         runner::run(self.app.clone(), request)

@@ -72,12 +72,14 @@ async fn run_job(
         "profile": profile.as_str(),
         "date": args.date.map(|d| d.to_string()),
         "dry_run": args.dry_run,
+        "full": args.full,
         "config_file": extra.map(|p| p.display().to_string()),
     });
     let request = RunRequest {
         def,
         date: args.date,
         dry_run: args.dry_run,
+        full: args.full,
         params,
     };
     let outcome = runner::run(app, request).await?;

@@ -81,6 +81,9 @@ pub struct JobContext {
     pub business_date: NaiveDate,
     /// The job reads and reports; it writes no business data and sends nothing.
     pub dry_run: bool,
+    /// `--full`: a job that normally works incrementally redoes everything
+    /// (LMS-01-008's view refresh). Set by the runner after `new`.
+    pub full: bool,
     pub app: AppContext,
     pub counts: Counts,
     details: Mutex<serde_json::Map<String, serde_json::Value>>,
@@ -104,6 +107,7 @@ impl JobContext {
             run_id,
             business_date,
             dry_run,
+            full: false,
             app,
             counts: Counts::default(),
             details: Mutex::new(serde_json::Map::new()),

@@ -30,6 +30,8 @@ pub struct RunRequest {
     pub def: &'static JobDef,
     pub date: Option<NaiveDate>,
     pub dry_run: bool,
+    /// `--full` (only jobs that offer it: LMS-01-008).
+    pub full: bool,
     /// Recorded in the history row's `params` as given (profile, config file).
     pub params: serde_json::Value,
 }
@@ -106,7 +108,8 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
         let signal = Arc::new(AtomicI32::new(0));
         let listener = tokio::spawn(listen_for_stop(cancel.clone(), signal.clone()));
 
-        let ctx = JobContext::new(def, run_id, date, request.dry_run, app.clone(), cancel.clone());
+        let mut ctx = JobContext::new(def, run_id, date, request.dry_run, app.clone(), cancel.clone());
+        ctx.full = request.full;
         let started = Instant::now();
         let grace = Duration::from_secs(app.settings.runtime.stop_grace_secs);
         let result = tokio::select! {
