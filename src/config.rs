@@ -342,6 +342,16 @@ pub struct KerisDashboardSettings {
     /// are left for the next run instead of each waiting out its retries.
     /// 0 never gives up.
     pub give_up_after_transient_failures: u32,
+    /// LMS-01-008 refreshes the teacher view incrementally (only students
+    /// whose results or progress changed); it re-reads this many seconds
+    /// before the last refresh, so a row committed late with an earlier
+    /// `solved_at` / `upd_dt` (a long LMS transaction) is not missed.
+    pub incremental_overlap_secs: u64,
+    /// A run recomputes every student when the last full refresh is older
+    /// than this: what has no change timestamp (a lecture's teacher, a
+    /// student's school, a deleted result or progress row) is caught up at
+    /// least this often. 0: only the first run and `--full`.
+    pub full_refresh_after_hours: u64,
 }
 
 impl Default for KerisDashboardSettings {
@@ -350,6 +360,8 @@ impl Default for KerisDashboardSettings {
             page_size: 1000,
             max_reported_ids: 1000,
             give_up_after_transient_failures: 20,
+            incremental_overlap_secs: 900,
+            full_refresh_after_hours: 24,
         }
     }
 }

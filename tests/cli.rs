@@ -122,3 +122,12 @@ fn each_jobs_help_says_what_that_job_does_and_how_it_locks() {
         "a group job names the jobs it never runs beside: {dc}"
     );
 }
+
+#[test]
+fn full_is_an_option_of_lms_01_008_only() {
+    let help = stdout(&bin().args(["lms-01-008", "--help"]).output().unwrap());
+    assert!(help.contains("--full"), "{help}");
+    let out = bin().args(["lms-01-001", "--full"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--full"), "{}", stderr(&out));
+}

@@ -752,3 +752,294 @@ async fn dc_01_004_dry_run_counts_rows_and_levels_and_changes_and_sends_nothing(
     );
     assert!(sim.requests().is_empty());
 }
+
+/// Fixed students of a deterministic seed (two databases seeded alike
+/// compare equal): `i` in `0..12`, schools E/M/H in turn.
+fn fixed_student(i: u128) -> Uuid {
+    Uuid::from_u128(0xd00d_0000_0000_4000_8000_0000_0000_0000 + i)
+}
+
+fn prefix_of(i: u128) -> &'static str {
+    ["E", "M", "H"][(i % 3) as usize]
+}
+
+/// Per student: two results on each of two standard-system ids, a progress
+/// row (every other one completed) and an ended session, at fixed times.
+async fn seed_fixed(pg: &PgPool) {
+    let mut sql = String::new();
+    for i in 0..12u128 {
+        let u = fixed_student(i);
+        let p = prefix_of(i);
+        sql += &format!(
+            "INSERT INTO tb_lms_user (user_id, partner_id, user_type, school_id) VALUES ('{u}', '{PARTNER_ID}', 'S', 'SCH-{p}');
+             INSERT INTO tb_lms_lecture_member VALUES ('L-{p}', '{u}');
+             INSERT INTO tb_lms_keris_token (user_id, token, access_id) VALUES ('{u}', 'student-token-{s}', 'access-{s}');
+             INSERT INTO tb_lms_lrn_session (user_id, lecture_code, started_at, ended_at)
+               VALUES ('{u}', 'L-{p}', '2026-03-05T09:00:00+09', '2026-03-05T09:30:00+09');
+             INSERT INTO tb_lms_lrn_progress (user_id, std_sys_id, progress_rate, completed_at, upd_dt)
+               VALUES ('{u}', '{p}1MATA01', {rate}, {done}, '2026-03-05T09:30:00+09');\n",
+            s = u.simple(),
+            rate = (i * 8) % 100,
+            done = if i % 2 == 0 { "'2026-03-05T09:30:00+09'" } else { "NULL" },
+        );
+        for (k, id) in ["01", "02"].iter().enumerate() {
+            for attempt in 0..2u128 {
+                let score = (i * 7 + k as u128 * 13 + attempt * 29) % 101;
+                sql += &format!(
+                    "INSERT INTO tb_lms_lrn_result (user_id, lecture_code, item_id, content_id, std_sys_id, correct_yn, score, solved_at)
+                       VALUES ('{u}', 'L-{p}', 'I-{attempt}', 'CT-1', '{p}1MATA{id}', 'Y', {score}, '2026-03-05T09:1{attempt}:00+09');\n"
+                );
+            }
+        }
+    }
+    sqlx::raw_sql(&sql).execute(pg).await.unwrap();
+}
+
+/// The whole view, as comparable text: every value column, whether the
+/// last run (started at `last_run`) changed the row, and whether it is sent.
+async fn view_state(pg: &PgPool, last_run: i64) -> Vec<Vec<Option<String>>> {
+    let rows: Vec<(Uuid, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, String, bool, bool)> =
+        sqlx::query_as(
+            "SELECT v.user_id, v.std_sys_id, v.lecture_code, v.teacher_id::text, v.score::text, v.achievement_level,
+                    v.progress_rate::text, v.completed_yn,
+                    v.upd_dt >= r.started_at AS changed_by_last_run,
+                    v.keris_sent_at IS NOT NULL AND v.keris_sent_at >= v.upd_dt AS sent
+               FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys v, batch_job_run r
+              WHERE r.run_id = $1
+              ORDER BY v.user_id, v.std_sys_id",
+        )
+        .bind(last_run)
+        .fetch_all(pg)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            vec![
+                Some(r.0.to_string()),
+                Some(r.1),
+                r.2,
+                r.3,
+                r.4,
+                r.5,
+                r.6,
+                Some(r.7),
+                Some(r.8.to_string()),
+                Some(r.9.to_string()),
+            ]
+        })
+        .collect()
+}
+
+async fn add_result(pg: &PgPool, i: u128, std: &str, score: i32, solved_at: &str) {
+    let p = prefix_of(i);
+    sqlx::query(&format!(
+        "INSERT INTO tb_lms_lrn_result (user_id, lecture_code, item_id, content_id, std_sys_id, correct_yn, score, solved_at)
+         VALUES ($1, 'L-{p}', 'I-9', 'CT-1', '{p}1MATA{std}', 'N', $2, {solved_at})"
+    ))
+    .bind(fixed_student(i))
+    .bind(score)
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+/// The changes between the runs, the same on every database.
+async fn change_students(pg: &PgPool) {
+    // 0: a new result, solved now.
+    add_result(pg, 0, "01", 3, "now()").await;
+    // 1: a result uploaded late (offline), solved two days ago.
+    add_result(pg, 1, "02", 100, "now() - interval '2 days'").await;
+    // 2: progress moved; 3: progress completed.
+    sqlx::query(
+        "UPDATE tb_lms_lrn_progress SET progress_rate = 99.5, upd_dt = now() WHERE user_id = $1",
+    )
+    .bind(fixed_student(2))
+    .execute(pg)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE tb_lms_lrn_progress SET progress_rate = 100, completed_at = now(), upd_dt = now() WHERE user_id = $1")
+        .bind(fixed_student(3))
+        .execute(pg)
+        .await
+        .unwrap();
+    // 4: a new session (no view column depends on it; API-001/002 do).
+    sqlx::query(
+        "INSERT INTO tb_lms_lrn_session (user_id, lecture_code, started_at, ended_at) VALUES ($1, 'L-M', now() - interval '5 minutes', now())",
+    )
+    .bind(fixed_student(4))
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+/// Seeds, runs, changes students (one of them in a transaction that
+/// commits only after the next run: an older `solved_at` committed late),
+/// runs twice more; `full` makes the later runs `--full`. Returns the view
+/// after the second and after the third run.
+async fn incremental_scenario(env: &TestEnv, full: bool) -> [Vec<Vec<Option<String>>>; 2] {
+    let pg = env.pg();
+    seed_fixed(pg).await;
+    let first = env.run_ok(JOB, None, false).await;
+    assert_eq!(details(pg, first).await["view_refresh"]["mode"], "full");
+
+    // 5: its result's id is taken now, before the others', and solved_at is
+    // now, but it commits only after the next run has read past it.
+    let mut late = pg.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO tb_lms_lrn_result (user_id, lecture_code, item_id, content_id, std_sys_id, correct_yn, score, solved_at)
+         VALUES ($1, 'L-H', 'I-9', 'CT-1', 'H1MATA01', 'N', 1, now())",
+    )
+    .bind(fixed_student(5))
+    .execute(&mut *late)
+    .await
+    .unwrap();
+    change_students(pg).await;
+
+    let second = run_mode(env, full).await;
+    let after_second = view_state(pg, second).await;
+    late.commit().await.unwrap();
+    let third = run_mode(env, full).await;
+    let after_third = view_state(pg, third).await;
+
+    let (d2, d3) = (details(pg, second).await, details(pg, third).await);
+    if full {
+        assert_eq!(d2["view_refresh"]["mode"], "full");
+        assert_eq!(d2["view_refresh"]["reason"], "--full");
+    } else {
+        assert_eq!(d2["view_refresh"]["mode"], "incremental", "{d2}");
+        // Students 0–3 changed what the view reads; 4 only a session; 5 is
+        // not committed yet.
+        assert_eq!(d2["view_refresh"]["students"], 4, "{d2}");
+        // The overlap re-reads 0, 2 and 3 (1's solved_at is old and its id
+        // below the watermark now) and finds 5, whose result_id is below the
+        // watermark but whose solved_at is within the overlap.
+        assert_eq!(d3["view_refresh"]["mode"], "incremental", "{d3}");
+        assert_eq!(d3["view_refresh"]["students"], 4, "{d3}");
+    }
+    [after_second, after_third]
+}
+
+async fn run_mode(env: &TestEnv, full: bool) -> i64 {
+    let outcome = if full {
+        env.run_full(JOB).await
+    } else {
+        env.run_job(JOB, None, false).await
+    };
+    assert_eq!(outcome.exit, Exit::Success);
+    outcome.run_id.unwrap()
+}
+
+#[tokio::test]
+async fn an_incremental_refresh_ends_in_the_state_of_a_full_refresh_of_a_copy() {
+    let sim = sim().await;
+    let incremental = env_for(&sim).await;
+    let full = env_for(&sim).await;
+
+    let inc = incremental_scenario(&incremental, false).await;
+    let fresh = incremental_scenario(&full, true).await;
+
+    assert_eq!(inc[0].len(), 24, "12 students × 2 ids");
+    assert_eq!(inc[0], fresh[0], "after the first incremental run");
+    assert_eq!(inc[1], fresh[1], "after the late commit was picked up");
+
+    // Expected values computed here, not by the job: student 5's average on
+    // H1MATA01 with the late result 1 (seeded 35, 64; then 1) is 33.33, level E.
+    let (score, level): (f64, String) = sqlx::query_as(
+        "SELECT score::float8, achievement_level FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys
+          WHERE user_id = $1 AND std_sys_id = 'H1MATA01'",
+    )
+    .bind(fixed_student(5))
+    .fetch_one(incremental.pg())
+    .await
+    .unwrap();
+    assert_eq!((score, level.as_str()), (33.33, "E"));
+    // Student 1's late upload (solved two days ago) counts: (20 + 49 + 100) / 3.
+    let score: f64 = sqlx::query_scalar(
+        "SELECT score::float8 FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys WHERE user_id = $1 AND std_sys_id = 'M1MATA02'",
+    )
+    .bind(fixed_student(1))
+    .fetch_one(incremental.pg())
+    .await
+    .unwrap();
+    assert_eq!(score, 56.33);
+    // And a full run after the incremental ones finds nothing to change.
+    let outcome = incremental.run_full(JOB).await;
+    assert_eq!(outcome.exit, Exit::Success);
+    let d = details(incremental.pg(), outcome.run_id.unwrap()).await;
+    assert_eq!(d["view_refresh"]["rows_changed"], 0, "{d}");
+}
+
+#[tokio::test]
+async fn an_incremental_refresh_looks_only_at_changed_students_and_a_due_full_one_at_all() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    let pg = env.pg();
+    seed_fixed(pg).await;
+    env.run_ok(JOB, None, false).await;
+
+    // Student 7's row is made wrong behind the job's back (no source row
+    // changes): an incremental run does not look at student 7.
+    let tamper =
+        "UPDATE tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys SET score = 1, achievement_level = 'E'
+                   WHERE user_id = $1 AND std_sys_id = 'M1MATA01'";
+    sqlx::query(tamper)
+        .bind(fixed_student(7))
+        .execute(pg)
+        .await
+        .unwrap();
+    add_result(pg, 0, "01", 3, "now()").await;
+    let run = env.run_ok(JOB, None, false).await;
+    let d = details(pg, run).await;
+    assert_eq!(d["view_refresh"]["mode"], "incremental");
+    assert_eq!(d["view_refresh"]["students"], 1);
+    let score_of_7 = || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT score::float8 FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys WHERE user_id = $1 AND std_sys_id = 'M1MATA01'",
+        )
+        .bind(fixed_student(7))
+        .fetch_one(pg)
+        .await
+        .unwrap()
+    };
+    assert_eq!(score_of_7().await, 1.0, "not recomputed");
+
+    // The last full refresh is 25 hours old: the next run recomputes all.
+    sqlx::query("UPDATE batch_view_watermark SET full_refresh_at = now() - interval '25 hours'")
+        .execute(pg)
+        .await
+        .unwrap();
+    let run = env.run_ok(JOB, None, false).await;
+    let d = details(pg, run).await;
+    assert_eq!(d["view_refresh"]["mode"], "full", "{d}");
+    // 7 · 7 = 49 and 49 + 29 = 78 (the seed's formula): 63.5.
+    assert_eq!(score_of_7().await, 63.5, "repaired by the full refresh");
+    assert_eq!(d["view_rows_refreshed"], 1);
+}
+
+#[tokio::test]
+async fn a_dry_run_does_not_move_the_watermark() {
+    let sim = sim().await;
+    let env = env_for(&sim).await;
+    seed_fixed(env.pg()).await;
+    env.run_ok(JOB, None, true).await;
+    assert_eq!(
+        scalar_i64(env.pg(), "SELECT count(*) FROM batch_view_watermark").await,
+        0
+    );
+    env.run_ok(JOB, None, false).await;
+    let before: (DateTime<Utc>, i64) =
+        sqlx::query_as("SELECT refreshed_at, max_result_id FROM batch_view_watermark")
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(before.1, 48, "12 students × 4 results");
+    add_result(env.pg(), 0, "01", 3, "now()").await;
+    let dry = env.run_ok(JOB, None, true).await;
+    assert_eq!(details(env.pg(), dry).await["view_refresh"]["students"], 1);
+    let after: (DateTime<Utc>, i64) =
+        sqlx::query_as("SELECT refreshed_at, max_result_id FROM batch_view_watermark")
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(after, before);
+}

@@ -211,10 +211,31 @@ impl TestEnv {
 
     /// Runs a job in this process, as `aidt-batch <id> [--date] [--dry-run]` would.
     pub async fn run_job(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> RunOutcome {
+        self.run_job_with(id, date, dry_run, &[]).await
+    }
+
+    /// [`Self::run_job`] with `--full`.
+    pub async fn run_full(&self, id: &str) -> RunOutcome {
+        self.run_job_with(id, None, false, &["--full"]).await
+    }
+
+    /// A run with the job's own options (`job_args`, as typed after the id).
+    pub async fn run_job_with(
+        &self,
+        id: &str,
+        date: Option<NaiveDate>,
+        dry_run: bool,
+        job_args: &[&str],
+    ) -> RunOutcome {
         let def = REGISTRY.find(id).expect("registered job");
+        let name = def.cli_name();
+        let args = (def.args)(clap::Command::new(name.clone()))
+            .try_get_matches_from(std::iter::once(name.as_str()).chain(job_args.iter().copied()))
+            .expect("the job's own options parse");
         let request = RunRequest {
             date,
             dry_run,
+            args,
             params: serde_json::json!({"test": true}),
             ..RunRequest::new(&REGISTRY, def)
         };

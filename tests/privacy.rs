@@ -299,6 +299,28 @@ async fn audit(pg: &PgPool, run_id: i64) -> (serde_json::Value, Vec<String>) {
         .unwrap()
 }
 
+/// Sorted hashes `job` recorded as complete in `batch_privacy_completed`.
+async fn completed(pg: &PgPool, job: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT student_hash FROM batch_privacy_completed WHERE job_id = $1 ORDER BY student_hash",
+    )
+    .bind(job)
+    .fetch_all(pg)
+    .await
+    .unwrap()
+}
+
+/// The details of `job`'s latest run.
+async fn last_details(pg: &PgPool, job: &str) -> serde_json::Value {
+    sqlx::query_scalar(
+        "SELECT details FROM batch_job_run WHERE job_id = $1 ORDER BY run_id DESC LIMIT 1",
+    )
+    .bind(job)
+    .fetch_one(pg)
+    .await
+    .unwrap()
+}
+
 fn expected_hashes(users: &[Uuid]) -> Vec<String> {
     let mut h: Vec<String> = users
         .iter()
@@ -597,6 +619,12 @@ async fn privacy_audit_and_logs_hold_hashes_never_raw_ids_names_or_emails() {
         .fetch_all(env.pg())
         .await
         .unwrap();
+    let completions: Vec<String> =
+        sqlx::query_scalar("SELECT c::text FROM batch_privacy_completed c")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(completions.len(), 2 * gone.len());
     for (job, hashes, _) in &rows {
         assert_eq!(*hashes, expected_hashes(&gone), "{job}");
     }
@@ -605,6 +633,7 @@ async fn privacy_audit_and_logs_hold_hashes_never_raw_ids_names_or_emails() {
         .map(|r| r.2.as_str())
         .chain(runs.iter().map(String::as_str))
         .chain(checkpoints.iter().map(String::as_str))
+        .chain(completions.iter().map(String::as_str))
         .chain([stderr_all.as_str()])
         .collect();
     for (i, p) in people().iter().enumerate() {
@@ -670,8 +699,11 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
         signal(child.id(), "KILL");
         child.wait().unwrap();
 
+        let job_id = job.to_uppercase();
+        let recorded = completed(env.pg(), &job_id).await;
         if job == "lms-01-007" {
-            // Killed between batches: each student is done entirely or not at all.
+            // Killed between batches: each student is done entirely or not at
+            // all, and recorded complete exactly when done.
             let mut done = 0;
             for user in &gone {
                 let cleared: bool =
@@ -688,6 +720,8 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
                     n
                 };
                 assert!(cleared == (left == 0), "a batch is all or nothing");
+                let is_recorded = recorded.contains(&privacy::student_hash(SALT, *user));
+                assert_eq!(is_recorded, cleared, "recorded complete exactly when done");
                 done += cleared as usize;
             }
             assert!(
@@ -701,10 +735,40 @@ async fn privacy_kill_mid_deletion_then_rerun_ends_like_a_clean_run() {
                 left > 0 && left < 2 * gone.len() as u64,
                 "killed mid-way: {left} left"
             );
+            // A recorded student has nothing left anywhere DC-01-003 deletes.
+            for user in &gone {
+                if recorded.contains(&privacy::student_hash(SALT, *user)) {
+                    for name in COLLECTIONS {
+                        assert_eq!(docs_of(&env, name, &[*user]).await, 0, "{name}");
+                    }
+                    assert_eq!(
+                        rows_of(env.pg(), "tb_dc_error_data_info", &[*user]).await,
+                        0
+                    );
+                }
+            }
         }
+        assert!(
+            recorded.len() < gone.len(),
+            "{job}: the unfinished students are not recorded"
+        );
 
         let out = env.run_cli(&[job, "--date", BUSINESS_DATE]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        // The rerun probed exactly the students the killed run had not recorded.
+        let d = last_details(env.pg(), &job_id).await;
+        assert_eq!(d["students_already_complete"], recorded.len(), "{job}");
+        assert_eq!(d["students_in_set"], gone.len() - recorded.len(), "{job}");
+        assert_eq!(
+            d["students_recorded_complete"],
+            gone.len() - recorded.len(),
+            "{job}"
+        );
+        assert_eq!(
+            completed(env.pg(), &job_id).await,
+            expected_hashes(&gone),
+            "{job}"
+        );
     }
 
     assert_eq!(whole_state(&env).await, expected);
@@ -741,4 +805,99 @@ async fn privacy_jobs_refuse_to_run_without_an_audit_salt_and_change_nothing() {
 
     assert_eq!(pg_state(env.pg(), &[]).await, pg_before);
     assert_eq!(mongo_state(&env, &[]).await, mongo_before);
+}
+
+#[tokio::test]
+async fn privacy_completed_students_are_recorded_by_hash_and_not_probed_again() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let gone = selected();
+    let n = gone.len();
+    for job in ["DC-01-003", "LMS-01-007"] {
+        let first = env.run_ok(job, Some(date(BUSINESS_DATE)), false).await;
+        let d = details(env.pg(), first).await;
+        assert_eq!(d["students_in_set"], n, "{job}");
+        assert_eq!(d["students_already_complete"], 0, "{job}");
+        assert_eq!(d["students_recorded_complete"], n, "{job}");
+        // The audit's salted hash, computed here independently of the job.
+        assert_eq!(
+            completed(env.pg(), job).await,
+            expected_hashes(&gone),
+            "{job}"
+        );
+    }
+
+    // The LMS writes again for a recorded student: a completed student is
+    // not probed, so the row stays (and nothing is read or written).
+    sqlx::query("INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at) VALUES ($1, '/late', '10.0.0.1', now())")
+        .bind(id(1))
+        .execute(env.pg())
+        .await
+        .unwrap();
+    for job in ["DC-01-003", "LMS-01-007"] {
+        let again = env.run_ok(job, Some(date(BUSINESS_DATE)), false).await;
+        let d = details(env.pg(), again).await;
+        assert_eq!(d["students_in_set"], 0, "{job}: nobody probed");
+        assert_eq!(d["students_already_complete"], n, "{job}");
+        let read: i64 = sqlx::query_scalar("SELECT read_cnt FROM batch_job_run WHERE run_id = $1")
+            .bind(again)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+        assert_eq!(read, 0, "{job}");
+    }
+    assert_eq!(rows_of(env.pg(), "tb_lms_access_log", &[id(1)]).await, 1);
+
+    // Student 4 consents again and withdraws again (a new withdraw_dt, past
+    // its grace period): a new grace anchor, so in the set again.
+    sqlx::query(
+        "UPDATE tb_lms_user_consent SET withdraw_dt = '2026-05-10 00:00:00+09'
+          WHERE user_id = $1 AND consent_type = 'PRVC_PROVIDE'",
+    )
+    .bind(id(4))
+    .execute(env.pg())
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at) VALUES ($1, '/again', '10.0.0.1', now())")
+        .bind(id(4))
+        .execute(env.pg())
+        .await
+        .unwrap();
+    let rerun = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
+    let d = details(env.pg(), rerun).await;
+    assert_eq!(d["students_in_set"], 1);
+    assert_eq!(d["students_already_complete"], n - 1);
+    assert_eq!(d["students_recorded_complete"], 1);
+    assert_eq!(rows_of(env.pg(), "tb_lms_access_log", &[id(4)]).await, 0);
+    let anchor: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT grace_anchor FROM batch_privacy_completed WHERE job_id = 'LMS-01-007' AND student_hash = $1",
+    )
+    .bind(privacy::student_hash(SALT, id(4)))
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(anchor.to_rfc3339(), "2026-05-09T15:00:00+00:00");
+}
+
+#[tokio::test]
+async fn privacy_dry_run_leaves_out_completed_students_and_records_nothing() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    let gone = selected();
+    let dry = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), true)
+        .await;
+    assert_eq!(details(env.pg(), dry).await["students_in_set"], gone.len());
+    assert!(completed(env.pg(), "LMS-01-007").await.is_empty());
+
+    env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
+    let dry = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), true)
+        .await;
+    let d = details(env.pg(), dry).await;
+    assert_eq!(d["students_in_set"], 0);
+    assert_eq!(d["students_already_complete"], gone.len());
 }

@@ -75,6 +75,7 @@ async fn run_job(
         "profile": profile.as_str(),
         "date": args.date.map(|d| d.to_string()),
         "dry_run": args.dry_run,
+        "options": own_options(&matches),
         "config_file": extra.map(|p| p.display().to_string()),
     });
     let request = RunRequest {
@@ -86,6 +87,28 @@ async fn run_job(
     };
     let outcome = runner::run(app, request).await?;
     Ok(outcome.exit)
+}
+
+/// The job's own options given on the command line (name → value), for the
+/// history's `params`.
+fn own_options(matches: &clap::ArgMatches) -> serde_json::Map<String, serde_json::Value> {
+    let mut given = serde_json::Map::new();
+    for id in matches.ids() {
+        let id = id.as_str();
+        if ["date", "dry_run"].contains(&id)
+            || matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine)
+        {
+            continue;
+        }
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .into_iter()
+            .flatten()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        given.insert(id.to_string(), values.join(",").into());
+    }
+    given
 }
 
 async fn operator(cli: Cli) -> anyhow::Result<Exit> {

@@ -17,11 +17,19 @@
 //! A student who consented again (`agree_yn = 'Y'`) is not in the set,
 //! whatever `withdraw_dt` says.
 //!
-//! The set ignores `del_yn`: a student stays in it for good, so a run after a
-//! killed run (or after the LMS wrote new rows for the student) deletes what
-//! is left, and for a student with nothing left every step is a no-op (one
-//! index probe per table). The audit lists only students for whom the run
-//! changed something.
+//! The set ignores `del_yn`, so a run after a killed run deletes what is
+//! left. To keep it from growing forever, each job records a student whose
+//! deletion is complete in every store it deletes from in
+//! `batch_privacy_completed` — in the batch's own transaction, so a kill
+//! before the commit leaves the student to the next run — and its later
+//! runs leave recorded students out of the set ([`next_candidates`] with
+//! [`SkipCompleted`]) instead of probing each table again. The record holds
+//! the audit's salted hash, never the id; the set query computes the same
+//! hash in SQL ([`hash_sql`]). It also holds the grace anchor, so a student
+//! who consents again and later withdraws (a new `withdraw_dt`) is in the
+//! set again. Rows the LMS writes for a recorded student afterwards are not
+//! looked for: deletion is complete when it is done, not re-checked daily.
+//! The audit lists only students for whom the run changed something.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,34 +56,151 @@ impl ConsentRule {
     }
 }
 
+/// The start of a student's grace period in SQL, over `u`
+/// (`tb_lms_user`) and `c` (the `PRVC_PROVIDE` row of `tb_lms_user_consent`).
+const ANCHOR_SQL: &str = "COALESCE(c.withdraw_dt, GREATEST(u.reg_dt, c.agree_dt))";
+
+/// [`student_hash`] of `u.user_id` in SQL, the salt being the parameter
+/// `salt` (`$n`): `uuid::text` is the canonical lower-case hyphenated form
+/// the Rust hash uses.
+pub fn hash_sql(salt: &str) -> String {
+    format!("encode(sha256(convert_to({salt}::text || u.user_id::text, 'UTF8')), 'hex')")
+}
+
+/// A student of the set and the start of their grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Candidate {
+    pub user_id: Uuid,
+    pub grace_anchor: DateTime<Utc>,
+}
+
+/// Leave out the students `job_id` recorded as complete (with the same
+/// grace anchor); `salt` is the audit's, which keys the record.
+#[derive(Debug, Clone, Copy)]
+pub struct SkipCompleted<'a> {
+    pub job_id: &'a str,
+    pub salt: &'a str,
+}
+
+/// The `FROM … WHERE` of the set: `$1` cutoff.
+const SET_SQL: &str = "FROM tb_lms_user u
+           LEFT JOIN tb_lms_user_consent c
+                  ON c.user_id = u.user_id AND c.consent_type = 'PRVC_PROVIDE'
+          WHERE u.user_type = 'S'
+            AND (c.user_id IS NULL OR c.agree_yn = 'N')";
+
+/// `EXISTS` of the student's completion record, the job id and the salt
+/// being the parameters `job` and `salt` (`$n`).
+fn completed_sql(job: &str, salt: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM batch_privacy_completed d
+                  WHERE d.job_id = {job} AND d.student_hash = {} AND d.grace_anchor = {ANCHOR_SQL})",
+        hash_sql(salt)
+    )
+}
+
 /// The next at most `limit` students of the set with ids after `after`, in
 /// id order (keyset pagination: no OFFSET, and a student deleted meanwhile
-/// does not shift the pages).
+/// does not shift the pages); with `skip`, without the students that job
+/// recorded as complete.
 #[tracing::instrument(skip_all, fields(cutoff = %rule.cutoff(), limit), err)]
+pub async fn next_candidates(
+    conn: &mut PgConnection,
+    rule: &ConsentRule,
+    skip: Option<SkipCompleted<'_>>,
+    after: Option<Uuid>,
+    limit: u32,
+) -> anyhow::Result<Vec<Candidate>> {
+    let sql = format!(
+        "SELECT u.user_id, {ANCHOR_SQL} AS grace_anchor
+           {SET_SQL}
+            AND {ANCHOR_SQL} < $1
+            AND ($2::uuid IS NULL OR u.user_id > $2)
+            AND ($4::text IS NULL OR NOT {})
+          ORDER BY u.user_id
+          LIMIT $3",
+        completed_sql("$4", "$5")
+    );
+    sqlx::query_as(&sql)
+        .bind(rule.cutoff())
+        .bind(after)
+        .bind(i64::from(limit))
+        .bind(skip.map(|s| s.job_id))
+        .bind(skip.map(|s| s.salt))
+        .fetch_all(conn)
+        .await
+        .context("Failed to select students without consent from tb_lms_user / tb_lms_user_consent")
+}
+
+/// [`next_candidates`] of the whole set (no student left out), ids only.
 pub async fn next_students(
     conn: &mut PgConnection,
     rule: &ConsentRule,
     after: Option<Uuid>,
     limit: u32,
 ) -> anyhow::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT u.user_id
-           FROM tb_lms_user u
-           LEFT JOIN tb_lms_user_consent c
-                  ON c.user_id = u.user_id AND c.consent_type = 'PRVC_PROVIDE'
-          WHERE u.user_type = 'S'
-            AND (c.user_id IS NULL OR c.agree_yn = 'N')
-            AND COALESCE(c.withdraw_dt, GREATEST(u.reg_dt, c.agree_dt)) < $1
-            AND ($2::uuid IS NULL OR u.user_id > $2)
-          ORDER BY u.user_id
-          LIMIT $3",
+    Ok(next_candidates(conn, rule, None, after, limit)
+        .await?
+        .into_iter()
+        .map(|c| c.user_id)
+        .collect())
+}
+
+/// How many students of the set `skip.job_id` recorded as complete: the
+/// ones this run does not probe.
+pub async fn count_completed(
+    conn: &mut PgConnection,
+    rule: &ConsentRule,
+    skip: SkipCompleted<'_>,
+) -> anyhow::Result<u64> {
+    let sql = format!(
+        "SELECT count(*) {SET_SQL}
+            AND {ANCHOR_SQL} < $1
+            AND {}",
+        completed_sql("$2", "$3")
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(rule.cutoff())
+        .bind(skip.job_id)
+        .bind(skip.salt)
+        .fetch_one(conn)
+        .await
+        .context("Failed to count the students recorded in batch_privacy_completed")?;
+    Ok(n as u64)
+}
+
+/// Records `students` as complete for `job_id` (their deletion in every
+/// store of that job is done or in the caller's transaction, which must
+/// commit it together with this). Keyed by the audit's hash.
+pub async fn record_completed(
+    conn: &mut PgConnection,
+    job_id: &str,
+    run_id: i64,
+    salt: &str,
+    students: &[Candidate],
+) -> anyhow::Result<()> {
+    if students.is_empty() {
+        return Ok(());
+    }
+    let hashes: Vec<String> = students
+        .iter()
+        .map(|c| student_hash(salt, c.user_id))
+        .collect();
+    let anchors: Vec<DateTime<Utc>> = students.iter().map(|c| c.grace_anchor).collect();
+    sqlx::query(
+        "INSERT INTO batch_privacy_completed (job_id, student_hash, grace_anchor, run_id)
+         SELECT $1, k.h, k.a, $2 FROM UNNEST($3::text[], $4::timestamptz[]) AS k(h, a)
+         ON CONFLICT (job_id, student_hash) DO UPDATE
+            SET grace_anchor = EXCLUDED.grace_anchor, run_id = EXCLUDED.run_id, completed_at = now()",
     )
-    .bind(rule.cutoff())
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
+    .bind(job_id)
+    .bind(run_id)
+    .bind(&hashes)
+    .bind(&anchors)
+    .execute(conn)
     .await
-    .context("Failed to select students without consent from tb_lms_user / tb_lms_user_consent")
+    .context("Failed to record completed students in batch_privacy_completed")?;
+    Ok(())
 }
 
 /// The audit's name for a student: SHA-256 of salt and the canonical

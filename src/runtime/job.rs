@@ -121,6 +121,12 @@ impl JobContext {
         &self.app.settings
     }
 
+    /// Whether the job's own flag `id` ([`JobDef::args`]) was given; false
+    /// when the job has no such flag.
+    pub fn flag(&self, id: &str) -> bool {
+        matches!(self.args.try_get_one::<bool>(id), Ok(Some(true)))
+    }
+
     /// The job's own section `[jobs.<job id with _>]`, as the job's type
     /// (checked when the configuration was loaded; defaults when absent).
     pub fn own_settings<T: DeserializeOwned>(&self) -> anyhow::Result<T> {

@@ -13,7 +13,10 @@
 //! updates the audit in one PostgreSQL transaction.
 //!
 //! Rerun: safe; a rerun (or the run after a kill) deletes what is left and
-//! otherwise changes nothing. `--dry-run` counts per collection and table what
+//! otherwise changes nothing. A batch's students are recorded complete
+//! (`batch_privacy_completed`, by salted hash) in the transaction that
+//! deletes their error rows, after their documents are gone; later runs do
+//! not probe them again (`students_already_complete` in the details). `--dry-run` counts per collection and table what
 //! would be deleted (in the run's details) and deletes nothing. Each real run
 //! writes a `batch_privacy_audit` row with counts and salted hashes of the
 //! students changed — never ids, here or in the logs.
@@ -27,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{self, Tally};
+use crate::jobs::privacy::{self, SkipCompleted, Tally};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -75,18 +78,34 @@ impl Job for DeleteUnconsentedData {
         let (salt, rule) = privacy::start_run(ctx, ID).await?;
         let mut progress: Progress = ctx.load_checkpoint().await?.unwrap_or_default();
         let mut run = Tally::default();
+        let skip = SkipCompleted {
+            job_id: ID,
+            salt: &salt,
+        };
+        let already_complete = {
+            let mut conn = ctx
+                .pg()
+                .acquire()
+                .await
+                .context("Failed to get a PostgreSQL connection")?;
+            privacy::count_completed(&mut conn, &rule, skip).await?
+        };
+        ctx.set_detail("students_already_complete", already_complete);
         let mut after: Option<Uuid> = None;
         let mut students_seen = 0u64;
+        let mut recorded = 0u64;
         loop {
             ctx.stop_point()?;
-            let students = {
+            let candidates = {
                 let mut conn = ctx
                     .pg()
                     .acquire()
                     .await
                     .context("Failed to get a PostgreSQL connection")?;
-                privacy::next_students(&mut conn, &rule, after, settings.batch_size).await?
+                privacy::next_candidates(&mut conn, &rule, Some(skip), after, settings.batch_size)
+                    .await?
             };
+            let students: Vec<Uuid> = candidates.iter().map(|c| c.user_id).collect();
             let Some(last) = students.last().copied() else {
                 break;
             };
@@ -108,6 +127,10 @@ impl Job for DeleteUnconsentedData {
             } else {
                 let hashes = privacy::hashes(&salt, &batch.students);
                 privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
+                // The documents are gone (delete_many returned) and the error
+                // rows go with this commit: the batch is complete everywhere.
+                privacy::record_completed(&mut tx, ID, ctx.run_id, &salt, &candidates).await?;
+                recorded += candidates.len() as u64;
                 tx.commit()
                     .await
                     .context("Failed to commit a batch of tb_dc_error_data_info deletions")?;
@@ -130,7 +153,11 @@ impl Job for DeleteUnconsentedData {
             }
             ctx.pause(Duration::from_millis(settings.pause_ms)).await;
         }
+        // Probed this run; students recorded complete earlier are not.
         ctx.set_detail("students_in_set", students_seen);
+        if !ctx.dry_run {
+            ctx.set_detail("students_recorded_complete", recorded);
+        }
         ctx.set_detail("students_changed", run.students.len());
         ctx.set_detail(
             if ctx.dry_run {

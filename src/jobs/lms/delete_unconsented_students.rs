@@ -13,7 +13,11 @@
 //! between batches.
 //!
 //! Rerun: safe. The set ignores `del_yn`, so the run after a killed one
-//! finishes what is left and a run with nothing left changes nothing.
+//! finishes what is left and a run with nothing left changes nothing. The
+//! students of a committed batch are recorded complete in the same
+//! transaction (`batch_privacy_completed`, by salted hash) and later runs do
+//! not probe them again; `students_already_complete` in the details counts
+//! them, `students_in_set` counts the students probed.
 //! `--dry-run` counts per table what would change (in the run's details) and
 //! changes nothing. Each real run writes a `batch_privacy_audit` row: counts
 //! per table and salted hashes of the students changed — never ids, names or
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{self, Tally};
+use crate::jobs::privacy::{self, SkipCompleted, Tally};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -85,8 +89,22 @@ impl Job for DeleteUnconsentedStudents {
         let (salt, rule) = privacy::start_run(ctx, ID).await?;
         let mut progress: Progress = ctx.load_checkpoint().await?.unwrap_or_default();
         let mut run = Tally::default();
+        let skip = SkipCompleted {
+            job_id: ID,
+            salt: &salt,
+        };
+        let already_complete = {
+            let mut conn = ctx
+                .pg()
+                .acquire()
+                .await
+                .context("Failed to get a PostgreSQL connection")?;
+            privacy::count_completed(&mut conn, &rule, skip).await?
+        };
+        ctx.set_detail("students_already_complete", already_complete);
         let mut after: Option<Uuid> = None;
         let mut students_seen = 0u64;
+        let mut recorded = 0u64;
         loop {
             ctx.stop_point()?;
             let mut tx = ctx
@@ -94,8 +112,10 @@ impl Job for DeleteUnconsentedStudents {
                 .begin()
                 .await
                 .context("Failed to begin a batch transaction")?;
-            let students =
-                privacy::next_students(&mut tx, &rule, after, settings.batch_size).await?;
+            let candidates =
+                privacy::next_candidates(&mut tx, &rule, Some(skip), after, settings.batch_size)
+                    .await?;
+            let students: Vec<Uuid> = candidates.iter().map(|c| c.user_id).collect();
             let Some(last) = students.last().copied() else {
                 break;
             };
@@ -109,6 +129,9 @@ impl Job for DeleteUnconsentedStudents {
             } else {
                 let hashes = privacy::hashes(&salt, &batch.students);
                 privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
+                // Every table of the job is done for the whole batch once this commits.
+                privacy::record_completed(&mut tx, ID, ctx.run_id, &salt, &candidates).await?;
+                recorded += candidates.len() as u64;
                 tx.commit()
                     .await
                     .context("Failed to commit a batch of student deletions")?;
@@ -131,7 +154,11 @@ impl Job for DeleteUnconsentedStudents {
             }
             ctx.pause(Duration::from_millis(settings.pause_ms)).await;
         }
+        // Probed this run; students recorded complete earlier are not.
         ctx.set_detail("students_in_set", students_seen);
+        if !ctx.dry_run {
+            ctx.set_detail("students_recorded_complete", recorded);
+        }
         ctx.set_detail("students_changed", run.students.len());
         ctx.set_detail(
             if ctx.dry_run {

@@ -10,6 +10,26 @@
 //!    score on that id, `achievement_level` follows the spec's cut-offs
 //!    ([`achievement_level`], [`level_sql`]), `upd_dt` moves only when a
 //!    value changed, so an unchanged row is not sent again.
+//!
+//!    The refresh is incremental: it recomputes only the students with a
+//!    `tb_lms_lrn_result` or `tb_lms_lrn_progress` row changed since the
+//!    last committed refresh ([`RefreshScope::ChangedSince`]), which the
+//!    watermark `batch_view_watermark` records in the refresh's own
+//!    transaction. The contract gives results no change column:
+//!    `solved_at` (indexed) stands in for one, and a `result_id` above the
+//!    highest the last refresh could see catches a result that arrives
+//!    late with an old `solved_at` (an offline upload). Progress has
+//!    `upd_dt`. Both time comparisons re-read
+//!    `jobs.keris_dashboard.incremental_overlap_secs` before the last
+//!    refresh, so a row committed after it by a long transaction with an
+//!    earlier timestamp is not missed. Sessions feed no column of the view
+//!    (their API-001/002 events are found by their own `keris_*_sent_at`),
+//!    so they do not widen the set. What has no change timestamp — a
+//!    lecture's `teacher_id`, a student's school, a result or progress row
+//!    deleted — is caught up by a full refresh: `--full`, the first run,
+//!    and any run once the last full refresh is older than
+//!    `jobs.keris_dashboard.full_refresh_after_hours` (24). An incremental
+//!    refresh ends in the state a full one would (tested).
 //! 3. API-003 (progress) and, for completed rows, API-004 (completion) for
 //!    every `tb_lms_lrn_progress` row changed since it was last sent
 //!    (`keris_sent_at` NULL or older than `upd_dt`).
@@ -37,8 +57,9 @@
 //!
 //! Rerun: safe; what was sent is marked and not sent again, what failed is
 //! sent by the next run. A stop request ends the run between pages.
-//! `--dry-run` refreshes the view inside a transaction that is rolled back,
-//! reports per API how many events would be sent, and sends nothing.
+//! `--dry-run` refreshes the view inside a transaction that is rolled back
+//! (the watermark with it), reports per API how many events would be sent,
+//! and sends nothing. `--full` recomputes every student's rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,11 +72,12 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::config::KerisDashboardSettings;
 use crate::keris::{
     AchievementLevel, Api, ApiResponse, ClientOptions, CompleteRequest, InitializedRequest,
     KerisClient, KerisError, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
 };
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -74,11 +96,23 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
     lock_wait_secs: 300,
     settings: None,
-    args: no_args,
+    args: full_arg,
     job: Some(&KerisDashboard),
 };
 
 pub struct KerisDashboard;
+
+/// `--full`: recompute the whole teacher view.
+const FULL: &str = "full";
+
+fn full_arg(cmd: clap::Command) -> clap::Command {
+    cmd.arg(
+        clap::Arg::new(FULL)
+            .long("full")
+            .action(clap::ArgAction::SetTrue)
+            .help("Recompute the whole teacher view, not only the students changed since the last refresh"),
+    )
+}
 
 /// School level of a student, which decides the achievement-level scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,13 +224,16 @@ pub fn school_level_sql(user_id: &str, std_sys_id: &str) -> String {
 impl Job for KerisDashboard {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let stamp = Utc::now();
+        let settings = &ctx.settings().jobs.keris_dashboard;
         if ctx.dry_run {
             let mut tx = ctx.pg().begin().await?;
-            let refreshed = refresh_view(&mut tx, stamp).await?;
+            let refresh =
+                refresh_and_advance(&mut tx, ctx.run_id, ctx.flag(FULL), settings, stamp).await?;
             let pending = count_pending(&mut tx).await?;
             tx.rollback().await?;
             ctx.counts.add_read(pending.values().sum());
-            ctx.set_detail("would_refresh_view_rows", refreshed);
+            ctx.set_detail("would_refresh_view_rows", refresh.rows_changed);
+            ctx.set_detail("view_refresh", &refresh);
             ctx.set_detail("would_send", pending);
             return Ok(());
         }
@@ -205,9 +242,26 @@ impl Job for KerisDashboard {
         let outcome = async {
             send_sessions_started(&sender, ctx.pg()).await?;
             send_sessions_ended(&sender, ctx.pg()).await?;
-            let refreshed = refresh_view(&mut *ctx.pg().acquire().await?, stamp).await?;
-            tracing::info!(rows = refreshed, "teacher-dashboard view refreshed");
-            ctx.set_detail("view_rows_refreshed", refreshed);
+            ctx.stop_point()?;
+            let mut tx = ctx
+                .pg()
+                .begin()
+                .await
+                .context("Failed to begin the view refresh")?;
+            let refresh =
+                refresh_and_advance(&mut tx, ctx.run_id, ctx.flag(FULL), settings, stamp).await?;
+            tx.commit()
+                .await
+                .context("Failed to commit the view refresh")?;
+            tracing::info!(
+                rows = refresh.rows_changed,
+                mode = refresh.mode,
+                reason = refresh.reason,
+                students = refresh.students,
+                "teacher-dashboard view refreshed"
+            );
+            ctx.set_detail("view_rows_refreshed", refresh.rows_changed);
+            ctx.set_detail("view_refresh", &refresh);
             send_progress(&sender, ctx.pg()).await?;
             send_scores(&sender, ctx.pg(), None).await
         }
@@ -218,20 +272,209 @@ impl Job for KerisDashboard {
     }
 }
 
-/// Inserts or updates one view row per student and standard-system id with
-/// results; returns the rows inserted or changed (their `upd_dt` is `stamp`).
-#[tracing::instrument(skip_all, err)]
+/// Which students a view refresh recomputes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshScope {
+    /// Every student with results.
+    All,
+    /// Students with a result solved at or after `since` or with a
+    /// `result_id` above `after_result_id`, or a progress row whose
+    /// `upd_dt` is at or after `since`.
+    ChangedSince {
+        since: DateTime<Utc>,
+        after_result_id: i64,
+    },
+}
+
+/// The last committed refresh, as `batch_view_watermark` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Watermark {
+    pub refreshed_at: DateTime<Utc>,
+    pub max_result_id: i64,
+    pub full_refresh_at: Option<DateTime<Utc>>,
+}
+
+/// The scope of this run's refresh and why: `--full`, no earlier refresh,
+/// or a full refresh that is due, else the students changed since the
+/// watermark minus the overlap. `now` is the database's clock.
+pub fn plan_refresh(
+    full: bool,
+    watermark: Option<&Watermark>,
+    now: DateTime<Utc>,
+    settings: &KerisDashboardSettings,
+) -> (RefreshScope, &'static str) {
+    if full {
+        return (RefreshScope::All, "--full");
+    }
+    let Some(mark) = watermark else {
+        return (RefreshScope::All, "no earlier refresh");
+    };
+    // An out-of-range setting means "never" rather than a panic.
+    let period = i64::try_from(settings.full_refresh_after_hours)
+        .ok()
+        .and_then(chrono::Duration::try_hours);
+    let due = settings.full_refresh_after_hours > 0
+        && period.is_some_and(|period| mark.full_refresh_at.is_none_or(|at| now - at >= period));
+    if due {
+        return (
+            RefreshScope::All,
+            "full refresh due (full_refresh_after_hours)",
+        );
+    }
+    let overlap = i64::try_from(settings.incremental_overlap_secs)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX);
+    let since = mark
+        .refreshed_at
+        .checked_sub_signed(overlap)
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    (
+        RefreshScope::ChangedSince {
+            since,
+            after_result_id: mark.max_result_id,
+        },
+        "changed since the last refresh",
+    )
+}
+
+/// What a run's refresh did, for the run's details.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshReport {
+    /// `full` or `incremental`.
+    pub mode: &'static str,
+    pub reason: &'static str,
+    /// Results solved / progress updated at or after this were re-read.
+    pub since: Option<DateTime<Utc>>,
+    /// Results with a higher id were re-read.
+    pub after_result_id: Option<i64>,
+    /// Students recomputed (incremental refreshes only).
+    pub students: Option<u64>,
+    /// View rows inserted or changed.
+    pub rows_changed: u64,
+    /// How long the refresh statement took.
+    pub elapsed_ms: u64,
+}
+
+/// Plans the refresh from the watermark, refreshes the view and moves the
+/// watermark, on `conn`, which the caller runs in a transaction so the
+/// view and the watermark commit together (and roll back together for a
+/// dry run).
+#[tracing::instrument(skip_all, fields(full), err)]
+pub async fn refresh_and_advance(
+    conn: &mut PgConnection,
+    run_id: i64,
+    full: bool,
+    settings: &KerisDashboardSettings,
+    stamp: DateTime<Utc>,
+) -> anyhow::Result<RefreshReport> {
+    let watermark: Option<Watermark> = sqlx::query_as(
+        "SELECT refreshed_at, max_result_id, full_refresh_at FROM batch_view_watermark WHERE job_id = $1",
+    )
+    .bind(ID)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("Failed to read batch_view_watermark")?;
+    // Read before the refresh's statement, whose snapshot is therefore at
+    // least as new: everything committed before this point is seen by it.
+    let (now, max_result_id): (DateTime<Utc>, i64) =
+        sqlx::query_as("SELECT now(), COALESCE(max(result_id), 0) FROM tb_lms_lrn_result")
+            .fetch_one(&mut *conn)
+            .await
+            .context("Failed to read the highest tb_lms_lrn_result.result_id")?;
+    let (scope, reason) = plan_refresh(full, watermark.as_ref(), now, settings);
+    let started = std::time::Instant::now();
+    let counts = refresh_view_in(conn, stamp, scope).await?;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let full_refresh = scope == RefreshScope::All;
+    // GREATEST: an overlapping run that refreshed from a newer snapshot
+    // keeps its watermark.
+    sqlx::query(
+        "INSERT INTO batch_view_watermark (job_id, refreshed_at, max_result_id, full_refresh_at, run_id)
+         VALUES ($1, $2, $3, CASE WHEN $4 THEN $2 END, $5)
+         ON CONFLICT (job_id) DO UPDATE
+            SET refreshed_at = GREATEST(batch_view_watermark.refreshed_at, EXCLUDED.refreshed_at),
+                max_result_id = GREATEST(batch_view_watermark.max_result_id, EXCLUDED.max_result_id),
+                full_refresh_at = GREATEST(batch_view_watermark.full_refresh_at, EXCLUDED.full_refresh_at),
+                run_id = EXCLUDED.run_id, updated_at = now()",
+    )
+    .bind(ID)
+    .bind(now)
+    .bind(max_result_id)
+    .bind(full_refresh)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await
+    .context("Failed to move batch_view_watermark")?;
+    let (since, after_result_id) = match scope {
+        RefreshScope::All => (None, None),
+        RefreshScope::ChangedSince {
+            since,
+            after_result_id,
+        } => (Some(since), Some(after_result_id)),
+    };
+    Ok(RefreshReport {
+        mode: if full_refresh { "full" } else { "incremental" },
+        reason,
+        since,
+        after_result_id,
+        students: counts.students,
+        rows_changed: counts.rows_changed,
+        elapsed_ms,
+    })
+}
+
+/// Rows a refresh changed and, for an incremental one, the students it
+/// recomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshCounts {
+    pub rows_changed: u64,
+    pub students: Option<u64>,
+}
+
+/// The full refresh: every student with results. Returns the rows inserted
+/// or changed (their `upd_dt` is `stamp`).
 pub async fn refresh_view(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyhow::Result<u64> {
+    Ok(refresh_view_in(conn, stamp, RefreshScope::All)
+        .await?
+        .rows_changed)
+}
+
+/// Inserts or updates one view row per standard-system id with results of
+/// each student in `scope`; rows inserted or changed get `upd_dt = stamp`.
+/// A student's rows are recomputed from all of the student's results, so
+/// the scope decides only who is looked at, never what their rows hold.
+#[tracing::instrument(skip_all, err)]
+pub async fn refresh_view_in(
+    conn: &mut PgConnection,
+    stamp: DateTime<Utc>,
+    scope: RefreshScope,
+) -> anyhow::Result<RefreshCounts> {
     let level = level_sql(
         &school_level_sql("src.user_id", "src.std_sys_id"),
         "src.score",
     );
+    let (changed, only_changed, students) = match scope {
+        RefreshScope::All => ("", "", "NULL::bigint"),
+        // Both arms use an index (solved_at, the primary key; progress is
+        // read whole: its key starts with user_id and upd_dt has no index).
+        RefreshScope::ChangedSince { .. } => (
+            "changed AS (
+                 SELECT r.user_id FROM tb_lms_lrn_result r WHERE r.solved_at >= $2 OR r.result_id > $3
+                 UNION
+                 SELECT p.user_id FROM tb_lms_lrn_progress p WHERE p.upd_dt >= $2
+             ),",
+            "WHERE r.user_id IN (SELECT c.user_id FROM changed c)",
+            "(SELECT count(*) FROM changed)",
+        ),
+    };
     let sql = format!(
-        "WITH agg AS (
+        "WITH {changed} agg AS (
              SELECT r.user_id, r.std_sys_id, round(avg(r.score), 2) AS score,
                     -- the lecture of the latest result
                     (array_agg(r.lecture_code ORDER BY r.solved_at DESC, r.result_id DESC))[1] AS lecture_code
                FROM tb_lms_lrn_result r
+              {only_changed}
               GROUP BY r.user_id, r.std_sys_id
          ), src AS (
              SELECT a.user_id, a.std_sys_id, a.lecture_code, l.teacher_id, a.score,
@@ -239,27 +482,40 @@ pub async fn refresh_view(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyh
                FROM agg a
                LEFT JOIN tb_lms_lecture l ON l.lecture_code = a.lecture_code
                LEFT JOIN tb_lms_lrn_progress p ON p.user_id = a.user_id AND p.std_sys_id = a.std_sys_id
+         ), written AS (
+             INSERT INTO tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys AS v
+                    (user_id, std_sys_id, lecture_code, teacher_id, score, achievement_level, progress_rate, completed_yn, upd_dt)
+             SELECT src.user_id, src.std_sys_id, src.lecture_code, src.teacher_id, src.score, {level},
+                    src.progress_rate, src.completed_yn, $1
+               FROM src
+             ON CONFLICT (user_id, std_sys_id) DO UPDATE
+                SET lecture_code = EXCLUDED.lecture_code, teacher_id = EXCLUDED.teacher_id, score = EXCLUDED.score,
+                    achievement_level = EXCLUDED.achievement_level, progress_rate = EXCLUDED.progress_rate,
+                    completed_yn = EXCLUDED.completed_yn, upd_dt = EXCLUDED.upd_dt
+              WHERE (v.lecture_code, v.teacher_id, v.score, v.achievement_level, v.progress_rate, v.completed_yn)
+                    IS DISTINCT FROM
+                    (EXCLUDED.lecture_code, EXCLUDED.teacher_id, EXCLUDED.score, EXCLUDED.achievement_level,
+                     EXCLUDED.progress_rate, EXCLUDED.completed_yn)
+             RETURNING 1
          )
-         INSERT INTO tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys AS v
-                (user_id, std_sys_id, lecture_code, teacher_id, score, achievement_level, progress_rate, completed_yn, upd_dt)
-         SELECT src.user_id, src.std_sys_id, src.lecture_code, src.teacher_id, src.score, {level},
-                src.progress_rate, src.completed_yn, $1
-           FROM src
-         ON CONFLICT (user_id, std_sys_id) DO UPDATE
-            SET lecture_code = EXCLUDED.lecture_code, teacher_id = EXCLUDED.teacher_id, score = EXCLUDED.score,
-                achievement_level = EXCLUDED.achievement_level, progress_rate = EXCLUDED.progress_rate,
-                completed_yn = EXCLUDED.completed_yn, upd_dt = EXCLUDED.upd_dt
-          WHERE (v.lecture_code, v.teacher_id, v.score, v.achievement_level, v.progress_rate, v.completed_yn)
-                IS DISTINCT FROM
-                (EXCLUDED.lecture_code, EXCLUDED.teacher_id, EXCLUDED.score, EXCLUDED.achievement_level,
-                 EXCLUDED.progress_rate, EXCLUDED.completed_yn)"
+         SELECT (SELECT count(*) FROM written), {students}"
     );
-    let done = sqlx::query(&sql)
-        .bind(stamp)
-        .execute(conn)
+    let query = sqlx::query_as::<_, (i64, Option<i64>)>(&sql).bind(stamp);
+    let query = match scope {
+        RefreshScope::All => query,
+        RefreshScope::ChangedSince {
+            since,
+            after_result_id,
+        } => query.bind(since).bind(after_result_id),
+    };
+    let (rows, students) = query
+        .fetch_one(conn)
         .await
         .context("Failed to refresh tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys")?;
-    Ok(done.rows_affected())
+    Ok(RefreshCounts {
+        rows_changed: rows as u64,
+        students: students.map(|n| n as u64),
+    })
 }
 
 /// The `WHERE` of each API's pending events (without pagination).
@@ -1030,6 +1286,71 @@ mod tests {
                 "{score}"
             );
         }
+    }
+
+    fn settings(overlap_secs: u64, full_after_hours: u64) -> KerisDashboardSettings {
+        KerisDashboardSettings {
+            incremental_overlap_secs: overlap_secs,
+            full_refresh_after_hours: full_after_hours,
+            ..KerisDashboardSettings::default()
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn refresh_is_incremental_from_the_watermark_minus_the_overlap() {
+        let mark = Watermark {
+            refreshed_at: t("2026-03-05T10:00:00Z"),
+            max_result_id: 41,
+            full_refresh_at: Some(t("2026-03-05T04:00:00Z")),
+        };
+        let (scope, _) = plan_refresh(
+            false,
+            Some(&mark),
+            t("2026-03-05T11:00:00Z"),
+            &settings(900, 24),
+        );
+        assert_eq!(
+            scope,
+            RefreshScope::ChangedSince {
+                since: t("2026-03-05T09:45:00Z"),
+                after_result_id: 41
+            }
+        );
+    }
+
+    #[test]
+    fn refresh_is_full_with_the_flag_without_a_watermark_and_when_a_full_one_is_due() {
+        let mark = Watermark {
+            refreshed_at: t("2026-03-05T10:00:00Z"),
+            max_result_id: 41,
+            full_refresh_at: Some(t("2026-03-04T11:00:00Z")),
+        };
+        let now = t("2026-03-05T11:00:00Z");
+        let s = settings(900, 24);
+        assert_eq!(
+            plan_refresh(true, Some(&mark), now, &s),
+            (RefreshScope::All, "--full")
+        );
+        assert_eq!(plan_refresh(false, None, now, &s).0, RefreshScope::All);
+        // Exactly 24 h since the last full refresh: due; one second earlier: not.
+        assert_eq!(
+            plan_refresh(false, Some(&mark), now, &s).0,
+            RefreshScope::All
+        );
+        let earlier = now - chrono::Duration::seconds(1);
+        assert_ne!(
+            plan_refresh(false, Some(&mark), earlier, &s).0,
+            RefreshScope::All
+        );
+        // 0: never periodic.
+        assert_ne!(
+            plan_refresh(false, Some(&mark), now, &settings(900, 0)).0,
+            RefreshScope::All
+        );
     }
 
     #[test]
