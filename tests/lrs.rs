@@ -396,3 +396,100 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
     assert_eq!(read, total - voided);
     assert_eq!(written, docs.len() as i64);
 }
+
+#[tokio::test]
+async fn lrs_rerun_over_many_batches_rewrites_exactly_the_changed_statements() {
+    let mut env = TestEnv::new().await;
+    // Batches of 25: the rerun reads back and compares many batches.
+    env.configure(|s| s.jobs.lrs_aggregate.batch_size = 25);
+    seed::seed(&env.app, &SeedArgs::new(60, 2_000, Some(date(DAY)), 3))
+        .await
+        .unwrap();
+    env.run_ok(ID, Some(date(DAY)), false).await;
+    let first = batch_docs(&env).await;
+    assert!(first.len() > 100, "{}", first.len());
+    let coll = env.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let ready: Vec<String> = first
+        .iter()
+        .filter(|d| d.get_str("status").unwrap() == "READY")
+        .map(|d| d.get_str("_id").unwrap().to_string())
+        .collect();
+    // Stale content in READY statements spread over the day, stale reasons
+    // in INVALID ones: the rerun rewrites these.
+    let mut stale: Vec<String> = ready.iter().step_by(37).cloned().collect();
+    for id in &stale {
+        coll.update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "statement.result.duration": 1 } },
+        )
+        .await
+        .unwrap();
+    }
+    let invalid: Vec<String> = first
+        .iter()
+        .filter(|d| d.get_str("status").unwrap() == "INVALID")
+        .take(2)
+        .map(|d| d.get_str("_id").unwrap().to_string())
+        .collect();
+    for id in &invalid {
+        coll.update_one(doc! { "_id": id }, doc! { "$set": { "err_msg": "stale" } })
+            .await
+            .unwrap();
+    }
+    stale.extend(invalid);
+    // Sent (with other content) or in error: the rerun keeps these as they are.
+    let kept: Vec<String> = ready
+        .iter()
+        .skip(5)
+        .step_by(53)
+        .filter(|id| !stale.contains(id))
+        .cloned()
+        .collect();
+    for (n, id) in kept.iter().enumerate() {
+        let status = if n % 2 == 0 { "SENT" } else { "ERROR" };
+        coll.update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "status": status, "statement.result.duration": 2 } },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(stale.len() > 5 && kept.len() > 2);
+    let tampered = batch_docs(&env).await;
+
+    let run = env.run_ok(ID, Some(date(DAY)), false).await;
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(details["inserted"], 0, "{details}");
+    assert_eq!(details["updated"], stale.len(), "{details}");
+    assert_eq!(details["kept_sent_or_error"], kept.len(), "{details}");
+    assert_eq!(
+        details["unchanged"],
+        first.len() - stale.len() - kept.len(),
+        "{details}"
+    );
+    assert_eq!(counts(env.pg(), run).await.1, stale.len() as i64);
+
+    let after = batch_docs(&env).await;
+    assert_eq!(after.len(), first.len());
+    for ((before, tampered), now) in first.iter().zip(&tampered).zip(&after) {
+        let id = now.get_str("_id").unwrap().to_string();
+        assert_eq!(before.get_str("_id").unwrap(), id);
+        if stale.contains(&id) {
+            // Back to what the aggregation gives, with a new updated_at.
+            for (k, v) in before {
+                if k != "updated_at" {
+                    assert_eq!(now.get(k), Some(v), "{id}: {k}");
+                }
+            }
+            assert_ne!(now.get("updated_at"), before.get("updated_at"));
+        } else {
+            // Untouched: not even updated_at moved.
+            assert_eq!(now, tampered, "{id}");
+        }
+    }
+}

@@ -118,6 +118,36 @@ async fn error_rows(env: &TestEnv) -> Vec<(Uuid, String, String, Option<i64>, Op
         .unwrap()
 }
 
+/// (statement_id, transfer_id, stmt_index) of the error rows with `status`.
+async fn row_positions(env: &TestEnv, status: &str) -> Vec<(Uuid, Option<String>, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT statement_id, transfer_id, stmt_index FROM tb_dc_error_data_info WHERE status = $1 ORDER BY err_id",
+    )
+    .bind(status)
+    .fetch_all(env.pg())
+    .await
+    .unwrap()
+}
+
+/// Each row names the transfer and the exact index the simulator stored its
+/// statement at (statements KERIS never held before the resend).
+fn assert_positions_as_stored(sim: &SimulatorHandle, rows: &[(Uuid, Option<String>, Option<i64>)]) {
+    assert!(!rows.is_empty());
+    for (id, transfer_id, index) in rows {
+        let held = sim
+            .statement(*id)
+            .expect("the simulator holds the statement");
+        assert_eq!(
+            (transfer_id.as_deref(), *index),
+            (Some(held.transfer_id.as_str()), Some(held.index as i64)),
+            "row of {id}"
+        );
+    }
+    let indexes: HashSet<(Option<String>, Option<i64>)> =
+        rows.iter().map(|r| (r.1.clone(), r.2)).collect();
+    assert_eq!(indexes.len(), rows.len(), "each row its own index");
+}
+
 /// Every READY statement of `before` is now SENT, held by the simulator with
 /// the same content, and the simulator accepted each exactly once.
 fn assert_all_sent(sim: &SimulatorHandle, after: &[Document], expected: &HashSet<String>) {
@@ -273,19 +303,30 @@ async fn rejected_statements_are_recorded_regenerated_and_resent_and_a_duplicate
         .all(|r| r.1 == "PENDING" && r.3.is_some_and(|i| i >= 1)));
     let errors = docs(&env, doc! { "status": "ERROR" }).await;
     assert_eq!(errors.len(), rejected);
-    // The recorded index is the one KERIS reported for that statement.
-    let index_of_invalid = rows
+    // The recorded index is the one KERIS reported for that statement: the
+    // sender's transfer holds the accepted statements, and the rejected ones
+    // are exactly the indexes of it that the simulator did not store.
+    let stored = sim.statements(100_000);
+    let accepted = ready.iter().find(|d| code_of(&id_of(d)).is_none()).unwrap();
+    let transfer_of_send = &sim
+        .statement(Uuid::parse_str(&id_of(accepted)).unwrap())
+        .expect("accepted")
+        .transfer_id;
+    let held: HashSet<u64> = stored
         .iter()
-        .find(|r| r.0.to_string() == invalid)
-        .unwrap()
-        .3
-        .unwrap();
-    let at_keris = sim
-        .requests()
+        .filter(|s| &s.transfer_id == transfer_of_send)
+        .map(|s| s.index)
+        .collect();
+    let gaps: HashSet<(Option<String>, Option<i64>)> = (1..=ready.len() as u64)
+        .filter(|i| !held.contains(i))
+        .map(|i| (Some(transfer_of_send.clone()), Some(i as i64)))
+        .collect();
+    let pending: HashSet<(Option<String>, Option<i64>)> = row_positions(&env, "PENDING")
+        .await
         .into_iter()
-        .filter(|r| r.api.as_deref() == Some("API-007"))
-        .count();
-    assert!(at_keris >= 1 && index_of_invalid as usize <= ready.len());
+        .map(|r| (r.1, r.2))
+        .collect();
+    assert_eq!(pending, gaps);
 
     // KERIS learns the student; LRS-01-002 rebuilds the content-rejected ones.
     sim.set_faults(Faults::default());
@@ -323,6 +364,9 @@ async fn rejected_statements_are_recorded_regenerated_and_resent_and_a_duplicate
         rows.iter().filter(|r| r.1 == "RESENT").count(),
         1 + of_user.len()
     );
+    // Each RESENT row names the index its statement was stored at, not the
+    // first index of its request.
+    assert_positions_as_stored(&sim, &row_positions(&env, "RESENT").await);
     let failed: Vec<_> = rows.iter().filter(|r| r.1 == "FAILED").collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].0.to_string(), id_of(dup));
@@ -716,4 +760,143 @@ async fn lrs_01_002_fails_a_row_whose_source_statements_are_gone_and_its_dry_run
         "ERROR"
     );
     assert!(sim.statement(Uuid::parse_str(&id).unwrap()).is_none());
+}
+
+#[tokio::test]
+async fn a_backlog_larger_than_a_page_is_regenerated_resent_and_failed_page_by_page() {
+    let sim = sim(SimulatorConfig::default()).await;
+    // Pages of 7 rows, at most 3 failed rows listed in the details.
+    let env = env_for(&sim, |s| {
+        s.jobs.keris_transfer.read_batch_size = 7;
+        s.jobs.keris_transfer.max_reported_ids = 3;
+    })
+    .await;
+    let ready = seed_day(&env, 30, 1_000).await;
+    // Students by number of statements, most first.
+    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &ready {
+        *per_user
+            .entry(d.get_str("user_id").unwrap().to_string())
+            .or_default() += 1;
+    }
+    let mut users: Vec<String> = per_user.keys().cloned().collect();
+    users.sort_by_key(|u| std::cmp::Reverse(per_user[u]));
+    // KERIS does not know five students; one of them KERIS will refuse for
+    // good (its rows get a code no resend fixes, with the student's id in
+    // KERIS's message), the other four LRS-01-002 rebuilds.
+    let rejected_users: Vec<String> = users[..5].to_vec();
+    let doomed_user = &rejected_users[0];
+    let of = |user: &str| -> HashSet<String> {
+        ready
+            .iter()
+            .filter(|d| d.get_str("user_id") == Ok(user))
+            .map(id_of)
+            .collect()
+    };
+    let doomed = of(doomed_user);
+    let rebuilt: HashSet<String> = rejected_users[1..].iter().flat_map(|u| of(u)).collect();
+    assert!(
+        doomed.len() > 7 && rebuilt.len() > 3 * 7,
+        "more than a page each"
+    );
+    sim.set_faults(Faults {
+        reject_user_ids: rejected_users.clone(),
+        ..Faults::default()
+    });
+    assert_eq!(
+        env.run_job(SEND, Some(date(DAY)), false).await.exit,
+        Exit::CompletedWithErrors
+    );
+    sim.set_faults(Faults::default());
+    let doomed_ids: Vec<Uuid> = doomed
+        .iter()
+        .map(|id| Uuid::parse_str(id).unwrap())
+        .collect();
+    sqlx::query(
+        "UPDATE tb_dc_error_data_info SET err_code = '40001', err_msg = 'refused for user ' || user_id::text
+          WHERE statement_id = ANY($1)",
+    )
+    .bind(&doomed_ids)
+    .execute(env.pg())
+    .await
+    .unwrap();
+
+    let regen = env.run_ok(REGENERATE, Some(date(DAY)), false).await;
+    assert_eq!(
+        counts(&env, regen).await,
+        (rebuilt.len() as i64, rebuilt.len() as i64, 0, 0)
+    );
+    let d = details(&env, regen).await;
+    assert_eq!(
+        d["unchanged"],
+        rebuilt.len(),
+        "same sources, same content: {d}"
+    );
+    let regenerated: HashSet<String> = row_positions(&env, "REGENERATED")
+        .await
+        .into_iter()
+        .map(|r| r.0.to_string())
+        .collect();
+    assert_eq!(regenerated, rebuilt);
+    let now_ready: HashSet<String> = docs(&env, doc! { "status": "READY" })
+        .await
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(now_ready, rebuilt);
+    for d in docs(&env, doc! { "status": "READY" }).await {
+        let before = ready.iter().find(|r| id_of(r) == id_of(&d)).unwrap();
+        assert_eq!(wire(&d), wire(before), "rebuilt as LRS-01-001 built it");
+        assert!(d.get("err_code").is_none());
+    }
+
+    let resend = env.run_job(RESEND, Some(date(DAY)), false).await;
+    assert_eq!(resend.exit, Exit::CompletedWithErrors);
+    let run = resend.run_id.unwrap();
+    assert_eq!(
+        counts(&env, run).await,
+        (
+            rebuilt.len() as i64,
+            rebuilt.len() as i64,
+            0,
+            doomed.len() as i64
+        )
+    );
+    let d = details(&env, run).await;
+    assert_eq!(d["failed_for_good"], doomed.len(), "{d}");
+    let listed = d["failed_rows"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "at most max_reported_ids rows listed: {d}");
+    for row in listed {
+        assert!(doomed.contains(row["statement_id"].as_str().unwrap()));
+        assert_eq!(row["err_code"], "40001");
+        assert!(row["reason"].as_str().unwrap().contains("refused for user"));
+    }
+    let text = d.to_string();
+    for user in &users {
+        assert!(
+            !text.contains(user.as_str()),
+            "no student id in the details: {d}"
+        );
+    }
+    let failed: HashSet<String> = row_positions(&env, "FAILED")
+        .await
+        .into_iter()
+        .map(|r| r.0.to_string())
+        .collect();
+    assert_eq!(failed, doomed);
+    let resent = row_positions(&env, "RESENT").await;
+    assert_eq!(
+        resent
+            .iter()
+            .map(|r| r.0.to_string())
+            .collect::<HashSet<_>>(),
+        rebuilt
+    );
+    assert_positions_as_stored(&sim, &resent);
+    let expected: HashSet<String> = ready
+        .iter()
+        .map(id_of)
+        .filter(|id| !doomed.contains(id))
+        .collect();
+    assert_all_sent(&sim, &docs(&env, doc! {}).await, &expected);
 }

@@ -15,15 +15,21 @@
 //!   under this id) or a code no resend can fix (a request KERIS refused as a
 //!   whole, a statement too large to send) become `FAILED`, for a person.
 //!
-//! Accepted → the row `RESENT` and the statement `SENT`. Failed again →
+//! Accepted → the row `RESENT` with the transfer and the exact index its
+//! statement was stored at, and the statement `SENT`. Failed again →
 //! `retry_cnt + 1` with the new code; at `jobs.keris_transfer.max_retries`
-//! (or on `XAPI_DUP_ERR`) → `FAILED`. Rows that became `FAILED` are listed
-//! in the run's details; every row not delivered by this run counts as
-//! failed, so such a run ends `COMPLETED_WITH_ERRORS` (exit 4).
+//! (or on `XAPI_DUP_ERR`) → `FAILED`. Rows that became `FAILED` are counted
+//! in the run's details and the first `max_reported_ids` listed (statement
+//! id, code, reason with the student's id taken out); every row not
+//! delivered by this run counts as failed, so such a run ends
+//! `COMPLETED_WITH_ERRORS` (exit 4).
 //!
-//! Rows are read in pages (keyset on `err_id`); a stop request ends the run
-//! between pages; a rerun simply takes what is still open. `--dry-run`
-//! reports what would be resent and marked `FAILED`, changing nothing.
+//! Rows are read and updated in pages of `read_batch_size` (keyset on
+//! `err_id`), the unfixable ones too: memory stays flat whatever the
+//! backlog, and each page costs a fixed number of round trips. A stop
+//! request ends the run between pages; a rerun simply takes what is still
+//! open. `--dry-run` reports what would be resent and marked `FAILED`,
+//! changing nothing.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,7 +40,7 @@ use uuid::Uuid;
 
 use super::transfer::{
     is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id,
-    Batcher, FailedColumns, Item, PartnerSender, RequestOutcome, CONTENT_CODES as CONTENT,
+    Batcher, FailedColumns, Item, PartnerSender, RequestOutcome, Verdict, CONTENT_CODES as CONTENT,
     RESENDABLE_CODES as RESENDABLE,
 };
 use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
@@ -88,9 +94,7 @@ impl Job for ResendErrors {
         let settings = ctx.settings();
         let cfg = settings.jobs.keris_transfer.clone();
         let pg = ctx.pg();
-        let mut report = Report::default();
-
-        report.waiting_for_regeneration = sqlx::query_scalar(
+        let waiting_for_regeneration = sqlx::query_scalar(
             "SELECT count(*) FROM tb_dc_error_data_info WHERE status = 'PENDING' AND base_dt <= $1 AND err_code = ANY($2)",
         )
         .bind(ctx.business_date)
@@ -98,6 +102,10 @@ impl Job for ResendErrors {
         .fetch_one(pg)
         .await
         .context("Failed to count tb_dc_error_data_info")?;
+        let mut report = Report {
+            waiting_for_regeneration,
+            ..Report::default()
+        };
 
         if ctx.dry_run {
             let (resend, fail): (i64, i64) = sqlx::query_as(
@@ -118,22 +126,40 @@ impl Job for ResendErrors {
             return Ok(());
         }
 
-        // Rows no resend can fix: a person decides.
-        let unfixable: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-            "UPDATE tb_dc_error_data_info SET status = 'FAILED', upd_dt = now()
-              WHERE status = 'PENDING' AND base_dt <= $1 AND NOT err_code = ANY($2) AND NOT err_code = ANY($3)
-              RETURNING statement_id, err_code, err_msg",
-        )
-        .bind(ctx.business_date)
-        .bind(&RESENDABLE[..])
-        .bind(&CONTENT[..])
-        .fetch_all(pg)
-        .await
-        .context("Failed to update tb_dc_error_data_info")?;
-        for (statement_id, err_code, err_msg) in unfixable {
-            let reason = failed_reason(&err_code, err_msg, "not resendable as it is");
-            report.add_failed(&cfg, statement_id, err_code, reason);
-            ctx.counts.add_failed(1);
+        // Rows no resend can fix: a person decides. A batch at a time
+        // (keyset on err_id), so memory stays flat whatever the backlog.
+        let batch_size = i64::from(cfg.read_batch_size.max(1));
+        let mut last_err_id = 0i64;
+        loop {
+            ctx.stop_point()?;
+            let batch: Vec<(i64, Uuid, String, Option<String>, Option<Uuid>)> = sqlx::query_as(
+                "WITH batch AS (
+                     SELECT err_id FROM tb_dc_error_data_info
+                      WHERE err_id > $4 AND status = 'PENDING' AND base_dt <= $1
+                        AND NOT err_code = ANY($2) AND NOT err_code = ANY($3)
+                      ORDER BY err_id LIMIT $5
+                 )
+                 UPDATE tb_dc_error_data_info e SET status = 'FAILED', upd_dt = now()
+                   FROM batch WHERE e.err_id = batch.err_id AND e.status = 'PENDING'
+                 RETURNING e.err_id, e.statement_id, e.err_code, e.err_msg, e.user_id",
+            )
+            .bind(ctx.business_date)
+            .bind(&RESENDABLE[..])
+            .bind(&CONTENT[..])
+            .bind(last_err_id)
+            .bind(batch_size)
+            .fetch_all(pg)
+            .await
+            .context("Failed to update tb_dc_error_data_info")?;
+            let Some(last) = batch.iter().map(|r| r.0).max() else {
+                break;
+            };
+            last_err_id = last;
+            for (_, statement_id, err_code, err_msg, user_id) in batch {
+                let reason = failed_reason(&err_code, err_msg, "not resendable as it is");
+                report.add_failed(&cfg, statement_id, err_code, &reason, user_id);
+                ctx.counts.add_failed(1);
+            }
         }
 
         let partners = partners_by_id(&settings.keris)?;
@@ -173,6 +199,7 @@ impl Job for ResendErrors {
             let docs = load_stored(&ctx.app.mongo, &ids).await?;
 
             let mut per_partner: HashMap<String, Vec<Item>> = HashMap::new();
+            let mut unsendable: Vec<(Uuid, String)> = Vec::new();
             for (_, statement_id, partner_id) in &page {
                 let partner_id = partner_id.to_string();
                 if !senders.contains_key(&partner_id) {
@@ -183,17 +210,14 @@ impl Job for ResendErrors {
                 let item = docs.get(&statement_id.to_string()).map(Item::from_stored);
                 match item {
                     Some(Ok(item)) => per_partner.entry(partner_id).or_default().push(item),
-                    Some(Err(why)) => {
-                        self.fail_row(ctx, &cfg, &mut report, *statement_id, why)
-                            .await?
-                    }
-                    None => {
-                        let why = "the statement is no longer in keris_batch_data".to_string();
-                        self.fail_row(ctx, &cfg, &mut report, *statement_id, why)
-                            .await?
-                    }
+                    Some(Err(why)) => unsendable.push((*statement_id, why)),
+                    None => unsendable.push((
+                        *statement_id,
+                        "the statement is no longer in keris_batch_data".to_string(),
+                    )),
                 }
             }
+            fail_rows(ctx, &cfg, &mut report, unsendable).await?;
             for (partner_id, items) in per_partner {
                 let sender = senders.get_mut(&partner_id).expect("checked above");
                 let mut batcher = Batcher::new(
@@ -244,47 +268,54 @@ impl Job for ResendErrors {
     }
 }
 
-impl ResendErrors {
-    /// Marks the open row of `statement_id` `FAILED` with `reason`.
-    async fn fail_row(
-        &self,
-        ctx: &JobContext,
-        cfg: &crate::config::KerisTransferSettings,
-        report: &mut Report,
-        statement_id: Uuid,
-        reason: String,
-    ) -> anyhow::Result<()> {
-        let code: Option<String> = sqlx::query_scalar(
-            "UPDATE tb_dc_error_data_info SET status = 'FAILED', err_msg = $2, upd_dt = now()
-              WHERE statement_id = $1 AND status IN ('PENDING', 'REGENERATED') RETURNING err_code",
-        )
-        .bind(statement_id)
-        .bind(&reason)
-        .fetch_optional(ctx.pg())
-        .await
-        .context("Failed to update tb_dc_error_data_info")?;
-        if let Some(code) = code {
-            report.add_failed(cfg, statement_id, code, reason);
-            ctx.counts.add_failed(1);
-        }
-        Ok(())
+/// Marks the open rows of these statements `FAILED`, each with its reason:
+/// one statement for the page.
+async fn fail_rows(
+    ctx: &JobContext,
+    cfg: &crate::config::KerisTransferSettings,
+    report: &mut Report,
+    rows: Vec<(Uuid, String)>,
+) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
+    let (ids, reasons): (Vec<Uuid>, Vec<String>) = rows.into_iter().unzip();
+    let failed: Vec<(Uuid, String, String, Option<Uuid>)> = sqlx::query_as(
+        "UPDATE tb_dc_error_data_info e SET status = 'FAILED', err_msg = i.reason, upd_dt = now()
+           FROM UNNEST($1::uuid[], $2::text[]) AS i(statement_id, reason)
+          WHERE e.statement_id = i.statement_id AND e.status IN ('PENDING', 'REGENERATED')
+         RETURNING e.statement_id, e.err_code, i.reason, e.user_id",
+    )
+    .bind(&ids)
+    .bind(&reasons)
+    .fetch_all(ctx.pg())
+    .await
+    .context("Failed to update tb_dc_error_data_info")?;
+    for (statement_id, code, reason, user_id) in failed {
+        report.add_failed(cfg, statement_id, code, &reason, user_id);
+        ctx.counts.add_failed(1);
+    }
+    Ok(())
 }
 
 impl Report {
+    /// Counts a row that became `FAILED`; the first `max_reported_ids` are
+    /// listed, with the student's id taken out of the reason (KERIS's
+    /// message may quote it, and the details outlive the privacy deletion).
     fn add_failed(
         &mut self,
         cfg: &crate::config::KerisTransferSettings,
         statement_id: Uuid,
         err_code: String,
-        reason: String,
+        reason: &str,
+        user_id: Option<Uuid>,
     ) {
         self.failed_for_good += 1;
         if self.failed_rows.len() < cfg.max_reported_ids {
             self.failed_rows.push(FailedRow {
                 statement_id,
                 err_code,
-                reason,
+                reason: without_user_id(reason, user_id),
             });
         }
     }
@@ -298,19 +329,20 @@ async fn record(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let pg = ctx.pg();
-    let accepted: Vec<Uuid> = outcome
-        .accepted()
-        .filter_map(|i| Uuid::parse_str(&i.id).ok())
-        .collect();
+    // Each accepted statement with the index KERIS stored it at.
+    let mut accepted: Vec<Uuid> = Vec::new();
+    let mut indexes: Vec<Option<i64>> = Vec::new();
+    for (n, (item, verdict)) in outcome.items.iter().zip(&outcome.verdicts).enumerate() {
+        if *verdict == Verdict::Accepted {
+            if let Ok(id) = Uuid::parse_str(&item.id) {
+                accepted.push(id);
+                indexes.push(outcome.index_of(n));
+            }
+        }
+    }
     if !accepted.is_empty() {
         mark_sent(&ctx.app.mongo, outcome, cfg.sent_marks_per_command).await?;
-        let resent = resolve_rows(
-            pg,
-            &accepted,
-            outcome.transfer_id.as_deref(),
-            outcome.chunked_index,
-        )
-        .await?;
+        let resent = resolve_rows(pg, &accepted, &indexes, outcome.transfer_id.as_deref()).await?;
         ctx.counts.add_written(resent);
         report.resent += resent;
     }
@@ -318,7 +350,7 @@ async fn record(
     if failed.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(Uuid, String, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<ClosedRow> = sqlx::query_as(
         "WITH input AS (
              SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[]) AS t(statement_id, stmt_index, err_code, err_msg)
          )
@@ -328,7 +360,7 @@ async fn record(
                 status = CASE WHEN i.err_code = $6 OR e.retry_cnt + 1 >= $7 THEN 'FAILED' ELSE 'PENDING' END
            FROM input i
           WHERE e.statement_id = i.statement_id AND e.status IN ('PENDING', 'REGENERATED')
-         RETURNING e.statement_id, e.status, e.err_code, e.err_msg",
+         RETURNING e.statement_id, e.status, e.err_code, e.err_msg, e.user_id",
     )
     .bind(&failed.statement_ids)
     .bind(&failed.indexes)
@@ -341,7 +373,7 @@ async fn record(
     .await
     .context("Failed to update tb_dc_error_data_info")?;
     mark_error(&ctx.app.mongo, outcome).await?;
-    for (statement_id, status, code, message) in rows {
+    for (statement_id, status, code, message, user_id) in rows {
         ctx.counts.add_failed(1);
         if status == "FAILED" {
             let reason = failed_reason(
@@ -349,7 +381,7 @@ async fn record(
                 message,
                 &format!("still failing after {} attempts", cfg.max_retries),
             );
-            report.add_failed(cfg, statement_id, code, reason);
+            report.add_failed(cfg, statement_id, code, &reason, user_id);
         } else {
             report.will_retry += 1;
             if is_content_code(&code) {
@@ -359,6 +391,9 @@ async fn record(
     }
     Ok(())
 }
+
+/// A row a resend closed: statement id, status, code, message, student.
+type ClosedRow = (Uuid, String, String, Option<String>, Option<Uuid>);
 
 /// Why a row became `FAILED`, for the run's details: a duplicate says so,
 /// anything else is `otherwise` with KERIS's message.
@@ -371,20 +406,35 @@ fn failed_reason(code: &str, message: Option<String>, otherwise: &str) -> String
     }
 }
 
-/// Marks the open rows of the accepted statements `RESENT`.
+/// `reason` with the student's id (in either case) replaced by `(student)`.
+fn without_user_id(reason: &str, user_id: Option<Uuid>) -> String {
+    let Some(user_id) = user_id else {
+        return reason.to_string();
+    };
+    let lower = user_id.to_string();
+    let upper = lower.to_ascii_uppercase();
+    reason
+        .replace(&lower, "(student)")
+        .replace(&upper, "(student)")
+}
+
+/// Marks the open rows of the accepted statements `RESENT`, each with the
+/// index its statement was stored at (`indexes[i]` for `ids[i]`).
 async fn resolve_rows(
     pg: &PgPool,
     ids: &[Uuid],
+    indexes: &[Option<i64>],
     transfer_id: Option<&str>,
-    chunked_index: u64,
 ) -> anyhow::Result<u64> {
     let r = sqlx::query(
-        "UPDATE tb_dc_error_data_info SET status = 'RESENT', transfer_id = $2, stmt_index = $3, upd_dt = now()
-          WHERE statement_id = ANY($1) AND status IN ('PENDING', 'REGENERATED')",
+        "UPDATE tb_dc_error_data_info e
+            SET status = 'RESENT', transfer_id = $3, stmt_index = i.stmt_index, upd_dt = now()
+           FROM UNNEST($1::uuid[], $2::bigint[]) AS i(statement_id, stmt_index)
+          WHERE e.statement_id = i.statement_id AND e.status IN ('PENDING', 'REGENERATED')",
     )
     .bind(ids)
+    .bind(indexes)
     .bind(transfer_id)
-    .bind(chunked_index as i64)
     .execute(pg)
     .await
     .context("Failed to update tb_dc_error_data_info")?;

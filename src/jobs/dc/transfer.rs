@@ -448,18 +448,33 @@ pub async fn load_stored(
     db: &mongodb::Database,
     ids: &[String],
 ) -> anyhow::Result<HashMap<String, Document>> {
-    let mut docs = HashMap::new();
-    let mut cursor = db
-        .collection::<Document>(KERIS_BATCH_DATA)
+    find_by_ids(db, KERIS_BATCH_DATA, ids, Some(stored_projection()))
+        .await
+        .context("Failed to read keris_batch_data")
+}
+
+/// The documents of `collection` with these string `_id`s, by id, in one
+/// `find` with `_id: {$in: ids}` (an `_id` index lookup per id on MongoDB
+/// and on FerretDB v2; callers pass a batch, not a day).
+pub async fn find_by_ids(
+    db: &mongodb::Database,
+    collection: &str,
+    ids: &[String],
+    projection: Option<Document>,
+) -> anyhow::Result<HashMap<String, Document>> {
+    let mut docs = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(docs);
+    }
+    let coll = db.collection::<Document>(collection);
+    let mut find = coll
         .find(doc! { "_id": { "$in": ids } })
-        .projection(stored_projection())
-        .await
-        .context("Failed to read keris_batch_data")?;
-    while let Some(d) = cursor
-        .try_next()
-        .await
-        .context("Failed to read keris_batch_data")?
-    {
+        .batch_size(ids.len().min(100_000) as u32);
+    if let Some(projection) = projection {
+        find = find.projection(projection);
+    }
+    let mut cursor = find.await?;
+    while let Some(d) = cursor.try_next().await? {
         docs.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
     }
     Ok(docs)
@@ -485,7 +500,6 @@ pub async fn mark_sent(
     outcome: &RequestOutcome,
     per_command: usize,
 ) -> anyhow::Result<u64> {
-    use futures::StreamExt as _;
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     let transfer_id = outcome.transfer_id.as_deref();
     let updates: Vec<Document> = outcome
@@ -510,13 +524,30 @@ pub async fn mark_sent(
             }
         })
         .collect();
+    run_updates(db, KERIS_BATCH_DATA, &updates, per_command)
+        .await
+        .context("Failed to mark statements SENT in keris_batch_data")
+}
+
+/// Runs `updates` (statements of an `update` command: `{q, u}`) on
+/// `collection` as unordered `update` commands of `per_command` statements,
+/// [`COMMANDS_IN_FLIGHT`] at a time, and returns how many documents changed.
+/// `Err` names the first failed statement (a command can succeed with some
+/// of its statements failed).
+pub async fn run_updates(
+    db: &mongodb::Database,
+    collection: &str,
+    updates: &[Document],
+    per_command: usize,
+) -> anyhow::Result<u64> {
+    use futures::StreamExt as _;
     // Owned futures, collected first: a lazy iterator of closures borrowing
-    // `outcome` would make the job's future not `Send`.
+    // the caller's data would make the job's future not `Send`.
     let commands: Vec<_> = updates
         .chunks(per_command.max(1))
         .map(|chunk| {
             let command =
-                doc! { "update": KERIS_BATCH_DATA, "updates": chunk.to_vec(), "ordered": false };
+                doc! { "update": collection, "updates": chunk.to_vec(), "ordered": false };
             let db = db.clone();
             async move { modified_by(db.run_command(command).await?) }
         })
@@ -524,8 +555,7 @@ pub async fn mark_sent(
     let changed: Vec<u64> = futures::stream::iter(commands)
         .buffer_unordered(COMMANDS_IN_FLIGHT)
         .try_collect()
-        .await
-        .context("Failed to mark statements SENT in keris_batch_data")?;
+        .await?;
     Ok(changed.iter().sum())
 }
 

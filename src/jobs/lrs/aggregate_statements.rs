@@ -25,9 +25,11 @@
 //!
 //! Writing (`keris_batch_data`, keys stored with `&46;` like `statements`):
 //! per batch of `batch_size` statements, all are inserted (unordered);
-//! the ids that already exist (duplicate key) are read: `READY`/`INVALID` ones whose content
-//! changed are updated, `SENT`/`ERROR` ones are never touched ("kept").
-//! A rerun therefore writes nothing new. No transactions needed.
+//! the ids that already exist (duplicate key) are read back in one `find`:
+//! `READY`/`INVALID` ones whose content changed are updated (`_id`-filtered
+//! statements of unordered `update` commands), `SENT`/`ERROR` ones are never
+//! touched ("kept"). A rerun therefore writes nothing new, in a few round
+//! trips per batch. No transactions needed.
 //!
 //! Counts: read = source statements read (non-voided), written = documents
 //! inserted or updated, skipped = voided source statements + source
@@ -112,10 +114,10 @@ impl Job for AggregateStatements {
             {
                 ctx.counts.add_read(1);
                 agg.add(&source_doc)?;
-                if agg.pending.len() >= batch_size {
-                    if batch_tx.send(agg.take_batch(ctx)).await.is_err() || ctx.stop_requested() {
-                        return Ok(());
-                    }
+                if agg.pending.len() >= batch_size
+                    && (batch_tx.send(agg.take_batch(ctx)).await.is_err() || ctx.stop_requested())
+                {
+                    return Ok(());
                 }
             }
             agg.finish_user();
@@ -522,13 +524,17 @@ fn stored(date: NaiveDate, out: &Output) -> anyhow::Result<Document> {
     Ok(d)
 }
 
+/// Statements per `update` command when rewriting changed statements.
+const UPDATES_PER_COMMAND: usize = 100;
+
 /// Inserts the new outputs, updates the READY/INVALID ones that changed,
 /// leaves SENT/ERROR ones alone. Returns the documents written.
 ///
 /// Insert first (`ordered(false)`): the ids that already exist come back as
-/// duplicate-key errors (11000) and only those are read, one `_id` equality
-/// lookup each. FerretDB v1 pushes `_id` equality down to PostgreSQL but not
-/// `_id: {$in: …}`, which scanned the whole collection per batch.
+/// duplicate-key errors (11000). Those are read back in one `find` by
+/// `_id $in` and the changed ones rewritten by `_id`-filtered statements of
+/// unordered `update` commands: a rerun over a day costs a few round trips
+/// per batch, not two per statement, and holds one batch at a time.
 async fn write_outputs(
     db: &mongodb::Database,
     date: NaiveDate,
@@ -567,14 +573,18 @@ async fn write_outputs(
     };
     let inserted = n - duplicates.len() as u64;
     report.inserted += inserted;
-    let mut written = inserted;
+    if duplicates.is_empty() {
+        return Ok(inserted);
+    }
+    let ids: Vec<String> = duplicates.iter().map(|&i| outputs[i].id.clone()).collect();
+    let existing = crate::jobs::dc::transfer::find_by_ids(db, KERIS_BATCH_DATA, &ids, None)
+        .await
+        .context("Failed to read keris_batch_data")?;
+    let mut updates = Vec::new();
     for index in duplicates {
         let out = &outputs[index];
-        let Some(old) = coll
-            .find_one(doc! { "_id": &out.id })
-            .await
-            .context("Failed to read keris_batch_data")?
-        else {
+        let Some(old) = existing.get(&out.id) else {
+            // Deleted since the insert (DC-01-003): nothing to compare with.
             continue;
         };
         let status = old.get_str("status").unwrap_or_default();
@@ -594,17 +604,18 @@ async fn write_outputs(
         if out.error.is_none() {
             update.insert("$unset", doc! { "err_code": "", "err_msg": "" });
         }
-        let r = coll
-            .update_one(
-                doc! { "_id": &out.id, "status": { "$in": [READY, INVALID] } },
-                update,
-            )
+        // Only over READY/INVALID: a statement sent meanwhile stays as sent.
+        updates.push(doc! {
+            "q": { "_id": &out.id, "status": { "$in": [READY, INVALID] } },
+            "u": update,
+        });
+    }
+    let updated =
+        crate::jobs::dc::transfer::run_updates(db, KERIS_BATCH_DATA, &updates, UPDATES_PER_COMMAND)
             .await
             .context("Failed to update keris_batch_data")?;
-        report.updated += r.modified_count;
-        written += r.modified_count;
-    }
-    Ok(written)
+    report.updated += updated;
+    Ok(inserted + updated)
 }
 
 #[cfg(test)]
