@@ -797,8 +797,22 @@ async fn seed_fixed(pg: &PgPool) {
 
 /// The whole view, as comparable text: every value column, whether the
 /// last run (started at `last_run`) changed the row, and whether it is sent.
+/// One view row as `view_state` reads it.
+type ViewRow = (
+    Uuid,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+    bool,
+);
+
 async fn view_state(pg: &PgPool, last_run: i64) -> Vec<Vec<Option<String>>> {
-    let rows: Vec<(Uuid, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, String, bool, bool)> =
+    let rows: Vec<ViewRow> =
         sqlx::query_as(
             "SELECT v.user_id, v.std_sys_id, v.lecture_code, v.teacher_id::text, v.score::text, v.achievement_level,
                     v.progress_rate::text, v.completed_yn,

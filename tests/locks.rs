@@ -172,7 +172,8 @@ async fn a_busy_lock_is_waited_for_up_to_lock_wait_secs_and_then_the_run_goes_ah
     assert_eq!(waiter.status.code(), Some(0), "{}", stderr(&waiter));
     assert_eq!(wait_for(holder).await, Some(0));
 
-    let rows: Vec<(String, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type Row = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT job_id, status, started_at, ended_at FROM batch_job_run ORDER BY run_id",
     )
     .fetch_all(env.pg())
