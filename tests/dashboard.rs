@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aidt_batch::config::PartnerSettings;
-use aidt_batch::jobs::lms::keris_dashboard::{
-    achievement_level, level_letter, refresh_view, SchoolLevel,
-};
+use aidt_batch::jobs::lms::keris_dashboard::refresh_view;
+use aidt_batch::jobs::shared::dashboard::{achievement_level, level_letter, SchoolLevel};
 use aidt_batch::runtime::Exit;
 use chrono::{DateTime, Utc};
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};

@@ -18,6 +18,7 @@ pub mod java;
 pub mod lms;
 pub mod lrs;
 pub mod privacy;
+pub mod shared;
 
 /// The lock of every job that writes `keris_batch_data` or the error table
 /// `tb_dc_error_data_info` (aggregation, sending, resending, regeneration,

@@ -48,7 +48,7 @@ fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
 pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Result<()> {
     let date = date_or_yesterday(args.date);
     let partners: Vec<String> =
-        aidt_batch::jobs::dc::transfer::partners_by_id(&app.settings.keris)?
+        aidt_batch::jobs::shared::transfer::partners_by_id(&app.settings.keris)?
             .into_keys()
             .collect();
     anyhow::ensure!(
@@ -141,13 +141,15 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let started = Instant::now();
     let mut n = 0u64;
-    for partner_id in aidt_batch::jobs::dc::transfer::partners_by_id(&app.settings.keris)?.keys() {
+    for partner_id in
+        aidt_batch::jobs::shared::transfer::partners_by_id(&app.settings.keris)?.keys()
+    {
         let mut cursor = coll
             .find(aidt_batch::jobs::dc::send_statements::ready_filter(
                 &date.to_string(),
                 partner_id,
             ))
-            .projection(aidt_batch::jobs::dc::transfer::stored_projection())
+            .projection(aidt_batch::jobs::shared::transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;

@@ -7,7 +7,7 @@
 //!    spec's cut-offs, progress from `tb_lms_lrn_progress`);
 //! 2. fills every NULL `achievement_level` of a row that has a score;
 //! 3. sends API-005 (score) for the rows it created or changed, through
-//!    LMS-01-008's sender ([`keris_dashboard::send_scores`]): same token and
+//!    LMS-01-008's sender ([`dashboard::send_scores`]): same token and
 //!    partner resolution, skips, failure handling and `keris_sent_at` rule.
 //!
 //! Daily at 04:50, after LMS-01-008's 04:00 run refreshed the view, so only
@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::jobs::lms::keris_dashboard::{self, level_sql, school_level_sql, DashboardSender};
+use crate::jobs::shared::dashboard::{self, level_sql, school_level_sql, DashboardSender};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -67,7 +67,7 @@ impl Job for AchievementLevels {
         ctx.set_detail("filled_levels", filled);
 
         let sender = DashboardSender::new(ctx)?;
-        let outcome = keris_dashboard::send_scores(&sender, ctx.pg(), Some(stamp)).await;
+        let outcome = dashboard::send_scores(&sender, ctx.pg(), Some(stamp)).await;
         sender.finish();
         outcome
     }

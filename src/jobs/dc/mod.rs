@@ -4,4 +4,3 @@ pub mod achievement_levels;
 pub mod delete_unconsented_data;
 pub mod resend_errors;
 pub mod send_statements;
-pub mod transfer;

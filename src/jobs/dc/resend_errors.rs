@@ -7,7 +7,7 @@
 //!   transport, timeout, 5xx, 429; `KERIS_TOKEN_EXPIRED`) and every
 //!   `REGENERATED` row (rebuilt by LRS-01-002) are sent again — the statement
 //!   as it is now in `keris_batch_data` — through the same sender as
-//!   DC-01-001 (see [`super::transfer`]);
+//!   DC-01-001 (see [`crate::jobs::shared::transfer`]);
 //! - `PENDING` rows rejected for their content (`XAPI_VAL_ERR`,
 //!   `XAPI_USER_ERR`) are left for LRS-01-002 (counted as
 //!   `waiting_for_regeneration`);
@@ -38,7 +38,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::transfer::{
+use crate::jobs::shared::transfer::{
     is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id,
     Batcher, FailedColumns, Item, PartnerSender, RequestOutcome, Verdict, CONTENT_CODES as CONTENT,
     RESENDABLE_CODES as RESENDABLE,
@@ -84,7 +84,7 @@ struct Report {
     failed_rows: Vec<FailedRow>,
     waiting_for_regeneration: i64,
     skipped_unknown_partner: u64,
-    per_partner: BTreeMap<String, super::transfer::SendReport>,
+    per_partner: BTreeMap<String, crate::jobs::shared::transfer::SendReport>,
     gave_up: Vec<String>,
 }
 

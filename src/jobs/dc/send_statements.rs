@@ -5,7 +5,7 @@
 //! `keris_batch_data` are read as a cursor (never the whole day in memory),
 //! cut into API-007 requests of at most `keris.max_statements_per_request`
 //! statements and `keris.max_request_bytes` bytes, and sent one statement per
-//! HTTP chunk on the partner's transfer (see [`super::transfer`]). Reading,
+//! HTTP chunk on the partner's transfer (see [`crate::jobs::shared::transfer`]). Reading,
 //! sending and recording overlap: while KERIS works on one request the next
 //! is being read and the previous one recorded.
 //!
@@ -40,12 +40,12 @@ use mongodb::bson::{doc, Document};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::transfer::{
+use crate::config::KerisTransferSettings;
+use crate::contract::KERIS_BATCH_DATA;
+use crate::jobs::shared::transfer::{
     load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
     FailedColumns, Item, Journal, PartnerSender, RequestOutcome, SendReport,
 };
-use crate::config::KerisTransferSettings;
-use crate::contract::KERIS_BATCH_DATA;
 use crate::keris::{ClientOptions, KerisClient, Transfer};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};

@@ -174,7 +174,7 @@ fn per_partner_by_name(
     keris: &crate::config::KerisSettings,
     by_id: &BTreeMap<String, BTreeMap<&'static str, u64>>,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<&'static str, u64>>> {
-    let names = crate::jobs::dc::transfer::partners_by_id(keris)?;
+    let names = crate::jobs::shared::transfer::partners_by_id(keris)?;
     let mut by_name: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (id, counts) in by_id {
         let name = names
@@ -577,7 +577,7 @@ async fn write_outputs(
         return Ok(inserted);
     }
     let ids: Vec<String> = duplicates.iter().map(|&i| outputs[i].id.clone()).collect();
-    let existing = crate::jobs::dc::transfer::find_by_ids(db, KERIS_BATCH_DATA, &ids, None)
+    let existing = crate::jobs::shared::transfer::find_by_ids(db, KERIS_BATCH_DATA, &ids, None)
         .await
         .context("Failed to read keris_batch_data")?;
     let mut updates = Vec::new();
@@ -610,10 +610,14 @@ async fn write_outputs(
             "u": update,
         });
     }
-    let updated =
-        crate::jobs::dc::transfer::run_updates(db, KERIS_BATCH_DATA, &updates, UPDATES_PER_COMMAND)
-            .await
-            .context("Failed to update keris_batch_data")?;
+    let updated = crate::jobs::shared::transfer::run_updates(
+        db,
+        KERIS_BATCH_DATA,
+        &updates,
+        UPDATES_PER_COMMAND,
+    )
+    .await
+    .context("Failed to update keris_batch_data")?;
     report.updated += updated;
     Ok(inserted + updated)
 }

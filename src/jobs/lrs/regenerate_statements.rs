@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
 use crate::contract::KERIS_BATCH_DATA;
-use crate::jobs::dc::transfer::{find_by_ids, run_updates, CONTENT_CODES};
+use crate::jobs::shared::transfer::{find_by_ids, run_updates, CONTENT_CODES};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 

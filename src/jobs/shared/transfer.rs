@@ -33,6 +33,7 @@ use futures::TryStreamExt as _;
 use mongodb::bson::{doc, Bson, Document};
 use sqlx::PgPool;
 
+use super::give_up::GiveUp;
 use crate::contract::KERIS_BATCH_DATA;
 use crate::keris::{
     KerisClient, KerisError, Transfer, CODE_CLOSED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR,
@@ -232,10 +233,9 @@ impl Journal {
 pub struct PartnerSender {
     client: KerisClient,
     journal: Option<Journal>,
-    give_up_after: u32,
+    give_up: GiveUp,
     transfer: Option<Transfer>,
     next_index: u64,
-    failures_in_a_row: u32,
     pub report: SendReport,
 }
 
@@ -247,10 +247,9 @@ impl PartnerSender {
         Self {
             client,
             journal,
-            give_up_after,
+            give_up: GiveUp::new(give_up_after),
             transfer: None,
             next_index: 1,
-            failures_in_a_row: 0,
             report: SendReport::default(),
         }
     }
@@ -268,7 +267,7 @@ impl PartnerSender {
     /// Whether KERIS failed so many requests in a row that the rest should
     /// wait for a later run.
     pub fn gave_up(&self) -> bool {
-        self.give_up_after > 0 && self.failures_in_a_row >= self.give_up_after
+        self.give_up.gave_up()
     }
 
     /// Sends `items` (at most one request's worth, see [`Batcher`]) and
@@ -309,7 +308,7 @@ impl PartnerSender {
             match self.client.send_statements(&transfer, index, &bodies).await {
                 Ok(answer) => {
                     self.next_index += bodies.len() as u64;
-                    self.failures_in_a_row = 0;
+                    self.give_up.success();
                     let mut verdicts = vec![Verdict::Accepted; items.len()];
                     for rejected in &answer.list_error {
                         let at = rejected.index.checked_sub(index).map(|n| n as usize);
@@ -378,7 +377,9 @@ impl PartnerSender {
         }
         .to_string();
         if is_transient_code(&code) {
-            self.failures_in_a_row += 1;
+            if self.give_up.transient_failure() {
+                tracing::error!(partner = self.client.partner_name(), failures = self.give_up.limit(), "KERIS keeps failing for this partner; its remaining statements wait for a later run");
+            }
             self.report.gave_up = self.gave_up();
         }
         tracing::warn!(partner = self.client.partner_name(), statements = items.len(), %code, error = %e, "request failed; its statements are recorded as errors");

@@ -1,0 +1,7 @@
+//! Code two or more jobs share, each in a module of its own: the KERIS
+//! dashboard sender (LMS-01-008, DC-01-004), the xAPI statement sender
+//! (DC-01-001, DC-01-002, LRS-01-002) and the give-up policy both use.
+
+pub mod dashboard;
+pub mod give_up;
+pub mod transfer;
