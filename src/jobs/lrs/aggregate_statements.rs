@@ -23,9 +23,13 @@
 //! A source timestamp string without offset does not matter: the document's
 //! `timestamp` (a Date) places it in the day and the output has its own.
 //!
-//! Writing (`keris_batch_data`, keys stored with `&46;` like `statements`):
-//! per batch of `batch_size` statements, all are inserted (unordered);
-//! the ids that already exist (duplicate key) are read: `READY`/`INVALID` ones whose content
+//! Reading accepts extension keys with their dots (an LRS on MongoDB 5+) and
+//! with the legacy `&46;` encoding alike ([`xapi::decode_keys`]).
+//!
+//! Writing (`keris_batch_data`, keys stored with `&46;`: why in
+//! [`xapi::encode_keys`]): per batch of `batch_size` statements, the ids that
+//! already exist are read (one `$in` query) and the others inserted
+//! (unordered): `READY`/`INVALID` ones whose content
 //! changed are updated, `SENT`/`ERROR` ones are never touched ("kept").
 //! A rerun therefore writes nothing new. No transactions needed.
 //!
@@ -507,10 +511,14 @@ fn stored(date: NaiveDate, out: &Output) -> anyhow::Result<Document> {
 /// Inserts the new outputs, updates the READY/INVALID ones that changed,
 /// leaves SENT/ERROR ones alone. Returns the documents written.
 ///
-/// Insert first (`ordered(false)`): the ids that already exist come back as
-/// duplicate-key errors (11000) and only those are read, one `_id` equality
-/// lookup each. FerretDB v1 pushes `_id` equality down to PostgreSQL but not
-/// `_id: {$in: …}`, which scanned the whole collection per batch.
+/// The batch's ids that exist already are read first, in one `_id: {$in}`
+/// query (an `_id` index lookup per id), and only the others are inserted
+/// (`ordered(false)`); an id another writer inserted meanwhile comes back as
+/// a duplicate-key error (11000) and is read and compared like the rest.
+/// On a rerun, where every id exists, this sends no document to be refused
+/// and costs one round trip per batch: inserting everything and then one
+/// `find_one` per duplicate made a rerun 4× slower than the first run on
+/// FerretDB v2 (README, "MongoDB servers").
 async fn write_outputs(
     db: &mongodb::Database,
     date: NaiveDate,
@@ -519,44 +527,51 @@ async fn write_outputs(
 ) -> anyhow::Result<u64> {
     let coll = db.collection::<Document>(KERIS_BATCH_DATA);
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
+    let ids: Vec<&str> = outputs.iter().map(|o| o.id.as_str()).collect();
+    let mut existing = find_by_ids(&coll, &ids).await?;
     let mut inserts = Vec::with_capacity(outputs.len());
-    for out in outputs {
+    let mut inserted_outputs = Vec::with_capacity(outputs.len());
+    for (i, out) in outputs.iter().enumerate() {
+        if existing.contains_key(&out.id) {
+            continue;
+        }
         let mut new = stored(date, out)?;
         new.insert("_id", &out.id);
         new.insert("created_at", now.clone());
         new.insert("updated_at", now.clone());
         inserts.push(new);
+        inserted_outputs.push(i);
     }
-    let n = inserts.len() as u64;
-    let duplicates: Vec<usize> = match coll.insert_many(inserts).ordered(false).await {
-        Ok(_) => Vec::new(),
-        Err(e) => match *e.kind {
-            mongodb::error::ErrorKind::InsertMany(ref failure)
-                if failure
-                    .write_errors
-                    .as_ref()
-                    .is_some_and(|w| w.iter().all(|x| x.code == 11000))
-                    && failure.write_concern_error.is_none() =>
-            {
-                failure
-                    .write_errors
-                    .as_ref()
-                    .map(|w| w.iter().map(|x| x.index).collect())
-                    .unwrap_or_default()
+    let mut raced: Vec<&str> = Vec::new();
+    if !inserts.is_empty() {
+        if let Err(e) = coll.insert_many(inserts).ordered(false).await {
+            match *e.kind {
+                mongodb::error::ErrorKind::InsertMany(ref failure)
+                    if failure
+                        .write_errors
+                        .as_ref()
+                        .is_some_and(|w| w.iter().all(|x| x.code == 11000))
+                        && failure.write_concern_error.is_none() =>
+                {
+                    raced = failure
+                        .write_errors
+                        .iter()
+                        .flatten()
+                        .map(|x| outputs[inserted_outputs[x.index]].id.as_str())
+                        .collect();
+                }
+                _ => return Err(e).context("Failed to insert into keris_batch_data"),
             }
-            _ => return Err(e).context("Failed to insert into keris_batch_data"),
-        },
-    };
-    let inserted = n - duplicates.len() as u64;
+        }
+    }
+    let inserted = (inserted_outputs.len() - raced.len()) as u64;
     report.inserted += inserted;
     let mut written = inserted;
-    for index in duplicates {
-        let out = &outputs[index];
-        let Some(old) = coll
-            .find_one(doc! { "_id": &out.id })
-            .await
-            .context("Failed to read keris_batch_data")?
-        else {
+    if !raced.is_empty() {
+        existing.extend(find_by_ids(&coll, &raced).await?);
+    }
+    for out in outputs {
+        let Some(old) = existing.get(&out.id) else {
             continue;
         };
         let status = old.get_str("status").unwrap_or_default();
@@ -587,6 +602,26 @@ async fn write_outputs(
         written += r.modified_count;
     }
     Ok(written)
+}
+
+/// The `keris_batch_data` documents with these ids, by id.
+async fn find_by_ids(
+    coll: &mongodb::Collection<Document>,
+    ids: &[&str],
+) -> anyhow::Result<HashMap<String, Document>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut cursor = coll
+        .find(doc! { "_id": { "$in": ids } })
+        .await
+        .context("Failed to read keris_batch_data")?;
+    while let Some(d) = cursor
+        .try_next()
+        .await
+        .context("Failed to read keris_batch_data")?
+    {
+        found.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
