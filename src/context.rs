@@ -82,10 +82,10 @@ pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Datab
 /// exist yet, whatever name an existing one has.
 ///
 /// Asking only for the missing ones (instead of re-sending every index and
-/// relying on the server to ignore duplicates) keeps `migrate` idempotent on
-/// every MongoDB-wire server: FerretDB 1.24 drops the connection when an
-/// existing compound index is requested again, and MongoDB refuses the same
-/// keys under another name.
+/// relying on the server to ignore duplicates) keeps `migrate` idempotent
+/// whatever an existing index is called: MongoDB refuses the same keys under
+/// another name (`IndexOptionsConflict`), e.g. an index the LRS team created
+/// by hand.
 pub async fn ensure_indexes(
     db: &mongodb::Database,
     collection: &str,

@@ -176,6 +176,112 @@ async fn hand_made(env: &TestEnv) {
     .await;
 }
 
+/// `d` with its extension keys as an LRS on MongoDB 5+ may store them: the
+/// IRIs with their dots, not `&46;`.
+fn with_dotted_keys(mut d: Document) -> Document {
+    let statement = d.get_document_mut("statement").unwrap();
+    for parent in ["context", "result"] {
+        if let Ok(Some(ext)) = statement
+            .get_document_mut(parent)
+            .map(|p| p.get_document_mut("extensions").ok())
+        {
+            *ext = ext
+                .iter()
+                .map(|(k, v)| (k.replace("&46;", "."), v.clone()))
+                .collect();
+        }
+    }
+    d
+}
+
+#[tokio::test]
+async fn lrs_reads_extension_keys_with_dots_as_a_mongodb_lrs_stores_them() {
+    let env = TestEnv::new().await;
+    let submitted = verb("assessment", "submitted");
+    insert(
+        &env,
+        vec![
+            with_dotted_keys(source(
+                USER,
+                &submitted,
+                ITEM,
+                "10:00",
+                Some(answer(40, false, "PT1M", "S1", "C")),
+                false,
+            )),
+            // the legacy encoding, beside it for the same student and item
+            source(
+                USER,
+                &submitted,
+                ITEM,
+                "10:05",
+                Some(answer(90, true, "PT30S", "S1", "A")),
+                false,
+            ),
+            with_dotted_keys(source(
+                USER,
+                &submitted,
+                ITEM,
+                "09:00",
+                Some(answer(10, false, "PT5S", "S2", "B")),
+                false,
+            )),
+        ],
+    )
+    .await;
+    // the server kept the dots (else this test would not test them)
+    let kept = env
+        .app
+        .mongo
+        .collection::<Document>("statements")
+        .find_one(doc! { "statement.timestamp": { "$regex": "T10:00" } })
+        .await
+        .unwrap()
+        .unwrap();
+    let ext = kept
+        .get_document("statement")
+        .and_then(|s| s.get_document("context"))
+        .and_then(|c| c.get_document("extensions"))
+        .unwrap();
+    assert!(ext.contains_key(xapi::EXT_PARTNER_ID), "{ext:?}");
+
+    let run = env.run_ok(ID, Some(date(DAY)), false).await;
+    assert_eq!(
+        counts(env.pg(), run).await,
+        (3, 1, 0),
+        "one READY statement of 3"
+    );
+    let docs = batch_docs(&env).await;
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0].get_str("status").unwrap(), "READY", "{docs:?}");
+    let s = wire(&docs[0]);
+    xapi::validate(&s).unwrap();
+    assert_eq!(s["context"]["extensions"][xapi::EXT_PARTNER_ID], PARTNER);
+    assert_eq!(s["result"]["duration"], 60 + 30 + 5);
+    assert_eq!(
+        s["result"]["score"]["raw"], 90,
+        "the last score by timestamp"
+    );
+    assert_eq!(
+        s["result"]["extensions"][xapi::EXT_CURRICULUM_STANDARD],
+        serde_json::json!([{"id": "S1", "achievement-level": "A"}, {"id": "S2", "achievement-level": "B"}])
+    );
+    assert_eq!(
+        s["result"]["extensions"][&env.app.settings.jobs.lrs_aggregate.attempts_extension],
+        3
+    );
+    // what the batch writes itself stays encoded (see xapi::encode_keys)
+    let stored = docs[0].get_document("statement").unwrap();
+    let ext = stored
+        .get_document("context")
+        .and_then(|c| c.get_document("extensions"))
+        .unwrap();
+    assert_eq!(
+        ext.keys().collect::<Vec<_>>(),
+        vec![&stored_key(xapi::EXT_PARTNER_ID)]
+    );
+}
+
 #[tokio::test]
 async fn an_empty_attempts_extension_leaves_attempts_out_of_valid_statements() {
     let mut env = TestEnv::new().await;

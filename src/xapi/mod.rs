@@ -2,9 +2,14 @@
 //! the checks KERIS applies, the deterministic statement id, ISO-8601
 //! durations, and the stored-key encoding of `lrs` documents.
 //!
-//! Statements are handled as `serde_json::Value`. MongoDB documents (FerretDB
-//! v1 refuses `.` in keys) store every `.` of a key as
-//! [`crate::contract::STORED_DOT`]; [`decode_keys`] / [`encode_keys`] convert.
+//! Statements are handled as `serde_json::Value`. xAPI extension keys are
+//! IRIs full of dots. In MongoDB documents they come two ways, and readers
+//! ([`decode_keys`]) accept both: with every `.` written as
+//! [`crate::contract::STORED_DOT`] (`&46;`, Learning Locker's convention,
+//! from LRSs written for servers before MongoDB 5 that refused dots in keys),
+//! or with the dots as they are (legal since MongoDB 5.0, what an LRS on
+//! MongoDB 6/7 may well write). What this batch writes itself
+//! (`keris_batch_data.statement`) is encoded ([`encode_keys`]), see there.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -213,7 +218,8 @@ fn map_keys(value: Value, f: &impl Fn(&str) -> String) -> Value {
     }
 }
 
-/// Keys as stored (`&46;`) → real keys (`.`); harmless on keys without it.
+/// Keys as stored → real keys: `&46;` back to `.`; keys that already carry
+/// their dots (a MongoDB 5+ LRS) are left as they are.
 pub fn decode_keys(value: Value) -> Value {
     map_keys(value, &|k| {
         if k.contains(STORED_DOT) {
@@ -225,6 +231,16 @@ pub fn decode_keys(value: Value) -> Value {
 }
 
 /// Real keys → stored keys (every `.` as `&46;`).
+///
+/// Why writes still encode although MongoDB 5+ stores dotted keys: MongoDB's
+/// query and update language still reads a `.` in a path as a separator, so a
+/// field whose name contains dots cannot be filtered, projected, `$set`,
+/// indexed or `$jsonSchema`-validated by path (only `$getField`/`$setField` in aggregation reach it), and
+/// the manual advises against such names. Encoded, every field of a stored
+/// statement stays addressable (e.g. by an operator looking for a
+/// partner-id), older servers and tools keep working, and documents already
+/// written keep one format. The wire form is always decoded
+/// ([`keris_statement_bytes`]).
 pub fn encode_keys(value: Value) -> Value {
     map_keys(value, &|k| {
         if k.contains('.') {
@@ -357,5 +373,24 @@ mod tests {
         let bytes = keris_statement_bytes(&doc);
         let back: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, good());
+    }
+
+    #[test]
+    fn dotted_keys_as_a_mongodb_5_lrs_stores_them_are_read_as_they_are() {
+        // keys with their dots, and one legacy-encoded key beside them
+        let mut stored = good();
+        stored["result"] = json!({"extensions": {
+            EXT_CURRICULUM_STANDARD.replace('.', "&46;"): [{"id": "S1", "achievement-level": "A"}]
+        }});
+        let decoded = decode_keys(stored.clone());
+        assert_eq!(decoded["context"]["extensions"][EXT_PARTNER_ID], "P1");
+        assert_eq!(
+            decoded["result"]["extensions"][EXT_CURRICULUM_STANDARD][0]["id"],
+            "S1"
+        );
+        assert_eq!(partner_id(&decoded), Some("P1"));
+        let doc = mongodb::bson::to_document(&stored).unwrap();
+        let back: Value = serde_json::from_slice(&keris_statement_bytes(&doc)).unwrap();
+        assert_eq!(back, decoded);
     }
 }

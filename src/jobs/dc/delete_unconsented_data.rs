@@ -8,9 +8,10 @@
 //! LMS-01-007 did (it ignores `del_yn`), so the order does not matter.
 //!
 //! Students go in batches of `batch_size`, with `pause_ms` between batches;
-//! a stop request ends the run between batches. MongoDB (FerretDB) has no
-//! transactions: a batch deletes the documents, then the error rows and
-//! updates the audit in one PostgreSQL transaction.
+//! a stop request ends the run between batches. No MongoDB transaction
+//! (they need a replica set, and none could span PostgreSQL anyway): a batch
+//! deletes the documents, then the error rows and updates the audit in one
+//! PostgreSQL transaction.
 //!
 //! Rerun: safe; a rerun (or the run after a kill) deletes what is left and
 //! otherwise changes nothing. A batch's students are recorded complete

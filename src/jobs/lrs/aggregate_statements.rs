@@ -23,7 +23,11 @@
 //! A source timestamp string without offset does not matter: the document's
 //! `timestamp` (a Date) places it in the day and the output has its own.
 //!
-//! Writing (`keris_batch_data`, keys stored with `&46;` like `statements`):
+//! Reading accepts extension keys with their dots (an LRS on MongoDB 5+) and
+//! with the legacy `&46;` encoding alike ([`xapi::decode_keys`]).
+//!
+//! Writing (`keris_batch_data`, keys stored with `&46;`: why in
+//! [`xapi::encode_keys`]):
 //! per batch of `batch_size` statements, all are inserted (unordered);
 //! the ids that already exist (duplicate key) are read back in one `find`:
 //! `READY`/`INVALID` ones whose content changed are updated (`_id`-filtered

@@ -25,7 +25,7 @@
 //! consistency the jobs' tests rely on. `--reset` first truncates every
 //! contract table (restarting their id sequences) and drops `statements`
 //! and `keris_batch_data`. The PostgreSQL part is one transaction; MongoDB
-//! (FerretDB) has no multi-document transactions, so the statements are
+//! has multi-document transactions only on replica sets, so the statements are
 //! written while that transaction is open and it commits only after the
 //! last statement is in: a failed run leaves no rows, at most statements,
 //! which the next run's emptiness check reports.
@@ -54,8 +54,8 @@ use aidt_batch::context::AppContext;
 use gen::Day;
 use world::World;
 
-/// How `statements` stores the dots of xAPI extension keys (FerretDB refuses
-/// `.` in keys); readers replace `STORED_DOT` with `.` again.
+/// How the seed's `statements` store the dots of xAPI extension keys (the
+/// legacy `&46;` convention); readers accept it and raw dots alike.
 pub use statements::{stored_key, STORED_DOT};
 
 /// Sizes and seed of the generated data.

@@ -10,10 +10,11 @@
 //! outside the table, no object, a timestamp without offset, a foreign
 //! partner id) so the validation paths have data.
 //!
-//! Extension keys: xAPI extension keys are IRIs full of dots, and FerretDB
-//! (v1) refuses `.` in document keys. Like other MongoDB-backed LRSs
-//! (Learning Locker), keys are stored with every `.` written as `&46;`;
-//! readers turn `&46;` back into `.` before sending a statement on.
+//! Extension keys: xAPI extension keys are IRIs full of dots. The seed
+//! stores them the way LRSs written for MongoDB before 5.0 (which refused
+//! `.` in keys) do, Learning Locker's convention: every `.` written as
+//! `&46;`. An LRS on MongoDB 5+ may store the dots as they are; readers
+//! ([`crate::xapi::decode_keys`]) accept both.
 //!
 //! Documents are generated in batches of `BATCH` and written with
 //! `insert_many` in spawned tasks, up to `IN_FLIGHT` at once, while the
@@ -34,9 +35,9 @@ use super::world::{ContentKind, Level, User, World};
 
 /// Documents per `insert_many`.
 const BATCH: usize = 2_000;
-/// Batches being written while the next one is generated. FerretDB works
+/// Batches being written while the next one is generated. The server works
 /// on several inserts at once: one at a time took twice as long here
-/// (100k statements, 2 cores), more than four gained nothing.
+/// (FerretDB v1, 100k statements, 2 cores), more than four gained nothing.
 const IN_FLIGHT: usize = 4;
 /// The vendor's home page: the `account.homePage` of every actor and the
 /// root of activity ids.
