@@ -41,7 +41,9 @@ impl BatchStatus {
     }
 }
 
-/// `tb_dc_error_data_info.status`.
+/// `tb_dc_error_data_info.status`. SQL statements spell these values in
+/// their text (a bind per literal would make them harder to read); a test
+/// below checks that every quoted status in the jobs' SQL is one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorStatus {
     /// Waiting for a resend (transient failure) or a regeneration.
@@ -101,5 +103,41 @@ mod tests {
         .map(ErrorStatus::as_str)
         .into();
         assert_eq!(errors, ["PENDING", "REGENERATED", "RESENT", "FAILED"]);
+    }
+
+    #[test]
+    fn every_status_the_jobs_sql_spells_is_a_contract_status() {
+        let known: Vec<&str> = [
+            ErrorStatus::Pending,
+            ErrorStatus::Regenerated,
+            ErrorStatus::Resent,
+            ErrorStatus::Failed,
+        ]
+        .map(ErrorStatus::as_str)
+        .into();
+        let sources = [
+            include_str!("jobs/dc/resend_errors.rs"),
+            include_str!("jobs/dc/send_statements.rs"),
+            include_str!("jobs/shared/transfer.rs"),
+            include_str!("jobs/lrs/regenerate_statements.rs"),
+        ];
+        let mut seen = 0;
+        for source in sources {
+            // `status = 'X'`, `status IN ('X', 'Y')`, `THEN 'X' ELSE 'Y'`.
+            for (i, _) in source.match_indices("status") {
+                let tail = &source[i..source.len().min(i + 60)];
+                let clause = tail.split(['\n', ',', ')']).next().unwrap_or_default();
+                for quoted in clause.split('\'').skip(1).step_by(2) {
+                    if quoted.chars().all(|c| c.is_ascii_uppercase()) && !quoted.is_empty() {
+                        assert!(
+                            known.contains(&quoted),
+                            "unknown status '{quoted}' in: {tail}"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen > 10, "the check found the statuses ({seen})");
     }
 }

@@ -127,7 +127,7 @@ fn bench_document(
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     Ok(doc! {
         "_id": id, "base_dt": date.to_string(), "partner_id": partner_id, "user_id": user, "area": "assessment",
-        "statement": statement, "status": "READY", "created_at": now.clone(), "updated_at": now,
+        "statement": statement, "status": aidt_batch::contract::BatchStatus::Ready.as_str(), "created_at": now.clone(), "updated_at": now,
     })
 }
 

@@ -38,6 +38,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::contract::ErrorStatus;
 use crate::jobs::shared::transfer::{
     is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id,
     Batcher, FailedColumns, Item, PartnerSender, RequestOutcome, Verdict, CONTENT_CODES as CONTENT,
@@ -375,7 +376,7 @@ async fn record(
     mark_error(&ctx.app.mongo, outcome).await?;
     for (statement_id, status, code, message, user_id) in rows {
         ctx.counts.add_failed(1);
-        if status == "FAILED" {
+        if status == ErrorStatus::Failed.as_str() {
             let reason = failed_reason(
                 &code,
                 message,

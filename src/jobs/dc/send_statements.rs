@@ -41,7 +41,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::KerisTransferSettings;
-use crate::contract::KERIS_BATCH_DATA;
+use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::transfer::{
     load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
     FailedColumns, Item, Journal, PartnerSender, RequestOutcome, SendReport,
@@ -69,7 +69,8 @@ pub static DEF: JobDef = JobDef {
     job: Some(&SendStatements),
 };
 
-const READY: &str = "READY";
+/// The status DC-01-001 sends.
+const READY: &str = BatchStatus::Ready.as_str();
 
 pub struct SendStatements;
 

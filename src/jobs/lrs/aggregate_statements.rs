@@ -49,7 +49,7 @@ use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Map, Value};
 
 use crate::config::LrsAggregateSettings;
-use crate::contract::KERIS_BATCH_DATA;
+use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -74,8 +74,8 @@ pub static DEF: JobDef = JobDef {
     job: Some(&AggregateStatements),
 };
 
-pub const READY: &str = "READY";
-pub const INVALID: &str = "INVALID";
+pub const READY: &str = BatchStatus::Ready.as_str();
+pub const INVALID: &str = BatchStatus::Invalid.as_str();
 
 pub struct AggregateStatements;
 

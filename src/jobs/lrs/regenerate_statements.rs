@@ -36,7 +36,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
-use crate::contract::KERIS_BATCH_DATA;
+use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::transfer::{find_by_ids, run_updates, CONTENT_CODES};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
@@ -307,9 +307,9 @@ async fn write_back(ctx: &JobContext, good: &[(Uuid, Output)]) -> anyhow::Result
             unchanged += 1;
         }
         updates.push(doc! {
-            "q": { "_id": &out.id, "status": { "$in": ["ERROR", "READY"] } },
+            "q": { "_id": &out.id, "status": { "$in": [BatchStatus::Error.as_str(), BatchStatus::Ready.as_str()] } },
             "u": {
-                "$set": { "statement": statement, "status": "READY", "updated_at": now.clone() },
+                "$set": { "statement": statement, "status": BatchStatus::Ready.as_str(), "updated_at": now.clone() },
                 "$unset": { "err_code": "", "err_msg": "" },
             },
         });

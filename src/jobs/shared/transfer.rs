@@ -34,7 +34,7 @@ use mongodb::bson::{doc, Bson, Document};
 use sqlx::PgPool;
 
 use super::give_up::GiveUp;
-use crate::contract::KERIS_BATCH_DATA;
+use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::keris::{
     KerisClient, KerisError, Transfer, CODE_CLOSED, XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR,
 };
@@ -511,10 +511,10 @@ pub async fn mark_sent(
         .filter(|(_, (_, v))| **v == Verdict::Accepted)
         .map(|(n, (item, _))| {
             doc! {
-                "q": { "_id": item.id.as_str(), "status": { "$in": ["READY", "ERROR"] } },
+                "q": { "_id": item.id.as_str(), "status": { "$in": [BatchStatus::Ready.as_str(), BatchStatus::Error.as_str()] } },
                 "u": {
                     "$set": {
-                        "status": "SENT",
+                        "status": BatchStatus::Sent.as_str(),
                         "transfer_id": transfer_id,
                         "stmt_index": outcome.index_of(n),
                         "sent_at": now.clone(),
@@ -611,8 +611,8 @@ pub async fn mark_error(db: &mongodb::Database, outcome: &RequestOutcome) -> any
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     for (code, ids) in by_code {
         coll.update_many(
-            doc! { "_id": { "$in": ids }, "status": { "$in": ["READY", "ERROR"] } },
-            doc! { "$set": { "status": "ERROR", "err_code": code, "updated_at": now.clone() } },
+            doc! { "_id": { "$in": ids }, "status": { "$in": [BatchStatus::Ready.as_str(), BatchStatus::Error.as_str()] } },
+            doc! { "$set": { "status": BatchStatus::Error.as_str(), "err_code": code, "updated_at": now.clone() } },
         )
         .await
         .context("Failed to mark statements ERROR in keris_batch_data")?;
