@@ -288,10 +288,21 @@ async fn check_reports_an_unmigrated_database_an_unreachable_mongo_and_a_missing
 
 #[test]
 fn scripts_test_prints_the_database_url_with_its_password_masked() {
-    // `--help` makes the final `cargo test` print its usage and exit.
+    // A stand-in `cargo` first on PATH: the script's own cargo calls only
+    // print their arguments (a real one would wait for this test run's lock).
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("cargo");
+    std::fs::write(&fake, "#!/bin/sh\necho \"cargo $*\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = std::process::Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test"))
         .arg("--help")
+        .env("PATH", path)
         .env(
             "DATABASE_URL",
             "postgres://aidt:pa55-w0rd@127.0.0.1:5432/aidt?sslmode=disable",
