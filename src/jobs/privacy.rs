@@ -148,7 +148,7 @@ pub async fn next_students(
 
 /// How many students of the set `skip.job_id` recorded as complete: the
 /// ones this run does not probe.
-pub async fn count_completed(
+async fn count_completed(
     conn: &mut PgConnection,
     rule: &ConsentRule,
     skip: SkipCompleted<'_>,
@@ -289,8 +289,10 @@ pub async fn delete_rows(
 }
 
 /// The start every privacy run shares: the salt (the job refuses to run
-/// without one), this run's rule (also in the run's details) and, unless a
-/// dry run, the audit row.
+/// without one), this run's rule (also in the run's details), unless a dry
+/// run the audit row, and the count of students `job_id` already recorded
+/// as complete (detail `students_already_complete`: the ones this run
+/// leaves out, see [`SkipCompleted`]).
 pub async fn start_run(
     ctx: &crate::runtime::JobContext,
     job_id: &str,
@@ -306,6 +308,17 @@ pub async fn start_run(
     if !ctx.dry_run {
         start_audit(ctx.pg(), ctx.run_id, job_id, ctx.business_date, &rule).await?;
     }
+    let mut conn = ctx
+        .pg()
+        .acquire()
+        .await
+        .context("Failed to get a PostgreSQL connection")?;
+    let skip = SkipCompleted {
+        job_id,
+        salt: &salt,
+    };
+    let already_complete = count_completed(&mut conn, &rule, skip).await?;
+    ctx.set_detail("students_already_complete", already_complete);
     Ok((salt, rule))
 }
 

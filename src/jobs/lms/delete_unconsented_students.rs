@@ -93,15 +93,6 @@ impl Job for DeleteUnconsentedStudents {
             job_id: ID,
             salt: &salt,
         };
-        let already_complete = {
-            let mut conn = ctx
-                .pg()
-                .acquire()
-                .await
-                .context("Failed to get a PostgreSQL connection")?;
-            privacy::count_completed(&mut conn, &rule, skip).await?
-        };
-        ctx.set_detail("students_already_complete", already_complete);
         let mut after: Option<Uuid> = None;
         let mut students_seen = 0u64;
         let mut recorded = 0u64;
