@@ -50,6 +50,22 @@ pub enum Command {
     Migrate,
     /// Verify configuration, PostgreSQL, MongoDB and KERIS reachability
     Check,
+    /// Run a chain of jobs in order for one business date, skipping the steps
+    /// already COMPLETED for it and stopping at the first failure
+    Chain {
+        /// The chain's name (`chain --list` shows them)
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the chains and their steps
+        #[arg(long, conflicts_with_all = ["date", "plan"])]
+        list: bool,
+        /// Business date of every step, Asia/Seoul [default: the chain's own, yesterday for keris-nightly]
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<NaiveDate>,
+        /// Show which steps would run and which are already COMPLETED; run nothing
+        #[arg(long)]
+        plan: bool,
+    },
 }
 
 /// The options every job has; a job may add its own ([`JobDef::args`]).
@@ -202,7 +218,7 @@ pub fn unknown_job_message(given: &str) -> String {
     }
     let ids: Vec<String> = REGISTRY.iter().map(JobDef::cli_name).collect();
     msg.push_str(&format!("  valid job ids: {}\n", ids.join(", ")));
-    msg.push_str("  commands: list, history, crontab, migrate, check");
+    msg.push_str("  commands: list, history, crontab, migrate, check, chain");
     msg
 }
 

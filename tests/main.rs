@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod chain;
 mod cli;
 mod config;
 mod dashboard;

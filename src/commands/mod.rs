@@ -1,5 +1,6 @@
 //! Dispatch of a parsed command line, and the operator commands.
 
+pub mod chain;
 pub mod check;
 pub mod history;
 pub mod list;
@@ -144,6 +145,35 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             let loaded = load_config(cli.profile.unwrap_or(Profile::Local), extra)?;
             let app = AppContext::connect(&loaded).await?;
             migrate::run(&app).await
+        }
+        Command::Chain {
+            name,
+            list,
+            date,
+            plan,
+        } => {
+            if list {
+                print!("{}", chain::render_list(&REGISTRY));
+                return Ok(Exit::Success);
+            }
+            let name = name.unwrap_or_default();
+            let Some(def) = REGISTRY.chain(&name) else {
+                let known: Vec<&str> = REGISTRY.chains().map(|c| c.name).collect();
+                eprintln!(
+                    "aidt-batch: error: unknown chain `{name}`; chains: {}",
+                    known.join(", ")
+                );
+                return Ok(Exit::Usage);
+            };
+            let profile = cli.profile.unwrap_or(Profile::Local);
+            let loaded = load_config(profile, extra)?;
+            let app = AppContext::connect(&loaded).await?;
+            let params = serde_json::json!({
+                "profile": profile.as_str(),
+                "date": date.map(|d| d.to_string()),
+                "config_file": extra.map(|p| p.display().to_string()),
+            });
+            chain::run(&app, def, date, plan, params).await
         }
         Command::Check => {
             let profile = cli.profile.unwrap_or(Profile::Local);

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::config::{self, ConfigError, LoadedConfig, Profile, Settings};
-use crate::runtime::registry::{JobDef, Registry};
+use crate::runtime::registry::{ChainDef, DefaultDate, JobDef, Registry};
 
 pub mod bo;
 pub mod dc;
@@ -55,8 +55,28 @@ pub static JOBS: &[&JobDef] = &[
     &java::BO_01_007,
 ];
 
+/// The seed's nightly KERIS flow (its "data flow", steps 2–8): the dashboard
+/// data, the achievement levels, the day's xAPI aggregate, its transfer and
+/// the resend of what failed. `aidt-batch chain keris-nightly --date D`
+/// finishes a broken night: the steps already `COMPLETED` for D are skipped.
+pub static KERIS_NIGHTLY: ChainDef = ChainDef {
+    name: "keris-nightly",
+    about: "the nightly KERIS flow: LMS-01-008 → DC-01-004 → LRS-01-001 → DC-01-001 → DC-01-002",
+    default_date: DefaultDate::Yesterday,
+    steps: &[
+        &lms::keris_dashboard::DEF,
+        &dc::achievement_levels::DEF,
+        &lrs::aggregate_statements::DEF,
+        &dc::send_statements::DEF,
+        &dc::resend_errors::DEF,
+    ],
+};
+
+/// Every chain, for `aidt-batch chain`.
+pub static CHAINS: &[&ChainDef] = &[&KERIS_NIGHTLY];
+
 /// The registry the CLI, `list`, `crontab` and the runner read.
-pub static REGISTRY: Registry = Registry::new(JOBS);
+pub static REGISTRY: Registry = Registry::new(JOBS, CHAINS);
 
 /// Loads the configuration and checks every job's own section too.
 pub fn load_config(profile: Profile, extra: Option<&Path>) -> Result<LoadedConfig, ConfigError> {

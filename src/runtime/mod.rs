@@ -2,6 +2,7 @@
 //! history, locks, checkpoints, the runner and exit codes. It knows no job:
 //! the list of jobs is `crate::jobs::REGISTRY`.
 
+pub mod chain;
 pub mod checkpoint;
 pub mod crontab;
 pub mod exit;

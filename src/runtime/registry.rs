@@ -136,15 +136,49 @@ impl std::fmt::Debug for JobDef {
     }
 }
 
-/// Every job, in the seed's order.
+/// A named sequence of jobs run in order for one business date (`aidt-batch
+/// chain <name>`): one of the seed's data flows, declared beside the jobs.
+pub struct ChainDef {
+    /// As typed after `chain` (`keris-nightly`).
+    pub name: &'static str,
+    /// What the chain is for: `chain --list` prints it.
+    pub about: &'static str,
+    /// The business date of every step when `--date` is not given.
+    pub default_date: DefaultDate,
+    /// The jobs, in the order they run.
+    pub steps: &'static [&'static JobDef],
+}
+
+impl std::fmt::Debug for ChainDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainDef")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every job, in the seed's order, and the chains of them.
 #[derive(Clone, Copy)]
 pub struct Registry {
     jobs: &'static [&'static JobDef],
+    chains: &'static [&'static ChainDef],
 }
 
 impl Registry {
-    pub const fn new(jobs: &'static [&'static JobDef]) -> Self {
-        Self { jobs }
+    pub const fn new(
+        jobs: &'static [&'static JobDef],
+        chains: &'static [&'static ChainDef],
+    ) -> Self {
+        Self { jobs, chains }
+    }
+
+    pub fn chains(&self) -> impl Iterator<Item = &'static ChainDef> + '_ {
+        self.chains.iter().copied()
+    }
+
+    /// Finds a chain by name, ignoring case.
+    pub fn chain(&self, name: &str) -> Option<&'static ChainDef> {
+        self.chains().find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'static JobDef> + '_ {

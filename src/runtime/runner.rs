@@ -59,9 +59,14 @@ impl RunRequest {
 
 /// The business date a run works on: `--date`, or the job's default.
 pub fn business_date(def: &JobDef, date: Option<NaiveDate>) -> NaiveDate {
+    date_or_default(def.default_date, date)
+}
+
+/// `date`, or the one `default` names today in Asia/Seoul.
+pub fn date_or_default(default: DefaultDate, date: Option<NaiveDate>) -> NaiveDate {
     date.unwrap_or_else(|| {
         let today = time::today_seoul();
-        match def.default_date {
+        match default {
             DefaultDate::Today => today,
             DefaultDate::Yesterday => today.pred_opt().expect("date in range"),
         }
@@ -407,7 +412,7 @@ async fn reap_abandoned_runs(
 }
 
 /// Fails early, with the fix, when `migrate` has not been run.
-async fn ensure_schema(pg: &sqlx::PgPool) -> anyhow::Result<()> {
+pub(crate) async fn ensure_schema(pg: &sqlx::PgPool) -> anyhow::Result<()> {
     let present: bool = sqlx::query_scalar("SELECT to_regclass('batch_job_run') IS NOT NULL")
         .fetch_one(pg)
         .await?;
