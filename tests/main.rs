@@ -11,6 +11,7 @@ mod jobs_lms;
 mod keris;
 mod locks;
 mod lrs;
+mod notify;
 mod operator;
 mod privacy;
 mod raw_ids;

@@ -32,7 +32,7 @@ pub static JOBS: &[&JobDef] = &[
     &lms::log_cleanup::DEF,
     &java::LMS_01_002,
     &java::LMS_01_003,
-    &java::LMS_01_004,
+    &lms::assignment_due_messages::DEF,
     &java::LMS_01_005,
     &java::LMS_01_006,
     &lms::delete_unconsented_students::DEF,

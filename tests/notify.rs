@@ -1,0 +1,440 @@
+//! LMS-01-004 (assignment-deadline messages) and LMS-01-005 (praise
+//! messages) against real PostgreSQL.
+//!
+//! LMS-01-004 runs with `--date 2026-03-05`, a past day, so its "now" (the
+//! runtime's reference time) is the end of that day, 2026-03-06 00:00 KST:
+//! the fixtures' due times are offsets from that instant. The expected
+//! messages are derived here from the fixtures with the rules written out,
+//! not with the job's code.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, FixedOffset, TimeZone, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+async fn exec(pg: &PgPool, sql: &str) {
+    sqlx::raw_sql(sql).execute(pg).await.unwrap();
+}
+
+fn kst() -> FixedOffset {
+    FixedOffset::east_opt(9 * 3600).unwrap()
+}
+
+fn uid(n: u128) -> Uuid {
+    Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0000 | n)
+}
+
+async fn add_user(pg: &PgPool, id: Uuid, user_type: &str, del_yn: &str) {
+    sqlx::query(
+        "INSERT INTO tb_lms_user (user_id, partner_id, user_type, school_id, del_yn)
+         VALUES ($1, '00000000-0000-0000-0000-0000000000aa', $2, 'SCH1', $3)",
+    )
+    .bind(id)
+    .bind(user_type)
+    .bind(del_yn)
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+async fn add_member(pg: &PgPool, lecture: &str, id: Uuid) {
+    sqlx::query("INSERT INTO tb_lms_lecture_member (lecture_code, user_id) VALUES ($1, $2)")
+        .bind(lecture)
+        .bind(id)
+        .execute(pg)
+        .await
+        .unwrap();
+}
+
+/// (user, msg_type, ref_key) of every message.
+async fn message_keys(pg: &PgPool) -> BTreeSet<(Uuid, String, String)> {
+    sqlx::query_as("SELECT user_id, msg_type, ref_key FROM tb_lms_ntcn_msg")
+        .fetch_all(pg)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn message_count(pg: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tb_lms_ntcn_msg")
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+/// (status, read, written, skipped, details) of a run.
+async fn run_row(pg: &PgPool, run_id: i64) -> (String, i64, i64, i64, Value) {
+    sqlx::query_as(
+        "SELECT status, read_cnt, write_cnt, skip_cnt, details FROM batch_job_run WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(pg)
+    .await
+    .unwrap()
+}
+
+// LMS-01-004 ---------------------------------------------------------------------
+
+const DUE_DATE: &str = "2026-03-05";
+
+/// The job's "now" for `--date 2026-03-05`: 2026-03-06 00:00 KST.
+fn due_now() -> DateTime<Utc> {
+    kst()
+        .with_ymd_and_hms(2026, 3, 6, 0, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+struct Assignment {
+    id: i64,
+    title: &'static str,
+    /// Minutes from "now" to `due_dt`; `None`: NULL `due_dt`.
+    due_in_minutes: Option<i64>,
+    status: &'static str,
+}
+
+const ASSIGNMENTS: [Assignment; 8] = [
+    Assignment {
+        id: 1,
+        title: "수학 59분",
+        due_in_minutes: Some(59),
+        status: "OPEN",
+    },
+    Assignment {
+        id: 2,
+        title: "수학 61분",
+        due_in_minutes: Some(61),
+        status: "OPEN",
+    },
+    Assignment {
+        id: 3,
+        title: "영어 23시간 59분",
+        due_in_minutes: Some(23 * 60 + 59),
+        status: "OPEN",
+    },
+    Assignment {
+        id: 4,
+        title: "영어 24시간 1분",
+        due_in_minutes: Some(24 * 60 + 1),
+        status: "OPEN",
+    },
+    Assignment {
+        id: 5,
+        title: "마감된 과제",
+        due_in_minutes: Some(30),
+        status: "CLOSED",
+    },
+    Assignment {
+        id: 6,
+        title: "지난 과제",
+        due_in_minutes: Some(-1),
+        status: "OPEN",
+    },
+    Assignment {
+        id: 7,
+        title: "마감일 없는 과제",
+        due_in_minutes: None,
+        status: "OPEN",
+    },
+    // A title that spells a placeholder stays as written.
+    Assignment {
+        id: 8,
+        title: "{due} 제목",
+        due_in_minutes: Some(10),
+        status: "OPEN",
+    },
+];
+
+/// Students of lecture L1 and who submitted what.
+struct Students {
+    plain: Uuid,
+    /// Submitted assignments 1 and 3.
+    submitted: Uuid,
+    /// Has a submit row for assignment 1 with a NULL submit_dt: not submitted.
+    started: Uuid,
+    /// Was in L1 (still has a submit row), left it.
+    left: Uuid,
+    deleted: Uuid,
+    teacher: Uuid,
+    /// In L2 only, which has no assignment.
+    other_lecture: Uuid,
+}
+
+async fn seed_assignments(pg: &PgPool) -> Students {
+    let s = Students {
+        plain: uid(1),
+        submitted: uid(2),
+        started: uid(3),
+        left: uid(4),
+        deleted: uid(5),
+        teacher: uid(6),
+        other_lecture: uid(7),
+    };
+    // The LMS's column may allow NULL (the contract names no constraint).
+    exec(
+        pg,
+        "ALTER TABLE tb_lms_assignment ALTER COLUMN due_dt DROP NOT NULL",
+    )
+    .await;
+    for (id, t, del) in [
+        (s.plain, "S", "N"),
+        (s.submitted, "S", "N"),
+        (s.started, "S", "N"),
+        (s.left, "S", "N"),
+        (s.deleted, "S", "Y"),
+        (s.teacher, "T", "N"),
+        (s.other_lecture, "S", "N"),
+    ] {
+        add_user(pg, id, t, del).await;
+    }
+    for id in [s.plain, s.submitted, s.started, s.deleted, s.teacher] {
+        add_member(pg, "L1", id).await;
+    }
+    add_member(pg, "L2", s.other_lecture).await;
+    for a in &ASSIGNMENTS {
+        sqlx::query(
+            "INSERT INTO tb_lms_assignment (asgn_id, lecture_code, teacher_id, title, due_dt, status)
+             VALUES ($1, 'L1', $2, $3, $4, $5)",
+        )
+        .bind(a.id)
+        .bind(s.teacher)
+        .bind(a.title)
+        .bind(a.due_in_minutes.map(|m| due_now() + Duration::minutes(m)))
+        .bind(a.status)
+        .execute(pg)
+        .await
+        .unwrap();
+    }
+    let submitted_at = due_now() - Duration::hours(2);
+    for (asgn, user, at) in [
+        (1, s.submitted, Some(submitted_at)),
+        (3, s.submitted, Some(submitted_at)),
+        (1, s.started, None),
+        (1, s.left, None),
+    ] {
+        sqlx::query(
+            "INSERT INTO tb_lms_assignment_submit (asgn_id, user_id, submit_dt) VALUES ($1, $2, $3)",
+        )
+        .bind(asgn)
+        .bind(user)
+        .bind(at)
+        .execute(pg)
+        .await
+        .unwrap();
+    }
+    s
+}
+
+/// The expected messages, from the rules: OPEN, due after now, within a
+/// threshold (the nearest one only), to active students of L1 without a
+/// submission. Thresholds 1440 and 60 minutes.
+fn expected_due_messages(s: &Students) -> BTreeSet<(Uuid, String, String)> {
+    let mut out = BTreeSet::new();
+    for a in &ASSIGNMENTS {
+        let Some(minutes) = a.due_in_minutes else {
+            continue;
+        };
+        if a.status != "OPEN" || minutes <= 0 {
+            continue;
+        }
+        let threshold = if minutes <= 60 {
+            60
+        } else if minutes <= 1440 {
+            1440
+        } else {
+            continue;
+        };
+        for user in [s.plain, s.submitted, s.started] {
+            let submitted = user == s.submitted && (a.id == 1 || a.id == 3);
+            if !submitted {
+                out.insert((
+                    user,
+                    "ASGN_DUE".into(),
+                    format!("asgn:{}:{threshold}m", a.id),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn due_messages_go_to_students_who_have_not_submitted_at_the_nearest_threshold_only() {
+    let env = TestEnv::new().await;
+    let students = seed_assignments(env.pg()).await;
+    let expected = expected_due_messages(&students);
+    // 1, 8 (1 h), 2, 3 (24 h) to three students, less the two submissions.
+    assert_eq!(expected.len(), 10);
+    let date = Some(date(DUE_DATE));
+
+    // --dry-run: counts, writes nothing.
+    let dry = env.run_ok("LMS-01-004", date, true).await;
+    assert_eq!(message_count(env.pg()).await, 0, "a dry run writes nothing");
+    let (_, read, written, skipped, details) = run_row(env.pg(), dry).await;
+    assert_eq!((read, written, skipped), (expected.len() as i64, 0, 1));
+    assert_eq!(details["would_write"], expected.len());
+
+    let run = env.run_ok("LMS-01-004", date, false).await;
+    assert_eq!(message_keys(env.pg()).await, expected);
+    let (_, read, written, skipped, details) = run_row(env.pg(), run).await;
+    assert_eq!(
+        (read, written, skipped),
+        (expected.len() as i64, expected.len() as i64, 1)
+    );
+    for threshold in ["60m", "1440m"] {
+        let n = expected
+            .iter()
+            .filter(|(_, _, k)| k.ends_with(&format!(":{threshold}")))
+            .count();
+        assert_eq!(
+            details["by_threshold"][threshold]["written"], n,
+            "{threshold}"
+        );
+    }
+    // The NULL due_dt is named, not lost.
+    assert_eq!(details["null_due_dt_count"], 1);
+    assert_eq!(details["null_due_dt"][0]["asgn_id"], 7);
+    assert_eq!(details["null_due_dt"][0]["title"], "마감일 없는 과제");
+
+    // The text: title and due time in KST, from the default templates.
+    let (title, body): (String, String) = sqlx::query_as(
+        "SELECT title, body FROM tb_lms_ntcn_msg WHERE user_id = $1 AND ref_key = 'asgn:1:60m'",
+    )
+    .bind(students.plain)
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+    let due_kst = (due_now() + Duration::minutes(59))
+        .with_timezone(&kst())
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    assert_eq!(due_kst, "2026-03-06 00:59");
+    assert_eq!(title, "[과제 마감 1시간 전] 수학 59분");
+    assert!(
+        body.contains("'수학 59분'") && body.contains(&format!("{due_kst}(KST)")),
+        "{body}"
+    );
+    let (title8, body8): (String, String) = sqlx::query_as(
+        "SELECT title, body FROM tb_lms_ntcn_msg WHERE user_id = $1 AND ref_key = 'asgn:8:60m'",
+    )
+    .bind(students.plain)
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(title8, "[과제 마감 1시간 전] {due} 제목");
+    assert!(
+        body8.starts_with("'{due} 제목' 과제가 2026-03-06 00:10(KST)"),
+        "{body8}"
+    );
+
+    // A rerun writes nothing twice.
+    let rerun = env.run_ok("LMS-01-004", date, false).await;
+    assert_eq!(message_keys(env.pg()).await, expected);
+    let (_, read, written, _, details) = run_row(env.pg(), rerun).await;
+    assert_eq!((read, written), (expected.len() as i64, 0));
+    assert_eq!(details["already_sent"], expected.len());
+
+    // Half an hour later assignment 2 (61 min at first sight, so it got the
+    // 24-hour message) is due within the hour: now the 1-hour one, once.
+    exec(
+        env.pg(),
+        "UPDATE tb_lms_assignment SET due_dt = due_dt - interval '30 minutes' WHERE asgn_id = 2",
+    )
+    .await;
+    env.run_ok("LMS-01-004", date, false).await;
+    let mut later = expected.clone();
+    for user in [students.plain, students.submitted, students.started] {
+        later.insert((user, "ASGN_DUE".into(), "asgn:2:60m".into()));
+    }
+    assert_eq!(message_keys(env.pg()).await, later);
+}
+
+#[tokio::test]
+async fn overlapping_due_message_runs_write_each_message_once() {
+    let env = TestEnv::new().await;
+    let students = seed_assignments(env.pg()).await;
+    let expected = expected_due_messages(&students);
+
+    // Two runs at once: the second waits for the job's lock, then finds
+    // everything written.
+    let date = Some(date(DUE_DATE));
+    let (a, b) = tokio::join!(
+        env.run_job("LMS-01-004", date, false),
+        env.run_job("LMS-01-004", date, false)
+    );
+    assert_eq!(a.exit, aidt_batch::runtime::Exit::Success);
+    assert_eq!(b.exit, aidt_batch::runtime::Exit::Success);
+    assert_eq!(message_keys(env.pg()).await, expected);
+
+    // Without the lock (two writers straight at the table), the unique key
+    // alone keeps each message single.
+    exec(env.pg(), "DELETE FROM tb_lms_ntcn_msg").await;
+    use aidt_batch::jobs::lms::assignment_due_messages::{write_messages, AssignmentDueSettings};
+    let settings = AssignmentDueSettings::default();
+    let (x, y) = tokio::join!(
+        write_messages(env.pg(), due_now(), &settings, false),
+        write_messages(env.pg(), due_now(), &settings, false)
+    );
+    let written: u64 = x
+        .unwrap()
+        .values()
+        .chain(y.unwrap().values())
+        .map(|c| c.written)
+        .sum();
+    assert_eq!(written, expected.len() as u64);
+    assert_eq!(message_keys(env.pg()).await, expected);
+}
+
+#[tokio::test]
+async fn due_message_thresholds_and_templates_come_from_configuration() {
+    let mut env = TestEnv::new().await;
+    let students = seed_assignments(env.pg()).await;
+    env.configure_job("lms_01_004", "thresholds_minutes", "30");
+    env.configure_job("lms_01_004", "title_template", "{threshold} 남음: {title}");
+    env.run_ok("LMS-01-004", Some(date(DUE_DATE)), false).await;
+    // Only assignment 8 (10 minutes) is within 30 minutes; 5 is CLOSED.
+    let expected: BTreeSet<_> = [students.plain, students.submitted, students.started]
+        .into_iter()
+        .map(|u| (u, "ASGN_DUE".to_string(), "asgn:8:30m".to_string()))
+        .collect();
+    assert_eq!(message_keys(env.pg()).await, expected);
+    let title: String = sqlx::query_scalar("SELECT DISTINCT title FROM tb_lms_ntcn_msg")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(title, "30분 남음: {due} 제목");
+}
+
+#[tokio::test]
+async fn bad_due_message_settings_fail_naming_the_key() {
+    let env = TestEnv::new().await;
+    for (key, value, expect) in [
+        ("THRESHOLDS_MINUTES", "0", "thresholds_minutes"),
+        ("THRESHOLDS_MINUTES", "60,abc", "thresholds_minutes"),
+        ("BODY_TEMPLATE", "{titel} 마감", "body_template"),
+    ] {
+        let out = env
+            .command(&["lms-01-004", "--dry-run"])
+            .env(format!("AIDT__JOBS__LMS_01_004__{key}"), value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}={value}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("jobs.lms_01_004") && err.contains(expect),
+            "{key}={value}: {err}"
+        );
+    }
+    // Both forms of the list are accepted.
+    let out = env
+        .command(&["lms-01-004", "--dry-run"])
+        .env("AIDT__JOBS__LMS_01_004__THRESHOLDS_MINUTES", "1440, 180,60")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
