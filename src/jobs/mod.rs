@@ -33,7 +33,7 @@ pub static JOBS: &[&JobDef] = &[
     &java::LMS_01_002,
     &java::LMS_01_003,
     &lms::assignment_due_messages::DEF,
-    &java::LMS_01_005,
+    &lms::praise_messages::DEF,
     &java::LMS_01_006,
     &lms::delete_unconsented_students::DEF,
     &lms::keris_dashboard::DEF,
