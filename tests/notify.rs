@@ -820,3 +820,31 @@ async fn a_streak_as_long_as_the_look_back_window_is_skipped_and_reported() {
     assert_eq!(skipped, 1);
     assert_eq!(details["streaks_beyond_lookback"], 1);
 }
+
+#[tokio::test]
+async fn the_seeded_day_gives_both_jobs_every_kind_of_message() {
+    let env = TestEnv::new().await;
+    aidt_dev::seed::seed(
+        &env.app,
+        &aidt_dev::seed::SeedArgs::new(400, 200, Some(date("2026-03-05")), 11),
+    )
+    .await
+    .expect("seed succeeds");
+    let date = Some(date("2026-03-05"));
+    let praise = env.run_ok("LMS-01-005", date, false).await;
+    let due = env.run_ok("LMS-01-004", date, false).await;
+    let (_, _, _, _, p) = run_row(env.pg(), praise).await;
+    for reason in ["assignments", "avg_score", "streak"] {
+        assert!(
+            p["by_reason"][reason]["written"].as_u64().unwrap() > 0,
+            "{reason}: {p}"
+        );
+    }
+    let (_, _, _, _, d) = run_row(env.pg(), due).await;
+    for threshold in ["60m", "1440m"] {
+        assert!(
+            d["by_threshold"][threshold]["written"].as_u64().unwrap() > 0,
+            "{threshold}: {d}"
+        );
+    }
+}
