@@ -12,6 +12,7 @@ mod jobs_lms;
 mod keris;
 mod locks;
 mod lrs;
+mod notify;
 mod operator;
 mod privacy;
 mod raw_ids;

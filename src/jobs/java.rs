@@ -58,30 +58,6 @@ pub static LMS_01_003: JobDef = java(
     DefaultDate::Today,
 );
 
-pub static LMS_01_004: JobDef = java(
-    "LMS-01-004",
-    System::Lms,
-    (
-        "학습 관리 시스템 과제 마감 알림메세지 생성 일배치",
-        "Create assignment-deadline notifications",
-    ),
-    Schedule::Cron("*/30 * * * *"),
-    Some("the seed prints `_/30_ * * *` (Markdown mangling of */30)"),
-    DefaultDate::Today,
-);
-
-pub static LMS_01_005: JobDef = java(
-    "LMS-01-005",
-    System::Lms,
-    (
-        "학습 관리 시스템 칭찬 알림메세지 생성 일배치",
-        "Create praise notifications (daily)",
-    ),
-    Schedule::Cron("0 1 * * *"),
-    None,
-    DefaultDate::Yesterday,
-);
-
 pub static LMS_01_006: JobDef = java(
     "LMS-01-006",
     System::Lms,

@@ -10,7 +10,9 @@
 //! teacher-dashboard rows, assignments, notifications) and the previous
 //! week's daily statistics; logs over the last ~400 days; the back-office
 //! tables; a few DC error rows; and `--statements` xAPI statements of the
-//! AIDT profile on the business date (see `statements.rs`). `world.rs` and
+//! AIDT profile on the business date (see `statements.rs`).
+//! `notify.rs` adds learning streaks and quizzes due right after the
+//! business date for the notification jobs (LMS-01-004/005). `world.rs` and
 //! `curriculum.rs` build one in-memory model that every writer draws from,
 //! which is what keeps ids consistent across tables and with MongoDB.
 //!
@@ -40,6 +42,7 @@ mod content;
 mod curriculum;
 mod gen;
 mod logs;
+mod notify;
 mod reference;
 mod statements;
 mod world;
@@ -102,8 +105,13 @@ pub struct SeedReport {
 }
 
 impl SeedReport {
+    /// Adds `n` to the line of `what` (several writers may fill one table).
     fn add(&mut self, what: impl Into<String>, n: u64) {
-        self.lines.push((what.into(), n));
+        let what = what.into();
+        match self.lines.iter_mut().find(|(w, _)| *w == what) {
+            Some(line) => line.1 += n,
+            None => self.lines.push((what, n)),
+        }
     }
 
     /// The count written for `what`, if it was written.
@@ -313,6 +321,7 @@ async fn write_tables(
     lines.extend(activity::write(conn, world, seed).await?);
     lines.extend(logs::write(conn, world, seed).await?);
     lines.extend(bo::write(conn, world, seed).await?);
+    lines.extend(notify::write(conn, world, seed).await?);
     Ok(lines)
 }
 
