@@ -4,6 +4,7 @@ mod helpers;
 
 mod cli;
 mod config;
+mod content;
 mod dashboard;
 mod dev_seed;
 mod jobs_bo;

@@ -1,5 +1,8 @@
 //! LMS jobs.
 
+pub mod course_std_sys;
 pub mod delete_unconsented_students;
+pub mod kc_std_map;
 pub mod keris_dashboard;
 pub mod log_cleanup;
+pub mod std_map;
