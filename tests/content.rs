@@ -253,3 +253,350 @@ async fn std_maps_empty_when_no_item_is_active() {
     let outcome = env.run_job("LMS-01-003", None, false).await;
     assert_eq!(outcome.exit, Exit::Success);
 }
+
+// ---------------------------------------------------------------------------
+// LCMS-01-001
+
+const ITEM_COLS: &str =
+    "item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt";
+const CONTENT_COLS: &str = "content_id, course_id, content_type, title, use_yn, mod_dt";
+
+/// Every row of `table` (columns `cols`, ordered by the first) as text.
+async fn rows_text(pg: &PgPool, table: &str, cols: &str) -> Vec<String> {
+    let key = cols.split(',').next().unwrap();
+    sqlx::query_scalar(&format!(
+        "SELECT row({cols})::text FROM {table} ORDER BY {key}"
+    ))
+    .fetch_all(pg)
+    .await
+    .unwrap()
+}
+
+/// The copy as it should be: every source row as it is, plus the rows the
+/// copy had that the source no longer has, with use_yn = 'N'.
+async fn assert_copy_matches(source: &PgPool, lms: &PgPool, gone: &[&str]) {
+    for (src, dst, cols) in [
+        ("tb_lcms_content", "tb_lms_content", CONTENT_COLS),
+        ("tb_lcms_item", "tb_lms_item", ITEM_COLS),
+    ] {
+        let key = cols.split(',').next().unwrap();
+        let expected = rows_text(source, src, cols).await;
+        let copied: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT row({cols})::text FROM {dst} WHERE NOT ({key} = ANY($1)) ORDER BY {key}"
+        ))
+        .bind(gone)
+        .fetch_all(lms)
+        .await
+        .unwrap();
+        assert_eq!(copied.len(), expected.len(), "{dst}");
+        assert!(copied == expected, "{dst} differs from {src}");
+    }
+    let unused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT content_id AS id, use_yn FROM tb_lms_content
+                               UNION ALL SELECT item_id, use_yn FROM tb_lms_item) x
+          WHERE id = ANY($1) AND use_yn = 'N'",
+    )
+    .bind(gone)
+    .fetch_one(lms)
+    .await
+    .unwrap();
+    assert_eq!(
+        unused,
+        gone.len() as i64,
+        "rows gone from the LCMS are kept with use_yn = 'N'"
+    );
+}
+
+async fn watermarks(pg: &PgPool) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    sqlx::query_as("SELECT source_table, max_mod_dt FROM batch_lcms_watermark ORDER BY 1")
+        .fetch_all(pg)
+        .await
+        .unwrap()
+}
+
+fn kst(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("2026-06-30T{s}+09:00"))
+        .unwrap()
+        .into()
+}
+
+/// LCMS rows (with text that COPY must escape: tabs, newlines, backslashes,
+/// quotes, commas and NULLs inside arrays) and an LMS copy that is partly
+/// stale, partly gone from the LCMS.
+async fn seed_lcms(source: &PgPool, lms: &PgPool) {
+    exec(
+        source,
+        r#"INSERT INTO tb_lcms_content (content_id, course_id, content_type, title, use_yn, mod_dt) VALUES
+             ('CA', 'CRS-1', 'LESSON', E'tab\there\nnew line \\ back', 'Y', '2026-06-30 10:00+09'),
+             ('CB', 'CRS-1', 'VIDEO', '따옴표 "q" ''s''', 'N', '2026-06-30 10:00+09');
+           INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt) VALUES
+             ('IA1', 'CA', 'M', 2, '{S1}', '{K1}', 'Y', '2026-06-30 09:00+09'),
+             ('IA2', 'CA', 'S', 3, '{S1,NULL,"S,2"}', '{"q\"x","a b",NULL}', 'N', '2026-06-30 10:00+09'),
+             ('IB1', 'CB', 'E', 5, '{}', '{}', 'Y', '2026-06-30 10:00+09');"#,
+    )
+    .await;
+    exec(
+        lms,
+        "INSERT INTO tb_lms_content (content_id, course_id, content_type, title, use_yn, mod_dt, sync_dt) VALUES
+           ('CA', 'CRS-1', 'LESSON', 'old title', 'Y', '2026-06-30 08:00+09', '2026-01-01 00:00+09'),
+           ('CZ', 'CRS-9', 'LESSON', 'gone', 'Y', '2026-06-01 08:00+09', '2026-01-01 00:00+09');
+         INSERT INTO tb_lms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt, sync_dt) VALUES
+           ('IA1', 'CA', 'M', 2, '{S1}', '{K1}', 'Y', '2026-06-30 09:00+09', '2026-01-01 00:00+09'),
+           ('IZ', 'CZ', 'M', 1, '{S1}', '{K1}', 'Y', '2026-06-01 08:00+09', '2026-01-01 00:00+09'),
+           ('IY', 'CZ', 'M', 1, '{S1}', '{K1}', 'N', '2026-06-01 08:00+09', '2026-01-01 00:00+09');",
+    )
+    .await;
+}
+
+async fn sync_dt(pg: &PgPool, item: &str) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT sync_dt FROM tb_lms_item WHERE item_id = $1")
+        .bind(item)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lcms_copy_upserts_changed_rows_marks_removed_ones_and_rereads_the_overlap() {
+    let env = TestEnv::new().await;
+    seed_lcms(env.pg(), env.pg()).await;
+    let before = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
+
+    let dry = env.run_ok("LCMS-01-001", None, true).await;
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await,
+        before,
+        "dry run writes nothing"
+    );
+    assert!(watermarks(env.pg()).await.is_empty());
+    let (_, written, _, details) = run_row(env.pg(), dry).await;
+    assert_eq!(written, 0);
+    assert_eq!(details["would_copy"]["tb_lms_item"]["inserted"], 2);
+
+    // First run: no watermark, everything read.
+    let first = env.run_ok("LCMS-01-001", None, false).await;
+    assert_copy_matches(env.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
+    assert_eq!(
+        sync_dt(env.pg(), "IA1").await,
+        "2025-12-31T15:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        "an unchanged row keeps its sync_dt"
+    );
+    assert_eq!(
+        sync_dt(env.pg(), "IY").await,
+        sync_dt(env.pg(), "IA1").await,
+        "a row already unused is not touched"
+    );
+    let (read, written, skipped, details) = run_row(env.pg(), first).await;
+    // Contents: CA updated, CB inserted, CZ marked; items: IA2, IB1 inserted, IZ marked, IA1 unchanged.
+    assert_eq!((read, written, skipped), (5, 6, 1));
+    assert_eq!(details["mode"], "full (no watermark yet)");
+    assert_eq!(details["source"], "database.url (the LMS database)");
+    assert_eq!(
+        watermarks(env.pg()).await,
+        [
+            ("tb_lcms_content".to_string(), kst("10:00:00")),
+            ("tb_lcms_item".to_string(), kst("10:00:00"))
+        ]
+    );
+
+    // After the run: a row committed with the watermark's own timestamp, one
+    // committed late with an older mod_dt inside the overlap (3600 s), one
+    // older than the overlap, a change and a deletion.
+    exec(
+        env.pg(),
+        "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, use_yn, mod_dt) VALUES
+           ('IC1', 'CA', 'M', 1, 'Y', '2026-06-30 10:00+09'),
+           ('IC2', 'CA', 'M', 1, 'Y', '2026-06-30 09:00:00.000001+09'),
+           ('IC3', 'CA', 'M', 1, 'Y', '2026-06-30 08:59:59.999999+09');
+         UPDATE tb_lcms_item SET difficulty = 4, mod_dt = '2026-06-30 11:00+09' WHERE item_id = 'IA1';
+         DELETE FROM tb_lcms_item WHERE item_id = 'IB1';",
+    )
+    .await;
+    let ia2_synced = sync_dt(env.pg(), "IA2").await;
+    let second = env.run_ok("LCMS-01-001", None, false).await;
+    let (read, written, skipped, details) = run_row(env.pg(), second).await;
+    // Read mod_dt >= 09:00: contents CA, CB (unchanged); items IA1 (updated),
+    // IA2 (unchanged), IC1, IC2 (inserted); IB1 marked unused; IC3 not read.
+    assert_eq!((read, written, skipped), (6, 4, 3));
+    assert_eq!(details["mode"], "incremental");
+    assert_eq!(
+        details["copied"]["tb_lms_item"]["since"],
+        "2026-06-30T00:00:00Z"
+    );
+    assert_eq!(sync_dt(env.pg(), "IA2").await, ia2_synced);
+    let ic3: i64 = sqlx::query_scalar("SELECT count(*) FROM tb_lms_item WHERE item_id = 'IC3'")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(ic3, 0, "older than the overlap: left for --full");
+    assert_eq!(watermarks(env.pg()).await[1].1, kst("11:00:00"));
+
+    let full = env
+        .run_job_with("LCMS-01-001", None, false, &["--full"])
+        .await;
+    assert_eq!(full.exit, Exit::Success);
+    assert_copy_matches(env.pg(), env.pg(), &["CZ", "IZ", "IY", "IB1"]).await;
+    let (_, written, _, _) = run_row(env.pg(), full.run_id.unwrap()).await;
+    assert_eq!(written, 1, "only IC3");
+
+    let again = env.run_ok("LCMS-01-001", None, false).await;
+    let (_, written, _, _) = run_row(env.pg(), again).await;
+    assert_eq!(written, 0, "a rerun writes nothing");
+}
+
+/// An LCMS database of its own: a second fresh database, as the helpers make them.
+async fn with_separate_source(env: &mut TestEnv) -> TestEnv {
+    let source = TestEnv::new().await;
+    let url = url_for(&source.pg_name);
+    env.configure(|s| s.jobs.lcms_copy.source_url = Some(secrecy::SecretString::from(url)));
+    source
+}
+
+#[tokio::test]
+async fn lcms_copy_reads_a_separate_lcms_database_when_source_url_is_set() {
+    let mut env = TestEnv::new().await;
+    let source = with_separate_source(&mut env).await;
+    seed_lcms(source.pg(), env.pg()).await;
+    // The LMS database's own LCMS tables hold something else: not read.
+    exec(
+        env.pg(),
+        "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, mod_dt) VALUES ('LOCAL', 'CA', 'M', 1, now())",
+    )
+    .await;
+
+    let run = env.run_ok("LCMS-01-001", None, false).await;
+    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
+    let (read, written, skipped, details) = run_row(env.pg(), run).await;
+    assert_eq!((read, written, skipped), (5, 6, 1));
+    assert_eq!(details["source"], "jobs.lcms_copy.source_url");
+
+    exec(
+        source.pg(),
+        "UPDATE tb_lcms_content SET title = E'x\\ty', mod_dt = '2026-06-30 12:00+09' WHERE content_id = 'CB';
+         DELETE FROM tb_lcms_item WHERE item_id = 'IA1';",
+    )
+    .await;
+    let second = env.run_ok("LCMS-01-001", None, false).await;
+    // CB updated, IA1 marked unused.
+    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY", "IA1"]).await;
+    let (_, written, _, _) = run_row(env.pg(), second).await;
+    assert_eq!(written, 2);
+}
+
+#[tokio::test]
+async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_completes_it() {
+    let env = TestEnv::new().await;
+    let source = TestEnv::new().await;
+    let source_url = url_for(&source.pg_name);
+    seed_lcms(source.pg(), env.pg()).await;
+    exec(
+        source.pg(),
+        "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt)
+         SELECT 'BULK-' || lpad(g::text, 7, '0'), 'CA', 'M', 1 + g % 5, ARRAY['S' || g % 7], ARRAY['K' || g % 11, NULL],
+                CASE WHEN g % 10 = 0 THEN 'N' ELSE 'Y' END, timestamptz '2026-06-30 10:00+09' - make_interval(secs => g % 5000)
+           FROM generate_series(1, 300000) g;",
+    )
+    .await;
+    let before_items = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
+    let before_contents = rows_text(env.pg(), "tb_lms_content", CONTENT_COLS).await;
+
+    let mut child = env
+        .command(&["lcms-01-001"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &source_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Mid-copy: the LMS side has received items into the staging table.
+    env.wait_until(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_copy p JOIN pg_database d ON d.oid = p.datid
+                             WHERE d.datname = '{}' AND p.command = 'COPY FROM' AND p.tuples_processed > 1000)",
+            env.pg_name
+        ),
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    signal(child.id(), "KILL");
+    child.wait().unwrap();
+
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await,
+        before_items,
+        "nothing of the killed run committed"
+    );
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_content", CONTENT_COLS).await,
+        before_contents
+    );
+    assert!(watermarks(env.pg()).await.is_empty());
+
+    let out = env
+        .command(&["lcms-01-001"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &source_url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM batch_job_run WHERE job_id = 'LCMS-01-001' ORDER BY run_id",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses,
+        ["FAILED", "COMPLETED"],
+        "the killed run is found stale and marked FAILED"
+    );
+    assert_eq!(
+        watermarks(env.pg()).await,
+        [
+            ("tb_lcms_content".to_string(), kst("10:00:00")),
+            ("tb_lcms_item".to_string(), kst("10:00:00"))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn lcms_copy_with_an_unreachable_source_exits_1_naming_the_key_never_the_url() {
+    let env = TestEnv::new().await;
+    let secret = "S3cr3t-lcms-pw";
+    let url = format!("postgres://lcms_reader:{secret}@127.0.0.1:1/lcms?sslmode=disable");
+    let out = env
+        .command(&["lcms-01-001"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs.lcms_copy.source_url"), "{err}");
+    assert!(
+        !err.contains(secret) && !err.contains("lcms_reader"),
+        "{err}"
+    );
+    let (status, error): (String, String) =
+        sqlx::query_as("SELECT status, error_msg FROM batch_job_run WHERE job_id = 'LCMS-01-001'")
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(status, "FAILED");
+    assert!(
+        error.contains("jobs.lcms_copy.source_url") && !error.contains(secret),
+        "{error}"
+    );
+
+    let bad = env
+        .command(&["lcms-01-001"])
+        .env(
+            "AIDT__JOBS__LCMS_COPY__SOURCE_URL",
+            format!("not a url {secret}"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(!stderr(&bad).contains(secret), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("jobs.lcms_copy.source_url"));
+}

@@ -94,18 +94,6 @@ pub static LMS_01_009: JobDef = java(
     DefaultDate::Yesterday,
 );
 
-pub static LCMS_01_001: JobDef = java(
-    "LCMS-01-001",
-    System::Lcms,
-    (
-        "콘텐츠, 문항 데이터 select 일배치",
-        "Copy LCMS content and items (daily)",
-    ),
-    Schedule::Cron("0 1 * * *"),
-    Some("the seed's line passes no job id; this one does"),
-    DefaultDate::Today,
-);
-
 pub static BO_01_003: JobDef = java(
     "BO-01-003",
     System::Bo,

@@ -15,6 +15,7 @@ use crate::runtime::registry::{JobDef, Registry};
 pub mod bo;
 pub mod dc;
 pub mod java;
+pub mod lcms;
 pub mod lms;
 pub mod lrs;
 pub mod privacy;
@@ -45,7 +46,7 @@ pub static JOBS: &[&JobDef] = &[
     &dc::achievement_levels::DEF,
     &lrs::aggregate_statements::DEF,
     &lrs::regenerate_statements::DEF,
-    &java::LCMS_01_001,
+    &lcms::content_copy::DEF,
     &bo::admin_dormancy::DEF,
     &bo::pm_schedule::DEF,
     &java::BO_01_003,
@@ -76,7 +77,7 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
                 key: format!("jobs.{name}"),
                 reason: format!(
                     "no job has this section; shared: privacy, keris_transfer, keris_dashboard, \
-                     lrs_aggregate; a job's own: jobs.<job id with _>, one of {}",
+                     lrs_aggregate, lcms_copy; a job's own: jobs.<job id with _>, one of {}",
                     known.join(", ")
                 ),
             });
