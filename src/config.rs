@@ -190,6 +190,8 @@ pub struct JobsSettings {
     pub lrs_aggregate: LrsAggregateSettings,
     #[serde(default)]
     pub keris_transfer: KerisTransferSettings,
+    #[serde(default)]
+    pub lcms_copy: LcmsCopySettings,
     /// The jobs' own sections, by name.
     #[serde(flatten)]
     pub own: BTreeMap<String, config::Value>,
@@ -325,6 +327,32 @@ impl Default for PrivacySettings {
             batch_size: 500,
             pause_ms: 0,
             audit_salt: None,
+        }
+    }
+}
+
+/// LCMS-01-001: the copy of the LCMS content and items into the LMS. A
+/// section of its own name, not `[jobs.lcms_01_001]`, because the key
+/// `jobs.lcms_copy.source_url` is the one operators were given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LcmsCopySettings {
+    /// The LCMS database, when it is not the LMS's (`database.url`): a URL
+    /// with a password, so a secret, never printed. Absent or empty: the
+    /// LMS database is the source.
+    pub source_url: Option<SecretString>,
+    /// Each incremental run re-reads rows whose `mod_dt` is up to this many
+    /// seconds before the watermark, so rows committed late by a long LCMS
+    /// transaction with an earlier `mod_dt` are not missed; the upsert makes
+    /// the re-read rows harmless.
+    pub overlap_secs: u64,
+}
+
+impl Default for LcmsCopySettings {
+    fn default() -> Self {
+        Self {
+            source_url: None,
+            overlap_secs: 3600,
         }
     }
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod chain;
 mod cli;
 mod config;
+mod content;
 mod dashboard;
 mod dev_seed;
 mod jobs_bo;

@@ -46,18 +46,6 @@ pub static LMS_01_002: JobDef = java(
     DefaultDate::Yesterday,
 );
 
-pub static LMS_01_003: JobDef = java(
-    "LMS-01-003",
-    System::Lms,
-    (
-        "KC-성취기준코드 정보 매핑 저장 배치",
-        "Save KC to achievement-standard mapping",
-    ),
-    Schedule::Cron("0 4 * * *"),
-    None,
-    DefaultDate::Today,
-);
-
 pub static LMS_01_006: JobDef = java(
     "LMS-01-006",
     System::Lms,
@@ -80,30 +68,6 @@ pub static LMS_01_009: JobDef = java(
     Schedule::Unscheduled("the seed leaves it undecided (미정)"),
     None,
     DefaultDate::Yesterday,
-);
-
-pub static LMS_01_010: JobDef = java(
-    "LMS-01-010",
-    System::Lms,
-    (
-        "코스ID별 표준체계코드 저장",
-        "Save standard-system codes per course",
-    ),
-    Schedule::Cron("30 4 * * *"),
-    None,
-    DefaultDate::Today,
-);
-
-pub static LCMS_01_001: JobDef = java(
-    "LCMS-01-001",
-    System::Lcms,
-    (
-        "콘텐츠, 문항 데이터 select 일배치",
-        "Copy LCMS content and items (daily)",
-    ),
-    Schedule::Cron("0 1 * * *"),
-    Some("the seed's line passes no job id; this one does"),
-    DefaultDate::Today,
 );
 
 pub static BO_01_003: JobDef = java(

@@ -15,6 +15,7 @@ use crate::runtime::registry::{ChainDef, DefaultDate, JobDef, Registry};
 pub mod bo;
 pub mod dc;
 pub mod java;
+pub mod lcms;
 pub mod lms;
 pub mod lrs;
 pub mod privacy;
@@ -31,21 +32,21 @@ pub const KERIS_DASHBOARD_LOCK: &str = "keris-dashboard";
 pub static JOBS: &[&JobDef] = &[
     &lms::log_cleanup::DEF,
     &java::LMS_01_002,
-    &java::LMS_01_003,
+    &lms::kc_std_map::DEF,
     &lms::assignment_due_messages::DEF,
     &lms::praise_messages::DEF,
     &java::LMS_01_006,
     &lms::delete_unconsented_students::DEF,
     &lms::keris_dashboard::DEF,
     &java::LMS_01_009,
-    &java::LMS_01_010,
+    &lms::course_std_sys::DEF,
     &dc::send_statements::DEF,
     &dc::resend_errors::DEF,
     &dc::delete_unconsented_data::DEF,
     &dc::achievement_levels::DEF,
     &lrs::aggregate_statements::DEF,
     &lrs::regenerate_statements::DEF,
-    &java::LCMS_01_001,
+    &lcms::content_copy::DEF,
     &bo::admin_dormancy::DEF,
     &bo::pm_schedule::DEF,
     &java::BO_01_003,
@@ -96,7 +97,7 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
                 key: format!("jobs.{name}"),
                 reason: format!(
                     "no job has this section; shared: privacy, keris_transfer, keris_dashboard, \
-                     lrs_aggregate; a job's own: jobs.<job id with _>, one of {}",
+                     lrs_aggregate, lcms_copy; a job's own: jobs.<job id with _>, one of {}",
                     known.join(", ")
                 ),
             });

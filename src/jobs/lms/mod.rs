@@ -1,8 +1,11 @@
 //! LMS jobs.
 
 pub mod assignment_due_messages;
+pub mod course_std_sys;
 pub mod delete_unconsented_students;
+pub mod kc_std_map;
 pub mod keris_dashboard;
 pub mod log_cleanup;
 pub mod praise_messages;
+pub mod std_map;
 pub mod templates;

@@ -1,0 +1,617 @@
+//! LCMS-01-001 — copy the LCMS content and items into the LMS. Daily at 01:00.
+//!
+//! Source `tb_lcms_content` / `tb_lcms_item`, target `tb_lms_content` /
+//! `tb_lms_item` (the same columns plus `sync_dt`). The LCMS is usually a
+//! database of its own: `[jobs.lcms_copy] source_url` (a secret, never
+//! printed; errors name the key) points at it; absent, the LMS database
+//! (`database.url`) is the source and the copy is plain SQL inside it.
+//!
+//! Incremental by `mod_dt`: per source table the batch keeps a watermark
+//! (`batch_lcms_watermark`: the highest `mod_dt` the last committed copy
+//! read, capped at the source's clock). A run reads the rows with
+//! `mod_dt >= watermark - overlap_secs` (3600): rows that share the
+//! watermark's timestamp and rows committed late by a long LCMS transaction
+//! with an older `mod_dt` are read again, and the upsert makes that
+//! harmless. The first run (no watermark) and `--full` read everything. A
+//! row later than the overlap *and* committed after the run that passed its
+//! `mod_dt` (or a row deleted and restored with its old `mod_dt`) is only
+//! caught by `--full`.
+//!
+//! Written: changed rows only (`IS DISTINCT FROM` over every column; an
+//! unchanged row keeps its `sync_dt`), with `sync_dt = now()`. A row whose
+//! source has `use_yn = 'N'` is copied as it is; a row that no longer exists
+//! in the source gets `use_yn = 'N'` in the copy, never deleted (learning
+//! results reference it). Finding those needs every source key, so each run
+//! reads the source's keys in full (ids only).
+//!
+//! With a separate source the rows stream in bounded memory: `COPY (SELECT
+//! …) TO STDOUT` on the source relayed in buffers of [`RELAY_BUFFER`] bytes
+//! (at most [`RELAY_BUFFERS`] in flight) into `COPY … FROM STDIN` of a
+//! temporary staging table on the LMS, then one set-based upsert per table.
+//! Both source reads (changed rows and keys) see one REPEATABLE READ
+//! snapshot of the source.
+//!
+//! Everything the run writes — both tables and the watermarks — commits in
+//! one transaction: a kill at any point (mid-copy included) leaves the
+//! previous copy and watermark, which the next run completes; readers of the
+//! copy (LMS-01-003/010) see the old copy or the new one. A stop request
+//! (SIGINT/SIGTERM) aborts the copy and rolls back.
+//!
+//! Rerun: safe; a second run writes nothing. `--dry-run` does the whole copy
+//! inside the transaction, reports what it would change and rolls back.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use secrecy::ExposeSecret as _;
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection as _, PgConnection};
+
+use crate::config::LcmsCopySettings;
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::{Job, JobContext, JobStopped};
+
+pub const ID: &str = "LCMS-01-001";
+
+/// The configuration key of the separate LCMS database: errors name it.
+pub const SOURCE_URL_KEY: &str = "jobs.lcms_copy.source_url";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lcms,
+    name_ko: "콘텐츠, 문항 데이터 select 일배치",
+    name_en: "Copy LCMS content and items (daily)",
+    about: "Copies the LCMS content and items changed since the last copy (mod_dt watermark minus [jobs.lcms_copy] overlap_secs) into tb_lms_content / tb_lms_item, changed rows only; rows gone from the LCMS become use_yn = 'N'. The LCMS database is [jobs.lcms_copy] source_url, else the LMS database. One transaction: a killed run leaves the previous copy.",
+    schedule: Schedule::Cron("0 1 * * *"),
+    schedule_note: Some("the seed's line passes no job id; this one does"),
+    default_date: DefaultDate::Today,
+    lock: Lock::Job,
+    lock_wait_secs: 0,
+    settings: None,
+    args: full_arg,
+    job: Some(&ContentCopy),
+};
+
+pub struct ContentCopy;
+
+/// `--full`: ignore the watermarks.
+const FULL: &str = "full";
+
+fn full_arg(cmd: clap::Command) -> clap::Command {
+    cmd.arg(
+        clap::Arg::new(FULL)
+            .long("full")
+            .action(clap::ArgAction::SetTrue)
+            .help("Read every LCMS row, not only those changed since the watermark"),
+    )
+}
+
+/// Bytes of COPY data sent to the LMS per message: large enough that
+/// messages (each flushed) cost little, small enough to keep memory flat.
+pub const RELAY_BUFFER: usize = 256 * 1024;
+/// Buffers between the source's reader and the LMS's writer, so both
+/// servers work at once; with [`RELAY_BUFFER`] the relay's memory bound.
+pub const RELAY_BUFFERS: usize = 4;
+
+/// One copied table.
+#[derive(Debug, Clone, Copy)]
+pub struct CopiedTable {
+    pub source: &'static str,
+    pub target: &'static str,
+    pub key: &'static str,
+    /// Every column but `sync_dt`, the key first.
+    pub columns: &'static [&'static str],
+}
+
+pub const CONTENT: CopiedTable = CopiedTable {
+    source: "tb_lcms_content",
+    target: "tb_lms_content",
+    key: "content_id",
+    columns: &[
+        "content_id",
+        "course_id",
+        "content_type",
+        "title",
+        "use_yn",
+        "mod_dt",
+    ],
+};
+
+pub const ITEM: CopiedTable = CopiedTable {
+    source: "tb_lcms_item",
+    target: "tb_lms_item",
+    key: "item_id",
+    columns: &[
+        "item_id",
+        "content_id",
+        "item_type",
+        "difficulty",
+        "std_sys_ids",
+        "kc_ids",
+        "use_yn",
+        "mod_dt",
+    ],
+};
+
+impl CopiedTable {
+    fn column_list(&self) -> String {
+        self.columns.join(", ")
+    }
+    fn stage(&self) -> String {
+        format!("lcms_stage_{}", self.target)
+    }
+    fn keys(&self) -> String {
+        format!("lcms_keys_{}", self.target)
+    }
+}
+
+/// What one table's copy did (or would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableReport {
+    /// Rows with `mod_dt` at or after this were read (None: all).
+    pub since: Option<DateTime<Utc>>,
+    pub read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    /// Read but identical to the copy: not written.
+    pub unchanged: u64,
+    /// Rows gone from the source, now `use_yn = 'N'`.
+    pub marked_unused: u64,
+    /// The watermark after the run.
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// Where the rows come from.
+enum Source {
+    /// The LMS database itself: the source tables are read in the run's
+    /// own transaction.
+    Local,
+    /// A separate LCMS database, read in a REPEATABLE READ transaction.
+    Remote(PgConnection),
+}
+
+#[async_trait::async_trait]
+impl Job for ContentCopy {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings = ctx.settings().jobs.lcms_copy.clone();
+        let settings = &settings;
+        let full = ctx.flag(FULL);
+        let source_url = configured_source_url(settings).cloned();
+        let mut source = match source_url {
+            Some(url) => {
+                let timeout = Duration::from_secs(ctx.settings().database.connect_timeout_secs);
+                let mut conn = connect_source(&url, timeout).await?;
+                sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut conn)
+                    .await
+                    .context(
+                        "Failed to begin the read of the LCMS database (jobs.lcms_copy.source_url)",
+                    )?;
+                Source::Remote(conn)
+            }
+            None => Source::Local,
+        };
+        let mut tx = ctx
+            .pg()
+            .begin()
+            .await
+            .context("Failed to begin the LCMS copy")?;
+        if matches!(source, Source::Local) {
+            // One snapshot of the source tables for every read of the run.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .context("Failed to set the copy's isolation level")?;
+        }
+
+        let marks = read_watermarks(&mut tx).await?;
+        let source_now = source_clock(&mut source, &mut tx).await?;
+        let overlap = chrono::Duration::try_seconds(settings.overlap_secs as i64)
+            .unwrap_or(chrono::Duration::MAX);
+
+        let mut reports = serde_json::Map::new();
+        for table in [CONTENT, ITEM] {
+            ctx.stop_point()?;
+            let mark = marks
+                .iter()
+                .find(|(name, _)| name == table.source)
+                .map(|(_, at)| *at);
+            let since = match mark {
+                Some(at) if !full => Some(
+                    at.checked_sub_signed(overlap)
+                        .unwrap_or(DateTime::UNIX_EPOCH),
+                ),
+                _ => None,
+            };
+            let mut report = match &mut source {
+                Source::Local => copy_local(&mut tx, table, since).await?,
+                Source::Remote(conn) => copy_remote(ctx, conn, &mut tx, table, since).await?,
+            };
+            report.watermark = advance_watermark(
+                &mut tx,
+                ctx.run_id,
+                table,
+                mark,
+                report.watermark,
+                source_now,
+            )
+            .await?;
+            tracing::info!(
+                table = table.target,
+                read = report.read,
+                inserted = report.inserted,
+                updated = report.updated,
+                marked_unused = report.marked_unused,
+                since = ?report.since,
+                dry_run = ctx.dry_run,
+                "table copied"
+            );
+            ctx.counts.add_read(report.read);
+            ctx.counts.add_skipped(report.unchanged);
+            if !ctx.dry_run {
+                ctx.counts
+                    .add_written(report.inserted + report.updated + report.marked_unused);
+            }
+            reports.insert(table.target.into(), serde_json::to_value(&report)?);
+        }
+        ctx.stop_point()?;
+        if ctx.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit()
+                .await
+                .context("Failed to commit the LCMS copy")?;
+        }
+        if let Source::Remote(mut conn) = source {
+            // Read only: ending it is tidiness, not correctness.
+            let _ = sqlx::query("COMMIT").execute(&mut conn).await;
+            let _ = conn.close().await;
+        }
+        ctx.set_detail(
+            "source",
+            if configured_source_url(settings).is_some() {
+                SOURCE_URL_KEY
+            } else {
+                "database.url (the LMS database)"
+            },
+        );
+        ctx.set_detail(
+            "mode",
+            if full {
+                "full (--full)"
+            } else if marks.is_empty() {
+                "full (no watermark yet)"
+            } else {
+                "incremental"
+            },
+        );
+        ctx.set_detail("overlap_secs", settings.overlap_secs);
+        ctx.set_detail(if ctx.dry_run { "would_copy" } else { "copied" }, reports);
+        Ok(())
+    }
+}
+
+/// `now()` of the source's snapshot.
+async fn source_clock(source: &mut Source, tx: &mut PgConnection) -> anyhow::Result<DateTime<Utc>> {
+    let conn = match source {
+        Source::Local => tx,
+        Source::Remote(conn) => conn,
+    };
+    sqlx::query_scalar("SELECT now()")
+        .fetch_one(conn)
+        .await
+        .context("Failed to read the LCMS database's clock")
+}
+
+/// The separate source, if one is configured (an empty value means none,
+/// so an environment variable can unset it).
+fn configured_source_url(settings: &LcmsCopySettings) -> Option<&secrecy::SecretString> {
+    settings
+        .source_url
+        .as_ref()
+        .filter(|url| !url.expose_secret().trim().is_empty())
+}
+
+/// Connects to the LCMS database. Errors name the key, never the URL (it
+/// holds a password): a URL that does not parse is reported without the
+/// parser's message, which could quote it.
+pub async fn connect_source(
+    url: &secrecy::SecretString,
+    timeout: Duration,
+) -> anyhow::Result<PgConnection> {
+    let options: PgConnectOptions = url.expose_secret().parse().map_err(|_| {
+        anyhow::anyhow!("configuration key `{SOURCE_URL_KEY}` is not a valid PostgreSQL URL")
+    })?;
+    tokio::time::timeout(timeout, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "Failed to connect to the LCMS database ({SOURCE_URL_KEY}): no answer within {} s",
+                timeout.as_secs()
+            )
+        })?
+        .with_context(|| format!("Failed to connect to the LCMS database ({SOURCE_URL_KEY})"))
+}
+
+async fn read_watermarks(conn: &mut PgConnection) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+    sqlx::query_as("SELECT source_table, max_mod_dt FROM batch_lcms_watermark")
+        .fetch_all(conn)
+        .await
+        .context("Failed to read batch_lcms_watermark (run `aidt-batch migrate`)")
+}
+
+/// Moves the watermark of `table` to the highest `mod_dt` read, capped at
+/// the source's clock (a row stamped in the future must not push it past
+/// rows still to come) and never backwards. Returns the new value.
+async fn advance_watermark(
+    conn: &mut PgConnection,
+    run_id: i64,
+    table: CopiedTable,
+    old: Option<DateTime<Utc>>,
+    max_read: Option<DateTime<Utc>>,
+    source_now: DateTime<Utc>,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let Some(max_read) = max_read else {
+        return Ok(old);
+    };
+    let new = match old {
+        Some(old) => old.max(max_read.min(source_now)),
+        None => max_read.min(source_now),
+    };
+    if Some(new) != old {
+        sqlx::query(
+            "INSERT INTO batch_lcms_watermark (source_table, max_mod_dt, run_id, updated_at)
+             VALUES ($1, $2, $3, now())
+             ON CONFLICT (source_table) DO UPDATE
+                SET max_mod_dt = EXCLUDED.max_mod_dt, run_id = EXCLUDED.run_id, updated_at = now()",
+        )
+        .bind(table.source)
+        .bind(new)
+        .bind(run_id)
+        .execute(conn)
+        .await
+        .with_context(|| format!("Failed to move the watermark of {}", table.source))?;
+    }
+    Ok(Some(new))
+}
+
+/// `mod_dt >= since` as SQL, or nothing for a full read. The literal is
+/// formatted from a timestamp, never from input (COPY takes no parameters).
+fn since_filter(since: Option<DateTime<Utc>>) -> String {
+    match since {
+        Some(at) => format!(
+            " WHERE mod_dt >= '{}'::timestamptz",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        None => String::new(),
+    }
+}
+
+/// The copy when the LCMS tables are in the LMS database.
+#[tracing::instrument(skip_all, fields(table = table.target), err)]
+async fn copy_local(
+    tx: &mut PgConnection,
+    table: CopiedTable,
+    since: Option<DateTime<Utc>>,
+) -> anyhow::Result<TableReport> {
+    let rows = format!(
+        "(SELECT {} FROM {}{}) AS src",
+        table.column_list(),
+        table.source,
+        since_filter(since)
+    );
+    merge(tx, table, &rows, table.source, since).await
+}
+
+/// The copy from a separate LCMS database: changed rows and every key
+/// streamed into staging tables of the run's transaction, then merged.
+#[tracing::instrument(skip_all, fields(table = table.target), err)]
+async fn copy_remote(
+    ctx: &JobContext,
+    source: &mut PgConnection,
+    tx: &mut PgConnection,
+    table: CopiedTable,
+    since: Option<DateTime<Utc>>,
+) -> anyhow::Result<TableReport> {
+    let (stage, keys) = (table.stage(), table.keys());
+    // The target's own column types; dropped with the transaction.
+    for sql in [
+        format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            table.column_list(),
+            table.target
+        ),
+        format!(
+            "CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            table.key, table.target
+        ),
+    ] {
+        sqlx::query(&sql)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("Failed to create the staging tables of {}", table.target))?;
+    }
+
+    relay(
+        ctx,
+        source,
+        tx,
+        &format!(
+            "COPY (SELECT {} FROM {}{}) TO STDOUT",
+            table.column_list(),
+            table.source,
+            since_filter(since)
+        ),
+        &format!("COPY {stage} ({}) FROM STDIN", table.column_list()),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "Failed to copy the changed rows of {} ({SOURCE_URL_KEY})",
+            table.source
+        )
+    })?;
+    relay(
+        ctx,
+        source,
+        tx,
+        &format!(
+            "COPY (SELECT {} FROM {}) TO STDOUT",
+            table.key, table.source
+        ),
+        &format!("COPY {keys} ({}) FROM STDIN", table.key),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "Failed to copy the keys of {} ({SOURCE_URL_KEY})",
+            table.source
+        )
+    })?;
+    // Temporary tables are never auto-analyzed: without statistics the
+    // planner would take a million staged rows for a handful.
+    for name in [&stage, &keys] {
+        sqlx::query(&format!("ANALYZE {name}"))
+            .execute(&mut *tx)
+            .await
+            .context("Failed to analyze the staging tables")?;
+    }
+    merge(tx, table, &stage, &keys, since).await
+}
+
+/// Streams `copy_out` on the source into `copy_in` on the LMS: a reader
+/// fills buffers of [`RELAY_BUFFER`] bytes, a writer sends them, at most
+/// [`RELAY_BUFFERS`] waiting between them. Returns the rows written.
+async fn relay(
+    ctx: &JobContext,
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    copy_out: &str,
+    copy_in: &str,
+) -> anyhow::Result<u64> {
+    let mut sink = target.copy_in_raw(copy_in).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(RELAY_BUFFERS);
+    let read = read_copy(ctx, source, copy_out, tx);
+    let write = async {
+        while let Some(buf) = rx.recv().await {
+            sink.send(buf.as_slice()).await?;
+        }
+        anyhow::Ok(())
+    };
+    let joined = tokio::try_join!(read, write);
+    match joined {
+        Ok(((), ())) => Ok(sink.finish().await?),
+        Err(e) => {
+            let stopped = e.is::<JobStopped>();
+            let _ = sink.abort("LCMS-01-001: the copy failed").await;
+            if stopped {
+                return Err(JobStopped.into());
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The reader half of [`relay`]: COPY data in buffers of [`RELAY_BUFFER`].
+async fn read_copy(
+    ctx: &JobContext,
+    source: &mut PgConnection,
+    copy_out: &str,
+    out: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let mut rows = source.copy_out_raw(copy_out).await?;
+    let mut buf = Vec::with_capacity(RELAY_BUFFER);
+    while let Some(chunk) = rows.try_next().await? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= RELAY_BUFFER {
+            ctx.stop_point()?;
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(RELAY_BUFFER));
+            if out.send(full).await.is_err() {
+                // The writer failed; its error is the one reported.
+                return Ok(());
+            }
+        }
+    }
+    if !buf.is_empty() {
+        let _ = out.send(buf).await;
+    }
+    Ok(())
+}
+
+/// The set-based part, the same for both sources: read figures, upsert of
+/// changed rows, and removed rows marked unused. `rows` is the relation of
+/// rows read, `keys` one holding every source key.
+async fn merge(
+    tx: &mut PgConnection,
+    table: CopiedTable,
+    rows: &str,
+    keys: &str,
+    since: Option<DateTime<Utc>>,
+) -> anyhow::Result<TableReport> {
+    let CopiedTable {
+        target,
+        key,
+        columns,
+        ..
+    } = table;
+    let cols = table.column_list();
+    let (read, max_mod_dt): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as(&format!("SELECT count(*), max(mod_dt) FROM {rows}"))
+            .fetch_one(&mut *tx)
+            .await
+            .with_context(|| format!("Failed to read the rows for {target}"))?;
+
+    let values: Vec<&str> = columns.iter().copied().filter(|c| *c != key).collect();
+    let set = values
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let old = values
+        .iter()
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let new = values
+        .iter()
+        .map(|c| format!("EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (inserted, updated): (i64, i64) = sqlx::query_as(&format!(
+        "WITH up AS (
+             INSERT INTO {target} AS t ({cols}, sync_dt)
+             SELECT {cols}, now() FROM {rows}
+             ON CONFLICT ({key}) DO UPDATE SET {set}, sync_dt = EXCLUDED.sync_dt
+              WHERE ({old}) IS DISTINCT FROM ({new})
+             RETURNING (t.xmax = 0) AS inserted
+         )
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .with_context(|| format!("Failed to upsert the changed rows into {target}"))?;
+
+    let marked_unused = sqlx::query(&format!(
+        "UPDATE {target} t SET use_yn = 'N', sync_dt = now()
+          WHERE t.use_yn IS DISTINCT FROM 'N'
+            AND NOT EXISTS (SELECT 1 FROM {keys} k WHERE k.{key} = t.{key})"
+    ))
+    .execute(&mut *tx)
+    .await
+    .with_context(|| format!("Failed to mark the rows gone from the LCMS unused in {target}"))?
+    .rows_affected();
+
+    Ok(TableReport {
+        since,
+        read: read as u64,
+        inserted: inserted as u64,
+        updated: updated as u64,
+        unchanged: (read - inserted - updated).max(0) as u64,
+        marked_unused,
+        watermark: max_mod_dt,
+    })
+}

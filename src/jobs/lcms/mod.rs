@@ -1,0 +1,3 @@
+//! LCMS jobs.
+
+pub mod content_copy;

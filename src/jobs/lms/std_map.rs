@@ -1,0 +1,299 @@
+//! The rebuild LMS-01-003 (`tb_lms_kc_std_map`) and LMS-01-010
+//! (`tb_lms_course_std_sys`) share: a map from a key (a knowledge component,
+//! a course) and a standard-system id to the number of distinct active items
+//! that carry both, derived from the LMS's copy of the LCMS content.
+//!
+//! Active: the item and its content have `use_yn = 'Y'`. A code of an item's
+//! `std_sys_ids` that `tb_lms_std_sys` does not know is not written: each
+//! such (item, code) pair is counted as skipped and the first
+//! [`MAX_REPORTED`] go in the run's details, so an LCMS data error shows in
+//! `history`. NULL elements of `std_sys_ids` / `kc_ids` (and blank KC ids)
+//! are ignored, the item's other codes still count, and the items are
+//! counted and listed the same way; so are items with no code at all.
+//!
+//! One statement rebuilds a map (data-modifying CTEs): it deletes the pairs
+//! no longer present, inserts the new ones and updates `item_cnt` (and
+//! `upd_dt`) only where the count changed, so unchanged pairs keep their
+//! `upd_dt`. It runs in one REPEATABLE READ transaction with the data-error
+//! report, so both describe the same snapshot, and readers see the old map
+//! or the new one, never half of either. `--dry-run` does the same and
+//! rolls back.
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::runtime::JobContext;
+
+/// At most this many offending (item, code) pairs or item ids per list in a
+/// run's details; the counts are always complete.
+pub const MAX_REPORTED: i64 = 20;
+
+/// One of the two maps.
+#[derive(Debug, Clone, Copy)]
+pub struct StdMap {
+    /// The table rebuilt.
+    pub table: &'static str,
+    /// Its first key column (`kc_id`, `course_id`).
+    pub key_column: &'static str,
+    /// Whether the key comes from the items' `kc_ids` (else from the
+    /// content's `course_id`): KC problems are reported only then.
+    pub keyed_by_kc: bool,
+}
+
+/// `tb_lms_kc_std_map`: (KC, standard-system id) of every active item,
+/// `kc_ids × std_sys_ids`.
+pub const KC_STD_MAP: StdMap = StdMap {
+    table: "tb_lms_kc_std_map",
+    key_column: "kc_id",
+    keyed_by_kc: true,
+};
+
+/// `tb_lms_course_std_sys`: (course of the item's content, standard-system id).
+pub const COURSE_STD_SYS: StdMap = StdMap {
+    table: "tb_lms_course_std_sys",
+    key_column: "course_id",
+    keyed_by_kc: false,
+};
+
+/// The active items of the LMS copy, with their content's course.
+const ACTIVE_ITEMS: &str = "
+    active AS (
+        SELECT i.item_id, c.course_id, i.kc_ids, i.std_sys_ids
+          FROM tb_lms_item i
+          JOIN tb_lms_content c ON c.content_id = i.content_id
+         WHERE i.use_yn = 'Y' AND c.use_yn = 'Y'
+    )";
+
+/// What a rebuild changed (or, for a dry run, would change).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MapChanges {
+    /// Pairs of the rebuilt map.
+    pub pairs: i64,
+    pub inserted: i64,
+    /// Pairs whose `item_cnt` changed.
+    pub updated: i64,
+    /// Pairs no longer present.
+    pub deleted: i64,
+}
+
+impl MapChanges {
+    /// Pairs kept as they were (`upd_dt` untouched).
+    pub fn unchanged(&self) -> i64 {
+        self.pairs - self.inserted - self.updated
+    }
+}
+
+/// A count and the first offenders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Offenders {
+    pub count: i64,
+    pub first: serde_json::Value,
+}
+
+/// Data errors among the active items.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataIssues {
+    /// Active items read.
+    #[serde(skip)]
+    pub active_items: i64,
+    /// (item, code) pairs whose code `tb_lms_std_sys` does not know.
+    pub unknown_std_sys_ids: Offenders,
+    /// Items whose `std_sys_ids` holds NULL elements.
+    pub items_with_null_std_sys_ids: Offenders,
+    /// Items with no (non-NULL) standard-system id: in no map.
+    pub items_without_std_sys_ids: Offenders,
+    /// Items with no (non-NULL, non-blank) KC id: not in the KC map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items_without_kc_ids: Option<Offenders>,
+    /// Items whose `kc_ids` holds NULL or blank elements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items_with_null_kc_ids: Option<Offenders>,
+}
+
+/// Rebuilds `map` for a run: report, rebuild, commit (roll back for
+/// `--dry-run`), counts and details.
+pub async fn run(ctx: &JobContext, map: StdMap) -> anyhow::Result<()> {
+    let mut tx = ctx
+        .pg()
+        .begin()
+        .await
+        .with_context(|| format!("Failed to begin the rebuild of {}", map.table))?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await
+        .context("Failed to set the rebuild's isolation level")?;
+    let issues = data_issues(&mut tx, map).await?;
+    let changes = rebuild(&mut tx, map).await?;
+    if ctx.dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit()
+            .await
+            .with_context(|| format!("Failed to commit the rebuild of {}", map.table))?;
+    }
+
+    let unknown = issues.unknown_std_sys_ids.count;
+    if unknown > 0 {
+        tracing::warn!(
+            table = map.table,
+            pairs = unknown,
+            "items name standard-system ids unknown to tb_lms_std_sys: not written; the first ones are in the run's details"
+        );
+    }
+    tracing::info!(
+        table = map.table,
+        pairs = changes.pairs,
+        inserted = changes.inserted,
+        updated = changes.updated,
+        deleted = changes.deleted,
+        dry_run = ctx.dry_run,
+        "map rebuilt"
+    );
+    ctx.counts.add_read(issues.active_items as u64);
+    ctx.counts.add_skipped(unknown as u64);
+    if !ctx.dry_run {
+        ctx.counts
+            .add_written((changes.inserted + changes.updated + changes.deleted) as u64);
+    }
+    ctx.set_detail("active_items", issues.active_items);
+    ctx.set_detail(
+        if ctx.dry_run {
+            "would_change"
+        } else {
+            "changed"
+        },
+        serde_json::json!({
+            "pairs": changes.pairs,
+            "inserted": changes.inserted,
+            "updated": changes.updated,
+            "deleted": changes.deleted,
+            "unchanged": changes.unchanged(),
+        }),
+    );
+    ctx.set_detail("data_issues", &issues);
+    Ok(())
+}
+
+/// Rebuilds `map` on `conn` (the caller's transaction) in one statement.
+#[tracing::instrument(skip_all, fields(table = map.table), err)]
+pub async fn rebuild(conn: &mut PgConnection, map: StdMap) -> anyhow::Result<MapChanges> {
+    let StdMap {
+        table, key_column, ..
+    } = map;
+    // Codes unknown to tb_lms_std_sys (and NULL ones) drop out at the join.
+    let (key, pairs) = if map.keyed_by_kc {
+        (
+            "k.kc_id",
+            "coded CROSS JOIN LATERAL unnest(coded.kc_ids) AS k(kc_id)
+              WHERE nullif(btrim(k.kc_id), '') IS NOT NULL",
+        )
+    } else {
+        ("coded.course_id", "coded")
+    };
+    // Names come from the two constants above, never from input.
+    let sql = format!(
+        "WITH {ACTIVE_ITEMS},
+         coded AS (
+             SELECT a.item_id, a.course_id, a.kc_ids, s.std_sys_id
+               FROM active a
+              CROSS JOIN LATERAL unnest(a.std_sys_ids) AS u(code)
+               JOIN tb_lms_std_sys s ON s.std_sys_id = u.code
+         ),
+         fresh AS (
+             SELECT {key} AS map_key, coded.std_sys_id, count(DISTINCT coded.item_id)::int AS item_cnt
+               FROM {pairs}
+              GROUP BY 1, 2
+         ),
+         gone AS (
+             DELETE FROM {table} t
+              WHERE NOT EXISTS (SELECT 1 FROM fresh f
+                                 WHERE f.map_key = t.{key_column} AND f.std_sys_id = t.std_sys_id)
+             RETURNING 1
+         ),
+         upserted AS (
+             INSERT INTO {table} AS t ({key_column}, std_sys_id, item_cnt, upd_dt)
+             SELECT map_key, std_sys_id, item_cnt, now() FROM fresh
+             ON CONFLICT ({key_column}, std_sys_id) DO UPDATE
+                SET item_cnt = EXCLUDED.item_cnt, upd_dt = EXCLUDED.upd_dt
+              WHERE t.item_cnt IS DISTINCT FROM EXCLUDED.item_cnt
+             RETURNING (t.xmax = 0) AS inserted
+         )
+         SELECT (SELECT count(*) FROM fresh) AS pairs,
+                count(*) FILTER (WHERE inserted) AS inserted,
+                count(*) FILTER (WHERE NOT inserted) AS updated,
+                (SELECT count(*) FROM gone) AS deleted
+           FROM upserted"
+    );
+    sqlx::query_as(&sql)
+        .fetch_one(conn)
+        .await
+        .with_context(|| format!("Failed to rebuild {table} from tb_lms_item / tb_lms_content"))
+}
+
+/// Counts (and lists the first of) the data errors among the active items.
+#[tracing::instrument(skip_all, fields(table = map.table), err)]
+pub async fn data_issues(conn: &mut PgConnection, map: StdMap) -> anyhow::Result<DataIssues> {
+    let sql = format!(
+        "WITH {ACTIVE_ITEMS},
+         unknown AS (
+             SELECT DISTINCT a.item_id, u.code
+               FROM active a CROSS JOIN LATERAL unnest(a.std_sys_ids) AS u(code)
+              WHERE u.code IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM tb_lms_std_sys s WHERE s.std_sys_id = u.code)
+         ),
+         flagged AS (
+             SELECT item_id,
+                    array_position(std_sys_ids, NULL) IS NOT NULL AS null_std,
+                    NOT EXISTS (SELECT 1 FROM unnest(std_sys_ids) c WHERE c IS NOT NULL) AS no_std,
+                    NOT EXISTS (SELECT 1 FROM unnest(kc_ids) k WHERE nullif(btrim(k), '') IS NOT NULL) AS no_kc,
+                    EXISTS (SELECT 1 FROM unnest(kc_ids) k WHERE nullif(btrim(k), '') IS NULL) AS null_kc
+               FROM active
+         )
+         SELECT (SELECT count(*) FROM active),
+                (SELECT count(*) FROM unknown),
+                (SELECT coalesce(jsonb_agg(jsonb_build_object('item_id', item_id, 'std_sys_id', code)), '[]')
+                   FROM (SELECT * FROM unknown ORDER BY item_id, code LIMIT {MAX_REPORTED}) x),
+                count(*) FILTER (WHERE null_std),
+                coalesce((array_agg(item_id ORDER BY item_id) FILTER (WHERE null_std))[1:{MAX_REPORTED}], '{{}}'),
+                count(*) FILTER (WHERE no_std),
+                coalesce((array_agg(item_id ORDER BY item_id) FILTER (WHERE no_std))[1:{MAX_REPORTED}], '{{}}'),
+                count(*) FILTER (WHERE no_kc),
+                coalesce((array_agg(item_id ORDER BY item_id) FILTER (WHERE no_kc))[1:{MAX_REPORTED}], '{{}}'),
+                count(*) FILTER (WHERE null_kc),
+                coalesce((array_agg(item_id ORDER BY item_id) FILTER (WHERE null_kc))[1:{MAX_REPORTED}], '{{}}')
+           FROM flagged"
+    );
+    type Row = (
+        i64,
+        i64,
+        serde_json::Value,
+        i64,
+        Vec<String>,
+        i64,
+        Vec<String>,
+        i64,
+        Vec<String>,
+        i64,
+        Vec<String>,
+    );
+    let row: Row = sqlx::query_as(&sql)
+        .fetch_one(conn)
+        .await
+        .context("Failed to check tb_lms_item's standard-system and KC ids")?;
+    let list = |count: i64, ids: Vec<String>| Offenders {
+        count,
+        first: serde_json::json!(ids),
+    };
+    Ok(DataIssues {
+        active_items: row.0,
+        unknown_std_sys_ids: Offenders {
+            count: row.1,
+            first: row.2,
+        },
+        items_with_null_std_sys_ids: list(row.3, row.4),
+        items_without_std_sys_ids: list(row.5, row.6),
+        items_without_kc_ids: map.keyed_by_kc.then(|| list(row.7, row.8)),
+        items_with_null_kc_ids: map.keyed_by_kc.then(|| list(row.9, row.10)),
+    })
+}

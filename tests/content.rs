@@ -1,0 +1,602 @@
+//! LMS-01-003 (KC → standard map), LMS-01-010 (standard-system ids per
+//! course) and LCMS-01-001 (the LMS copy of the LCMS content) against real
+//! PostgreSQL. Expected maps and copies are written out by hand or computed
+//! in SQL here, never by the jobs' code.
+
+use std::collections::BTreeMap;
+
+use aidt_batch::runtime::Exit;
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+async fn exec(pg: &PgPool, sql: &str) {
+    sqlx::raw_sql(sql).execute(pg).await.unwrap();
+}
+
+async fn run_row(pg: &PgPool, run_id: i64) -> (i64, i64, i64, serde_json::Value) {
+    sqlx::query_as(
+        "SELECT read_cnt, write_cnt, skip_cnt, details FROM batch_job_run WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(pg)
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// LMS-01-003 and LMS-01-010
+
+/// Three known standard-system ids; contents of two courses (one content
+/// unused); items covering: several KCs and codes, an unused item, an item of
+/// an unused content, empty `kc_ids`, NULL elements and an unknown code, a
+/// code and a KC repeated in one item, 24 unknown codes in one item, no code.
+async fn seed_items(pg: &PgPool) {
+    exec(
+        pg,
+        "INSERT INTO tb_lms_std_sys VALUES
+           ('S1', '[4수01-01]', 'MAT', 'E', 's1'), ('S2', '[4수01-02]', 'MAT', 'E', 's2'),
+           ('S3', '[4수01-03]', 'MAT', 'E', 's3');
+         INSERT INTO tb_lms_content (content_id, course_id, content_type, title, use_yn, mod_dt) VALUES
+           ('C1', 'CRS-1', 'LESSON', 'c1', 'Y', now()), ('C2', 'CRS-1', 'LESSON', 'c2', 'Y', now()),
+           ('C3', 'CRS-2', 'LESSON', 'c3', 'Y', now()), ('C4', 'CRS-2', 'LESSON', 'c4', 'N', now());
+         INSERT INTO tb_lms_item (item_id, content_id, item_type, difficulty, kc_ids, std_sys_ids, use_yn, mod_dt) VALUES
+           ('i01', 'C1', 'M', 1, '{K1,K2}', '{S1}', 'Y', now()),
+           ('i02', 'C1', 'M', 1, '{K1}', '{S1,S2}', 'Y', now()),
+           ('i03', 'C1', 'M', 1, '{K1}', '{S1}', 'N', now()),
+           ('i04', 'C4', 'M', 1, '{K3}', '{S3}', 'Y', now()),
+           ('i05', 'C2', 'M', 1, '{}', '{S1}', 'Y', now()),
+           ('i06', 'C3', 'M', 1, '{K2,NULL}', '{S2,NULL,XX1}', 'Y', now()),
+           ('i07', 'C3', 'M', 1, '{K1,K1}', '{S1,S1}', 'Y', now()),
+           ('i08', 'C3', 'M', 1, '{K4}',
+              (SELECT array_agg('U' || lpad(g::text, 2, '0') ORDER BY g) FROM generate_series(1, 24) g), 'Y', now()),
+           ('i09', 'C2', 'M', 1, '{K5,\" \"}', '{}', 'Y', now());
+         INSERT INTO tb_lms_kc_std_map VALUES
+           ('K1', 'S1', 3, '2026-01-01 00:00+09'), ('K2', 'S1', 5, '2026-01-01 00:00+09'),
+           ('K9', 'S3', 2, '2026-01-01 00:00+09');
+         INSERT INTO tb_lms_course_std_sys VALUES
+           ('CRS-1', 'S1', 3, '2026-01-01 00:00+09'), ('CRS-2', 'S3', 4, '2026-01-01 00:00+09');",
+    )
+    .await;
+}
+
+type MapRows = BTreeMap<(String, String), (i32, chrono::DateTime<chrono::Utc>)>;
+
+async fn map_rows(pg: &PgPool, table: &str, key: &str) -> MapRows {
+    let rows: Vec<(String, String, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(&format!(
+        "SELECT {key}, std_sys_id, item_cnt, upd_dt FROM {table}"
+    ))
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(k, s, n, at)| ((k, s), (n, at)))
+        .collect()
+}
+
+fn counts_of(rows: &MapRows) -> Vec<(&str, &str, i32)> {
+    rows.iter()
+        .map(|((k, s), (n, _))| (k.as_str(), s.as_str(), *n))
+        .collect()
+}
+
+fn old_stamp() -> chrono::DateTime<chrono::Utc> {
+    "2025-12-31T15:00:00Z".parse().unwrap()
+}
+
+/// The 25 unknown (item, code) pairs, ordered: i06's XX1, then i08's U01..U24.
+fn first_unknown_pairs() -> serde_json::Value {
+    let mut pairs = vec![serde_json::json!({"item_id": "i06", "std_sys_id": "XX1"})];
+    for n in 1..=19 {
+        pairs.push(serde_json::json!({"item_id": "i08", "std_sys_id": format!("U{n:02}")}));
+    }
+    serde_json::Value::Array(pairs)
+}
+
+#[tokio::test]
+async fn kc_std_map_is_rebuilt_from_active_items_keeping_unchanged_pairs_and_reporting_unknown_codes(
+) {
+    let env = TestEnv::new().await;
+    seed_items(env.pg()).await;
+    let before = map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id").await;
+
+    let dry = env.run_ok("LMS-01-003", None, true).await;
+    assert_eq!(
+        map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id").await,
+        before,
+        "a dry run changes nothing"
+    );
+    let (_, written, _, details) = run_row(env.pg(), dry).await;
+    assert_eq!(written, 0);
+    assert_eq!(
+        details["would_change"],
+        serde_json::json!({"pairs": 4, "inserted": 2, "updated": 1, "deleted": 1, "unchanged": 1})
+    );
+
+    let run = env.run_ok("LMS-01-003", None, false).await;
+    let after = map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id").await;
+    // i01 {K1,K2}×{S1}, i02 {K1}×{S1,S2}, i06 {K2}×{S2} (NULLs and XX1 ignored),
+    // i07 K1×S1 once; i03 and i04 inactive, i05 no KC, i08 only unknown codes, i09 no code.
+    assert_eq!(
+        counts_of(&after),
+        [
+            ("K1", "S1", 3),
+            ("K1", "S2", 1),
+            ("K2", "S1", 1),
+            ("K2", "S2", 1)
+        ]
+    );
+    assert_eq!(
+        after[&("K1".into(), "S1".into())].1,
+        old_stamp(),
+        "unchanged pair keeps upd_dt"
+    );
+    assert!(
+        after[&("K2".into(), "S1".into())].1 > old_stamp(),
+        "changed count moves upd_dt"
+    );
+
+    let (read, written, skipped, details) = run_row(env.pg(), run).await;
+    assert_eq!((read, written, skipped), (7, 4, 25));
+    assert_eq!(
+        details["changed"],
+        serde_json::json!({"pairs": 4, "inserted": 2, "updated": 1, "deleted": 1, "unchanged": 1})
+    );
+    let issues = &details["data_issues"];
+    assert_eq!(issues["unknown_std_sys_ids"]["count"], 25);
+    assert_eq!(
+        issues["unknown_std_sys_ids"]["first"],
+        first_unknown_pairs()
+    );
+    assert_eq!(
+        issues["items_with_null_std_sys_ids"],
+        serde_json::json!({"count": 1, "first": ["i06"]})
+    );
+    assert_eq!(
+        issues["items_without_std_sys_ids"],
+        serde_json::json!({"count": 1, "first": ["i09"]})
+    );
+    assert_eq!(
+        issues["items_without_kc_ids"],
+        serde_json::json!({"count": 1, "first": ["i05"]})
+    );
+    assert_eq!(
+        issues["items_with_null_kc_ids"],
+        serde_json::json!({"count": 2, "first": ["i06", "i09"]})
+    );
+
+    let rerun = env.run_ok("LMS-01-003", None, false).await;
+    assert_eq!(
+        map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id").await,
+        after,
+        "a rerun changes nothing"
+    );
+    let (_, written, skipped, _) = run_row(env.pg(), rerun).await;
+    assert_eq!((written, skipped), (0, 25));
+}
+
+#[tokio::test]
+async fn course_std_sys_is_rebuilt_from_each_courses_active_content_and_items() {
+    let env = TestEnv::new().await;
+    seed_items(env.pg()).await;
+    let before = map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await;
+
+    env.run_ok("LMS-01-010", None, true).await;
+    assert_eq!(
+        map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await,
+        before
+    );
+
+    let run = env.run_ok("LMS-01-010", None, false).await;
+    let after = map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await;
+    // CRS-1: i01, i02, i05 on S1, i02 on S2; CRS-2: i06 on S2, i07 on S1
+    // (C4 is unused, so i04's S3 goes; i08's codes are all unknown).
+    assert_eq!(
+        counts_of(&after),
+        [
+            ("CRS-1", "S1", 3),
+            ("CRS-1", "S2", 1),
+            ("CRS-2", "S1", 1),
+            ("CRS-2", "S2", 1)
+        ]
+    );
+    assert_eq!(after[&("CRS-1".into(), "S1".into())].1, old_stamp());
+    let (read, written, skipped, details) = run_row(env.pg(), run).await;
+    assert_eq!((read, written, skipped), (7, 4, 25));
+    assert_eq!(
+        details["changed"],
+        serde_json::json!({"pairs": 4, "inserted": 3, "updated": 0, "deleted": 1, "unchanged": 1})
+    );
+    assert_eq!(
+        details["data_issues"]["unknown_std_sys_ids"]["first"],
+        first_unknown_pairs()
+    );
+    assert!(details["data_issues"].get("items_without_kc_ids").is_none());
+
+    // An item moved to another course's content: counts follow.
+    exec(
+        env.pg(),
+        "UPDATE tb_lms_item SET content_id = 'C3' WHERE item_id = 'i05'",
+    )
+    .await;
+    env.run_ok("LMS-01-010", None, false).await;
+    let moved = map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await;
+    assert_eq!(
+        counts_of(&moved),
+        [
+            ("CRS-1", "S1", 2),
+            ("CRS-1", "S2", 1),
+            ("CRS-2", "S1", 2),
+            ("CRS-2", "S2", 1)
+        ]
+    );
+    assert_eq!(
+        moved[&("CRS-1".into(), "S2".into())].1,
+        after[&("CRS-1".into(), "S2".into())].1,
+        "unchanged pair keeps upd_dt"
+    );
+}
+
+#[tokio::test]
+async fn std_maps_empty_when_no_item_is_active() {
+    let env = TestEnv::new().await;
+    seed_items(env.pg()).await;
+    exec(env.pg(), "UPDATE tb_lms_content SET use_yn = 'N'").await;
+    env.run_ok("LMS-01-003", None, false).await;
+    env.run_ok("LMS-01-010", None, false).await;
+    assert!(map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id")
+        .await
+        .is_empty());
+    assert!(map_rows(env.pg(), "tb_lms_course_std_sys", "course_id")
+        .await
+        .is_empty());
+    let outcome = env.run_job("LMS-01-003", None, false).await;
+    assert_eq!(outcome.exit, Exit::Success);
+}
+
+// ---------------------------------------------------------------------------
+// LCMS-01-001
+
+const ITEM_COLS: &str =
+    "item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt";
+const CONTENT_COLS: &str = "content_id, course_id, content_type, title, use_yn, mod_dt";
+
+/// Every row of `table` (columns `cols`, ordered by the first) as text.
+async fn rows_text(pg: &PgPool, table: &str, cols: &str) -> Vec<String> {
+    let key = cols.split(',').next().unwrap();
+    sqlx::query_scalar(&format!(
+        "SELECT row({cols})::text FROM {table} ORDER BY {key}"
+    ))
+    .fetch_all(pg)
+    .await
+    .unwrap()
+}
+
+/// The copy as it should be: every source row as it is, plus the rows the
+/// copy had that the source no longer has, with use_yn = 'N'.
+async fn assert_copy_matches(source: &PgPool, lms: &PgPool, gone: &[&str]) {
+    for (src, dst, cols) in [
+        ("tb_lcms_content", "tb_lms_content", CONTENT_COLS),
+        ("tb_lcms_item", "tb_lms_item", ITEM_COLS),
+    ] {
+        let key = cols.split(',').next().unwrap();
+        let expected = rows_text(source, src, cols).await;
+        let copied: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT row({cols})::text FROM {dst} WHERE NOT ({key} = ANY($1)) ORDER BY {key}"
+        ))
+        .bind(gone)
+        .fetch_all(lms)
+        .await
+        .unwrap();
+        assert_eq!(copied.len(), expected.len(), "{dst}");
+        assert!(copied == expected, "{dst} differs from {src}");
+    }
+    let unused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT content_id AS id, use_yn FROM tb_lms_content
+                               UNION ALL SELECT item_id, use_yn FROM tb_lms_item) x
+          WHERE id = ANY($1) AND use_yn = 'N'",
+    )
+    .bind(gone)
+    .fetch_one(lms)
+    .await
+    .unwrap();
+    assert_eq!(
+        unused,
+        gone.len() as i64,
+        "rows gone from the LCMS are kept with use_yn = 'N'"
+    );
+}
+
+async fn watermarks(pg: &PgPool) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    sqlx::query_as("SELECT source_table, max_mod_dt FROM batch_lcms_watermark ORDER BY 1")
+        .fetch_all(pg)
+        .await
+        .unwrap()
+}
+
+fn kst(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("2026-06-30T{s}+09:00"))
+        .unwrap()
+        .into()
+}
+
+/// LCMS rows (with text that COPY must escape: tabs, newlines, backslashes,
+/// quotes, commas and NULLs inside arrays) and an LMS copy that is partly
+/// stale, partly gone from the LCMS.
+async fn seed_lcms(source: &PgPool, lms: &PgPool) {
+    exec(
+        source,
+        r#"INSERT INTO tb_lcms_content (content_id, course_id, content_type, title, use_yn, mod_dt) VALUES
+             ('CA', 'CRS-1', 'LESSON', E'tab\there\nnew line \\ back', 'Y', '2026-06-30 10:00+09'),
+             ('CB', 'CRS-1', 'VIDEO', '따옴표 "q" ''s''', 'N', '2026-06-30 10:00+09');
+           INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt) VALUES
+             ('IA1', 'CA', 'M', 2, '{S1}', '{K1}', 'Y', '2026-06-30 09:00+09'),
+             ('IA2', 'CA', 'S', 3, '{S1,NULL,"S,2"}', '{"q\"x","a b",NULL}', 'N', '2026-06-30 10:00+09'),
+             ('IB1', 'CB', 'E', 5, '{}', '{}', 'Y', '2026-06-30 10:00+09');"#,
+    )
+    .await;
+    exec(
+        lms,
+        "INSERT INTO tb_lms_content (content_id, course_id, content_type, title, use_yn, mod_dt, sync_dt) VALUES
+           ('CA', 'CRS-1', 'LESSON', 'old title', 'Y', '2026-06-30 08:00+09', '2026-01-01 00:00+09'),
+           ('CZ', 'CRS-9', 'LESSON', 'gone', 'Y', '2026-06-01 08:00+09', '2026-01-01 00:00+09');
+         INSERT INTO tb_lms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt, sync_dt) VALUES
+           ('IA1', 'CA', 'M', 2, '{S1}', '{K1}', 'Y', '2026-06-30 09:00+09', '2026-01-01 00:00+09'),
+           ('IZ', 'CZ', 'M', 1, '{S1}', '{K1}', 'Y', '2026-06-01 08:00+09', '2026-01-01 00:00+09'),
+           ('IY', 'CZ', 'M', 1, '{S1}', '{K1}', 'N', '2026-06-01 08:00+09', '2026-01-01 00:00+09');",
+    )
+    .await;
+}
+
+async fn sync_dt(pg: &PgPool, item: &str) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT sync_dt FROM tb_lms_item WHERE item_id = $1")
+        .bind(item)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lcms_copy_upserts_changed_rows_marks_removed_ones_and_rereads_the_overlap() {
+    let env = TestEnv::new().await;
+    seed_lcms(env.pg(), env.pg()).await;
+    let before = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
+
+    let dry = env.run_ok("LCMS-01-001", None, true).await;
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await,
+        before,
+        "dry run writes nothing"
+    );
+    assert!(watermarks(env.pg()).await.is_empty());
+    let (_, written, _, details) = run_row(env.pg(), dry).await;
+    assert_eq!(written, 0);
+    assert_eq!(details["would_copy"]["tb_lms_item"]["inserted"], 2);
+
+    // First run: no watermark, everything read.
+    let first = env.run_ok("LCMS-01-001", None, false).await;
+    assert_copy_matches(env.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
+    assert_eq!(
+        sync_dt(env.pg(), "IA1").await,
+        "2025-12-31T15:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        "an unchanged row keeps its sync_dt"
+    );
+    assert_eq!(
+        sync_dt(env.pg(), "IY").await,
+        sync_dt(env.pg(), "IA1").await,
+        "a row already unused is not touched"
+    );
+    let (read, written, skipped, details) = run_row(env.pg(), first).await;
+    // Contents: CA updated, CB inserted, CZ marked; items: IA2, IB1 inserted, IZ marked, IA1 unchanged.
+    assert_eq!((read, written, skipped), (5, 6, 1));
+    assert_eq!(details["mode"], "full (no watermark yet)");
+    assert_eq!(details["source"], "database.url (the LMS database)");
+    assert_eq!(
+        watermarks(env.pg()).await,
+        [
+            ("tb_lcms_content".to_string(), kst("10:00:00")),
+            ("tb_lcms_item".to_string(), kst("10:00:00"))
+        ]
+    );
+
+    // After the run: a row committed with the watermark's own timestamp, one
+    // committed late with an older mod_dt inside the overlap (3600 s), one
+    // older than the overlap, a change and a deletion.
+    exec(
+        env.pg(),
+        "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, use_yn, mod_dt) VALUES
+           ('IC1', 'CA', 'M', 1, 'Y', '2026-06-30 10:00+09'),
+           ('IC2', 'CA', 'M', 1, 'Y', '2026-06-30 09:00:00.000001+09'),
+           ('IC3', 'CA', 'M', 1, 'Y', '2026-06-30 08:59:59.999999+09');
+         UPDATE tb_lcms_item SET difficulty = 4, mod_dt = '2026-06-30 11:00+09' WHERE item_id = 'IA1';
+         DELETE FROM tb_lcms_item WHERE item_id = 'IB1';",
+    )
+    .await;
+    let ia2_synced = sync_dt(env.pg(), "IA2").await;
+    let second = env.run_ok("LCMS-01-001", None, false).await;
+    let (read, written, skipped, details) = run_row(env.pg(), second).await;
+    // Read mod_dt >= 09:00: contents CA, CB (unchanged); items IA1 (updated),
+    // IA2 (unchanged), IC1, IC2 (inserted); IB1 marked unused; IC3 not read.
+    assert_eq!((read, written, skipped), (6, 4, 3));
+    assert_eq!(details["mode"], "incremental");
+    assert_eq!(
+        details["copied"]["tb_lms_item"]["since"],
+        "2026-06-30T00:00:00Z"
+    );
+    assert_eq!(sync_dt(env.pg(), "IA2").await, ia2_synced);
+    let ic3: i64 = sqlx::query_scalar("SELECT count(*) FROM tb_lms_item WHERE item_id = 'IC3'")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(ic3, 0, "older than the overlap: left for --full");
+    assert_eq!(watermarks(env.pg()).await[1].1, kst("11:00:00"));
+
+    let full = env
+        .run_job_with("LCMS-01-001", None, false, &["--full"])
+        .await;
+    assert_eq!(full.exit, Exit::Success);
+    assert_copy_matches(env.pg(), env.pg(), &["CZ", "IZ", "IY", "IB1"]).await;
+    let (_, written, _, _) = run_row(env.pg(), full.run_id.unwrap()).await;
+    assert_eq!(written, 1, "only IC3");
+
+    let again = env.run_ok("LCMS-01-001", None, false).await;
+    let (_, written, _, _) = run_row(env.pg(), again).await;
+    assert_eq!(written, 0, "a rerun writes nothing");
+}
+
+/// An LCMS database of its own: a second fresh database, as the helpers make them.
+async fn with_separate_source(env: &mut TestEnv) -> TestEnv {
+    let source = TestEnv::new().await;
+    let url = url_for(&source.pg_name);
+    env.configure(|s| s.jobs.lcms_copy.source_url = Some(secrecy::SecretString::from(url)));
+    source
+}
+
+#[tokio::test]
+async fn lcms_copy_reads_a_separate_lcms_database_when_source_url_is_set() {
+    let mut env = TestEnv::new().await;
+    let source = with_separate_source(&mut env).await;
+    seed_lcms(source.pg(), env.pg()).await;
+    // The LMS database's own LCMS tables hold something else: not read.
+    exec(
+        env.pg(),
+        "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, mod_dt) VALUES ('LOCAL', 'CA', 'M', 1, now())",
+    )
+    .await;
+
+    let run = env.run_ok("LCMS-01-001", None, false).await;
+    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
+    let (read, written, skipped, details) = run_row(env.pg(), run).await;
+    assert_eq!((read, written, skipped), (5, 6, 1));
+    assert_eq!(details["source"], "jobs.lcms_copy.source_url");
+
+    exec(
+        source.pg(),
+        "UPDATE tb_lcms_content SET title = E'x\\ty', mod_dt = '2026-06-30 12:00+09' WHERE content_id = 'CB';
+         DELETE FROM tb_lcms_item WHERE item_id = 'IA1';",
+    )
+    .await;
+    let second = env.run_ok("LCMS-01-001", None, false).await;
+    // CB updated, IA1 marked unused.
+    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY", "IA1"]).await;
+    let (_, written, _, _) = run_row(env.pg(), second).await;
+    assert_eq!(written, 2);
+}
+
+#[tokio::test]
+async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_completes_it() {
+    let env = TestEnv::new().await;
+    let source = TestEnv::new().await;
+    let source_url = url_for(&source.pg_name);
+    seed_lcms(source.pg(), env.pg()).await;
+    exec(
+        source.pg(),
+        "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt)
+         SELECT 'BULK-' || lpad(g::text, 7, '0'), 'CA', 'M', 1 + g % 5, ARRAY['S' || g % 7], ARRAY['K' || g % 11, NULL],
+                CASE WHEN g % 10 = 0 THEN 'N' ELSE 'Y' END, timestamptz '2026-06-30 10:00+09' - make_interval(secs => g % 5000)
+           FROM generate_series(1, 300000) g;",
+    )
+    .await;
+    let before_items = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
+    let before_contents = rows_text(env.pg(), "tb_lms_content", CONTENT_COLS).await;
+
+    let mut child = env
+        .command(&["lcms-01-001"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &source_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Mid-copy: the LMS side has received items into the staging table.
+    env.wait_until(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_copy p JOIN pg_database d ON d.oid = p.datid
+                             WHERE d.datname = '{}' AND p.command = 'COPY FROM' AND p.tuples_processed > 1000)",
+            env.pg_name
+        ),
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    signal(child.id(), "KILL");
+    child.wait().unwrap();
+
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await,
+        before_items,
+        "nothing of the killed run committed"
+    );
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_content", CONTENT_COLS).await,
+        before_contents
+    );
+    assert!(watermarks(env.pg()).await.is_empty());
+
+    let out = env
+        .command(&["lcms-01-001"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &source_url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM batch_job_run WHERE job_id = 'LCMS-01-001' ORDER BY run_id",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses,
+        ["FAILED", "COMPLETED"],
+        "the killed run is found stale and marked FAILED"
+    );
+    assert_eq!(
+        watermarks(env.pg()).await,
+        [
+            ("tb_lcms_content".to_string(), kst("10:00:00")),
+            ("tb_lcms_item".to_string(), kst("10:00:00"))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn lcms_copy_with_an_unreachable_source_exits_1_naming_the_key_never_the_url() {
+    let env = TestEnv::new().await;
+    let secret = "S3cr3t-lcms-pw";
+    let url = format!("postgres://lcms_reader:{secret}@127.0.0.1:1/lcms?sslmode=disable");
+    let out = env
+        .command(&["lcms-01-001"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("jobs.lcms_copy.source_url"), "{err}");
+    assert!(
+        !err.contains(secret) && !err.contains("lcms_reader"),
+        "{err}"
+    );
+    let (status, error): (String, String) =
+        sqlx::query_as("SELECT status, error_msg FROM batch_job_run WHERE job_id = 'LCMS-01-001'")
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(status, "FAILED");
+    assert!(
+        error.contains("jobs.lcms_copy.source_url") && !error.contains(secret),
+        "{error}"
+    );
+
+    let bad = env
+        .command(&["lcms-01-001"])
+        .env(
+            "AIDT__JOBS__LCMS_COPY__SOURCE_URL",
+            format!("not a url {secret}"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(!stderr(&bad).contains(secret), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("jobs.lcms_copy.source_url"));
+}
