@@ -30,11 +30,11 @@ pub const KERIS_DASHBOARD_LOCK: &str = "keris-dashboard";
 /// Every job of the seed's table, in its order.
 pub static JOBS: &[&JobDef] = &[
     &lms::log_cleanup::DEF,
-    &java::LMS_01_002,
+    &lms::competency_indicators::DEF,
     &java::LMS_01_003,
     &java::LMS_01_004,
     &java::LMS_01_005,
-    &java::LMS_01_006,
+    &lms::learning_stats::DEF,
     &lms::delete_unconsented_students::DEF,
     &lms::keris_dashboard::DEF,
     &java::LMS_01_009,

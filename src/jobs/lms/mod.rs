@@ -1,5 +1,8 @@
 //! LMS jobs.
 
+pub mod competency_indicators;
 pub mod delete_unconsented_students;
 pub mod keris_dashboard;
+pub mod learning_day;
+pub mod learning_stats;
 pub mod log_cleanup;
