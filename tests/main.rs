@@ -11,6 +11,7 @@ mod dev_seed;
 mod jobs_bo;
 mod jobs_lms;
 mod keris;
+mod learning_stats;
 mod locks;
 mod lrs;
 mod notify;

@@ -34,26 +34,6 @@ const fn java(
     }
 }
 
-pub static LMS_01_002: JobDef = java(
-    "LMS-01-002",
-    System::Lms,
-    (
-        "학생역량지표 일일 데이터 저장 일배치",
-        "Save daily student competency indicators",
-    ),
-    Schedule::Cron("10 4 * * *"),
-    None,
-    DefaultDate::Yesterday,
-);
-
-pub static LMS_01_006: JobDef = java(
-    "LMS-01-006",
-    System::Lms,
-    (
-        "학생 학습 통계 일배치",
-        "Student learning statistics (daily)",
-    ),
-    Schedule::Cron("0 6 * * *"),
     None,
     DefaultDate::Yesterday,
 );

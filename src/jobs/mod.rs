@@ -31,11 +31,11 @@ pub const KERIS_DASHBOARD_LOCK: &str = "keris-dashboard";
 /// Every job of the seed's table, in its order.
 pub static JOBS: &[&JobDef] = &[
     &lms::log_cleanup::DEF,
-    &java::LMS_01_002,
+    &lms::competency_indicators::DEF,
     &lms::kc_std_map::DEF,
     &lms::assignment_due_messages::DEF,
     &lms::praise_messages::DEF,
-    &java::LMS_01_006,
+    &lms::learning_stats::DEF,
     &lms::delete_unconsented_students::DEF,
     &lms::keris_dashboard::DEF,
     &java::LMS_01_009,

@@ -1,0 +1,200 @@
+//! LMS-01-002 — daily student competency indicators. Daily at 04:10, for
+//! yesterday (Asia/Seoul).
+//!
+//! Writes `tb_lms_stdnt_cmpt_idx_daily` for business date D: one row per
+//! active student (`user_type = 'S'`, `del_yn = 'N'`) who is a member of at
+//! least one lecture, also for a student with no activity on D (zeros,
+//! `attend_yn = 'N'`), so teachers see who was absent:
+//! - `lrn_time_sec`: the student's sessions of every lecture, clipped to D and
+//!   merged ([`super::learning_day`]);
+//! - `solved_cnt`: results solved on D; `correct_rate`: correct / solved in
+//!   percent (0–100, two decimals, like scores), NULL when nothing was solved;
+//! - `asgn_submit_rate`: of the assignments due on D in the student's
+//!   lectures, the percentage submitted by `due_dt`; NULL when none was due;
+//! - `attend_yn`: `Y` when any session overlaps D or any result is on D.
+//!
+//! One set-based statement computes the rows; the run deletes D's rows and
+//! inserts them in one transaction, so a rerun replaces D exactly (a student
+//! deleted since loses the row) and readers see either the old day or the
+//! new one. Rerun: safe. `--dry-run` computes the rows and writes nothing.
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+
+use super::learning_day::{self, Day, LearningDaySettings};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::{Job, JobContext};
+
+pub const ID: &str = "LMS-01-002";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lms,
+    name_ko: "학생역량지표 일일 데이터 저장 일배치",
+    name_en: "Save daily student competency indicators",
+    about: "Writes tb_lms_stdnt_cmpt_idx_daily for the business date: per active lecture member, learning time (sessions clipped to the day, open ones capped at [jobs.lms_01_002] max_open_session_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
+    schedule: Schedule::Cron("10 4 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::JobAndDate,
+    lock_wait_secs: 0,
+    settings: Some(learning_day::validate_settings),
+    args: no_args,
+    job: Some(&CompetencyIndicators),
+};
+
+pub struct CompetencyIndicators;
+
+/// The rows of D: binds `$1` D, `$2`/`$3` its start and end, `$4` the cap on
+/// open sessions in hours.
+fn rows_sql() -> String {
+    format!(
+        "WITH {sessions},
+         students AS (
+           SELECT u.user_id FROM tb_lms_user u
+            WHERE u.user_type = 'S' AND u.del_yn = 'N'
+              AND EXISTS (SELECT 1 FROM tb_lms_lecture_member m WHERE m.user_id = u.user_id)
+         ),
+         solved AS (
+           SELECT user_id, count(*) AS solved_cnt,
+                  count(*) FILTER (WHERE correct_yn = 'Y') AS correct_cnt
+             FROM tb_lms_lrn_result
+            WHERE solved_at >= $2 AND solved_at < $3
+            GROUP BY user_id
+         ),
+         due AS (
+           SELECT m.user_id, count(*) AS due_cnt,
+                  count(*) FILTER (WHERE s.submit_dt <= a.due_dt) AS submitted_cnt
+             FROM tb_lms_assignment a
+             JOIN tb_lms_lecture_member m ON m.lecture_code = a.lecture_code
+             LEFT JOIN tb_lms_assignment_submit s ON s.asgn_id = a.asgn_id AND s.user_id = m.user_id
+            WHERE a.due_dt >= $2 AND a.due_dt < $3
+            GROUP BY m.user_id
+         ),
+         active_students AS (
+           SELECT DISTINCT user_id FROM clipped WHERE e > s
+         )
+         SELECT $1::date AS base_dt, st.user_id,
+                coalesce(t.lrn_time_sec, 0) AS lrn_time_sec,
+                coalesce(r.solved_cnt, 0)::int AS solved_cnt,
+                round(100.0 * r.correct_cnt / nullif(r.solved_cnt, 0), 2) AS correct_rate,
+                round(100.0 * d.submitted_cnt / nullif(d.due_cnt, 0), 2) AS asgn_submit_rate,
+                CASE WHEN a.user_id IS NOT NULL OR r.user_id IS NOT NULL THEN 'Y' ELSE 'N' END AS attend_yn
+           FROM students st
+           LEFT JOIN session_time t ON t.user_id = st.user_id
+           LEFT JOIN active_students a ON a.user_id = st.user_id
+           LEFT JOIN solved r ON r.user_id = st.user_id
+           LEFT JOIN due d ON d.user_id = st.user_id",
+        sessions = learning_day::session_time_ctes("user_id"),
+    )
+}
+
+/// What a run wrote (or, dry, would write).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct DayRows {
+    pub rows: u64,
+    pub active_students: u64,
+    pub replaced: u64,
+}
+
+#[async_trait::async_trait]
+impl Job for CompetencyIndicators {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings: LearningDaySettings = ctx.own_settings()?;
+        let day = Day::new(ctx.business_date);
+        let rows = if ctx.dry_run {
+            count_rows(ctx.pg(), day, &settings).await?
+        } else {
+            replace_day(ctx.pg(), day, &settings).await?
+        };
+        ctx.counts.add_read(rows.rows);
+        if !ctx.dry_run {
+            ctx.counts.add_written(rows.rows);
+        }
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_write"
+            } else {
+                "written"
+            },
+            rows,
+        );
+        Ok(())
+    }
+}
+
+/// Replaces D's rows in one transaction.
+#[tracing::instrument(skip_all, fields(base_dt = %day.date), err)]
+pub async fn replace_day(
+    pg: &PgPool,
+    day: Day,
+    settings: &LearningDaySettings,
+) -> anyhow::Result<DayRows> {
+    let mut tx = pg.begin().await?;
+    let replaced = sqlx::query("DELETE FROM tb_lms_stdnt_cmpt_idx_daily WHERE base_dt = $1")
+        .bind(day.date)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("{ID}: Failed to delete the rows of {}", day.date))?
+        .rows_affected();
+    let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
+        "WITH written AS (
+           INSERT INTO tb_lms_stdnt_cmpt_idx_daily
+             (base_dt, user_id, lrn_time_sec, solved_cnt, correct_rate, asgn_submit_rate, attend_yn)
+           {}
+           RETURNING attend_yn
+         )
+         SELECT count(*), count(*) FILTER (WHERE attend_yn = 'Y') FROM written",
+        rows_sql()
+    ))
+    .bind(day.date)
+    .bind(day.start)
+    .bind(day.end)
+    .bind(settings.max_open_session_hours as i32)
+    .fetch_one(&mut *tx)
+    .await
+    .with_context(|| {
+        format!(
+            "{ID}: Failed to write the competency indicators of {}",
+            day.date
+        )
+    })?;
+    tx.commit().await?;
+    Ok(DayRows {
+        rows: rows as u64,
+        active_students: active_students as u64,
+        replaced,
+    })
+}
+
+/// `--dry-run`: the rows D would get, and how many it has now.
+pub async fn count_rows(
+    pg: &PgPool,
+    day: Day,
+    settings: &LearningDaySettings,
+) -> anyhow::Result<DayRows> {
+    let (rows, active_students, replaced): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE attend_yn = 'Y'),
+                (SELECT count(*) FROM tb_lms_stdnt_cmpt_idx_daily WHERE base_dt = $1)
+           FROM ({}) x",
+        rows_sql()
+    ))
+    .bind(day.date)
+    .bind(day.start)
+    .bind(day.end)
+    .bind(settings.max_open_session_hours as i32)
+    .fetch_one(pg)
+    .await
+    .with_context(|| {
+        format!(
+            "{ID}: Failed to compute the competency indicators of {}",
+            day.date
+        )
+    })?;
+    Ok(DayRows {
+        rows: rows as u64,
+        active_students: active_students as u64,
+        replaced: replaced as u64,
+    })
+}

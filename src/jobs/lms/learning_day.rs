@@ -1,0 +1,190 @@
+//! What LMS-01-002 and LMS-01-006 share: the business day D as a half-open
+//! instant range, the learning time of D's sessions (clipped to D, open
+//! sessions capped, overlaps merged) as one SQL fragment, and the indexes on
+//! the time columns their statements read by.
+//!
+//! Learning time, once for both jobs:
+//! - a session counts for its part inside D `[00:00, 24:00)` KST, so one
+//!   crossing midnight counts on both days;
+//! - an open session (`ended_at` NULL) counts until the end of D, at most
+//!   `max_open_session_hours` after its start (a tab left open for a week is
+//!   not a week of learning);
+//! - overlapping sessions of one key (a student, or a student in a lecture)
+//!   are merged before summing, so two tabs open at once count once.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+
+use crate::time;
+
+/// The business date and its instant range `[start, end)` in Asia/Seoul.
+#[derive(Debug, Clone, Copy)]
+pub struct Day {
+    pub date: NaiveDate,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Day {
+    pub fn new(date: NaiveDate) -> Self {
+        Self {
+            date,
+            start: time::start_of_day_seoul(date),
+            end: time::start_of_day_seoul(date.succ_opt().expect("date in range")),
+        }
+    }
+}
+
+/// The setting both jobs have in their own sections
+/// (`[jobs.lms_01_002]`, `[jobs.lms_01_006]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearningDaySettings {
+    /// An open session counts at most this long after its start.
+    pub max_open_session_hours: u32,
+}
+
+impl Default for LearningDaySettings {
+    fn default() -> Self {
+        Self {
+            max_open_session_hours: 12,
+        }
+    }
+}
+
+pub fn validate_settings(section: config::Value) -> Result<(), String> {
+    let settings: LearningDaySettings = section.try_deserialize().map_err(|e| e.to_string())?;
+    if settings.max_open_session_hours == 0 {
+        return Err("max_open_session_hours: must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// CTEs (without the leading `WITH`) ending in `session_time(<keys>,
+/// lrn_time_sec)`: the merged learning time on D per `keys` (a
+/// comma-separated list of `tb_lms_lrn_session` columns, e.g. `user_id` or
+/// `user_id, lecture_code`). Binds: `$2` start of D, `$3` end of D, `$4`
+/// `max_open_session_hours` (int).
+///
+/// The `WHERE` is three ranges, each served by an index (see
+/// [`CONTRACT_INDEXES`]): sessions started on D; closed sessions started
+/// before D that end after its start; open sessions started less than the cap
+/// before D. A session can only overlap D in one of these ways.
+pub fn session_time_ctes(keys: &str) -> String {
+    format!(
+        "clipped AS (
+           SELECT {keys},
+                  greatest(started_at, $2) AS s,
+                  least(coalesce(ended_at, started_at + make_interval(hours => $4)), $3) AS e
+             FROM tb_lms_lrn_session
+            WHERE (started_at >= $2 AND started_at < $3)
+               OR (started_at < $2 AND ended_at > $2)
+               OR (started_at < $2 AND ended_at IS NULL
+                   AND started_at > $2 - make_interval(hours => $4))
+         ),
+         ordered AS (
+           SELECT {keys}, s, e,
+                  max(e) OVER (PARTITION BY {keys} ORDER BY s, e
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+             FROM clipped
+            WHERE e > s
+         ),
+         islands AS (
+           SELECT {keys}, s, e,
+                  count(*) FILTER (WHERE reach IS NULL OR reach < s)
+                    OVER (PARTITION BY {keys} ORDER BY s, e ROWS UNBOUNDED PRECEDING) AS island
+             FROM ordered
+         ),
+         merged AS (
+           SELECT {keys}, min(s) AS s, max(e) AS e FROM islands GROUP BY {keys}, island
+         ),
+         session_time AS (
+           SELECT {keys}, floor(sum(extract(epoch FROM e - s)))::int AS lrn_time_sec
+             FROM merged GROUP BY {keys}
+         )"
+    )
+}
+
+/// Indexes on contract tables that the two jobs' statements read by, which
+/// `aidt-batch migrate` creates when missing (`CREATE INDEX CONCURRENTLY`,
+/// so a live LMS table is never locked for writes): `(table, index, columns)`.
+/// `tb_lms_lrn_result (solved_at)` is in the contract already.
+pub const CONTRACT_INDEXES: &[(&str, &str, &str)] = &[
+    (
+        "tb_lms_lrn_session",
+        "tb_lms_lrn_session_started_idx",
+        "started_at",
+    ),
+    (
+        "tb_lms_lrn_session",
+        "tb_lms_lrn_session_ended_idx",
+        "ended_at",
+    ),
+    ("tb_lms_assignment", "tb_lms_assignment_due_idx", "due_dt"),
+];
+
+/// Creates the [`CONTRACT_INDEXES`] that are missing, one statement at a
+/// time outside any transaction (CONCURRENTLY refuses to run in one, and
+/// PostgreSQL runs a multi-statement query string as one). An index left
+/// INVALID by an interrupted build is dropped and built again. A table that
+/// does not exist (a database of the batch's tables only) is skipped.
+/// Returns what it did, one line per index.
+pub async fn ensure_contract_indexes(pg: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let mut done = Vec::new();
+    for (table, index, columns) in CONTRACT_INDEXES {
+        let table_exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(pg)
+            .await
+            .with_context(|| format!("Failed to look for table {table}"))?;
+        if !table_exists {
+            done.push(format!("{index}: skipped, no table {table}"));
+            continue;
+        }
+        let valid: Option<bool> = sqlx::query_scalar(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+        )
+        .bind(index)
+        .fetch_optional(pg)
+        .await
+        .with_context(|| format!("Failed to look for index {index}"))?;
+        match valid {
+            Some(true) => {
+                done.push(format!("{index}: present"));
+                continue;
+            }
+            Some(false) => {
+                // Names are the constants above, never input.
+                sqlx::raw_sql(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                    .execute(pg)
+                    .await
+                    .with_context(|| format!("Failed to drop the invalid index {index}"))?;
+            }
+            None => {}
+        }
+        sqlx::raw_sql(&format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} ({columns})"
+        ))
+        .execute(pg)
+        .await
+        .with_context(|| format!("Failed to create index {index} on {table} ({columns})"))?;
+        done.push(match valid {
+            Some(false) => format!("{index}: rebuilt (was invalid)"),
+            _ => format!("{index}: created"),
+        });
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_is_seoul_midnight_to_midnight() {
+        let day = Day::new(NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
+        assert_eq!(day.start.to_rfc3339(), "2026-06-29T15:00:00+00:00");
+        assert_eq!(day.end.to_rfc3339(), "2026-06-30T15:00:00+00:00");
+    }
+}

@@ -1,0 +1,171 @@
+//! LMS-01-006 — daily learning statistics per student and lecture. Daily at
+//! 06:00, for yesterday (Asia/Seoul).
+//!
+//! Writes `tb_lms_stdnt_lrn_stats_daily` for business date D: one row per
+//! (active student, lecture) with activity on D — a result solved on D or a
+//! session of that lecture overlapping D: `std_sys_cnt` (distinct
+//! standard-system ids), `item_cnt` (distinct items), `correct_cnt` (correct
+//! results), `avg_score` (NULL without results), `lrn_time_sec` (that
+//! lecture's sessions clipped to D and merged, [`super::learning_day`]).
+//!
+//! One set-based statement computes the rows; the run deletes D's rows and
+//! inserts them in one transaction, so a rerun replaces D exactly.
+//! Rerun: safe. `--dry-run` computes the rows and writes nothing.
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+
+use super::competency_indicators::DayRows;
+use super::learning_day::{self, Day, LearningDaySettings};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::{Job, JobContext};
+
+pub const ID: &str = "LMS-01-006";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Lms,
+    name_ko: "학생 학습 통계 일배치",
+    name_en: "Student learning statistics (daily)",
+    about: "Writes tb_lms_stdnt_lrn_stats_daily for the business date: per active student and lecture with a result or a session that day, distinct standard codes and items, correct results, average score and the lecture's learning time (clipped, open sessions capped at [jobs.lms_01_006] max_open_session_hours, overlaps merged); a rerun replaces the day's rows.",
+    schedule: Schedule::Cron("0 6 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::JobAndDate,
+    lock_wait_secs: 0,
+    settings: Some(learning_day::validate_settings),
+    args: no_args,
+    job: Some(&LearningStats),
+};
+
+pub struct LearningStats;
+
+/// The rows of D; binds as [`learning_day::session_time_ctes`] plus `$1` D.
+fn rows_sql() -> String {
+    format!(
+        "WITH {sessions},
+         solved AS (
+           SELECT user_id, lecture_code,
+                  count(DISTINCT std_sys_id) AS std_sys_cnt,
+                  count(DISTINCT item_id) AS item_cnt,
+                  count(*) FILTER (WHERE correct_yn = 'Y') AS correct_cnt,
+                  round(avg(score), 2) AS avg_score
+             FROM tb_lms_lrn_result
+            WHERE solved_at >= $2 AND solved_at < $3
+            GROUP BY user_id, lecture_code
+         ),
+         active AS (
+           SELECT user_id, lecture_code FROM solved
+           UNION
+           SELECT user_id, lecture_code FROM clipped WHERE e > s
+         )
+         SELECT $1::date AS base_dt, k.user_id, k.lecture_code,
+                coalesce(r.std_sys_cnt, 0)::int AS std_sys_cnt,
+                coalesce(r.item_cnt, 0)::int AS item_cnt,
+                coalesce(r.correct_cnt, 0)::int AS correct_cnt,
+                r.avg_score,
+                coalesce(t.lrn_time_sec, 0) AS lrn_time_sec
+           FROM active k
+           JOIN tb_lms_user u ON u.user_id = k.user_id AND u.user_type = 'S' AND u.del_yn = 'N'
+           LEFT JOIN solved r ON r.user_id = k.user_id AND r.lecture_code = k.lecture_code
+           LEFT JOIN session_time t ON t.user_id = k.user_id AND t.lecture_code = k.lecture_code",
+        sessions = learning_day::session_time_ctes("user_id, lecture_code"),
+    )
+}
+
+#[async_trait::async_trait]
+impl Job for LearningStats {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings: LearningDaySettings = ctx.own_settings()?;
+        let day = Day::new(ctx.business_date);
+        let rows = if ctx.dry_run {
+            count_rows(ctx.pg(), day, &settings).await?
+        } else {
+            replace_day(ctx.pg(), day, &settings).await?
+        };
+        ctx.counts.add_read(rows.rows);
+        if !ctx.dry_run {
+            ctx.counts.add_written(rows.rows);
+        }
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_write"
+            } else {
+                "written"
+            },
+            rows,
+        );
+        Ok(())
+    }
+}
+
+/// Replaces D's rows in one transaction.
+#[tracing::instrument(skip_all, fields(base_dt = %day.date), err)]
+pub async fn replace_day(
+    pg: &PgPool,
+    day: Day,
+    settings: &LearningDaySettings,
+) -> anyhow::Result<DayRows> {
+    let mut tx = pg.begin().await?;
+    let replaced = sqlx::query("DELETE FROM tb_lms_stdnt_lrn_stats_daily WHERE base_dt = $1")
+        .bind(day.date)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("{ID}: Failed to delete the rows of {}", day.date))?
+        .rows_affected();
+    let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
+        "WITH written AS (
+           INSERT INTO tb_lms_stdnt_lrn_stats_daily
+             (base_dt, user_id, lecture_code, std_sys_cnt, item_cnt, correct_cnt, avg_score, lrn_time_sec)
+           {}
+           RETURNING user_id
+         )
+         SELECT count(*), count(DISTINCT user_id) FROM written",
+        rows_sql()
+    ))
+    .bind(day.date)
+    .bind(day.start)
+    .bind(day.end)
+    .bind(settings.max_open_session_hours as i32)
+    .fetch_one(&mut *tx)
+    .await
+    .with_context(|| format!("{ID}: Failed to write the learning statistics of {}", day.date))?;
+    tx.commit().await?;
+    Ok(DayRows {
+        rows: rows as u64,
+        active_students: active_students as u64,
+        replaced,
+    })
+}
+
+/// `--dry-run`: the rows D would get, and how many it has now.
+pub async fn count_rows(
+    pg: &PgPool,
+    day: Day,
+    settings: &LearningDaySettings,
+) -> anyhow::Result<DayRows> {
+    let (rows, active_students, replaced): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT user_id),
+                (SELECT count(*) FROM tb_lms_stdnt_lrn_stats_daily WHERE base_dt = $1)
+           FROM ({}) x",
+        rows_sql()
+    ))
+    .bind(day.date)
+    .bind(day.start)
+    .bind(day.end)
+    .bind(settings.max_open_session_hours as i32)
+    .fetch_one(pg)
+    .await
+    .with_context(|| {
+        format!(
+            "{ID}: Failed to compute the learning statistics of {}",
+            day.date
+        )
+    })?;
+    Ok(DayRows {
+        rows: rows as u64,
+        active_students: active_students as u64,
+        replaced: replaced as u64,
+    })
+}
