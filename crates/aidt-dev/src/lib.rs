@@ -4,5 +4,6 @@
 //! `prod` profile.
 
 pub mod bench;
+pub mod bench_notify;
 pub mod schema;
 pub mod seed;
