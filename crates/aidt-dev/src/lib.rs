@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod bench_lcms;
+pub mod bench_notify;
 pub mod schema;
 pub mod seed;

@@ -40,6 +40,8 @@ enum Command {
     BenchLcms(aidt_dev::bench_lcms::BenchLcmsArgs),
     /// Read the day's READY keris_batch_data with a plain cursor (benchmark baseline)
     Scan(aidt_dev::bench::ScanArgs),
+    /// Students, lectures, assignments and submissions for the LMS-01-004 benchmark
+    BenchNotifyData(aidt_dev::bench_notify::BenchNotifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,9 @@ async fn run(command: Command, profile: Profile, extra: Option<PathBuf>) -> anyh
         Command::BenchData(args) => aidt_dev::bench::bench_data(&app, &args).await,
         Command::BenchLcms(args) => aidt_dev::bench_lcms::bench_lcms(&app, &args).await,
         Command::Scan(args) => aidt_dev::bench::scan(&app, &args).await,
+        Command::BenchNotifyData(args) => {
+            aidt_dev::bench_notify::bench_notify_data(&app, &args).await
+        }
         Command::Seed(args) => {
             let report = aidt_dev::seed::seed(&app, &args).await?;
             println!("{report}");
