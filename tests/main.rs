@@ -16,3 +16,4 @@ mod privacy;
 mod raw_ids;
 mod runtime;
 mod transfer;
+mod transfer_bounds;

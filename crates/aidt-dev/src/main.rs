@@ -1,4 +1,4 @@
-//! `aidt-dev [--profile P] [--config FILE] <schema|seed|bench-data|scan>`:
+//! `aidt-dev [--profile P] [--config FILE] <schema|seed|bench-data|scan|read-and-mark|drop-database>`:
 //! the development tools, against the databases of a profile's
 //! configuration. Refused in the `prod` profile: they create and fill tables
 //! that other systems own there.
@@ -38,6 +38,10 @@ enum Command {
     BenchData(aidt_dev::bench::BenchDataArgs),
     /// Read the day's READY keris_batch_data with a plain cursor (benchmark baseline)
     Scan(aidt_dev::bench::ScanArgs),
+    /// Read the day's READY keris_batch_data as DC-01-001 does and mark each SENT by _id, no HTTP (benchmark baseline)
+    ReadAndMark(aidt_dev::bench::ReadAndMarkArgs),
+    /// Drop the configuration's MongoDB database (benchmark clean-up)
+    DropDatabase,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,8 @@ async fn run(command: Command, profile: Profile, extra: Option<PathBuf>) -> anyh
         Command::Schema => aidt_dev::schema::apply(&app).await,
         Command::BenchData(args) => aidt_dev::bench::bench_data(&app, &args).await,
         Command::Scan(args) => aidt_dev::bench::scan(&app, &args).await,
+        Command::ReadAndMark(args) => aidt_dev::bench::read_and_mark(&app, &args).await,
+        Command::DropDatabase => aidt_dev::bench::drop_database(&app).await,
         Command::Seed(args) => {
             let report = aidt_dev::seed::seed(&app, &args).await?;
             println!("{report}");
