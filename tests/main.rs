@@ -20,3 +20,4 @@ mod privacy;
 mod raw_ids;
 mod runtime;
 mod transfer;
+mod transfer_bounds;

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use aidt_batch::context::AppContext;
 use aidt_batch::contract::KERIS_BATCH_DATA;
+use aidt_batch::jobs::dc::send_statements;
+use aidt_batch::jobs::shared::transfer;
 use aidt_batch::xapi;
 
 /// `aidt-batch dev bench-data`.
@@ -38,6 +40,27 @@ pub struct ScanArgs {
     /// sorted by user) instead of the READY keris_batch_data
     #[arg(long)]
     pub source: bool,
+    /// Read the READY keris_batch_data without DC-01-001's sort by _id (to
+    /// measure what the sort is worth)
+    #[arg(long, conflicts_with = "source")]
+    pub unsorted: bool,
+}
+
+/// `aidt-dev read-and-mark`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadAndMarkArgs {
+    /// Business date (YYYY-MM-DD) [default: yesterday, Asia/Seoul]
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+    /// Statements per request [default: keris.max_statements_per_request]
+    #[arg(long)]
+    pub per_request: Option<usize>,
+    /// Requests being marked at once [default: keris.max_concurrency]
+    #[arg(long)]
+    pub in_flight: Option<usize>,
+    /// SENT marks per update command [default: jobs.keris_transfer.sent_marks_per_command]
+    #[arg(long)]
+    pub marks_per_command: Option<usize>,
 }
 
 fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
@@ -144,15 +167,14 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     for partner_id in
         aidt_batch::jobs::shared::transfer::partners_by_id(&app.settings.keris)?.keys()
     {
-        let mut cursor = coll
-            .find(aidt_batch::jobs::dc::send_statements::ready_filter(
-                &date.to_string(),
-                partner_id,
-            ))
-            .projection(aidt_batch::jobs::shared::transfer::stored_projection())
-            .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
-            .await
-            .context("Failed to read keris_batch_data")?;
+        let mut find = coll
+            .find(send_statements::ready_filter(&date.to_string(), partner_id))
+            .projection(transfer::stored_projection())
+            .batch_size(app.settings.jobs.keris_transfer.read_batch_size);
+        if !args.unsorted {
+            find = find.sort(send_statements::ready_sort());
+        }
+        let mut cursor = find.await.context("Failed to read keris_batch_data")?;
         while cursor
             .try_next()
             .await
@@ -164,8 +186,89 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "scanned {n} READY statements of {date} in {secs:.2} s ({:.0}/s)",
+        "scanned {n} READY statements of {date}{} in {secs:.2} s ({:.0}/s)",
+        if args.unsorted { ", unsorted" } else { "" },
         n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// The database work DC-01-001 cannot avoid, without HTTP: reads the date's
+/// READY documents as the job does (filter, sort by `_id`, projection, batch
+/// size), once each, and marks each `SENT` once by `_id` with a transfer id
+/// and its own index, through the job's own `mark_sent`: requests of the
+/// job's size, their marks in `update` commands of the job's size, as many
+/// requests marked at once as the job allows (`keris.max_concurrency`),
+/// while the cursor reads on. Prints the rate.
+pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::Result<()> {
+    use transfer::{Item, RequestOutcome, Verdict};
+    let date = date_or_yesterday(args.date);
+    let keris = &app.settings.keris;
+    let per_request = args
+        .per_request
+        .unwrap_or(keris.max_statements_per_request)
+        .max(1);
+    let in_flight = args.in_flight.unwrap_or(keris.max_concurrency).max(1);
+    let per_command = args
+        .marks_per_command
+        .unwrap_or(app.settings.jobs.keris_transfer.sent_marks_per_command);
+    let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let started = Instant::now();
+    let (mut read, mut marked) = (0u64, 0u64);
+    for partner_id in transfer::partners_by_id(keris)?.keys() {
+        let mut cursor = coll
+            .find(send_statements::ready_filter(&date.to_string(), partner_id))
+            .sort(send_statements::ready_sort())
+            .projection(transfer::stored_projection())
+            .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
+            .await
+            .context("Failed to read keris_batch_data")?;
+        let transfer_id = uuid::Uuid::new_v4().to_string();
+        let mut marking = futures::stream::FuturesUnordered::new();
+        let mut items = Vec::with_capacity(per_request);
+        let mut next_index = 1u64;
+        loop {
+            let doc = cursor
+                .try_next()
+                .await
+                .context("Failed to read keris_batch_data")?;
+            if let Some(doc) = &doc {
+                read += 1;
+                items.push(Item {
+                    id: doc.get_str("_id").unwrap_or_default().to_string(),
+                    user_id: String::new(),
+                    partner_id: String::new(),
+                    base_dt: date,
+                    bytes: Vec::new(),
+                });
+            }
+            if items.len() >= per_request || (doc.is_none() && !items.is_empty()) {
+                let outcome = RequestOutcome {
+                    transfer_id: Some(transfer_id.clone()),
+                    chunked_index: next_index,
+                    journal_id: None,
+                    verdicts: vec![Verdict::Accepted; items.len()],
+                    items: std::mem::replace(&mut items, Vec::with_capacity(per_request)),
+                };
+                next_index += outcome.items.len() as u64;
+                if marking.len() >= in_flight {
+                    marked += marking.next().await.expect("not empty")?;
+                }
+                let db = app.mongo.clone();
+                marking.push(async move { transfer::mark_sent(&db, &outcome, per_command).await });
+            }
+            if doc.is_none() {
+                break;
+            }
+        }
+        while let Some(n) = marking.next().await {
+            marked += n?;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "read and marked {marked}/{read} READY statements of {date} by _id in {secs:.2} s ({:.0}/s; {per_request} per request, {per_command} marks per command, {in_flight} requests at once)",
+        read as f64 / secs.max(1e-9)
     );
     Ok(())
 }
@@ -198,5 +301,17 @@ async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
         "scanned {n} source statements of {date} in {secs:.2} s ({:.0}/s)",
         n as f64 / secs.max(1e-9)
     );
+    Ok(())
+}
+
+/// Drops the configuration's MongoDB database: benchmarks leave nothing of
+/// their data behind (a 1M-statement day is several GB on FerretDB).
+pub async fn drop_database(app: &AppContext) -> anyhow::Result<()> {
+    let name = app.mongo.name().to_string();
+    app.mongo
+        .drop()
+        .await
+        .with_context(|| format!("Failed to drop the MongoDB database {name}"))?;
+    println!("dropped the MongoDB database {name}");
     Ok(())
 }
