@@ -34,10 +34,6 @@ const fn java(
     }
 }
 
-    None,
-    DefaultDate::Yesterday,
-);
-
 pub static LMS_01_009: JobDef = java(
     "LMS-01-009",
     System::Lms,
