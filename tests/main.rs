@@ -12,6 +12,7 @@ mod jobs_bo;
 mod jobs_lms;
 mod keris;
 mod learning_stats;
+mod llm_dataset;
 mod locks;
 mod lrs;
 mod notify;

@@ -34,14 +34,6 @@ const fn java(
     }
 }
 
-pub static LMS_01_009: JobDef = java(
-    "LMS-01-009",
-    System::Lms,
-    (
-        "LLM DATASET 생성 및 업로드",
-        "Create and upload the LLM dataset",
-    ),
-    Schedule::Unscheduled("the seed leaves it undecided (미정)"),
     None,
     DefaultDate::Yesterday,
 );

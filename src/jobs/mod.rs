@@ -38,7 +38,7 @@ pub static JOBS: &[&JobDef] = &[
     &lms::learning_stats::DEF,
     &lms::delete_unconsented_students::DEF,
     &lms::keris_dashboard::DEF,
-    &java::LMS_01_009,
+    &lms::llm_dataset::DEF,
     &lms::course_std_sys::DEF,
     &dc::send_statements::DEF,
     &dc::resend_errors::DEF,

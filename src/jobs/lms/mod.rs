@@ -8,6 +8,7 @@ pub mod kc_std_map;
 pub mod keris_dashboard;
 pub mod learning_day;
 pub mod learning_stats;
+pub mod llm_dataset;
 pub mod log_cleanup;
 pub mod praise_messages;
 pub mod std_map;
