@@ -34,10 +34,6 @@ const fn java(
     }
 }
 
-    None,
-    DefaultDate::Yesterday,
-);
-
 pub static BO_01_003: JobDef = java(
     "BO-01-003",
     System::Bo,
