@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod bo_stats;
 mod cli;
 mod config;
 mod dashboard;

@@ -49,10 +49,10 @@ pub static JOBS: &[&JobDef] = &[
     &bo::admin_dormancy::DEF,
     &bo::pm_schedule::DEF,
     &java::BO_01_003,
-    &java::BO_01_004,
+    &bo::login_counts::DEF,
     &bo::notice_expiry::DEF,
     &java::BO_05_006,
-    &java::BO_01_007,
+    &bo::login_users::DEF,
 ];
 
 /// The registry the CLI, `list`, `crontab` and the runner read.
