@@ -11,6 +11,11 @@ use crate::runtime::Exit;
 /// live in `migrations/contract/` and are not part of this set.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Indexes the batch needs on tables the LMS owns (`migrations/lms/`),
+/// applied only where those tables are in the batch's database. Both sets
+/// share `_sqlx_migrations`, so each runs ignoring the other's versions.
+pub static LMS_INDEX_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/lms");
+
 use crate::contract::KERIS_BATCH_DATA;
 
 pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
@@ -28,10 +33,24 @@ pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
 
 /// Applies the migrations and ensures the indexes.
 pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
-    MIGRATOR
+    let mut batch = sqlx::migrate!("./migrations");
+    batch.set_ignore_missing(true);
+    batch
         .run(&app.pg)
         .await
         .context("Failed to apply the batch migrations")?;
+    let lms_tables: bool =
+        sqlx::query_scalar("SELECT to_regclass('tb_lms_login_hist') IS NOT NULL")
+            .fetch_one(&app.pg)
+            .await
+            .context("Failed to look for tb_lms_login_hist")?;
+    if lms_tables {
+        let mut lms = sqlx::migrate!("./migrations/lms");
+        lms.set_ignore_missing(true);
+        lms.run(&app.pg)
+            .await
+            .context("Failed to add the batch's indexes to the LMS tables (migrations/lms)")?;
+    }
     let indexes = [
         // DC-01-001 streams one partner's READY statements of a day in _id order.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },

@@ -46,18 +46,6 @@ pub static BO_01_003: JobDef = java(
     DefaultDate::Yesterday,
 );
 
-pub static BO_01_004: JobDef = java(
-    "BO-01-004",
-    System::Bo,
-    (
-        "통합관리시스템 LMS 로그인 집계 일배치",
-        "LMS login aggregation (daily)",
-    ),
-    Schedule::Cron("5 3 * * *"),
-    None,
-    DefaultDate::Yesterday,
-);
-
 pub static BO_05_006: JobDef = java(
     "BO-05-006",
     System::Bo,
@@ -66,18 +54,6 @@ pub static BO_05_006: JobDef = java(
         "Send weekly LMS usage statistics mail",
     ),
     Schedule::Cron("5 9 * * 6"),
-    None,
-    DefaultDate::Yesterday,
-);
-
-pub static BO_01_007: JobDef = java(
-    "BO-01-007",
-    System::Bo,
-    (
-        "통합관리시스템 LMS 로그인 유저기준 집계 일/주/월 통계 일배치",
-        "Login-user statistics, daily/weekly/monthly",
-    ),
-    Schedule::Cron("5 4 * * *"),
     None,
     DefaultDate::Yesterday,
 );

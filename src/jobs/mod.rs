@@ -50,10 +50,10 @@ pub static JOBS: &[&JobDef] = &[
     &bo::admin_dormancy::DEF,
     &bo::pm_schedule::DEF,
     &java::BO_01_003,
-    &java::BO_01_004,
+    &bo::login_counts::DEF,
     &bo::notice_expiry::DEF,
     &java::BO_05_006,
-    &java::BO_01_007,
+    &bo::login_users::DEF,
 ];
 
 /// The seed's nightly KERIS flow (its "data flow", steps 2–8): the dashboard

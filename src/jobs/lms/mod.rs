@@ -1,8 +1,8 @@
 //! LMS jobs.
 
 pub mod assignment_due_messages;
-pub mod course_std_sys;
 pub mod competency_indicators;
+pub mod course_std_sys;
 pub mod delete_unconsented_students;
 pub mod kc_std_map;
 pub mod keris_dashboard;

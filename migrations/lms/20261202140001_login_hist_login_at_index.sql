@@ -1,0 +1,13 @@
+-- no-transaction
+-- BO-01-003, BO-01-004 and BO-01-007 read tb_lms_login_hist (the LMS's
+-- table) by a day's range of login_at. The contract's DDL has this index;
+-- this adds it where a database lacks it. CONCURRENTLY does not block the
+-- LMS's logins while it builds, and cannot run inside a transaction, hence
+-- the directive above (sqlx then runs this file on its own, outside one) and
+-- a file of one statement (a multi-statement query is a transaction too).
+-- `aidt-batch migrate` applies this directory only where tb_lms_login_hist
+-- exists (the LMS's tables may live in another database). IF NOT EXISTS
+-- goes by name: an index on login_at under another name is not seen. A
+-- build that failed leaves an INVALID index under this name: drop it and run
+-- `aidt-batch migrate` again.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS tb_lms_login_hist_login_idx ON tb_lms_login_hist (login_at);

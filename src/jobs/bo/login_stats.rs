@@ -1,0 +1,65 @@
+//! What the back-office login statistics share: BO-01-003 (connected users
+//! per hour), BO-01-004 (logins per day), BO-01-007 (login users per day,
+//! ISO week and month) and BO-05-006, which computes a week those jobs left
+//! missing before it mails it.
+//!
+//! A user's school level comes from `tb_lms_user.school_id` →
+//! `tb_lms_school.school_level`. Users without one — parents, a user without
+//! `school_id`, a school id the LMS does not know, a login of a user id not
+//! in `tb_lms_user` — are counted under [`NO_SCHOOL_LEVEL`], never dropped.
+//! The user type is the login row's own `tb_lms_login_hist.user_type` (what
+//! the user logged in as).
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use sqlx::PgConnection;
+
+/// `school_level` of the statistics rows of users without a school.
+pub const NO_SCHOOL_LEVEL: &str = "X";
+
+/// Every school level a statistics row may carry, [`NO_SCHOOL_LEVEL`] last:
+/// each job writes a row for each of them, zeros included, so that a day
+/// without logins is told apart from a day not computed.
+pub const SCHOOL_LEVELS: [&str; 4] = ["E", "M", "H", NO_SCHOOL_LEVEL];
+
+/// The contract's user types; a login row with another type gets its rows too.
+pub const USER_TYPES: [&str; 3] = ["S", "T", "P"];
+
+/// `LEFT JOIN`s that give the rows of `alias` (with a `user_id`) the column
+/// `school_level`, [`NO_SCHOOL_LEVEL`] when the user has no school.
+pub fn level_joins(alias: &str) -> String {
+    format!(
+        "LEFT JOIN tb_lms_user lvl_u ON lvl_u.user_id = {alias}.user_id
+         LEFT JOIN tb_lms_school lvl_s ON lvl_s.school_id = lvl_u.school_id"
+    )
+}
+
+/// The school level expression over [`level_joins`].
+pub fn level_expr() -> String {
+    format!("COALESCE(lvl_s.school_level, '{NO_SCHOOL_LEVEL}')")
+}
+
+/// Takes transaction-level advisory locks on the statistics rows of `table`
+/// for `periods` (sorted, so two callers never wait for each other in a
+/// cycle): a job and BO-05-006 filling in the same day never delete and
+/// insert the same keys at once. Freed at commit or rollback.
+pub async fn lock_periods(
+    conn: &mut PgConnection,
+    table: &str,
+    periods: &[(&str, NaiveDate)],
+) -> anyhow::Result<()> {
+    let mut keys: Vec<String> = periods
+        .iter()
+        .map(|(kind, start)| format!("aidt-batch/bo-stats/{table}/{kind}/{start}"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("Failed to lock {key}"))?;
+    }
+    Ok(())
+}

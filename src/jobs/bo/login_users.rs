@@ -1,0 +1,263 @@
+//! BO-01-007 — distinct LMS login users per day, ISO week and month. Daily
+//! at 04:05, for yesterday.
+//!
+//! Reads `tb_lms_login_hist` (through its `login_at` index), `tb_lms_user`
+//! and `tb_lms_school`; writes `tb_bo_lms_login_user_stats` rows of three
+//! periods: `D` (the day D), `W` (the ISO week containing D, from its
+//! Monday) and `M` (the calendar month containing D, from its first day),
+//! each counting the distinct users with a login from the period's start to
+//! the end of D (or the period's end, if earlier), per user type and school
+//! level. The week and month rows are recomputed from the logins in every
+//! run, so they are complete to date: a distinct count is not a sum of days.
+//! A week that starts in the previous month is read whole.
+//!
+//! Every (type, level) of [`USER_TYPES`] × [`SCHOOL_LEVELS`] gets a row per
+//! period, zeros included. One read of the logins of the union of the
+//! periods, grouped per (user, type) with a flag per period, then one join to
+//! the user's school per user; one transaction that first deletes the
+//! periods' rows, so a rerun replaces them exactly. Running an earlier day
+//! of the current week or month again rewrites those rows as of that day;
+//! the next daily run completes them again. `--dry-run` computes inside the
+//! transaction and rolls back.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use super::login_stats::{level_expr, level_joins, lock_periods, SCHOOL_LEVELS, USER_TYPES};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::{Job, JobContext};
+use crate::time;
+
+pub const ID: &str = "BO-01-007";
+
+const TABLE: &str = "tb_bo_lms_login_user_stats";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Bo,
+    name_ko: "통합관리시스템 LMS 로그인 유저기준 집계 일/주/월 통계 일배치",
+    name_en: "Login-user statistics, daily/weekly/monthly",
+    about: "Counts the distinct LMS login users per user type and school level of the day, of its ISO week (Monday start) and of its month up to the day into tb_bo_lms_login_user_stats (period D/W/M); a rerun replaces those periods' rows.",
+    schedule: Schedule::Cron("5 4 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::JobAndDate,
+    lock_wait_secs: 0,
+    settings: None,
+    args: no_args,
+    job: Some(&LoginUsers),
+};
+
+pub struct LoginUsers;
+
+/// One period of `tb_bo_lms_login_user_stats` and the logins it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// `D`, `W` or `M`.
+    pub kind: &'static str,
+    pub start: NaiveDate,
+    /// Logins with `from <= login_at < to`.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Period {
+    /// Days `start` (inclusive) to `end` (exclusive), in Seoul.
+    pub fn days(kind: &'static str, start: NaiveDate, end: NaiveDate) -> Self {
+        Self {
+            kind,
+            start,
+            from: time::start_of_day_seoul(start),
+            to: time::start_of_day_seoul(end),
+        }
+    }
+}
+
+/// The Monday of `date`'s ISO week.
+pub fn week_start(date: NaiveDate) -> NaiveDate {
+    date - Days::new(u64::from(date.weekday().num_days_from_monday()))
+}
+
+/// The day, ISO week and month containing `date`, each up to the end of
+/// `date`.
+pub fn periods_of(date: NaiveDate) -> [Period; 3] {
+    let next = date + Days::new(1);
+    let month = date.with_day(1).expect("first of month");
+    [
+        Period::days("D", date, next),
+        Period::days("W", week_start(date), next),
+        Period::days("M", month, next.min(month + Months::new(1))),
+    ]
+}
+
+/// Distinct users per period, summed over types and levels.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeriodTotal {
+    pub period_type: String,
+    pub period_start: NaiveDate,
+    pub login_users: i64,
+}
+
+#[async_trait::async_trait]
+impl Job for LoginUsers {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let periods = periods_of(ctx.business_date);
+        let mut tx = ctx.pg().begin().await?;
+        let written = compute(&mut tx, &periods).await?;
+        let totals = totals(&mut tx, &periods).await?;
+        if ctx.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit()
+                .await
+                .with_context(|| format!("{ID}: Failed to commit {TABLE}"))?;
+            ctx.counts.add_written(written);
+        }
+        ctx.counts.add_read(
+            totals
+                .iter()
+                .map(|t| t.login_users as u64)
+                .max()
+                .unwrap_or(0),
+        );
+        ctx.set_detail("periods", &totals);
+        Ok(())
+    }
+}
+
+/// Replaces the rows of `periods` in `tb_bo_lms_login_user_stats`, inside
+/// the caller's transaction; returns the rows written.
+#[tracing::instrument(skip_all, fields(periods = periods.len()), err)]
+pub async fn compute(conn: &mut PgConnection, periods: &[Period]) -> anyhow::Result<u64> {
+    if periods.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<(&str, NaiveDate)> = periods.iter().map(|p| (p.kind, p.start)).collect();
+    lock_periods(conn, TABLE, &keys).await?;
+    let kinds: Vec<&str> = periods.iter().map(|p| p.kind).collect();
+    let starts: Vec<NaiveDate> = periods.iter().map(|p| p.start).collect();
+    let froms: Vec<DateTime<Utc>> = periods.iter().map(|p| p.from).collect();
+    let tos: Vec<DateTime<Utc>> = periods.iter().map(|p| p.to).collect();
+    let lo = *froms.iter().min().expect("not empty");
+    let hi = *tos.iter().max().expect("not empty");
+    sqlx::query(&format!(
+        "DELETE FROM {TABLE} WHERE (period_type, period_start) IN
+             (SELECT * FROM unnest($1::text[], $2::date[]))"
+    ))
+    .bind(&kinds)
+    .bind(&starts)
+    .execute(&mut *conn)
+    .await
+    .with_context(|| format!("{ID}: Failed to delete the periods' rows from {TABLE}"))?;
+
+    // One flag column per period (the count only is formatted in: the
+    // bounds are bound arrays), so the logins are read once for all periods.
+    let flags: Vec<String> = (1..=periods.len())
+        .map(|i| format!("bool_or(h.login_at >= ($3::timestamptz[])[{i}] AND h.login_at < ($4::timestamptz[])[{i}]) AS p{i}"))
+        .collect();
+    let values: Vec<String> = (1..=periods.len())
+        .map(|i| format!("({i}, l.p{i})"))
+        .collect();
+    let sql = format!(
+        "WITH per_user AS (
+             SELECT h.user_id, h.user_type, {flags}
+               FROM tb_lms_login_hist h
+              WHERE h.login_at >= $5 AND h.login_at < $6
+              GROUP BY h.user_id, h.user_type
+         ), leveled AS (
+             SELECT p.*, {level} AS school_level FROM per_user p {joins}
+         ), counts AS (
+             SELECT v.i, l.user_type, l.school_level, count(*) FILTER (WHERE v.hit)::int AS n
+               FROM leveled l CROSS JOIN LATERAL (VALUES {values}) AS v(i, hit)
+              GROUP BY 1, 2, 3
+         ), periods AS (
+             SELECT p.period_type, p.period_start, p.i::int AS i
+               FROM unnest($1::text[], $2::date[]) WITH ORDINALITY AS p(period_type, period_start, i)
+         ), grid AS (
+             SELECT p.i, t.user_type, l.school_level
+               FROM periods p
+              CROSS JOIN unnest($7::text[]) AS t(user_type)
+              CROSS JOIN unnest($8::text[]) AS l(school_level)
+             UNION
+             SELECT i, user_type, school_level FROM counts
+         )
+         INSERT INTO {TABLE} (period_type, period_start, user_type, school_level, login_user_cnt)
+         SELECT p.period_type, p.period_start, g.user_type, g.school_level, COALESCE(c.n, 0)
+           FROM grid g
+           JOIN periods p ON p.i = g.i
+           LEFT JOIN counts c ON c.i = g.i AND c.user_type = g.user_type AND c.school_level = g.school_level",
+        flags = flags.join(", "),
+        values = values.join(", "),
+        level = level_expr(),
+        joins = level_joins("p"),
+    );
+    let written = sqlx::query(&sql)
+        .bind(&kinds)
+        .bind(&starts)
+        .bind(&froms)
+        .bind(&tos)
+        .bind(lo)
+        .bind(hi)
+        .bind(&USER_TYPES[..])
+        .bind(&SCHOOL_LEVELS[..])
+        .execute(&mut *conn)
+        .await
+        .with_context(|| format!("{ID}: Failed to count the login users into {TABLE}"))?
+        .rows_affected();
+    Ok(written)
+}
+
+/// The periods' totals as written, for the run's details.
+async fn totals(conn: &mut PgConnection, periods: &[Period]) -> anyhow::Result<Vec<PeriodTotal>> {
+    let kinds: Vec<&str> = periods.iter().map(|p| p.kind).collect();
+    let starts: Vec<NaiveDate> = periods.iter().map(|p| p.start).collect();
+    let rows: Vec<(String, NaiveDate, i64)> = sqlx::query_as(&format!(
+        "SELECT period_type, period_start, sum(login_user_cnt)::bigint FROM {TABLE}
+          WHERE (period_type, period_start) IN (SELECT * FROM unnest($1::text[], $2::date[]))
+          GROUP BY 1, 2 ORDER BY 2 DESC, 1"
+    ))
+    .bind(&kinds)
+    .bind(&starts)
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("{ID}: Failed to read back {TABLE}"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(period_type, period_start, login_users)| PeriodTotal {
+            period_type,
+            period_start,
+            login_users,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_month_starting_mid_week_keeps_the_whole_iso_week() {
+        // 2026-04-01 is a Wednesday: its week starts on Monday 2026-03-30.
+        let [day, week, month] = periods_of(d("2026-04-01"));
+        assert_eq!(
+            (day.start, week.start, month.start),
+            (d("2026-04-01"), d("2026-03-30"), d("2026-04-01"))
+        );
+        assert_eq!(week.to, time::start_of_day_seoul(d("2026-04-02")));
+        assert_eq!(month.to, week.to);
+    }
+
+    #[test]
+    fn a_sunday_closes_its_week_and_the_last_day_its_month() {
+        let [_, week, month] = periods_of(d("2026-05-31"));
+        assert_eq!(week.start, d("2026-05-25"));
+        assert_eq!(month.to, time::start_of_day_seoul(d("2026-06-01")));
+    }
+}

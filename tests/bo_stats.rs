@@ -1,0 +1,440 @@
+//! BO-01-003, BO-01-004, BO-01-007 (login statistics) and the login_at index
+//! migration, against real PostgreSQL. Expected figures are computed here
+//! from the fixture's own list of logins, not with the jobs' SQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const TYPES: [&str; 3] = ["S", "T", "P"];
+/// The level the jobs document for users without a school.
+const NO_SCHOOL: &str = "X";
+const LEVELS: [&str; 4] = ["E", "M", "H", NO_SCHOOL];
+
+/// A user of the fixture: type, school (None: no school) and whether
+/// `tb_lms_user` has them at all.
+struct FixtureUser {
+    id: Uuid,
+    kind: &'static str,
+    school: Option<&'static str>,
+    registered: bool,
+}
+
+/// One login: user index, login and logout (None: still open).
+type Login = (usize, DateTime<Utc>, Option<DateTime<Utc>>);
+
+struct World {
+    users: Vec<FixtureUser>,
+    logins: Vec<Login>,
+}
+
+/// A KST wall-clock time.
+fn kst(s: &str) -> DateTime<Utc> {
+    DateTime::<FixedOffset>::parse_from_rfc3339(&format!("{s}+09:00"))
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .with_timezone(&Utc)
+}
+
+fn kst_midnight(d: NaiveDate) -> DateTime<Utc> {
+    kst(&format!("{d}T00:00:00"))
+}
+
+/// Schools of each level and users of every type and level: a pupil per
+/// level, teachers, a parent (no school), a pupil whose school id the LMS
+/// does not know, and a user id absent from `tb_lms_user`.
+fn users() -> Vec<FixtureUser> {
+    let u = |kind, school, registered| FixtureUser {
+        id: Uuid::new_v4(),
+        kind,
+        school,
+        registered,
+    };
+    vec![
+        u("S", Some("SCH-E"), true),    // 0
+        u("S", Some("SCH-M"), true),    // 1
+        u("S", Some("SCH-H"), true),    // 2
+        u("T", Some("SCH-E"), true),    // 3
+        u("T", Some("SCH-H"), true),    // 4
+        u("P", None, true),             // 5 parent without a school
+        u("S", Some("SCH-GONE"), true), // 6 a school the LMS does not know
+        u("T", None, false),            // 7 not in tb_lms_user
+        u("S", Some("SCH-M"), true),    // 8
+    ]
+}
+
+impl World {
+    fn level(&self, user: usize) -> &'static str {
+        match self.users[user].school {
+            Some("SCH-E") if self.users[user].registered => "E",
+            Some("SCH-M") if self.users[user].registered => "M",
+            Some("SCH-H") if self.users[user].registered => "H",
+            _ => NO_SCHOOL,
+        }
+    }
+
+    async fn insert(&self, pg: &PgPool) {
+        sqlx::raw_sql(
+            "INSERT INTO tb_lms_school (school_id, school_nm, school_level) VALUES
+               ('SCH-E', '초등', 'E'), ('SCH-M', '중등', 'M'), ('SCH-H', '고등', 'H')",
+        )
+        .execute(pg)
+        .await
+        .unwrap();
+        for u in self.users.iter().filter(|u| u.registered) {
+            sqlx::query(
+                "INSERT INTO tb_lms_user (user_id, partner_id, user_type, school_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(u.id)
+            .bind(Uuid::nil())
+            .bind(u.kind)
+            .bind(u.school)
+            .execute(pg)
+            .await
+            .unwrap();
+        }
+        for &(user, login, logout) in &self.logins {
+            sqlx::query(
+                "INSERT INTO tb_lms_login_hist (user_id, user_type, login_at, logout_at, ip) VALUES ($1, $2, $3, $4, '10.0.0.1')",
+            )
+            .bind(self.users[user].id)
+            .bind(self.users[user].kind)
+            .bind(login)
+            .bind(logout)
+            .execute(pg)
+            .await
+            .unwrap();
+        }
+    }
+
+    /// (type, level) → (logins, distinct users) of the logins in [from, to),
+    /// every type and level present.
+    fn logins_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<(String, String), (i64, i64)> {
+        let mut users: BTreeMap<(String, String), BTreeSet<usize>> = BTreeMap::new();
+        let mut logins: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for t in TYPES {
+            for l in LEVELS {
+                users.insert((t.into(), l.into()), BTreeSet::new());
+                logins.insert((t.into(), l.into()), 0);
+            }
+        }
+        for &(user, at, _) in &self.logins {
+            if at >= from && at < to {
+                let key = (
+                    self.users[user].kind.to_string(),
+                    self.level(user).to_string(),
+                );
+                *logins.get_mut(&key).unwrap() += 1;
+                users.get_mut(&key).unwrap().insert(user);
+            }
+        }
+        logins
+            .into_iter()
+            .map(|(k, n)| {
+                let distinct = users[&k].len() as i64;
+                (k, (n, distinct))
+            })
+            .collect()
+    }
+}
+
+async fn login_stats(pg: &PgPool, day: NaiveDate) -> BTreeMap<(String, String), (i64, i64)> {
+    let rows: Vec<(String, String, i32, i32)> = sqlx::query_as(
+        "SELECT user_type, school_level, login_cnt, login_user_cnt FROM tb_bo_lms_login_stats_daily WHERE base_dt = $1",
+    )
+    .bind(day)
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(t, l, n, u)| ((t, l), (i64::from(n), i64::from(u))))
+        .collect()
+}
+
+async fn login_users(pg: &PgPool, kind: &str, start: NaiveDate) -> BTreeMap<(String, String), i64> {
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT user_type, school_level, login_user_cnt FROM tb_bo_lms_login_user_stats
+          WHERE period_type = $1 AND period_start = $2",
+    )
+    .bind(kind)
+    .bind(start)
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(t, l, n)| ((t, l), i64::from(n)))
+        .collect()
+}
+
+fn distinct_only(m: BTreeMap<(String, String), (i64, i64)>) -> BTreeMap<(String, String), i64> {
+    m.into_iter().map(|(k, (_, u))| (k, u)).collect()
+}
+
+fn day_range(d: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    (kst_midnight(d), kst_midnight(d + Duration::days(1)))
+}
+
+#[tokio::test]
+async fn login_counts_count_the_kst_day_per_type_and_level_with_zeros_and_users_without_school() {
+    let env = TestEnv::new().await;
+    let d = date("2026-03-04");
+    let world = World {
+        users: users(),
+        logins: vec![
+            (
+                0,
+                kst("2026-03-04T00:00:00"),
+                Some(kst("2026-03-04T00:30:00")),
+            ), // first instant of D
+            (0, kst("2026-03-04T13:00:00"), None), // same pupil again
+            (
+                1,
+                kst("2026-03-03T23:59:59"),
+                Some(kst("2026-03-04T00:20:00")),
+            ), // logged in the day before
+            (1, kst("2026-03-04T23:59:59"), None), // last second of D
+            (2, kst("2026-03-05T00:00:00"), None), // the next day
+            (
+                3,
+                kst("2026-03-04T08:00:00"),
+                Some(kst("2026-03-04T09:00:00")),
+            ),
+            (
+                3,
+                kst("2026-03-04T10:00:00"),
+                Some(kst("2026-03-04T11:00:00")),
+            ),
+            (
+                3,
+                kst("2026-03-04T12:00:00"),
+                Some(kst("2026-03-04T15:00:00")),
+            ),
+            (
+                4,
+                kst("2026-03-04T09:30:00"),
+                Some(kst("2026-03-04T09:40:00")),
+            ),
+            (
+                5,
+                kst("2026-03-04T19:00:00"),
+                Some(kst("2026-03-04T19:05:00")),
+            ),
+            (5, kst("2026-03-04T21:00:00"), None),
+            (
+                6,
+                kst("2026-03-04T11:00:00"),
+                Some(kst("2026-03-04T11:30:00")),
+            ),
+            (
+                7,
+                kst("2026-03-04T16:00:00"),
+                Some(kst("2026-03-04T17:00:00")),
+            ),
+            (
+                8,
+                kst("2026-03-04T14:00:00"),
+                Some(kst("2026-03-04T14:10:00")),
+            ),
+        ],
+    };
+    world.insert(env.pg()).await;
+    let (from, to) = day_range(d);
+    let expected = world.logins_between(from, to);
+    assert_eq!(expected.len(), 12);
+    assert_eq!(
+        expected[&("S".into(), "X".into())],
+        (1, 1),
+        "the unknown school"
+    );
+    assert_eq!(expected[&("P".into(), "X".into())], (2, 1), "the parent");
+
+    // Dry run: figures reported, nothing written.
+    let run = env.run_ok("BO-01-004", Some(d), true).await;
+    assert!(login_stats(env.pg(), d).await.is_empty());
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    let total: i64 = expected.values().map(|v| v.0).sum();
+    assert_eq!(details["logins"], total);
+
+    env.run_ok("BO-01-004", Some(d), false).await;
+    assert_eq!(login_stats(env.pg(), d).await, expected);
+
+    // A late login of D arrives; the rerun replaces the day's rows exactly.
+    sqlx::query(
+        "INSERT INTO tb_lms_login_hist (user_id, user_type, login_at) VALUES ($1, 'S', $2)",
+    )
+    .bind(world.users[2].id)
+    .bind(kst("2026-03-04T22:00:00"))
+    .execute(env.pg())
+    .await
+    .unwrap();
+    let mut world = world;
+    world.logins.push((2, kst("2026-03-04T22:00:00"), None));
+    env.run_ok("BO-01-004", Some(d), false).await;
+    assert_eq!(
+        login_stats(env.pg(), d).await,
+        world.logins_between(from, to)
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tb_bo_lms_login_stats_daily")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(rows, 12, "one day, 3 types × 4 levels");
+}
+
+/// Logins around the ISO week and month boundaries of April 2026, which
+/// starts on a Wednesday (its week starts on Monday 30 March).
+fn boundary_world() -> World {
+    World {
+        users: users(),
+        logins: vec![
+            (
+                0,
+                kst("2026-03-29T23:59:00"),
+                Some(kst("2026-03-30T00:10:00")),
+            ), // Sunday 23:59: week of 23 March
+            (
+                1,
+                kst("2026-03-30T00:00:00"),
+                Some(kst("2026-03-30T00:05:00")),
+            ), // Monday 00:00: week of 30 March
+            (3, kst("2026-03-31T12:00:00"), None), // March, same week
+            (
+                2,
+                kst("2026-04-01T08:00:00"),
+                Some(kst("2026-04-01T09:00:00")),
+            ),
+            (
+                1,
+                kst("2026-04-01T10:00:00"),
+                Some(kst("2026-04-01T10:30:00")),
+            ), // the Monday user again
+            (5, kst("2026-04-01T20:00:00"), None),
+            (7, kst("2026-04-01T21:00:00"), None),
+            (4, kst("2026-04-02T09:00:00"), None), // after 1 April
+            (6, kst("2026-04-05T23:59:59"), None), // Sunday, last second of the week
+            (8, kst("2026-04-06T00:00:00"), None), // Monday of the next week
+            (0, kst("2026-04-03T07:00:00"), None),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn login_users_count_day_week_and_month_to_date_across_week_and_month_boundaries() {
+    let env = TestEnv::new().await;
+    let world = boundary_world();
+    world.insert(env.pg()).await;
+
+    // Sunday 29 March closes the week of 23 March: the 23:59 login is in it.
+    env.run_ok("BO-01-007", Some(date("2026-03-29")), false)
+        .await;
+    let week_23 = login_users(env.pg(), "W", date("2026-03-23")).await;
+    assert_eq!(
+        week_23,
+        distinct_only(world.logins_between(
+            kst_midnight(date("2026-03-23")),
+            kst_midnight(date("2026-03-30"))
+        ))
+    );
+    assert_eq!(week_23[&("S".into(), "E".into())], 1);
+
+    // Wednesday 1 April: day, the week from Monday 30 March (in March), the
+    // month from 1 April, each up to the end of 1 April.
+    let d = date("2026-04-01");
+    env.run_ok("BO-01-007", Some(d), false).await;
+    let end = kst_midnight(date("2026-04-02"));
+    assert_eq!(
+        login_users(env.pg(), "D", d).await,
+        distinct_only(world.logins_between(kst_midnight(d), end))
+    );
+    let week = login_users(env.pg(), "W", date("2026-03-30")).await;
+    assert_eq!(
+        week,
+        distinct_only(world.logins_between(kst_midnight(date("2026-03-30")), end))
+    );
+    // The Monday-00:00 pupil logged in twice, counted once; the Sunday-23:59 one not at all.
+    assert_eq!(week[&("S".into(), "M".into())], 1);
+    assert_eq!(week[&("S".into(), "E".into())], 0);
+    let month = login_users(env.pg(), "M", d).await;
+    assert_eq!(
+        month,
+        distinct_only(world.logins_between(kst_midnight(d), end))
+    );
+    assert_eq!(month[&("T".into(), "E".into())], 0, "31 March is not April");
+    assert_eq!(
+        month[&("T".into(), "X".into())],
+        1,
+        "a user absent from tb_lms_user"
+    );
+
+    // Sunday 5 April: the week is complete, the month to date; the week row
+    // is recomputed, not added to.
+    let sunday = date("2026-04-05");
+    env.run_ok("BO-01-007", Some(sunday), false).await;
+    let end = kst_midnight(date("2026-04-06"));
+    assert_eq!(
+        login_users(env.pg(), "W", date("2026-03-30")).await,
+        distinct_only(world.logins_between(kst_midnight(date("2026-03-30")), end))
+    );
+    assert_eq!(
+        login_users(env.pg(), "M", date("2026-04-01")).await,
+        distinct_only(world.logins_between(kst_midnight(date("2026-04-01")), end))
+    );
+
+    // A rerun leaves the same rows.
+    let before: Vec<(String, NaiveDate, String, String, i32)> =
+        sqlx::query_as("SELECT * FROM tb_bo_lms_login_user_stats ORDER BY 1, 2, 3, 4")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
+    env.run_ok("BO-01-007", Some(sunday), false).await;
+    let after: Vec<(String, NaiveDate, String, String, i32)> =
+        sqlx::query_as("SELECT * FROM tb_bo_lms_login_user_stats ORDER BY 1, 2, 3, 4")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(before, after);
+    // Periods: D 29/3, 1/4, 5/4; W 23/3, 30/3; M 1/3, 1/4.
+    assert_eq!(after.len(), 7 * 12);
+}
+
+#[tokio::test]
+async fn migrate_adds_the_login_at_index_concurrently_where_it_is_missing() {
+    assert!(
+        aidt_batch::commands::migrate::LMS_INDEX_MIGRATOR
+            .iter()
+            .all(|m| m.no_tx),
+        "CREATE INDEX CONCURRENTLY must run outside a transaction"
+    );
+    let env = TestEnv::empty().await;
+    aidt_dev::schema::apply_postgres(env.pg()).await.unwrap();
+    sqlx::raw_sql("DROP INDEX tb_lms_login_hist_login_idx")
+        .execute(env.pg())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let out = env.run_cli(&["migrate"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let valid: Vec<bool> = sqlx::query_scalar(
+        "SELECT i.indisvalid FROM pg_index i
+           JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+          WHERE i.indrelid = 'tb_lms_login_hist'::regclass AND a.attname = 'login_at'",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(valid, [true]);
+}
