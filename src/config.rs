@@ -68,6 +68,8 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub metrics: MetricsSettings,
+    #[serde(default)]
     pub jobs: JobsSettings,
 }
 
@@ -173,6 +175,48 @@ impl Default for LogSettings {
             format: LogFormat::Auto,
             level: "info".into(),
         }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics written at the end of every run
+/// (`crate::runtime::metrics`). Both outputs are off unless set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// The node-exporter textfile collector's directory: one
+    /// `aidt_batch_<job>.prom` per job, replaced atomically. Absent or empty: off.
+    pub textfile_dir: Option<PathBuf>,
+    /// The Pushgateway's base URL (`http://pushgateway:9091`); may carry
+    /// basic-auth credentials, so a secret, never printed. Absent or empty: off.
+    pub pushgateway_url: Option<SecretString>,
+    /// How long a push may take before it is given up (logged, never failing the run).
+    pub push_timeout_secs: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            textfile_dir: None,
+            pushgateway_url: None,
+            push_timeout_secs: 5,
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The textfile directory, if the textfile output is on.
+    pub fn textfile_dir(&self) -> Option<&Path> {
+        self.textfile_dir
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The Pushgateway URL, if pushing is on.
+    pub fn pushgateway_url(&self) -> Option<&SecretString> {
+        use secrecy::ExposeSecret;
+        self.pushgateway_url
+            .as_ref()
+            .filter(|u| !u.expose_secret().is_empty())
     }
 }
 
@@ -628,6 +672,17 @@ impl Settings {
                 key: "jobs.lrs_aggregate.attempts_extension".into(),
                 reason: "must be an http:// or https:// IRI, or empty".into(),
             });
+        }
+        if let Some(url) = self.metrics.pushgateway_url() {
+            let bad = |reason: &str| ConfigError::BadValue {
+                key: "metrics.pushgateway_url".into(),
+                reason: reason.into(),
+            };
+            let parsed = reqwest::Url::parse(url.expose_secret())
+                .map_err(|_| bad("not a URL (expected http://host:9091)"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("must start with http:// or https://"));
+            }
         }
         if self.jobs.keris_dashboard.page_size == 0 {
             return Err(ConfigError::BadValue {

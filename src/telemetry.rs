@@ -10,10 +10,19 @@
 //! span chain prefixes each line (`run{job_id=… run_id=…}: …`).
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::config::{LogFormat, Profile};
+
+/// Whether [`init`] chose JSON lines (no progress bar then).
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the logs are JSON lines; false before [`init`].
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
 
 /// Installs the global subscriber. `level` is an EnvFilter directive such as
 /// `info` or `aidt_batch=debug,sqlx=warn`; `RUST_LOG` overrides it.
@@ -26,6 +35,7 @@ pub fn init(profile: Profile, format: LogFormat, level: &str) {
         LogFormat::Text => false,
         LogFormat::Auto => profile == Profile::Prod,
     };
+    JSON_LOGS.store(json, Ordering::Relaxed);
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry
@@ -41,7 +51,7 @@ pub fn init(profile: Profile, format: LogFormat, level: &str) {
         registry
             .with(
                 fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(crate::runtime::progress::SuspendingStderr)
                     .with_ansi(std::io::stderr().is_terminal()),
             )
             .try_init()

@@ -16,6 +16,7 @@ mod learning_stats;
 mod llm_dataset;
 mod locks;
 mod lrs;
+mod metrics;
 mod notify;
 mod operator;
 mod privacy;

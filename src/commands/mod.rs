@@ -9,11 +9,12 @@ pub mod migrate;
 use std::path::Path;
 
 use crate::cli::{Cli, Command, Invocation};
-use crate::config::{ConfigError, LoadedConfig, Profile};
+use crate::config::{LoadedConfig, Profile};
 use crate::context::AppContext;
 use crate::jobs::REGISTRY;
+use crate::runtime::history::RunStatus;
 use crate::runtime::runner::{self, RunRequest};
-use crate::runtime::{crontab, registry, Exit, SetupError};
+use crate::runtime::{crontab, metrics, registry, Exit, SetupError};
 
 /// Runs what the command line asks for and returns the process's exit.
 pub async fn execute(invocation: Invocation) -> Exit {
@@ -36,16 +37,9 @@ pub async fn execute(invocation: Invocation) -> Exit {
 /// Prints an error with its whole cause chain on one line and picks the exit:
 /// 2 for what the operator must fix in configuration or set-up, else 1.
 pub fn report(e: &anyhow::Error) -> Exit {
-    let usage = e
-        .chain()
-        .any(|c| c.is::<ConfigError>() || c.is::<SetupError>());
     tracing::error!(error = %format!("{e:#}"), "command failed");
     eprintln!("aidt-batch: error: {e:#}");
-    if usage {
-        Exit::Usage
-    } else {
-        Exit::Failure
-    }
+    crate::runtime::exit::exit_for_error(e)
 }
 
 /// Loads configuration and installs logging; a bad configuration is reported
@@ -71,7 +65,26 @@ async fn run_job(
         return Err(SetupError::NotImplemented(def.id).into());
     }
     let loaded = load_config(profile, extra)?;
-    let app = AppContext::connect(&loaded).await?;
+    let started = std::time::Instant::now();
+    let app = match AppContext::connect(&loaded).await {
+        Ok(app) => app,
+        Err(e) => {
+            // No database, so no run row: the metrics still record the failure.
+            if !args.dry_run {
+                let run = metrics::RunMetrics {
+                    job_id: def.id,
+                    file_stem: def.config_name(),
+                    status: RunStatus::Failed,
+                    exit: crate::runtime::exit::exit_for_error(&e),
+                    counts: Default::default(),
+                    duration: started.elapsed(),
+                    finished_at: chrono::Utc::now(),
+                };
+                metrics::export(&loaded.settings.metrics, None, &run).await;
+            }
+            return Err(e);
+        }
+    };
     let params = serde_json::json!({
         "profile": profile.as_str(),
         "date": args.date.map(|d| d.to_string()),
@@ -181,3 +194,4 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
         }
     }
 }
+

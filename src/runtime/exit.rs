@@ -41,3 +41,16 @@ impl From<Exit> for ExitCode {
         ExitCode::from(exit.code())
     }
 }
+
+/// The exit of a command that ended in `e`: 2 for what the operator fixes in
+/// configuration or set-up (a config key, tables not migrated), else 1.
+pub fn exit_for_error(e: &anyhow::Error) -> Exit {
+    let usage = e
+        .chain()
+        .any(|c| c.is::<crate::config::ConfigError>() || c.is::<super::SetupError>());
+    if usage {
+        Exit::Usage
+    } else {
+        Exit::Failure
+    }
+}

@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoints;
+use super::progress::Progress;
 use super::registry::JobDef;
 use crate::config::Settings;
 use crate::context::AppContext;
@@ -85,6 +86,8 @@ pub struct JobContext {
     /// The job's own command-line options ([`JobDef::args`]), parsed.
     pub args: clap::ArgMatches,
     pub counts: Counts,
+    /// The progress bar at a terminal: a long job sets its total once.
+    pub progress: Progress,
     details: Mutex<serde_json::Map<String, serde_json::Value>>,
     checkpoints: Checkpoints,
     cancel: CancellationToken,
@@ -110,6 +113,7 @@ impl JobContext {
             app,
             args,
             counts: Counts::default(),
+            progress: Progress::new(super::progress::should_draw_here()),
             details: Mutex::new(serde_json::Map::new()),
             checkpoints,
             cancel,

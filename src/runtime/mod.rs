@@ -9,6 +9,8 @@ pub mod exit;
 pub mod history;
 pub mod job;
 pub mod lock;
+pub mod metrics;
+pub mod progress;
 pub mod registry;
 pub mod runner;
 

@@ -24,6 +24,8 @@ use super::exit::Exit;
 use super::history::{self, Finish, NewRun, RunStatus, Runner};
 use super::job::{JobContext, JobStopped};
 use super::lock::LockConnection;
+use super::metrics::{self, RunMetrics};
+use super::progress;
 use super::registry::{DefaultDate, JobDef, Registry};
 use crate::context::AppContext;
 use crate::time;
@@ -109,10 +111,38 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
     let signal = Arc::new(AtomicI32::new(0));
     let listener =
         tokio::spawn(listen_for_stop(cancel.clone(), signal.clone()).instrument(span.clone()));
-    let result = run_locked(app, request, job, date, wait, &cancel, &signal, &span)
-        .instrument(span.clone())
-        .await;
+    let started = Instant::now();
+    let dry_run = request.dry_run;
+    let result = run_locked(
+        app.clone(),
+        request,
+        job,
+        date,
+        wait,
+        &cancel,
+        &signal,
+        &span,
+        started,
+    )
+    .instrument(span.clone())
+    .await;
     listener.abort();
+    if let (Err(e), false) = (&result, dry_run) {
+        // No run row (database down, tables missing): the metrics still say
+        // the job failed, with the exit code the command will return.
+        let run = RunMetrics {
+            job_id: def.id,
+            file_stem: def.config_name(),
+            status: RunStatus::Failed,
+            exit: super::exit::exit_for_error(e),
+            counts: Default::default(),
+            duration: started.elapsed(),
+            finished_at: chrono::Utc::now(),
+        };
+        metrics::export(&app.settings.metrics, Some(&app.pg), &run)
+            .instrument(span)
+            .await;
+    }
     result
 }
 
@@ -127,6 +157,7 @@ async fn run_locked(
     cancel: &CancellationToken,
     signal: &AtomicI32,
     span: &tracing::Span,
+    started: Instant,
 ) -> anyhow::Result<RunOutcome> {
     let def = request.def;
     let runner = Runner::current();
@@ -163,6 +194,18 @@ async fn run_locked(
         span.record("run_id", run_id);
         tracing::warn!(status = "SKIPPED", exit_code = exit.code(), "{reason}");
         lock.close().await;
+        let run = RunMetrics {
+            job_id: def.id,
+            file_stem: def.config_name(),
+            status: RunStatus::Skipped,
+            exit,
+            counts: Default::default(),
+            duration: started.elapsed(),
+            finished_at: chrono::Utc::now(),
+        };
+        if !request.dry_run {
+            metrics::export(&app.settings.metrics, Some(&app.pg), &run).await;
+        }
         return Ok(RunOutcome {
             run_id: Some(run_id),
             exit,
@@ -183,12 +226,14 @@ async fn run_locked(
         request.args.clone(),
         cancel.clone(),
     );
-    let started = Instant::now();
+    let job_started = Instant::now();
     let grace = Duration::from_secs(app.settings.runtime.stop_grace_secs);
     let result = tokio::select! {
         result = job.run(&ctx) => Some(result),
         _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => None,
+        _ = progress::draw(&ctx) => unreachable!("the progress bar never ends by itself"),
     };
+    progress::finish();
 
     let counts = ctx.counts.snapshot();
     let (status, exit, error) = match result {
@@ -232,7 +277,7 @@ async fn run_locked(
         details: ctx.details(),
     };
     let recorded = history::finish(&app.pg, run_id, &finish).await;
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let duration_ms = job_started.elapsed().as_millis() as u64;
     let summary = format!(
         "run finished: {} read={} written={} skipped={} failed={} in {duration_ms} ms",
         status.as_str(),
@@ -262,6 +307,19 @@ async fn run_locked(
 
     let _ = lock.unlock(&key).await;
     lock.close().await;
+    // Dry runs change nothing: their counts would hide the last real run.
+    if !request.dry_run {
+        let run = RunMetrics {
+            job_id: def.id,
+            file_stem: def.config_name(),
+            status,
+            exit,
+            counts,
+            duration: started.elapsed(),
+            finished_at: chrono::Utc::now(),
+        };
+        metrics::export(&app.settings.metrics, Some(&app.pg), &run).await;
+    }
     Ok(RunOutcome {
         run_id: Some(run_id),
         exit,

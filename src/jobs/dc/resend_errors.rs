@@ -163,6 +163,18 @@ impl Job for ResendErrors {
             }
         }
 
+        ctx.progress
+            .set_total_with(|| async {
+                let sql = "SELECT count(*) FROM tb_dc_error_data_info WHERE base_dt <= $1 \
+                           AND (status = 'REGENERATED' OR (status = 'PENDING' AND err_code = ANY($2)))";
+                let n: i64 = sqlx::query_scalar(sql)
+                    .bind(ctx.business_date)
+                    .bind(&RESENDABLE[..])
+                    .fetch_one(pg)
+                    .await?;
+                Ok(n as u64)
+            })
+            .await;
         let partners = partners_by_id(&settings.keris)?;
         let options = ClientOptions::from_settings(&settings.keris);
         let mut senders: HashMap<String, PartnerSender> = HashMap::new();

@@ -133,6 +133,14 @@ impl Job for SendStatements {
             return Ok(());
         }
 
+        ctx.progress
+            .set_total_with(|| async {
+                let ids: Vec<&String> = partners.keys().collect();
+                let ready =
+                    doc! { "base_dt": &date, "status": READY, "partner_id": { "$in": ids } };
+                Ok(coll.count_documents(ready).await?)
+            })
+            .await;
         let options = ClientOptions::from_settings(&settings.keris);
         let runs = partners.iter().map(|(partner_id, name)| {
             let (options, cfg) = (options.clone(), &cfg);

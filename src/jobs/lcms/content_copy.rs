@@ -177,6 +177,7 @@ enum Source {
 #[async_trait::async_trait]
 impl Job for ContentCopy {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        ctx.progress.show_counts();
         let settings = ctx.settings().jobs.lcms_copy.clone();
         let settings = &settings;
         let full = ctx.flag(FULL);

@@ -150,6 +150,13 @@ impl Job for KerisDashboard {
             );
             ctx.set_detail("view_rows_refreshed", refresh.rows_changed);
             ctx.set_detail("view_refresh", &refresh);
+            ctx.progress
+                .set_total_with(|| async {
+                    let mut conn = ctx.pg().acquire().await?;
+                    Ok(ctx.counts.snapshot().read
+                        + count_pending(&mut conn).await?.values().sum::<u64>())
+                })
+                .await;
             send_progress(&sender, ctx.pg()).await?;
             send_scores(&sender, ctx.pg(), None).await
         }

@@ -497,6 +497,7 @@ async fn write_records(
         serde_json::to_writer(&mut gz, &record)?;
         gz.write_all(b"\n")?;
         records += 1;
+        ctx.progress.set_position(records, figures.records);
         if gz.get_ref().len() >= FLUSH_BYTES {
             let chunk = std::mem::take(gz.get_mut());
             hasher.update(&chunk);

@@ -95,6 +95,13 @@ impl Job for AggregateStatements {
             .context("Failed to count the voided statements")?;
         ctx.counts.add_skipped(voided);
         ctx.set_detail("voided", voided);
+        ctx.progress
+            .set_total_with(|| async {
+                Ok(source
+                    .count_documents(source_filter(ctx.business_date))
+                    .await?)
+            })
+            .await;
 
         // A day sorted by student is bigger than the 100 MB a server sorts
         // in memory: let it spill to disk (MongoDB 6+ does by default, 5 not).
