@@ -46,6 +46,16 @@ pub enum Command {
     },
     /// Print the crontab built from the job registry
     Crontab,
+    /// Print the Kubernetes manifests built from the job registry (a CronJob per
+    /// scheduled job, the ConfigMap), or write them to a directory
+    K8s {
+        /// Write one file per manifest into DIR (deploy/k8s), removing CronJobs no longer generated
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The image the pods run [default: aidt-batch:<version>]
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+    },
     /// Apply the batch's own migrations and ensure the MongoDB indexes
     Migrate,
     /// Verify configuration, PostgreSQL, MongoDB and KERIS reachability
@@ -218,7 +228,7 @@ pub fn unknown_job_message(given: &str) -> String {
     }
     let ids: Vec<String> = REGISTRY.iter().map(JobDef::cli_name).collect();
     msg.push_str(&format!("  valid job ids: {}\n", ids.join(", ")));
-    msg.push_str("  commands: list, history, crontab, migrate, check, chain");
+    msg.push_str("  commands: list, history, crontab, k8s, migrate, check, chain");
     msg
 }
 

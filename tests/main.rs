@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod content;
 mod dashboard;
+mod deploy;
 mod dev_seed;
 mod jobs_bo;
 mod jobs_lms;

@@ -14,7 +14,7 @@ use crate::context::AppContext;
 use crate::jobs::REGISTRY;
 use crate::runtime::history::RunStatus;
 use crate::runtime::runner::{self, RunRequest};
-use crate::runtime::{crontab, metrics, registry, Exit, SetupError};
+use crate::runtime::{crontab, k8s, metrics, registry, Exit, SetupError};
 
 /// Runs what the command line asks for and returns the process's exit.
 pub async fn execute(invocation: Invocation) -> Exit {
@@ -135,6 +135,20 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             );
             Ok(Exit::Success)
         }
+        Command::K8s { out, image } => {
+            let mut options = k8s::Options {
+                partitions: crate::jobs::K8S_PARTITIONS,
+                ..k8s::Options::default()
+            };
+            if let Some(image) = image {
+                options.image = image;
+            }
+            match out {
+                None => print!("{}", k8s::render_stream(&REGISTRY, &options)),
+                Some(dir) => write_manifests(&dir, &k8s::render(&REGISTRY, &options))?,
+            }
+            Ok(Exit::Success)
+        }
         Command::List => list::run(cli.profile.unwrap_or(Profile::Local), extra).await,
         Command::History { job, limit } => {
             let job = match job {
@@ -195,3 +209,29 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// Writes `manifests` into `dir` (created if missing) and removes the
+/// `cronjob-*.yaml` there that are no longer generated (a job that became
+/// unscheduled); other files are left alone.
+fn write_manifests(dir: &Path, manifests: &[k8s::Manifest]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("Failed to read {}", dir.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let generated = manifests.iter().any(|m| m.file == name);
+        if name.starts_with("cronjob-") && name.ends_with(".yaml") && !generated {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("Failed to remove {}", entry.path().display()))?;
+            eprintln!("removed {}", entry.path().display());
+        }
+    }
+    for manifest in manifests {
+        let path = dir.join(&manifest.file);
+        std::fs::write(&path, &manifest.text)
+            .with_context(|| format!("Failed to write {}", path.display()))?;
+    }
+    eprintln!("wrote {} manifests to {}", manifests.len(), dir.display());
+    Ok(())
+}

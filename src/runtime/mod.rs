@@ -8,6 +8,7 @@ pub mod crontab;
 pub mod exit;
 pub mod history;
 pub mod job;
+pub mod k8s;
 pub mod lock;
 pub mod metrics;
 pub mod progress;
