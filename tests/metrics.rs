@@ -326,3 +326,23 @@ async fn a_failed_push_is_logged_and_never_fails_the_run() {
         "the refusing gateway got the push"
     );
 }
+
+#[tokio::test]
+async fn a_run_that_cannot_start_still_reports_its_failure() {
+    // Nothing migrated: the run has no history row and exits 2.
+    let env = TestEnv::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = env
+        .command(&["bo-01-005"])
+        .env("AIDT__METRICS__TEXTFILE_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let s = samples(&dir.path().join("aidt_batch_bo_01_005.prom"));
+    assert_eq!(metric(&s, "last_run_exit_code", "BO-01-005"), 2.0);
+    assert_eq!(status_of(&s, "BO-01-005"), ["FAILED"]);
+    assert!(
+        !s.keys().any(|k| k.starts_with("aidt_batch_last_success")),
+        "no success known: {s:?}"
+    );
+}

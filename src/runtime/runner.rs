@@ -85,6 +85,33 @@ pub struct RunOutcome {
 /// Runs `request` to the end and returns how it ended. Errors before the run
 /// exists (database down, tables missing) come back as `Err`.
 pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutcome> {
+    let (def, dry_run) = (request.def, request.dry_run);
+    let started = Instant::now();
+    let result = run_from(app.clone(), request, started).await;
+    if let (Err(e), false) = (&result, dry_run) {
+        // No run row (tables missing, database gone, a bad lock_wait_secs):
+        // the metrics still say the job failed, with the command's exit code.
+        let run = RunMetrics {
+            job_id: def.id,
+            file_stem: def.config_name(),
+            status: RunStatus::Failed,
+            exit: super::exit::exit_for_error(e),
+            counts: Default::default(),
+            duration: started.elapsed(),
+            finished_at: chrono::Utc::now(),
+        };
+        metrics::export(&app.settings.metrics, Some(&app.pg), &run)
+            .instrument(tracing::info_span!("run", job_id = def.id))
+            .await;
+    }
+    result
+}
+
+async fn run_from(
+    app: AppContext,
+    request: RunRequest,
+    started: Instant,
+) -> anyhow::Result<RunOutcome> {
     let def = request.def;
     let Some(job) = def.job else {
         return Err(super::SetupError::NotImplemented(def.id).into());
@@ -111,8 +138,6 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
     let signal = Arc::new(AtomicI32::new(0));
     let listener =
         tokio::spawn(listen_for_stop(cancel.clone(), signal.clone()).instrument(span.clone()));
-    let started = Instant::now();
-    let dry_run = request.dry_run;
     let result = run_locked(
         app.clone(),
         request,
@@ -127,22 +152,6 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
     .instrument(span.clone())
     .await;
     listener.abort();
-    if let (Err(e), false) = (&result, dry_run) {
-        // No run row (database down, tables missing): the metrics still say
-        // the job failed, with the exit code the command will return.
-        let run = RunMetrics {
-            job_id: def.id,
-            file_stem: def.config_name(),
-            status: RunStatus::Failed,
-            exit: super::exit::exit_for_error(e),
-            counts: Default::default(),
-            duration: started.elapsed(),
-            finished_at: chrono::Utc::now(),
-        };
-        metrics::export(&app.settings.metrics, Some(&app.pg), &run)
-            .instrument(span)
-            .await;
-    }
     result
 }
 
