@@ -203,6 +203,13 @@ async fn course_std_sys_is_rebuilt_from_each_courses_active_content_and_items() 
     assert_eq!(after[&("CRS-1".into(), "S1".into())].1, old_stamp());
     let (read, written, skipped, details) = run_row(env.pg(), run).await;
     assert_eq!((read, written, skipped), (7, 4, 25));
+    let rerun = env.run_ok("LMS-01-010", None, false).await;
+    assert_eq!(
+        map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await,
+        after,
+        "a rerun changes nothing"
+    );
+    assert_eq!(run_row(env.pg(), rerun).await.1, 0);
     assert_eq!(
         details["changed"],
         serde_json::json!({"pairs": 4, "inserted": 3, "updated": 0, "deleted": 1, "unchanged": 1})
@@ -485,12 +492,26 @@ async fn lcms_copy_reads_a_separate_lcms_database_when_source_url_is_set() {
     assert_eq!(written, 2);
 }
 
-#[tokio::test]
-async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_completes_it() {
+/// Runs LCMS-01-001 as a process from a separate source of 300,000 items,
+/// SIGKILLs it once the LMS side is receiving rows (into the staging table,
+/// or, with `empty_copy`, straight into the empty copy), then reruns it: the
+/// killed run left nothing, and the rerun reaches the state one clean run
+/// reaches.
+async fn kill_mid_copy_then_rerun(empty_copy: bool) {
     let env = TestEnv::new().await;
     let source = TestEnv::new().await;
     let source_url = url_for(&source.pg_name);
     seed_lcms(source.pg(), env.pg()).await;
+    let gone: &[&str] = if empty_copy {
+        exec(
+            env.pg(),
+            "DELETE FROM tb_lms_item; DELETE FROM tb_lms_content",
+        )
+        .await;
+        &[]
+    } else {
+        &["CZ", "IZ", "IY"]
+    };
     exec(
         source.pg(),
         "INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt)
@@ -509,7 +530,7 @@ async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_complete
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Mid-copy: the LMS side has received items into the staging table.
+    // Mid-copy: the LMS side has received items.
     env.wait_until(
         &format!(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_copy p JOIN pg_database d ON d.oid = p.datid
@@ -539,17 +560,22 @@ async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_complete
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_copy_matches(source.pg(), env.pg(), &["CZ", "IZ", "IY"]).await;
-    let statuses: Vec<String> = sqlx::query_scalar(
-        "SELECT status FROM batch_job_run WHERE job_id = 'LCMS-01-001' ORDER BY run_id",
+    assert_copy_matches(source.pg(), env.pg(), gone).await;
+    let runs: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT status, details FROM batch_job_run WHERE job_id = 'LCMS-01-001' ORDER BY run_id",
     )
     .fetch_all(env.pg())
     .await
     .unwrap();
+    let statuses: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(
         statuses,
         ["FAILED", "COMPLETED"],
         "the killed run is found stale and marked FAILED"
+    );
+    assert_eq!(
+        runs[1].1["copied"]["tb_lms_item"]["into_empty_copy"], empty_copy,
+        "the rerun takes the same path"
     );
     assert_eq!(
         watermarks(env.pg()).await,
@@ -558,6 +584,107 @@ async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_complete
             ("tb_lcms_item".to_string(), kst("10:00:00"))
         ]
     );
+}
+
+#[tokio::test]
+async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_completes_it() {
+    kill_mid_copy_then_rerun(false).await;
+}
+
+#[tokio::test]
+async fn lcms_first_copy_killed_mid_copy_leaves_the_copy_empty_and_a_rerun_completes_it() {
+    kill_mid_copy_then_rerun(true).await;
+}
+
+/// The first copy into an empty LMS copy (rows straight in), an
+/// incremental run after it, and a copy emptied later with its watermark
+/// still there: read in full again.
+async fn first_copy_into_an_empty_copy(env: &TestEnv, source: &PgPool) {
+    seed_lcms(source, env.pg()).await;
+    exec(
+        env.pg(),
+        "DELETE FROM tb_lms_item; DELETE FROM tb_lms_content",
+    )
+    .await;
+
+    let dry = env.run_ok("LCMS-01-001", None, true).await;
+    assert!(rows_text(env.pg(), "tb_lms_item", ITEM_COLS)
+        .await
+        .is_empty());
+    assert!(watermarks(env.pg()).await.is_empty());
+    let (_, written, _, details) = run_row(env.pg(), dry).await;
+    assert_eq!(written, 0);
+    assert_eq!(details["would_copy"]["tb_lms_item"]["inserted"], 3);
+
+    let first = env.run_ok("LCMS-01-001", None, false).await;
+    assert_copy_matches(source, env.pg(), &[]).await;
+    let (read, written, skipped, details) = run_row(env.pg(), first).await;
+    // 2 contents + 3 items, each written once.
+    assert_eq!((read, written, skipped), (5, 5, 0));
+    assert_eq!(details["mode"], "full (no watermark yet)");
+    for table in ["tb_lms_content", "tb_lms_item"] {
+        let report = &details["copied"][table];
+        assert_eq!(report["into_empty_copy"], true, "{table}");
+        assert_eq!(report["marked_unused"], 0, "{table}");
+    }
+    // sync_dt: the run's transaction time, one value for every row.
+    let (stamps, min_sync): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT count(DISTINCT sync_dt), min(sync_dt) FROM
+           (SELECT sync_dt FROM tb_lms_item UNION ALL SELECT sync_dt FROM tb_lms_content) x",
+    )
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+    let started: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT started_at FROM batch_job_run WHERE run_id = $1")
+            .bind(first)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(stamps, 1);
+    assert!(min_sync >= started, "{min_sync} vs run start {started}");
+    assert_eq!(
+        watermarks(env.pg()).await,
+        [
+            ("tb_lcms_content".to_string(), kst("10:00:00")),
+            ("tb_lcms_item".to_string(), kst("10:00:00"))
+        ]
+    );
+
+    let again = env.run_ok("LCMS-01-001", None, false).await;
+    let (_, written, _, details) = run_row(env.pg(), again).await;
+    assert_eq!(written, 0, "a rerun writes nothing");
+    assert_eq!(details["mode"], "incremental");
+    assert_eq!(details["copied"]["tb_lms_item"]["into_empty_copy"], false);
+
+    // The items' copy emptied (the contents' kept): with a watermark, the
+    // items are still read in full, else those before it would never return.
+    exec(env.pg(), "DELETE FROM tb_lms_item").await;
+    let refill = env.run_ok("LCMS-01-001", None, false).await;
+    assert_copy_matches(source, env.pg(), &[]).await;
+    let (_, written, _, details) = run_row(env.pg(), refill).await;
+    assert_eq!(written, 3);
+    assert_eq!(
+        details["mode"],
+        "incremental (contents), full (the copy is empty) (items)"
+    );
+    assert_eq!(
+        details["copied"]["tb_lms_item"]["since"],
+        serde_json::Value::Null
+    );
+}
+
+#[tokio::test]
+async fn lcms_first_copy_from_the_lms_database_goes_straight_into_the_empty_copy() {
+    let env = TestEnv::new().await;
+    first_copy_into_an_empty_copy(&env, env.pg()).await;
+}
+
+#[tokio::test]
+async fn lcms_first_copy_from_a_separate_database_goes_straight_into_the_empty_copy() {
+    let mut env = TestEnv::new().await;
+    let source = with_separate_source(&mut env).await;
+    first_copy_into_an_empty_copy(&env, source.pg()).await;
 }
 
 #[tokio::test]
@@ -599,4 +726,145 @@ async fn lcms_copy_with_an_unreachable_source_exits_1_naming_the_key_never_the_u
     assert_eq!(bad.status.code(), Some(1));
     assert!(!stderr(&bad).contains(secret), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("jobs.lcms_copy.source_url"));
+}
+
+/// The `lcms` line of `aidt-batch check`'s output.
+fn lcms_line(out: &std::process::Output) -> String {
+    stdout(out)
+        .lines()
+        .find(|l| l.starts_with("lcms"))
+        .unwrap_or_else(|| panic!("no lcms line: {}", stdout(out)))
+        .to_string()
+}
+
+#[tokio::test]
+async fn check_probes_the_lcms_database_when_source_url_is_set_naming_the_key_never_the_url() {
+    let env = TestEnv::new().await;
+    // Not set: no line.
+    let out = env.command(&["check"]).output().unwrap();
+    assert!(
+        !stdout(&out).lines().any(|l| l.starts_with("lcms")),
+        "{}",
+        stdout(&out)
+    );
+
+    // Reachable, with the LCMS tables.
+    let source = TestEnv::new().await;
+    let url = url_for(&source.pg_name);
+    let out = env
+        .command(&["check"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &url)
+        .output()
+        .unwrap();
+    let line = lcms_line(&out);
+    assert!(
+        line.contains(" OK ") && line.contains("jobs.lcms_copy.source_url"),
+        "{line}"
+    );
+    assert!(line.contains("tb_lcms_item present"), "{line}");
+    let printed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !printed.contains(&url) && !printed.contains("aidt:aidt@"),
+        "{printed}"
+    );
+
+    // Reachable, but not an LCMS database.
+    let bare = TestEnv::empty().await;
+    let out = env
+        .command(&["check"])
+        .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", url_for(&bare.pg_name))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = lcms_line(&out);
+    assert!(
+        line.contains("FAIL") && line.contains("lacks tb_lcms_content"),
+        "{line}"
+    );
+
+    // Unreachable, with a password in the URL: FAIL, exit 1, the key named,
+    // neither the password nor the user printed.
+    let secret = "S3cr3t-lcms-pw";
+    let out = env
+        .command(&["check"])
+        .env(
+            "AIDT__JOBS__LCMS_COPY__SOURCE_URL",
+            format!("postgres://lcms_reader:{secret}@127.0.0.1:1/lcms?sslmode=disable"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = lcms_line(&out);
+    assert!(
+        line.contains("FAIL") && line.contains("jobs.lcms_copy.source_url"),
+        "{line}"
+    );
+    let printed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !printed.contains(secret) && !printed.contains("lcms_reader"),
+        "{printed}"
+    );
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("postgresql") && l.contains(" OK ")),
+        "the other verdicts stand: {}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn the_seeded_world_gives_the_maps_data_errors_to_skip_and_report() {
+    let env = TestEnv::new().await;
+    aidt_dev::seed::seed(
+        &env.app,
+        &aidt_dev::seed::SeedArgs::new(200, 100, Some(date("2026-03-05")), 7),
+    )
+    .await
+    .expect("seed succeeds");
+    // The planted items (seed/content.rs), found independently of the jobs.
+    let planted: Vec<String> = sqlx::query_scalar(
+        "SELECT item_id FROM tb_lcms_item WHERE item_id ~ '-ERR-0[1-4]$' ORDER BY 1",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(planted.len(), 4, "{planted:?}");
+    let unknown: String = sqlx::query_scalar(
+        "SELECT u.code FROM tb_lcms_item, unnest(std_sys_ids) u(code)
+          WHERE item_id = $1 AND NOT EXISTS (SELECT 1 FROM tb_lms_std_sys s WHERE s.std_sys_id = u.code)",
+    )
+    .bind(&planted[0])
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+
+    env.run_ok("LCMS-01-001", None, false).await;
+    for job in ["LMS-01-003", "LMS-01-010"] {
+        let run = env.run_ok(job, None, false).await;
+        let (_, _, skipped, details) = run_row(env.pg(), run).await;
+        let issues = &details["data_issues"];
+        assert_eq!(skipped, 1, "{job}: {issues}");
+        assert_eq!(
+            issues["unknown_std_sys_ids"],
+            serde_json::json!({"count": 1, "first": [{"item_id": planted[0], "std_sys_id": unknown}]}),
+            "{job}"
+        );
+        assert_eq!(
+            issues["items_with_null_std_sys_ids"],
+            serde_json::json!({"count": 1, "first": [planted[2]]}),
+            "{job}"
+        );
+        assert_eq!(issues["items_without_std_sys_ids"]["count"], 0, "{job}");
+        if job == "LMS-01-003" {
+            assert_eq!(
+                issues["items_without_kc_ids"],
+                serde_json::json!({"count": 1, "first": [planted[1]]})
+            );
+            assert_eq!(
+                issues["items_with_null_kc_ids"],
+                serde_json::json!({"count": 1, "first": [planted[3]]})
+            );
+        }
+    }
 }

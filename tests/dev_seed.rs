@@ -181,10 +181,44 @@ async fn seed_fills_every_contract_table_consistently() {
         ("tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys", "std_sys_id"),
         ("tb_lms_course_std_sys", "std_sys_id"),
         ("tb_lms_kc_std_map", "std_sys_id"),
-        ("(SELECT unnest(std_sys_ids) AS s FROM tb_lcms_item)", "s"),
+        (
+            "(SELECT unnest(std_sys_ids) AS s FROM tb_lcms_item WHERE item_id !~ '-ERR-0[1-4]$')",
+            "s",
+        ),
     ] {
         let sql = format!("SELECT count(*) FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM tb_lms_std_sys s WHERE s.std_sys_id = t.{column})");
         assert_eq!(count(pg, &sql).await, 0, "unknown std_sys_id in {table}");
+    }
+    // ... but for the planted LCMS data errors (seed/content.rs), in the LCMS
+    // and in the LMS copy alike: one unknown code, empty kc_ids, a NULL
+    // standard-system id, a NULL KC id; nowhere else.
+    for table in ["tb_lcms_item", "tb_lms_item"] {
+        let errors: Vec<(String, Option<String>, bool, bool)> = sqlx::query_as(&format!(
+            "SELECT item_id, u.code, cardinality(kc_ids) = 0, array_position(kc_ids, NULL) IS NOT NULL
+               FROM {table} i
+               LEFT JOIN LATERAL unnest(std_sys_ids) AS u(code)
+                 ON NOT EXISTS (SELECT 1 FROM tb_lms_std_sys s WHERE s.std_sys_id = u.code)
+              WHERE u.code IS NOT NULL OR array_position(std_sys_ids, NULL) IS NOT NULL
+                 OR cardinality(kc_ids) = 0 OR array_position(kc_ids, NULL) IS NOT NULL
+              ORDER BY item_id"
+        ))
+        .fetch_all(pg)
+        .await
+        .unwrap();
+        let suffixes: Vec<&str> = errors.iter().map(|e| &e.0[e.0.len() - 6..]).collect();
+        assert_eq!(
+            suffixes,
+            ["ERR-01", "ERR-02", "ERR-03", "ERR-04"],
+            "{table}: {errors:?}"
+        );
+        let unknown = errors[0].1.as_deref().expect("ERR-01's unknown code");
+        let shaped: bool = sqlx::query_scalar(&format!("SELECT $1 ~ '{STD_SYS_PATTERN}'"))
+            .bind(unknown)
+            .fetch_one(pg)
+            .await
+            .unwrap();
+        assert!(shaped, "{unknown} has the KERIS shape");
+        assert!(errors[1].2 && errors[3].3, "{table}: {errors:?}");
     }
     // The LMS copy is partial, and part of it is stale.
     assert!(

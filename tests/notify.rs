@@ -175,12 +175,6 @@ async fn seed_assignments(pg: &PgPool) -> Students {
         teacher: uid(6),
         other_lecture: uid(7),
     };
-    // The LMS's column may allow NULL (the contract names no constraint).
-    exec(
-        pg,
-        "ALTER TABLE tb_lms_assignment ALTER COLUMN due_dt DROP NOT NULL",
-    )
-    .await;
     for (id, t, del) in [
         (s.plain, "S", "N"),
         (s.submitted, "S", "N"),
@@ -535,10 +529,12 @@ fn praise_world() -> PraiseWorld {
         Pupil::new(8)
             .days(1..7)
             .result(at(0, 0, 0, 0, 0), "first", 40.0),
-        // Averages: 90 over 5, 89.9 over 5, 100 over 4.
+        // Averages: 90 over 5, 89.9 over 5, 100 over 4 (and 90 over 4 below).
         Pupil::new(9).scores_on_d(&[90.0, 90.0, 90.0, 90.0, 90.0]),
         Pupil::new(10).scores_on_d(&[90.0, 90.0, 90.0, 90.0, 89.5]),
         Pupil::new(11).scores_on_d(&[100.0, 100.0, 100.0, 100.0]),
+        // 90 over 4: the average is enough, the items are not.
+        Pupil::new(15).scores_on_d(&[90.0, 90.0, 90.0, 90.0]),
         // 4 items on D and a 5th at 23:59:59.999 the day before.
         Pupil::new(12)
             .scores_on_d(&[100.0, 100.0, 100.0, 100.0])
@@ -724,6 +720,7 @@ async fn praise_goes_to_streaks_of_seven_high_averages_and_on_time_assignments_o
     assert!(!has(1, "streak") && has(2, "streak") && !has(3, "streak") && has(4, "streak"));
     assert!(!has(5, "streak") && has(6, "streak") && !has(7, "streak") && has(8, "streak"));
     assert!(has(9, "avg_score") && !has(10, "avg_score") && !has(11, "avg_score"));
+    assert!(!has(15, "avg_score"));
     assert!(!has(12, "avg_score") && has(13, "avg_score"));
     assert!(has(20, "assignments") && !has(21, "assignments") && !has(22, "assignments"));
     assert!(!has(23, "assignments") && has(24, "assignments"));
@@ -840,11 +837,22 @@ async fn the_seeded_day_gives_both_jobs_every_kind_of_message() {
             "{reason}: {p}"
         );
     }
-    let (_, _, _, _, d) = run_row(env.pg(), due).await;
+    let (_, _, _, skipped, d) = run_row(env.pg(), due).await;
     for threshold in ["60m", "1440m"] {
         assert!(
             d["by_threshold"][threshold]["written"].as_u64().unwrap() > 0,
             "{threshold}: {d}"
         );
     }
+    // The seed's OPEN assignment without a due_dt: skipped and named.
+    let undated: Vec<i64> = sqlx::query_scalar(
+        "SELECT asgn_id FROM tb_lms_assignment WHERE status = 'OPEN' AND due_dt IS NULL",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(undated.len(), 1);
+    assert_eq!(skipped, 1);
+    assert_eq!(d["null_due_dt_count"], 1);
+    assert_eq!(d["null_due_dt"][0]["asgn_id"], undated[0]);
 }

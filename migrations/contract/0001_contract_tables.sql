@@ -188,9 +188,13 @@ CREATE TABLE IF NOT EXISTS tb_lms_assignment (
     lecture_code text NOT NULL,
     teacher_id   uuid,
     title        text NOT NULL,
-    due_dt       timestamptz NOT NULL,
+    -- The contract names no constraint, and the LMS's column allows NULL
+    -- (LMS-01-004 skips and reports such assignments).
+    due_dt       timestamptz,
     status       text NOT NULL DEFAULT 'OPEN' CHECK (status IN ('OPEN', 'CLOSED'))
 );
+-- Databases created before due_dt was nullable here.
+ALTER TABLE tb_lms_assignment ALTER COLUMN due_dt DROP NOT NULL;
 
 CREATE TABLE IF NOT EXISTS tb_lms_assignment_submit (
     asgn_id   bigint NOT NULL,

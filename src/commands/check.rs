@@ -1,5 +1,6 @@
 //! `aidt-batch check`: configuration (and the privacy audit salt), PostgreSQL,
-//! MongoDB and KERIS, each with a verdict. Exit 0 when all pass, 1 when any
+//! MongoDB, KERIS and, when `jobs.lcms_copy.source_url` is set, the LCMS
+//! database, each with a verdict. Exit 0 when all pass, 1 when any
 //! fails, 2 for bad configuration.
 
 use std::path::Path;
@@ -15,6 +16,24 @@ struct Verdict {
     what: &'static str,
     ok: bool,
     detail: String,
+}
+
+impl Verdict {
+    /// A probe's outcome: its detail, or its error's whole chain.
+    fn of(what: &'static str, result: anyhow::Result<String>) -> Self {
+        match result {
+            Ok(detail) => Verdict {
+                what,
+                ok: true,
+                detail,
+            },
+            Err(e) => Verdict {
+                what,
+                ok: false,
+                detail: format!("{e:#}"),
+            },
+        }
+    }
 }
 
 pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit> {
@@ -44,6 +63,9 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
     verdicts.push(check_postgres(settings).await);
     verdicts.push(check_mongo(settings).await);
     verdicts.push(check_keris(settings).await);
+    if let Some(result) = crate::jobs::lcms::content_copy::probe_source(settings).await {
+        verdicts.push(Verdict::of("lcms", result));
+    }
 
     let mut all_ok = true;
     for v in &verdicts {
@@ -116,18 +138,7 @@ async fn check_mongo(settings: &crate::config::Settings) -> Verdict {
         anyhow::Ok(format!("ping answered; database `{}`", db.name()))
     }
     .await;
-    match result {
-        Ok(detail) => Verdict {
-            what: "mongodb",
-            ok: true,
-            detail,
-        },
-        Err(e) => Verdict {
-            what: "mongodb",
-            ok: false,
-            detail: format!("{e:#}"),
-        },
-    }
+    Verdict::of("mongodb", result)
 }
 
 /// Any HTTP answer from the API domain proves it reachable; the request

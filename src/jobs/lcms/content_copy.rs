@@ -27,9 +27,17 @@
 //! With a separate source the rows stream in bounded memory: `COPY (SELECT
 //! …) TO STDOUT` on the source relayed in buffers of [`RELAY_BUFFER`] bytes
 //! (at most [`RELAY_BUFFERS`] in flight) into `COPY … FROM STDIN` of a
-//! temporary staging table on the LMS, then one set-based upsert per table.
-//! Both source reads (changed rows and keys) see one REPEATABLE READ
-//! snapshot of the source.
+//! temporary staging table on the LMS (no index, not WAL-logged), then one
+//! set-based upsert per table. Both source reads (changed rows and keys) see
+//! one REPEATABLE READ snapshot of the source; a full read stages every key
+//! with the rows, so it reads no keys apart.
+//!
+//! A copy that has no row (the first copy, or one emptied since: then every
+//! row is read, whatever the watermark) is filled directly: the relayed
+//! rows go into `COPY tb_lms_… FROM STDIN` itself (from the LMS database, a
+//! plain `INSERT … SELECT`), so each row is written once — nothing in the
+//! copy to compare with or to mark unused. Same transaction, same
+//! guarantees.
 //!
 //! Everything the run writes — both tables and the watermarks — commits in
 //! one transaction: a kill at any point (mid-copy included) leaves the
@@ -149,9 +157,38 @@ impl CopiedTable {
     }
 }
 
+/// Why a table's copy reads what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadMode {
+    /// `mod_dt >= watermark - overlap`.
+    Incremental,
+    /// `--full`: every row.
+    Full,
+    /// No watermark yet: every row.
+    NoWatermark,
+    /// A watermark, but the copy has no row (it was emptied): every row,
+    /// else the rows before the watermark would never come back.
+    EmptyCopy,
+}
+
+impl ReadMode {
+    fn label(self) -> &'static str {
+        match self {
+            ReadMode::Incremental => "incremental",
+            ReadMode::Full => "full (--full)",
+            ReadMode::NoWatermark => "full (no watermark yet)",
+            ReadMode::EmptyCopy => "full (the copy is empty)",
+        }
+    }
+}
+
 /// What one table's copy did (or would do).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableReport {
+    pub mode: &'static str,
+    /// The copy had no row: the rows went straight into it (one COPY, or a
+    /// plain INSERT), no staging, upsert or search for removed rows.
+    pub into_empty_copy: bool,
     /// Rows with `mod_dt` at or after this were read (None: all).
     pub since: Option<DateTime<Utc>>,
     pub read: u64,
@@ -215,23 +252,41 @@ impl Job for ContentCopy {
             .unwrap_or(chrono::Duration::MAX);
 
         let mut reports = serde_json::Map::new();
+        let mut modes = Vec::new();
         for table in [CONTENT, ITEM] {
             ctx.stop_point()?;
             let mark = marks
                 .iter()
                 .find(|(name, _)| name == table.source)
                 .map(|(_, at)| *at);
-            let since = match mark {
-                Some(at) if !full => Some(
+            let empty = copy_is_empty(&mut tx, table).await?;
+            let mode = if full {
+                ReadMode::Full
+            } else if mark.is_none() {
+                ReadMode::NoWatermark
+            } else if empty {
+                ReadMode::EmptyCopy
+            } else {
+                ReadMode::Incremental
+            };
+            let since = match (mode, mark) {
+                (ReadMode::Incremental, Some(at)) => Some(
                     at.checked_sub_signed(overlap)
                         .unwrap_or(DateTime::UNIX_EPOCH),
                 ),
                 _ => None,
             };
-            let mut report = match &mut source {
-                Source::Local => copy_local(&mut tx, table, since).await?,
-                Source::Remote(conn) => copy_remote(ctx, conn, &mut tx, table, since).await?,
+            let mut report = match (&mut source, empty) {
+                (Source::Local, _) => copy_local(&mut tx, table, since, empty).await?,
+                (Source::Remote(conn), true) => {
+                    copy_remote_into_empty(ctx, conn, &mut tx, table).await?
+                }
+                (Source::Remote(conn), false) => {
+                    copy_remote(ctx, conn, &mut tx, table, since).await?
+                }
             };
+            report.mode = mode.label();
+            modes.push(mode.label());
             report.watermark = advance_watermark(
                 &mut tx,
                 ctx.run_id,
@@ -280,14 +335,13 @@ impl Job for ContentCopy {
                 "database.url (the LMS database)"
             },
         );
+        modes.dedup();
         ctx.set_detail(
             "mode",
-            if full {
-                "full (--full)"
-            } else if marks.is_empty() {
-                "full (no watermark yet)"
+            if modes.len() == 1 {
+                modes[0].to_string()
             } else {
-                "incremental"
+                format!("{} (contents), {} (items)", modes[0], modes[1])
             },
         );
         ctx.set_detail("overlap_secs", settings.overlap_secs);
@@ -306,6 +360,36 @@ async fn source_clock(source: &mut Source, tx: &mut PgConnection) -> anyhow::Res
         .fetch_one(conn)
         .await
         .context("Failed to read the LCMS database's clock")
+}
+
+/// For `aidt-batch check`: `None` without a separate source; else connects
+/// to it, runs a trivial query and says whether the LCMS tables are there.
+/// Neither the verdict nor an error quotes the URL (it holds a password).
+pub async fn probe_source(settings: &crate::config::Settings) -> Option<anyhow::Result<String>> {
+    let url = configured_source_url(&settings.jobs.lcms_copy)?;
+    let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
+    Some(
+        async {
+            let mut conn = connect_source(url, timeout).await?;
+            let (version, tables): (String, i64) = sqlx::query_as(
+                "SELECT current_setting('server_version'),
+                        (to_regclass('tb_lcms_content') IS NOT NULL)::int::int8
+                      + (to_regclass('tb_lcms_item') IS NOT NULL)::int::int8",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .with_context(|| format!("Failed to query the LCMS database ({SOURCE_URL_KEY})"))?;
+            let _ = conn.close().await;
+            anyhow::ensure!(
+                tables == 2,
+                "{SOURCE_URL_KEY}: the LCMS database answers (PostgreSQL {version}) but lacks tb_lcms_content / tb_lcms_item"
+            );
+            Ok(format!(
+                "{SOURCE_URL_KEY}: PostgreSQL {version}; tb_lcms_content and tb_lcms_item present"
+            ))
+        }
+        .await,
+    )
 }
 
 /// The separate source, if one is configured (an empty value means none,
@@ -380,16 +464,33 @@ async fn advance_watermark(
     Ok(Some(new))
 }
 
-/// `mod_dt >= since` as SQL, or nothing for a full read. The literal is
-/// formatted from a timestamp, never from input (COPY takes no parameters).
+/// `at` as an SQL literal. Formatted from a timestamp, never from input:
+/// COPY takes no parameters.
+fn timestamp_literal(at: DateTime<Utc>) -> String {
+    format!(
+        "'{}'::timestamptz",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+}
+
+/// `mod_dt >= since` as SQL, or nothing for a full read.
 fn since_filter(since: Option<DateTime<Utc>>) -> String {
     match since {
-        Some(at) => format!(
-            " WHERE mod_dt >= '{}'::timestamptz",
-            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        ),
+        Some(at) => format!(" WHERE mod_dt >= {}", timestamp_literal(at)),
         None => String::new(),
     }
+}
+
+/// Whether the LMS copy of `table` has no row (the first copy, or a copy
+/// emptied since): then every source row goes straight in.
+async fn copy_is_empty(tx: &mut PgConnection, table: CopiedTable) -> anyhow::Result<bool> {
+    sqlx::query_scalar(&format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM {})",
+        table.target
+    ))
+    .fetch_one(tx)
+    .await
+    .with_context(|| format!("Failed to read {}", table.target))
 }
 
 /// The copy when the LCMS tables are in the LMS database.
@@ -398,6 +499,7 @@ async fn copy_local(
     tx: &mut PgConnection,
     table: CopiedTable,
     since: Option<DateTime<Utc>>,
+    empty: bool,
 ) -> anyhow::Result<TableReport> {
     let rows = format!(
         "(SELECT {} FROM {}{}) AS src",
@@ -405,11 +507,84 @@ async fn copy_local(
         table.source,
         since_filter(since)
     );
+    if empty {
+        // Every row is new: a plain INSERT, nothing to compare or mark.
+        let cols = table.column_list();
+        let (read, max_mod_dt): (i64, Option<DateTime<Utc>>) = sqlx::query_as(&format!(
+            "WITH ins AS (
+                 INSERT INTO {} ({cols}, sync_dt) SELECT {cols}, now() FROM {rows}
+                 RETURNING mod_dt)
+             SELECT count(*), max(mod_dt) FROM ins",
+            table.target
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("Failed to copy {} into {}", table.source, table.target))?;
+        return Ok(TableReport::into_empty(read as u64, max_mod_dt));
+    }
     merge(tx, table, &rows, table.source, since).await
 }
 
-/// The copy from a separate LCMS database: changed rows and every key
-/// streamed into staging tables of the run's transaction, then merged.
+impl TableReport {
+    /// A copy into an empty table: every row read was inserted.
+    fn into_empty(read: u64, max_mod_dt: Option<DateTime<Utc>>) -> Self {
+        TableReport {
+            into_empty_copy: true,
+            read,
+            inserted: read,
+            watermark: max_mod_dt,
+            ..TableReport::default()
+        }
+    }
+}
+
+/// The copy from a separate LCMS database into an empty LMS copy: the
+/// source's rows are relayed straight into `COPY target FROM STDIN`, each
+/// row written once (no staging table, no upsert; nothing in the copy to
+/// compare with or to mark unused). `sync_dt` is the transaction's `now()`,
+/// as the upsert would set it, sent with the rows so that no column default
+/// is assumed.
+#[tracing::instrument(skip_all, fields(table = table.target), err)]
+async fn copy_remote_into_empty(
+    ctx: &JobContext,
+    source: &mut PgConnection,
+    tx: &mut PgConnection,
+    table: CopiedTable,
+) -> anyhow::Result<TableReport> {
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *tx)
+        .await
+        .context("Failed to read the LMS database's clock")?;
+    let cols = table.column_list();
+    let read = relay(
+        ctx,
+        source,
+        tx,
+        &format!(
+            "COPY (SELECT {cols}, {} FROM {}) TO STDOUT",
+            timestamp_literal(now),
+            table.source
+        ),
+        &format!("COPY {} ({cols}, sync_dt) FROM STDIN", table.target),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "Failed to copy the rows of {} ({SOURCE_URL_KEY}) into {}",
+            table.source, table.target
+        )
+    })?;
+    let max_mod_dt: Option<DateTime<Utc>> =
+        sqlx::query_scalar(&format!("SELECT max(mod_dt) FROM {}", table.target))
+            .fetch_one(&mut *tx)
+            .await
+            .with_context(|| format!("Failed to read the copied rows of {}", table.target))?;
+    Ok(TableReport::into_empty(read, max_mod_dt))
+}
+
+/// The copy from a separate LCMS database into a copy that has rows:
+/// changed rows (and, for an incremental read, every key) streamed into
+/// staging tables of the run's transaction, then merged.
 #[tracing::instrument(skip_all, fields(table = table.target), err)]
 async fn copy_remote(
     ctx: &JobContext,
@@ -418,25 +593,8 @@ async fn copy_remote(
     table: CopiedTable,
     since: Option<DateTime<Utc>>,
 ) -> anyhow::Result<TableReport> {
-    let (stage, keys) = (table.stage(), table.keys());
-    // The target's own column types; dropped with the transaction.
-    for sql in [
-        format!(
-            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-            table.column_list(),
-            table.target
-        ),
-        format!(
-            "CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-            table.key, table.target
-        ),
-    ] {
-        sqlx::query(&sql)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("Failed to create the staging tables of {}", table.target))?;
-    }
-
+    let stage = table.stage();
+    stage_table(tx, &stage, table.column_list(), table).await?;
     relay(
         ctx,
         source,
@@ -456,32 +614,62 @@ async fn copy_remote(
             table.source
         )
     })?;
-    relay(
-        ctx,
-        source,
-        tx,
-        &format!(
-            "COPY (SELECT {} FROM {}) TO STDOUT",
-            table.key, table.source
-        ),
-        &format!("COPY {keys} ({}) FROM STDIN", table.key),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "Failed to copy the keys of {} ({SOURCE_URL_KEY})",
-            table.source
+    // A full read staged every key already; an incremental one reads them.
+    let keys = if since.is_some() {
+        let keys = table.keys();
+        stage_table(tx, &keys, table.key.to_string(), table).await?;
+        relay(
+            ctx,
+            source,
+            tx,
+            &format!(
+                "COPY (SELECT {} FROM {}) TO STDOUT",
+                table.key, table.source
+            ),
+            &format!("COPY {keys} ({}) FROM STDIN", table.key),
         )
-    })?;
-    // Temporary tables are never auto-analyzed: without statistics the
-    // planner would take a million staged rows for a handful.
-    for name in [&stage, &keys] {
-        sqlx::query(&format!("ANALYZE {name}"))
-            .execute(&mut *tx)
-            .await
-            .context("Failed to analyze the staging tables")?;
-    }
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to copy the keys of {} ({SOURCE_URL_KEY})",
+                table.source
+            )
+        })?;
+        analyze(tx, &keys).await?;
+        keys
+    } else {
+        stage.clone()
+    };
+    analyze(tx, &stage).await?;
     merge(tx, table, &stage, &keys, since).await
+}
+
+/// A temporary table for `columns` of `table`'s copy, with the copy's own
+/// column types, no index, not WAL-logged; dropped with the transaction.
+async fn stage_table(
+    tx: &mut PgConnection,
+    name: &str,
+    columns: String,
+    table: CopiedTable,
+) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {columns} FROM {} WITH NO DATA",
+        table.target
+    ))
+    .execute(tx)
+    .await
+    .with_context(|| format!("Failed to create the staging tables of {}", table.target))?;
+    Ok(())
+}
+
+/// Temporary tables are never auto-analyzed: without statistics the
+/// planner would take a million staged rows for a handful.
+async fn analyze(tx: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!("ANALYZE {name}"))
+        .execute(tx)
+        .await
+        .context("Failed to analyze the staging tables")?;
+    Ok(())
 }
 
 /// Streams `copy_out` on the source into `copy_in` on the LMS: a reader
@@ -614,5 +802,6 @@ async fn merge(
         unchanged: (read - inserted - updated).max(0) as u64,
         marked_unused,
         watermark: max_mod_dt,
+        ..TableReport::default()
     })
 }

@@ -70,7 +70,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Job,
     lock_wait_secs: 600,
-    settings: Some(validate_settings),
+    settings: Some(templates::validate::<AssignmentDueSettings>),
     args: no_args,
     job: Some(&AssignmentDueMessages),
 };
@@ -106,9 +106,8 @@ impl Default for AssignmentDueSettings {
 /// The longest threshold accepted: a week. Longer is not a deadline reminder.
 const MAX_THRESHOLD_MINUTES: u32 = 7 * 24 * 60;
 
-impl AssignmentDueSettings {
-    /// The settings' problems, each naming its key.
-    pub fn check(&self) -> Result<(), String> {
+impl templates::MessageSettings for AssignmentDueSettings {
+    fn check(&self) -> Result<(), String> {
         let t = &self.thresholds_minutes;
         if t.is_empty() {
             return Err("thresholds_minutes: give at least one threshold (minutes before due_dt), e.g. [1440, 60]".into());
@@ -127,11 +126,6 @@ impl AssignmentDueSettings {
         templates::check("body_template", &self.body_template, &PLACEHOLDERS)?;
         Ok(())
     }
-}
-
-fn validate_settings(section: config::Value) -> Result<(), String> {
-    let settings: AssignmentDueSettings = section.try_deserialize().map_err(|e| e.to_string())?;
-    settings.check()
 }
 
 /// How a threshold reads in a message: `24시간`, `1시간`, `1시간 30분`, `30분`.
@@ -163,10 +157,7 @@ pub struct AssignmentDueMessages;
 #[async_trait::async_trait]
 impl Job for AssignmentDueMessages {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings: AssignmentDueSettings = ctx.own_settings()?;
-        settings
-            .check()
-            .map_err(|e| anyhow::anyhow!("invalid [jobs.{}] {e}", ctx.def.config_name()))?;
+        let settings: AssignmentDueSettings = templates::settings(ctx)?;
         let now = ctx.reference_time();
         ctx.set_detail("reference_time", now);
 
@@ -185,18 +176,11 @@ impl Job for AssignmentDueMessages {
         let by_threshold = write_messages(ctx.pg(), now, &settings, ctx.dry_run).await?;
         let candidates: u64 = by_threshold.values().map(|c| c.candidates).sum();
         let written: u64 = by_threshold.values().map(|c| c.written).sum();
-        ctx.counts.add_read(candidates);
+        templates::report(ctx, candidates, written);
         let by_threshold: BTreeMap<String, ThresholdCount> = by_threshold
             .into_iter()
             .map(|(m, c)| (format!("{m}m"), c))
             .collect();
-        if ctx.dry_run {
-            ctx.set_detail("would_write", written);
-        } else {
-            ctx.counts.add_written(written);
-            ctx.set_detail("written", written);
-        }
-        ctx.set_detail("already_sent", candidates - written);
         ctx.set_detail("by_threshold", by_threshold);
         Ok(())
     }
@@ -285,23 +269,7 @@ pub async fn write_messages(
         .map(|&m| threshold_label(m))
         .collect();
     let widest = thresholds.iter().copied().max().unwrap_or(0);
-    let tail = if dry_run {
-        "SELECT c.minutes, count(*),
-                count(*) FILTER (WHERE NOT EXISTS (
-                    SELECT 1 FROM tb_lms_ntcn_msg n
-                     WHERE n.user_id = c.user_id AND n.msg_type = 'ASGN_DUE' AND n.ref_key = c.ref_key))
-           FROM candidates c GROUP BY c.minutes"
-    } else {
-        ", written AS (
-            INSERT INTO tb_lms_ntcn_msg (user_id, msg_type, ref_key, title, body)
-            SELECT user_id, 'ASGN_DUE', ref_key, title, body FROM candidates
-            ON CONFLICT (user_id, msg_type, ref_key) DO NOTHING
-            RETURNING user_id, ref_key)
-         SELECT c.minutes, count(*), count(w.ref_key)
-           FROM candidates c
-           LEFT JOIN written w ON w.user_id = c.user_id AND w.ref_key = c.ref_key
-          GROUP BY c.minutes"
-    };
+    let tail = templates::write_or_count(MSG_TYPE, "minutes", dry_run);
     let sql = format!("{CANDIDATES} {tail}");
     let rows: Vec<(i32, i64, i64)> = sqlx::query_as(&sql)
         .bind(now)
@@ -336,6 +304,7 @@ pub async fn write_messages(
 
 #[cfg(test)]
 mod tests {
+    use super::templates::MessageSettings as _;
     use super::*;
 
     #[test]

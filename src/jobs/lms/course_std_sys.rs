@@ -13,33 +13,16 @@
 //! transaction, reports what would change and rolls back.
 
 use super::std_map::{self, COURSE_STD_SYS};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
-use crate::runtime::{Job, JobContext};
+use crate::runtime::registry::JobDef;
 
 pub const ID: &str = "LMS-01-010";
 
 /// This job in the registry.
-pub static DEF: JobDef = JobDef {
-    id: ID,
-    system: System::Lms,
-    name_ko: "코스ID별 표준체계코드 저장",
-    name_en: "Save standard-system codes per course",
-    about: "Rebuilds tb_lms_course_std_sys (course x standard-system id, distinct active items) from the LMS copy of the LCMS content and items, in one transaction; unknown standard-system ids are skipped and listed in the run's details.",
-    schedule: Schedule::Cron("30 4 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    settings: None,
-    args: no_args,
-    job: Some(&CourseStdSys),
-};
-
-pub struct CourseStdSys;
-
-#[async_trait::async_trait]
-impl Job for CourseStdSys {
-    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        std_map::run(ctx, COURSE_STD_SYS).await
-    }
-}
+pub static DEF: JobDef = std_map::job_def(
+    ID,
+    &COURSE_STD_SYS,
+    "코스ID별 표준체계코드 저장",
+    "Save standard-system codes per course",
+    "Rebuilds tb_lms_course_std_sys (course x standard-system id, distinct active items) from the LMS copy of the LCMS content and items, in one transaction; unknown standard-system ids are skipped and listed in the run's details.",
+    "30 4 * * *",
+);

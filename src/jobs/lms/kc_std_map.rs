@@ -15,33 +15,16 @@
 //! transaction, reports what would change and rolls back.
 
 use super::std_map::{self, KC_STD_MAP};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
-use crate::runtime::{Job, JobContext};
+use crate::runtime::registry::JobDef;
 
 pub const ID: &str = "LMS-01-003";
 
 /// This job in the registry.
-pub static DEF: JobDef = JobDef {
-    id: ID,
-    system: System::Lms,
-    name_ko: "KC-성취기준코드 정보 매핑 저장 배치",
-    name_en: "Save KC to achievement-standard mapping",
-    about: "Rebuilds tb_lms_kc_std_map (KC id x standard-system id, distinct active items) from the LMS copy of the LCMS items, in one transaction; unknown standard-system ids are skipped and listed in the run's details.",
-    schedule: Schedule::Cron("0 4 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    settings: None,
-    args: no_args,
-    job: Some(&KcStdMap),
-};
-
-pub struct KcStdMap;
-
-#[async_trait::async_trait]
-impl Job for KcStdMap {
-    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        std_map::run(ctx, KC_STD_MAP).await
-    }
-}
+pub static DEF: JobDef = std_map::job_def(
+    ID,
+    &KC_STD_MAP,
+    "KC-성취기준코드 정보 매핑 저장 배치",
+    "Save KC to achievement-standard mapping",
+    "Rebuilds tb_lms_kc_std_map (KC id x standard-system id, distinct active items) from the LMS copy of the LCMS items, in one transaction; unknown standard-system ids are skipped and listed in the run's details.",
+    "0 4 * * *",
+);

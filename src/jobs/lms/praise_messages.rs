@@ -63,7 +63,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
     lock_wait_secs: 0,
-    settings: Some(validate_settings),
+    settings: Some(templates::validate::<PraiseSettings>),
     args: no_args,
     job: Some(&PraiseMessages),
 };
@@ -108,9 +108,8 @@ impl Default for PraiseSettings {
 /// The longest look-back accepted, about ten years.
 const MAX_LOOKBACK_DAYS: u32 = 3660;
 
-impl PraiseSettings {
-    /// The settings' problems, each naming its key.
-    pub fn check(&self) -> Result<(), String> {
+impl templates::MessageSettings for PraiseSettings {
+    fn check(&self) -> Result<(), String> {
         if !(0.0..=100.0).contains(&self.min_avg_score) {
             return Err(format!(
                 "min_avg_score: {} is not a score (0..=100)",
@@ -164,11 +163,6 @@ impl PraiseSettings {
     }
 }
 
-fn validate_settings(section: config::Value) -> Result<(), String> {
-    let settings: PraiseSettings = section.try_deserialize().map_err(|e| e.to_string())?;
-    settings.check()
-}
-
 /// Messages of one reason: students who earned it, and messages written.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct ReasonCount {
@@ -189,14 +183,11 @@ pub struct PraiseMessages;
 #[async_trait::async_trait]
 impl Job for PraiseMessages {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings: PraiseSettings = ctx.own_settings()?;
-        settings
-            .check()
-            .map_err(|e| anyhow::anyhow!("invalid [jobs.{}] {e}", ctx.def.config_name()))?;
+        let settings: PraiseSettings = templates::settings(ctx)?;
         let outcome = write_praise(ctx.pg(), ctx.business_date, &settings, ctx.dry_run).await?;
         let candidates: u64 = outcome.by_reason.values().map(|c| c.candidates).sum();
         let written: u64 = outcome.by_reason.values().map(|c| c.written).sum();
-        ctx.counts.add_read(candidates);
+        templates::report(ctx, candidates, written);
         if outcome.streaks_beyond_lookback > 0 {
             tracing::warn!(
                 students = outcome.streaks_beyond_lookback,
@@ -205,13 +196,6 @@ impl Job for PraiseMessages {
             );
             ctx.counts.add_skipped(outcome.streaks_beyond_lookback);
         }
-        if ctx.dry_run {
-            ctx.set_detail("would_write", written);
-        } else {
-            ctx.counts.add_written(written);
-            ctx.set_detail("written", written);
-        }
-        ctx.set_detail("already_sent", candidates - written);
         ctx.set_detail("by_reason", &outcome.by_reason);
         ctx.set_detail("streaks_beyond_lookback", outcome.streaks_beyond_lookback);
         Ok(())
@@ -267,7 +251,7 @@ streaks AS (
               FROM learning_days) numbered
      GROUP BY user_id
 ),
-candidates AS (
+earned AS (
     SELECT d.user_id, 'assignments' AS reason,
            replace(replace($9, '{date}', day.label), '{count}', d.due_cnt::text) AS title,
            replace(replace($10, '{date}', day.label), '{count}', d.due_cnt::text) AS body
@@ -286,6 +270,10 @@ candidates AS (
            replace(replace($14, '{date}', day.label), '{days}', k.days::text)
       FROM streaks k JOIN students USING (user_id), day
      WHERE k.days % $6 = 0 AND k.days < $8
+),
+candidates AS (
+    SELECT user_id, reason, to_char($1::date, 'YYYY-MM-DD') || ':' || reason AS ref_key, title, body
+      FROM earned
 )";
 
 /// Writes D's praise (or, with `dry_run`, counts what is not yet written)
@@ -301,24 +289,7 @@ pub async fn write_praise(
     let lookback_first = date
         .checked_sub_days(Days::new(u64::from(settings.streak_lookback_days) - 1))
         .context("streak look-back out of range")?;
-    let tail = if dry_run {
-        "SELECT c.reason, count(*),
-                count(*) FILTER (WHERE NOT EXISTS (
-                    SELECT 1 FROM tb_lms_ntcn_msg n
-                     WHERE n.user_id = c.user_id AND n.msg_type = 'PRAISE'
-                       AND n.ref_key = to_char($1::date, 'YYYY-MM-DD') || ':' || c.reason))
-           FROM candidates c GROUP BY c.reason"
-    } else {
-        ", written AS (
-            INSERT INTO tb_lms_ntcn_msg (user_id, msg_type, ref_key, title, body)
-            SELECT user_id, 'PRAISE', to_char($1::date, 'YYYY-MM-DD') || ':' || reason, title, body FROM candidates
-            ON CONFLICT (user_id, msg_type, ref_key) DO NOTHING
-            RETURNING user_id, ref_key)
-         SELECT c.reason, count(*), count(w.ref_key)
-           FROM candidates c
-           LEFT JOIN written w ON w.user_id = c.user_id AND w.ref_key = to_char($1::date, 'YYYY-MM-DD') || ':' || c.reason
-          GROUP BY c.reason"
-    };
+    let tail = templates::write_or_count(MSG_TYPE, "reason", dry_run);
     // The streaks no window can measure, reported beside the reasons.
     let sql = format!(
         "{CANDIDATES} {tail}
@@ -374,6 +345,7 @@ pub async fn write_praise(
 
 #[cfg(test)]
 mod tests {
+    use super::templates::MessageSettings as _;
     use super::*;
 
     #[test]

@@ -23,7 +23,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::runtime::JobContext;
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::{Job, JobContext};
 
 /// At most this many offending (item, code) pairs or item ids per list in a
 /// run's details; the counts are always complete.
@@ -64,6 +65,41 @@ const ACTIVE_ITEMS: &str = "
           JOIN tb_lms_content c ON c.content_id = i.content_id
          WHERE i.use_yn = 'Y' AND c.use_yn = 'Y'
     )";
+
+/// The registry entry of a map job: LMS, daily, today's date (the map is
+/// rebuilt as of now), a lock of its own, no settings or options; `map` is
+/// the job, [`run`] over it.
+pub const fn job_def(
+    id: &'static str,
+    map: &'static StdMap,
+    name_ko: &'static str,
+    name_en: &'static str,
+    about: &'static str,
+    cron: &'static str,
+) -> JobDef {
+    JobDef {
+        id,
+        system: System::Lms,
+        name_ko,
+        name_en,
+        about,
+        schedule: Schedule::Cron(cron),
+        schedule_note: None,
+        default_date: DefaultDate::Today,
+        lock: Lock::Job,
+        lock_wait_secs: 0,
+        settings: None,
+        args: no_args,
+        job: Some(map),
+    }
+}
+
+#[async_trait::async_trait]
+impl Job for StdMap {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        run(ctx, *self).await
+    }
+}
 
 /// What a rebuild changed (or, for a dry run, would change).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]

@@ -1,9 +1,14 @@
 //! Content: the LCMS's contents and items, the LMS's partial copies of them,
 //! and the LMS's maps from knowledge components and courses to
 //! standard-system ids.
+//!
+//! Plus a few items with the LCMS data errors LMS-01-003 / LMS-01-010 must
+//! skip and report (`data_errors`), in the LCMS and as they are in the LMS
+//! copy, so the seeded world exercises those paths too.
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use sqlx::PgConnection;
 
 use super::world::{Content, Item, World};
@@ -22,7 +27,68 @@ pub(super) async fn write(
         lms_items_copy(conn, world, &lms_items).await?,
         kc_std_map(conn, world, &lms_items).await?,
         course_std_sys(conn, world, &lms_items).await?,
+        data_errors(conn, world, "tb_lcms_item").await?,
+        data_errors(conn, world, "tb_lms_item").await?,
     ])
+}
+
+/// The planted data errors, `ITM-<course>-ERR-0n` under the first content
+/// the LMS serves: 01 a standard-system id of the right shape that
+/// `tb_lms_std_sys` does not know (besides a known one), 02 empty `kc_ids`,
+/// 03 a NULL element in `std_sys_ids`, 04 a NULL element in `kc_ids`; in
+/// `table` (`tb_lcms_item`, or the LMS copy `tb_lms_item`, where they are
+/// copied as they are, unchanged since the last copy). Deterministic: no random draw, so the rest of the world is
+/// the same with or without them.
+async fn data_errors(
+    conn: &mut PgConnection,
+    world: &World,
+    table: &'static str,
+) -> anyhow::Result<(String, u64)> {
+    let Some(content) = world
+        .contents
+        .iter()
+        .find(|c| c.use_yn && c.lms.is_some_and(|l| l.use_yn) && !c.items.is_empty())
+    else {
+        return Ok((table.to_string(), 0));
+    };
+    let first = &world.items[content.items[0]];
+    let known = &world.std_sys[first.std_sys[0]];
+    // A code of the right shape that the curriculum does not have (as a
+    // code retired from it would be).
+    let stem = &known.id[..known.id.len() - 2];
+    let unknown = (0..100)
+        .map(|n| format!("{stem}{:02}", 99 - n))
+        .find(|code| world.std_sys.iter().all(|s| &s.id != code))
+        .expect("a free code");
+    let kc = known.kc_ids[0].clone();
+    let prefix = first.id.rsplitn(3, '-').last().expect("ITM-<course>-..");
+    let mod_dt = world.last_sync - chrono::Duration::days(30);
+    let copy = table == "tb_lms_item";
+    let sync = if copy { ", sync_dt" } else { "" };
+    let sql = format!(
+        "INSERT INTO {table} (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt{sync})
+         VALUES ($1 || '-ERR-01', $2, 'M', 2, ARRAY[$3, $4], ARRAY[$5], 'Y', $6{s}),
+                ($1 || '-ERR-02', $2, 'M', 2, ARRAY[$3], '{{}}', 'Y', $6{s}),
+                ($1 || '-ERR-03', $2, 'M', 2, ARRAY[$3, NULL], ARRAY[$5], 'Y', $6{s}),
+                ($1 || '-ERR-04', $2, 'M', 2, ARRAY[$3], ARRAY[$5, NULL], 'Y', $6{s})",
+        s = if copy { ", $7" } else { "" }
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(prefix)
+        .bind(&content.id)
+        .bind(&known.id)
+        .bind(&unknown)
+        .bind(&kc)
+        .bind(mod_dt);
+    if copy {
+        query = query.bind(world.last_sync);
+    }
+    let n = query
+        .execute(&mut *conn)
+        .await
+        .with_context(|| format!("Failed to insert the data-error items into {table}"))?
+        .rows_affected();
+    Ok((table.to_string(), n))
 }
 
 fn yn(b: bool) -> &'static str {

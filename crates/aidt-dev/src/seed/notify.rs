@@ -11,7 +11,8 @@
 //!   `--date D` (judging as of D's end) sends the 1-hour reminder, beside
 //!   the 24-hour ones of the assignments due at 23:59 the next day; part of
 //!   the members have already submitted, some have a row without
-//!   `submit_dt`.
+//!   `submit_dt`. One more `OPEN` assignment, in the first lecture, has no
+//!   `due_dt` (the LMS's column allows NULL): the job skips and names it.
 //!
 //! Deterministic like the rest: a stream of its own, times from the date.
 
@@ -38,7 +39,8 @@ struct Quiz {
     asgn_id: i64,
     lecture: usize,
     title: String,
-    due_dt: DateTime<Utc>,
+    /// `None`: a NULL `due_dt`.
+    due_dt: Option<DateTime<Utc>>,
 }
 
 pub(super) async fn write(
@@ -88,7 +90,7 @@ pub(super) async fn write(
             asgn_id,
             lecture: l,
             title: format!("[{subject}] 마감 임박 확인 퀴즈"),
-            due_dt: day.at(1, 0, rng.gen_range(10..=55)),
+            due_dt: Some(day.at(1, 0, rng.gen_range(10..=55))),
         });
         for &m in &lecture.members {
             let user = world.user_of(m).id;
@@ -102,6 +104,17 @@ pub(super) async fn write(
                 _ => {}
             }
         }
+    }
+
+    // After the draws, so the rest of the world does not depend on it.
+    if !world.lectures.is_empty() {
+        let subject = SUBJECTS[world.courses[world.lectures[0].course].subject].ko;
+        quizzes.push(Quiz {
+            asgn_id: first_id + quizzes.len() as i64,
+            lecture: 0,
+            title: format!("[{subject}] 마감일 미정 과제"),
+            due_dt: None,
+        });
     }
 
     let mut lines = vec![
