@@ -43,6 +43,19 @@ const NIGHT: RGBColor = RGBColor(232, 240, 254);
 
 type Draw = Result<(), Box<dyn std::error::Error>>;
 
+/// A y axis of `n` rows. plotters counts both ends of an integer range as
+/// keys, so `0..n - 1` has `n` segments; a single row keeps `0..1` (a range
+/// of one key cannot be mapped) and an empty row above it.
+fn rows_axis(
+    n: i32,
+) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordi32> {
+    if n >= 2 {
+        (0..n - 1).into_segmented()
+    } else {
+        (0..1).into_segmented()
+    }
+}
+
 fn svg(
     height: u32,
     draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> Draw,
@@ -78,10 +91,10 @@ pub fn timeline(report: &NightReport) -> String {
         (Some(a), Some(b)) => (a, b),
         _ => report.window,
     };
-    if t1 - t0 < chrono::Duration::minutes(2) {
+    if t1 - t0 < chrono::Duration::seconds(30) {
         let mid = t0 + (t1 - t0) / 2;
-        t0 = mid - chrono::Duration::minutes(1);
-        t1 = mid + chrono::Duration::minutes(1);
+        t0 = mid - chrono::Duration::seconds(15);
+        t1 = mid + chrono::Duration::seconds(15);
     }
     let pad = (t1 - t0) / 40;
     let (t0, t1) = (t0 - pad, t1 + pad);
@@ -95,7 +108,7 @@ pub fn timeline(report: &NightReport) -> String {
             .margin(12)
             .x_label_area_size(28)
             .y_label_area_size(100)
-            .build_cartesian_2d(0f64..span, (0..n).into_segmented())?;
+            .build_cartesian_2d(0f64..span, rows_axis(n))?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -240,7 +253,7 @@ fn hbars(rows: &[BarRow], log: bool, axis: &str) -> String {
                     .margin(12)
                     .x_label_area_size(40)
                     .y_label_area_size(label_width)
-                    .build_cartesian_2d((1f64..max * 40.0).log_scale(), (0..n).into_segmented())?,
+                    .build_cartesian_2d((1f64..max * 40.0).log_scale(), rows_axis(n))?,
                 1f64
             )
         } else {
@@ -249,7 +262,7 @@ fn hbars(rows: &[BarRow], log: bool, axis: &str) -> String {
                     .margin(12)
                     .x_label_area_size(40)
                     .y_label_area_size(label_width)
-                    .build_cartesian_2d(0f64..max * 1.6, (0..n).into_segmented())?,
+                    .build_cartesian_2d(0f64..max * 1.6, rows_axis(n))?,
                 0f64
             )
         }

@@ -106,7 +106,7 @@ pub fn render(report: &NightReport, profile: &str) -> String {
                 (open_errors(report, &kst))
 
                 h2 { "Every run" }
-                (runs_table(&report.runs, &kst))
+                (runs_table(&report.runs))
             }
         }
     };
@@ -333,7 +333,13 @@ fn open_errors(report: &NightReport, kst: &dyn Fn(DateTime<Utc>) -> String) -> M
     }
 }
 
-fn runs_table(runs: &[RunRow], kst: &dyn Fn(DateTime<Utc>) -> String) -> Markup {
+fn runs_table(runs: &[RunRow]) -> Markup {
+    // The year is in the page's title line; month and day are enough here.
+    let short = |t: DateTime<Utc>| {
+        t.with_timezone(&time::seoul())
+            .format("%m-%d %H:%M:%S")
+            .to_string()
+    };
     html! {
         @if runs.is_empty() {
             p.muted { "None." }
@@ -350,8 +356,8 @@ fn runs_table(runs: &[RunRow], kst: &dyn Fn(DateTime<Utc>) -> String) -> Markup 
                             td.j { (r.job_id) }
                             td.t { (r.business_date) }
                             td { (badge(&r.status)) @if r.dry_run { " " span.dry { "dry" } } }
-                            td.t { (kst(r.started_at)) }
-                            td.t { (r.ended_at.map(kst).unwrap_or_else(|| "–".into())) }
+                            td.t { (short(r.started_at)) }
+                            td.t { (r.ended_at.map(short).unwrap_or_else(|| "–".into())) }
                             td.n { (r.ended_at.map(|e| duration((e - r.started_at).num_milliseconds() as f64 / 1000.0)).unwrap_or_else(|| "–".into())) }
                             td.n data-k="read" { (number(r.read_cnt)) }
                             td.n data-k="written" { (number(r.write_cnt)) }
