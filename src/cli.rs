@@ -4,11 +4,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Profile;
 use crate::jobs::REGISTRY;
+use crate::runtime::history::RunStatus;
 use crate::runtime::registry::{JobDef, Lock, Schedule};
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,27 @@ pub enum Command {
         /// How many runs to show
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Only runs with this status: started, completed, completed-with-errors, failed,
+        /// stopped, skipped (any case; repeat or separate with commas)
+        #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<RunStatus>,
+        /// Only runs started at or after WHEN: a date (00:00 KST), a KST date and time
+        /// (2026-03-05T01:00), or a time back from now (90m, 12h, 7d)
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Only runs of this business date
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<NaiveDate>,
+    },
+    /// Delete the batch's run history (batch_job_run) older than DAYS; keeps STARTED runs,
+    /// runs the privacy audit or another batch table names, and each job's latest run
+    Purge {
+        /// Delete the runs started more than DAYS days ago
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+        older_than: u32,
+        /// Count what would be deleted; delete nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the crontab built from the job registry
     Crontab,
@@ -55,6 +77,31 @@ pub enum Command {
         /// The image the pods run [default: aidt-batch:<version>]
         #[arg(long, value_name = "IMAGE")]
         image: Option<String>,
+    },
+    /// Write the night report: one self-contained HTML page of a business date's runs
+    /// (timeline, failures and why, counts and throughput per job, KERIS per partner,
+    /// open error rows)
+    Report {
+        /// Business date, Asia/Seoul [default: yesterday]
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<NaiveDate>,
+        /// The HTML file to write (replaced atomically)
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+    },
+    /// Print a shell completion script built from this command line
+    /// (bash: `source <(aidt-batch completions bash)`)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) built from this command line, or write one page per command
+    /// into DIR (`man -l DIR/aidt-batch.1`)
+    Man {
+        /// Write aidt-batch.1 and aidt-batch-<command>.1 for every command here instead
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Apply the batch's own migrations and ensure the MongoDB indexes
     Migrate,
@@ -92,6 +139,58 @@ pub struct JobArgs {
 fn parse_date(value: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .map_err(|e| format!("expected a calendar date as YYYY-MM-DD ({e})"))
+}
+
+fn parse_status(value: &str) -> Result<RunStatus, String> {
+    RunStatus::parse(value).ok_or_else(|| {
+        let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
+}
+
+/// `--since`: a date (its 00:00 in Asia/Seoul), a date and time in Asia/Seoul,
+/// or a span back from now (`90m`, `12h`, `7d`).
+fn parse_since(value: &str) -> Result<DateTime<Utc>, String> {
+    parse_since_at(value, Utc::now())
+}
+
+fn parse_since_at(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    use chrono::TimeZone;
+    let value = value.trim();
+    if let Some((number, unit)) = value
+        .char_indices()
+        .last()
+        .filter(|(_, c)| c.is_ascii_alphabetic())
+        .map(|(i, c)| (&value[..i], c))
+    {
+        if let Ok(n) = number.parse::<i64>() {
+            let span = match unit {
+                'm' => chrono::Duration::try_minutes(n),
+                'h' => chrono::Duration::try_hours(n),
+                'd' => chrono::Duration::try_days(n),
+                _ => None,
+            };
+            if let Some(span) = span.filter(|_| n >= 0) {
+                return Ok(now - span);
+            }
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(crate::time::start_of_day_seoul(date));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(at) = chrono::NaiveDateTime::parse_from_str(value, format) {
+            if let Some(at) = crate::time::seoul().from_local_datetime(&at).single() {
+                return Ok(at.with_timezone(&Utc));
+            }
+        }
+    }
+    Err("expected YYYY-MM-DD, YYYY-MM-DDTHH:MM (Asia/Seoul), or a span back from now such as 90m, 12h, 7d".into())
 }
 
 /// A parsed command line.
@@ -228,7 +327,9 @@ pub fn unknown_job_message(given: &str) -> String {
     }
     let ids: Vec<String> = REGISTRY.iter().map(JobDef::cli_name).collect();
     msg.push_str(&format!("  valid job ids: {}\n", ids.join(", ")));
-    msg.push_str("  commands: list, history, crontab, k8s, migrate, check, chain");
+    msg.push_str(
+        "  commands: list, history, purge, report, crontab, k8s, migrate, check, chain, completions, man",
+    );
     msg
 }
 
@@ -278,6 +379,53 @@ mod tests {
         let err = parse_str(&["aidt-batch", "bo-01-005", "--date", "2026-02-30"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--date"), "{err}");
+    }
+
+    #[test]
+    fn since_takes_a_kst_date_a_kst_time_or_a_span_back_from_now() {
+        use chrono::TimeZone;
+        let now = Utc.with_ymd_and_hms(2026, 3, 6, 0, 0, 0).unwrap();
+        let at = |v: &str| parse_since_at(v, now).unwrap().to_rfc3339();
+        assert_eq!(at("2026-03-05"), "2026-03-04T15:00:00+00:00");
+        assert_eq!(at("2026-03-05T01:30"), "2026-03-04T16:30:00+00:00");
+        assert_eq!(at("90m"), "2026-03-05T22:30:00+00:00");
+        assert_eq!(at("12h"), "2026-03-05T12:00:00+00:00");
+        assert_eq!(at("7d"), "2026-02-27T00:00:00+00:00");
+        for bad in ["yesterday", "7w", "-3d", "2026-02-30"] {
+            assert!(parse_since_at(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn history_status_accepts_stored_and_dashed_spellings() {
+        let inv = parse_str(&[
+            "aidt-batch",
+            "history",
+            "--status",
+            "failed,COMPLETED_WITH_ERRORS",
+            "--status",
+            "completed-with-errors",
+        ])
+        .unwrap();
+        let Invocation::Operator(Cli {
+            command: Command::History { status, .. },
+            ..
+        }) = inv
+        else {
+            panic!("not history")
+        };
+        assert_eq!(
+            status,
+            [
+                RunStatus::Failed,
+                RunStatus::CompletedWithErrors,
+                RunStatus::CompletedWithErrors
+            ]
+        );
+        let err = parse_str(&["aidt-batch", "history", "--status", "done"]).unwrap_err();
+        assert!(err.to_string().contains("COMPLETED_WITH_ERRORS"), "{err}");
+        let err = parse_str(&["aidt-batch", "purge", "--older-than", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--older-than"), "{err}");
     }
 
     #[test]

@@ -138,3 +138,60 @@ fn full_is_an_option_of_lms_01_008_only() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--full"), "{}", stderr(&out));
 }
+
+/// The tables and collections of the data contract and the batch's own
+/// tables, read from the schema files (not from the jobs' code).
+fn stored_names() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut names: std::collections::BTreeSet<String> = ["statements", "keris_batch_data"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut files = vec![root.join("contract/0001_contract_tables.sql")];
+    files.extend(
+        std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql")),
+    );
+    for file in files {
+        let sql = std::fs::read_to_string(&file).unwrap();
+        for part in sql.split("CREATE TABLE").skip(1) {
+            let part = part.trim_start().trim_start_matches("IF NOT EXISTS");
+            let name = part.split_whitespace().next().unwrap();
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn each_implemented_jobs_help_names_a_table_or_collection_it_reads_or_writes() {
+    let names = stored_names();
+    assert!(names.contains("tb_bo_notice") && names.contains("tb_dc_error_data_info"));
+    for job in aidt_batch::jobs::REGISTRY
+        .iter()
+        .filter(|j| j.is_implemented())
+    {
+        let out = bin().args([&job.cli_name(), "--help"]).output().unwrap();
+        let text = stdout(&out);
+        assert!(
+            text.contains(job.id) && text.contains(job.name_en),
+            "{}: {text}",
+            job.id
+        );
+        let named: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .any(|w| w == n.as_str())
+            })
+            .collect();
+        assert!(
+            !named.is_empty(),
+            "{}'s --help names no table or collection it reads or writes: {}",
+            job.id,
+            job.about
+        );
+    }
+}

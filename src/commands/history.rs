@@ -1,14 +1,14 @@
-//! `aidt-batch history [JOB] [--limit N]`: past runs, newest first.
+//! `aidt-batch history [JOB] [--limit N] [--status S] [--since WHEN] [--date D]`:
+//! past runs, newest first.
 
 use sqlx::PgPool;
 
-use crate::runtime::history::{self, RunRow};
-use crate::runtime::registry::JobDef;
+use crate::runtime::history::{self, RunFilter, RunRow};
 use crate::runtime::Exit;
 use crate::time;
 
-pub async fn run(pg: &PgPool, job: Option<&JobDef>, limit: i64) -> anyhow::Result<Exit> {
-    let rows = history::recent_runs(pg, job.map(|j| j.id), limit.max(1)).await?;
+pub async fn run(pg: &PgPool, filter: &RunFilter<'_>, limit: i64) -> anyhow::Result<Exit> {
+    let rows = history::find_runs(pg, filter, limit.max(1)).await?;
     print!("{}", render(&rows));
     Ok(Exit::Success)
 }

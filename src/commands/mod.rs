@@ -2,9 +2,13 @@
 
 pub mod chain;
 pub mod check;
+pub mod completions;
 pub mod history;
 pub mod list;
+pub mod man;
 pub mod migrate;
+pub mod purge;
+pub mod report;
 
 use std::path::Path;
 
@@ -149,8 +153,20 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Success)
         }
+        Command::Report { date, html } => {
+            let profile = cli.profile.unwrap_or(Profile::Local);
+            report::run(profile, extra, date, &html).await
+        }
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { out_dir } => man::run(out_dir.as_deref()),
         Command::List => list::run(cli.profile.unwrap_or(Profile::Local), extra).await,
-        Command::History { job, limit } => {
+        Command::History {
+            job,
+            limit,
+            status,
+            since,
+            date,
+        } => {
             let job = match job {
                 None => None,
                 Some(given) => match REGISTRY.find(&given) {
@@ -166,7 +182,20 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             };
             let loaded = load_config(cli.profile.unwrap_or(Profile::Local), extra)?;
             let pg = crate::context::connect_pg(&loaded.settings).await?;
-            history::run(&pg, job, limit).await
+            let filter = crate::runtime::history::RunFilter {
+                job_id: job.map(|j| j.id),
+                statuses: status,
+                since,
+                business_date: date,
+            };
+            history::run(&pg, &filter, limit).await
+        }
+        Command::Purge {
+            older_than,
+            dry_run,
+        } => {
+            let profile = cli.profile.unwrap_or(Profile::Local);
+            purge::run(profile, extra, older_than, dry_run).await
         }
         Command::Migrate => {
             let loaded = load_config(cli.profile.unwrap_or(Profile::Local), extra)?;

@@ -18,6 +18,23 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in the order a run can reach them.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Started,
+        RunStatus::Completed,
+        RunStatus::CompletedWithErrors,
+        RunStatus::Failed,
+        RunStatus::Stopped,
+        RunStatus::Skipped,
+    ];
+
+    /// Parses a status as stored (`COMPLETED_WITH_ERRORS`), in any case and
+    /// with `-` for `_` (`completed-with-errors`).
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
+        Self::ALL.into_iter().find(|s| s.as_str() == wanted)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Started => "STARTED",
@@ -213,12 +230,65 @@ pub async fn recent_runs(
     job_id: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<RunRow>> {
+    let filter = RunFilter {
+        job_id,
+        ..RunFilter::default()
+    };
+    find_runs(pg, &filter, limit).await
+}
+
+/// Which runs `history` shows; every condition given must hold.
+#[derive(Debug, Default, Clone)]
+pub struct RunFilter<'a> {
+    pub job_id: Option<&'a str>,
+    /// Any of these statuses; empty: any status.
+    pub statuses: Vec<RunStatus>,
+    /// Started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    pub business_date: Option<NaiveDate>,
+}
+
+/// The newest `limit` runs that pass `filter`, newest first.
+pub async fn find_runs(
+    pg: &PgPool,
+    filter: &RunFilter<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<RunRow>> {
+    let statuses: Option<Vec<&str>> =
+        (!filter.statuses.is_empty()).then(|| filter.statuses.iter().map(|s| s.as_str()).collect());
     sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM batch_job_run
-          WHERE ($1::text IS NULL OR job_id = $1) ORDER BY run_id DESC LIMIT $2"
+          WHERE ($1::text IS NULL OR job_id = $1)
+            AND ($2::text[] IS NULL OR status = ANY($2))
+            AND ($3::timestamptz IS NULL OR started_at >= $3)
+            AND ($4::date IS NULL OR business_date = $4)
+          ORDER BY run_id DESC LIMIT $5"
     ))
-    .bind(job_id)
+    .bind(filter.job_id)
+    .bind(statuses)
+    .bind(filter.since)
+    .bind(filter.business_date)
     .bind(limit)
+    .fetch_all(pg)
+    .await
+}
+
+/// The runs of the night report: those of business date `date` and those
+/// started in `[from, to)`, oldest first.
+pub async fn night_runs(
+    pg: &PgPool,
+    date: NaiveDate,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<RunRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM batch_job_run
+          WHERE business_date = $1 OR (started_at >= $2 AND started_at < $3)
+          ORDER BY started_at, run_id"
+    ))
+    .bind(date)
+    .bind(from)
+    .bind(to)
     .fetch_all(pg)
     .await
 }
@@ -239,4 +309,132 @@ pub async fn get_run(pg: &PgPool, run_id: i64) -> sqlx::Result<Option<RunRow>> {
     .bind(run_id)
     .fetch_optional(pg)
     .await
+}
+
+/// Columns that point at a run without a foreign key, as `(table, column)`:
+/// a run they name is kept by [`purge`] like one a foreign key names.
+/// `batch_keris_request` is DC-01-001's journal of requests in doubt (state
+/// a rerun needs, never history); `batch_view_watermark` names the refresh
+/// LMS-01-008's next incremental run starts from.
+const UNCONSTRAINED_RUN_REFERENCES: &[(&str, &str)] = &[
+    ("batch_keris_request", "run_id"),
+    ("batch_view_watermark", "run_id"),
+];
+
+/// Rows [`purge`] deletes per statement: short transactions, so a purge of
+/// years of history never holds locks for long.
+const PURGE_BATCH: i64 = 5_000;
+
+/// What [`purge`] deleted (or, dry, would delete) and what it kept among
+/// the runs started before the cut-off.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub deleted: u64,
+    /// Still `STARTED`: running, or a stale run the next start marks FAILED.
+    pub kept_started: u64,
+    /// Named by another batch table (privacy audit, completed students,
+    /// checkpoints, watermarks, the KERIS request journal, ...).
+    pub kept_referenced: u64,
+    /// The latest run of its job, or its latest `COMPLETED` one, which
+    /// `list` and the chain's "already COMPLETED" look at.
+    pub kept_latest: u64,
+    /// The tables whose references keep runs, as `table.column`.
+    pub referencing: Vec<String>,
+}
+
+/// Deletes the `batch_job_run` rows of runs started before `before`, except
+/// the runs still `STARTED`, the runs another table still names (every
+/// foreign key to `batch_job_run` in the database, found in the catalog, and
+/// [`UNCONSTRAINED_RUN_REFERENCES`]), and each job's latest run and latest
+/// `COMPLETED` run. Deletes nothing when `dry_run`. The privacy audit and the
+/// other tables are never touched: they keep their runs instead.
+pub async fn purge(pg: &PgPool, before: DateTime<Utc>, dry_run: bool) -> sqlx::Result<PurgeReport> {
+    let mut references: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.conrelid::regclass::text, quote_ident(a.attname)
+           FROM pg_constraint c
+           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+          WHERE c.contype = 'f' AND c.confrelid = 'batch_job_run'::regclass
+          ORDER BY 1, 2",
+    )
+    .fetch_all(pg)
+    .await?;
+    let known: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+          WHERE table_schema = current_schema() AND table_name = ANY($1)",
+    )
+    .bind(
+        UNCONSTRAINED_RUN_REFERENCES
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(pg)
+    .await?;
+    for (table, column) in UNCONSTRAINED_RUN_REFERENCES {
+        if known.iter().any(|k| k == table) {
+            references.push((table.to_string(), column.to_string()));
+        }
+    }
+    let referenced = references
+        .iter()
+        .map(|(table, column)| {
+            // Both come quoted from the catalog, or are our own plain names.
+            format!("EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = r.run_id)")
+        })
+        .collect::<Vec<_>>();
+    let referenced = if referenced.is_empty() {
+        "false".to_string()
+    } else {
+        referenced.join(" OR ")
+    };
+    // A run started later (the run id breaks ties) makes a run "not the
+    // latest"; a later COMPLETED one makes a COMPLETED run "not the latest
+    // COMPLETED".
+    let superseded = "EXISTS (SELECT 1 FROM batch_job_run n WHERE n.job_id = r.job_id
+                             AND (n.started_at, n.run_id) > (r.started_at, r.run_id))
+                      AND (r.status <> 'COMPLETED' OR EXISTS (SELECT 1 FROM batch_job_run n
+                           WHERE n.job_id = r.job_id AND n.status = 'COMPLETED'
+                             AND (n.started_at, n.run_id) > (r.started_at, r.run_id)))";
+
+    let (started, kept_referenced, kept_latest, deletable): (i64, i64, i64, i64) =
+        sqlx::query_as(&format!(
+            "SELECT count(*) FILTER (WHERE r.status = 'STARTED'),
+                    count(*) FILTER (WHERE r.status <> 'STARTED' AND ({referenced})),
+                    count(*) FILTER (WHERE r.status <> 'STARTED' AND NOT ({referenced}) AND NOT ({superseded})),
+                    count(*) FILTER (WHERE r.status <> 'STARTED' AND NOT ({referenced}) AND ({superseded}))
+               FROM batch_job_run r WHERE r.started_at < $1"
+        ))
+        .bind(before)
+        .fetch_one(pg)
+        .await?;
+    let mut report = PurgeReport {
+        deleted: deletable as u64,
+        kept_started: started as u64,
+        kept_referenced: kept_referenced as u64,
+        kept_latest: kept_latest as u64,
+        referencing: references.iter().map(|(t, c)| format!("{t}.{c}")).collect(),
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    report.deleted = 0;
+    loop {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM batch_job_run WHERE run_id IN (
+                 SELECT r.run_id FROM batch_job_run r
+                  WHERE r.started_at < $1 AND r.status <> 'STARTED'
+                    AND NOT ({referenced}) AND ({superseded})
+                  ORDER BY r.run_id LIMIT $2)"
+        ))
+        .bind(before)
+        .bind(PURGE_BATCH)
+        .execute(pg)
+        .await?
+        .rows_affected();
+        report.deleted += deleted;
+        if deleted == 0 {
+            break;
+        }
+    }
+    Ok(report)
 }

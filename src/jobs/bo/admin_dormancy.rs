@@ -26,7 +26,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Bo,
     name_ko: "통합관리시스템 승인 기준 15일 미접속자 일배치",
     name_en: "Mark admins inactive 15 days since approval dormant",
-    about: "Marks ACTIVE back-office admins DORMANT when neither a login nor their approval is more recent than [jobs.bo_01_001] inactive_days.",
+    about: "Reads and writes tb_bo_admin_user: ACTIVE approved back-office admins become DORMANT when neither their last login nor their approval is more recent than [jobs.bo_01_001] inactive_days (15).",
     schedule: Schedule::Cron("35 0 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Today,

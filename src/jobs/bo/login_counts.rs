@@ -33,7 +33,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Bo,
     name_ko: "통합관리시스템 LMS 로그인 집계 일배치",
     name_en: "LMS login aggregation (daily)",
-    about: "Counts the day's LMS logins and distinct login users per user type and school level into tb_bo_lms_login_stats_daily (every type and level, zeros included); a rerun replaces the day's rows.",
+    about: "Counts the day's LMS logins (tb_lms_login_hist) and distinct login users per user type and school level into tb_bo_lms_login_stats_daily (every type and level, zeros included); a rerun replaces the day's rows.",
     schedule: Schedule::Cron("5 3 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Yesterday,

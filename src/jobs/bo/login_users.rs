@@ -40,7 +40,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Bo,
     name_ko: "통합관리시스템 LMS 로그인 유저기준 집계 일/주/월 통계 일배치",
     name_en: "Login-user statistics, daily/weekly/monthly",
-    about: "Counts the distinct LMS login users per user type and school level of the day, of its ISO week (Monday start) and of its month up to the day into tb_bo_lms_login_user_stats (period D/W/M); a rerun replaces those periods' rows.",
+    about: "Counts the distinct LMS login users (tb_lms_login_hist) per user type and school level of the day, of its ISO week (Monday start) and of its month up to the day into tb_bo_lms_login_user_stats (period D/W/M); a rerun replaces those periods' rows.",
     schedule: Schedule::Cron("5 4 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Yesterday,

@@ -23,7 +23,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Bo,
     name_ko: "통합관리시스템 공지사항 기간 비노출 일배치",
     name_en: "Hide notices whose display period is over",
-    about: "Hides the back-office notices whose display period ended before the reference time.",
+    about: "Reads and writes tb_bo_notice: displayed notices whose display period (disp_end_dt) ended before the reference time get disp_yn = 'N'.",
     schedule: Schedule::Cron("5 0 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Today,

@@ -32,7 +32,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Bo,
     name_ko: "통합관리시스템 PM일정 일배치",
     name_en: "Apply planned-maintenance schedule",
-    about: "Starts and ends planned-maintenance windows: services whose window has begun go into maintenance, those whose window is over come back, in one transaction.",
+    about: "Reads tb_bo_pm_schedule and writes it and tb_bo_service_status in one transaction: windows that have begun become ACTIVE and their system goes into maintenance (maint_yn = Y), windows that are over become DONE and their system comes back.",
     schedule: Schedule::Cron("*/10 * * * *"),
     schedule_note: Some("the seed prints `_/10_ * * *` (Markdown mangling of */10)"),
     default_date: DefaultDate::Today,

@@ -34,7 +34,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Dc,
     name_ko: "KERIS 성취 수준 업데이트",
     name_en: "KERIS achievement-level update",
-    about: "Creates the missing rows of the teacher view for every lecture member and standard, fills the achievement levels left missing, and sends their scores to KERIS (API-005).",
+    about: "Creates the missing rows of the teacher view tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys for every lecture member and standard-system id of the course (tb_lms_course_std_sys) the student has results for, fills the achievement levels left NULL, and sends their scores to KERIS (API-005).",
     schedule: Schedule::Cron("50 4 * * *"),
     schedule_note: Some("the seed leaves it undecided (미정, temporary job); daily at dawn after LMS-01-008's 04:00 run refreshed the view, so it only creates the rows and fills the levels that refresh left missing, then sends their scores (API-005)"),
     default_date: DefaultDate::Today,

@@ -43,7 +43,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Dc,
     name_ko: "개인정보 미동의 데이터 일괄 삭제",
     name_en: "Bulk delete of data without consent",
-    about: "Deletes the MongoDB statements and keris_batch_data documents and the error rows of every student without PRVC_PROVIDE consent whose grace period has passed, in batches; writes a privacy audit row. Shares the xAPI lock so nothing it deletes is sent or regenerated meanwhile.",
+    about: "Deletes the MongoDB statements and keris_batch_data documents and the tb_dc_error_data_info rows of every student without PRVC_PROVIDE consent whose grace period has passed, in batches; writes a privacy audit row. Shares the xAPI lock so nothing it deletes is sent or regenerated meanwhile.",
     schedule: Schedule::Cron("0 3 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Today,

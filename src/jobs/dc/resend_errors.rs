@@ -85,8 +85,24 @@ struct Report {
     failed_rows: Vec<FailedRow>,
     waiting_for_regeneration: i64,
     skipped_unknown_partner: u64,
-    per_partner: BTreeMap<String, crate::jobs::shared::transfer::SendReport>,
+    per_partner: BTreeMap<String, PartnerResend>,
     gave_up: Vec<String>,
+}
+
+/// What the resend did for one partner (its configuration name, never the
+/// Partner-ID), in the run's details under `partners`.
+#[derive(Debug, Default, Clone, Serialize)]
+struct PartnerResend {
+    /// Rows whose statement KERIS accepted: now `RESENT`.
+    resent: u64,
+    /// Rows whose statement KERIS refused or could not take after the
+    /// client's retries: back to `PENDING` with a new code, or `FAILED`.
+    failed: u64,
+    /// Rows not sent because KERIS kept failing for the partner: left as
+    /// they are for the next run.
+    deferred: u64,
+    #[serde(flatten)]
+    sending: crate::jobs::shared::transfer::SendReport,
 }
 
 #[async_trait::async_trait]
@@ -241,14 +257,17 @@ impl Job for ResendErrors {
                     items.into_iter().filter_map(|i| batcher.push(i)).collect();
                 requests.push(batcher.take());
                 for request in requests.into_iter().filter(|r| !r.is_empty()) {
+                    let partner = sender.client().partner_name().to_string();
                     if sender.gave_up() {
                         // KERIS looks down: the rows stay as they are for the next run.
                         report.will_retry += request.len() as u64;
+                        report.per_partner.entry(partner).or_default().deferred +=
+                            request.len() as u64;
                         ctx.counts.add_failed(request.len() as u64);
                         continue;
                     }
                     let outcome = sender.send(request).await?;
-                    record(ctx, &cfg, &outcome, &mut report).await?;
+                    record(ctx, &cfg, &outcome, &partner, &mut report).await?;
                 }
             }
         }
@@ -259,7 +278,7 @@ impl Job for ResendErrors {
                 tracing::error!(partner = %name, "KERIS keeps failing for this partner; its rows wait for the next run");
                 report.gave_up.push(name.clone());
             }
-            report.per_partner.insert(name, sender.report.clone());
+            report.per_partner.entry(name).or_default().sending = sender.report.clone();
         }
         if report.failed_for_good > 0 {
             tracing::warn!(
@@ -339,6 +358,7 @@ async fn record(
     ctx: &JobContext,
     cfg: &crate::config::KerisTransferSettings,
     outcome: &RequestOutcome,
+    partner: &str,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let pg = ctx.pg();
@@ -358,6 +378,11 @@ async fn record(
         let resent = resolve_rows(pg, &accepted, &indexes, outcome.transfer_id.as_deref()).await?;
         ctx.counts.add_written(resent);
         report.resent += resent;
+        report
+            .per_partner
+            .entry(partner.to_string())
+            .or_default()
+            .resent += resent;
     }
     let failed = FailedColumns::of(outcome)?;
     if failed.is_empty() {
@@ -386,6 +411,11 @@ async fn record(
     .await
     .context("Failed to update tb_dc_error_data_info")?;
     mark_error(&ctx.app.mongo, outcome).await?;
+    report
+        .per_partner
+        .entry(partner.to_string())
+        .or_default()
+        .failed += rows.len() as u64;
     for (statement_id, status, code, message, user_id) in rows {
         ctx.counts.add_failed(1);
         if status == ErrorStatus::Failed.as_str() {

@@ -64,7 +64,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "학습 관리 시스템 과제 마감 알림메세지 생성 일배치",
     name_en: "Create assignment-deadline notifications",
-    about: "Writes one ASGN_DUE message per student who has not submitted an OPEN assignment due within a threshold ([jobs.lms_01_004] thresholds_minutes, default 1440,60; only the nearest one); a rerun writes nothing twice.",
+    about: "Reads the OPEN assignments of tb_lms_assignment due within a threshold ([jobs.lms_01_004] thresholds_minutes, default 1440,60; only the nearest one), their lectures' students and tb_lms_assignment_submit; writes one ASGN_DUE message into tb_lms_ntcn_msg per student who has not submitted; a rerun writes nothing twice.",
     schedule: Schedule::Cron("*/30 * * * *"),
     schedule_note: Some("the seed prints `_/30_ * * *` (Markdown mangling of */30)"),
     default_date: DefaultDate::Today,

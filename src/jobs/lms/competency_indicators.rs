@@ -33,7 +33,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "학생역량지표 일일 데이터 저장 일배치",
     name_en: "Save daily student competency indicators",
-    about: "Writes tb_lms_stdnt_cmpt_idx_daily for the business date: per active lecture member, learning time (sessions clipped to the day, open ones capped at [jobs.lms_01_002] max_open_session_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
+    about: "Reads the business date's tb_lms_lrn_session, tb_lms_lrn_result and tb_lms_assignment_submit; writes tb_lms_stdnt_cmpt_idx_daily: per active lecture member, learning time (sessions clipped to the day, open ones capped at [jobs.lms_01_002] max_open_session_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
     schedule: Schedule::Cron("10 4 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Yesterday,

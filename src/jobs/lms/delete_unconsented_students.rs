@@ -43,7 +43,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "개인정보 제공 미동의 학생정보 삭제 일배치",
     name_en: "Delete data of students without consent (daily)",
-    about: "Clears the name and e-mail of every student without PRVC_PROVIDE consent whose grace period ([jobs.privacy] grace_days) has passed, marks them deleted and deletes their LMS rows, one transaction per batch; writes a privacy audit row of counts and salted hashes.",
+    about: "Clears the name and e-mail (tb_lms_user) of every student without PRVC_PROVIDE consent whose grace period ([jobs.privacy] grace_days) has passed, marks them deleted and deletes their LMS rows, one transaction per batch; writes a privacy audit row of counts and salted hashes.",
     schedule: Schedule::Cron("30 3 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Today,

@@ -83,7 +83,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "Keris 대시보드 데이터 5종 배치",
     name_en: "KERIS dashboard data, 5 kinds",
-    about: "Sends the dashboard data to KERIS (API-001 session start, API-002 end, API-003 progress, API-004 results, API-005 teacher view) for what changed since the last run, after refreshing the teacher view; a rerun sends only what is still unsent.",
+    about: "Refreshes the teacher view tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys from tb_lms_lrn_result and tb_lms_lrn_progress (incremental; --full recomputes it all), then sends to KERIS what is unsent: tb_lms_lrn_session starts and ends (API-001/002), progress and completion (API-003/004), the view's scores (API-005), and stamps each row's keris_*_sent_at once KERIS accepted it; a rerun sends only what is still unsent.",
     schedule: Schedule::Cron("0 * * * *"),
     schedule_note: Some("the seed's text says every hour, its crontab `0 19 * * *`: hourly, as the text says"),
     default_date: DefaultDate::Today,

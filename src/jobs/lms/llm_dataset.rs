@@ -75,7 +75,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "LLM DATASET 생성 및 업로드",
     name_en: "Create and upload the LLM dataset",
-    about: "Writes the item responses of --from..--to (default: the business date) of consenting students as gzip JSON Lines with keyed pseudonyms (HMAC-SHA256) and a manifest, streamed as a multipart upload to S3-compatible storage ([jobs.lms_01_009.s3]) or into --output-dir; a rerun replaces the range's objects, a failed upload leaves none.",
+    about: "Reads the item responses (tb_lms_lrn_result, tb_lms_item) of --from..--to (default: the business date) of consenting students (tb_lms_user_consent) and writes them as gzip JSON Lines with keyed pseudonyms (HMAC-SHA256) and a manifest, streamed as a multipart upload to S3-compatible storage ([jobs.lms_01_009.s3]) or into --output-dir; a rerun replaces the range's objects, a failed upload leaves none.",
     schedule: Schedule::Unscheduled("the seed leaves it undecided (미정)"),
     schedule_note: None,
     default_date: DefaultDate::Yesterday,

@@ -33,7 +33,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "오래된 로그성 데이터 삭제 일배치",
     name_en: "Delete old log-type data (daily)",
-    about: "Deletes rows of the LMS access, API and login logs older than each table's retention ([jobs.lms_01_001]), in batches; a rerun deletes what is left.",
+    about: "Deletes the rows of tb_lms_access_log, tb_lms_api_log and tb_lms_login_hist older than each table's retention ([jobs.lms_01_001]: 90, 90 and 365 days), in batches; a rerun deletes what is left.",
     schedule: Schedule::Cron("0 4 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Today,

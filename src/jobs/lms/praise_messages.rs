@@ -57,7 +57,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "학습 관리 시스템 칭찬 알림메세지 생성 일배치",
     name_en: "Create praise notifications (daily)",
-    about: "Writes PRAISE messages for the business date (default yesterday): every assignment due that day submitted on time, an average score of at least 90 over at least 5 items, a learning streak reaching a multiple of 7 days ([jobs.lms_01_005]); a rerun writes nothing twice.",
+    about: "Reads the business date's (default yesterday) assignments and submissions, tb_lms_lrn_result and tb_lms_lrn_session; writes PRAISE messages into tb_lms_ntcn_msg: every assignment due that day submitted on time, an average score of at least 90 over at least 5 items, a learning streak reaching a multiple of 7 days ([jobs.lms_01_005]); a rerun writes nothing twice.",
     schedule: Schedule::Cron("0 1 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Yesterday,

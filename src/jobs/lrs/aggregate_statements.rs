@@ -63,7 +63,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lrs,
     name_ko: "공공 배치데이터 집계(xAPI) 일배치",
     name_en: "Aggregate public batch data (xAPI), daily",
-    about: "Aggregates the business date's LRS statements per (student, verb, object) into KERIS statements in keris_batch_data (READY, or INVALID with the reason); statements already SENT or in error are kept, so a rerun changes only what changed.",
+    about: "Aggregates the business date's LRS statements (statements) per (student, verb, object) into KERIS statements in keris_batch_data (READY, or INVALID with the reason); statements already SENT or in error are kept, so a rerun changes only what changed.",
     schedule: Schedule::Cron("10 0 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Yesterday,

@@ -49,7 +49,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lrs,
     name_ko: "공공 배치데이터 오류 재전송용 집계(xAPI) 일배치",
     name_en: "Aggregate batch data for error resend (xAPI)",
-    about: "Rebuilds the statements KERIS rejected for their content from the student's current LRS statements: READY and REGENERATED for DC-01-002 to resend, or FAILED with the reason.",
+    about: "Reads the PENDING tb_dc_error_data_info rows KERIS rejected for their content (XAPI_VAL_ERR, XAPI_USER_ERR) and rebuilds each statement from the student's current LRS statements (statements): written back READY to keris_batch_data and the row REGENERATED for DC-01-002 to resend, or the row FAILED with the reason.",
     schedule: Schedule::Cron("30 23 * * *"),
     schedule_note: None,
     default_date: DefaultDate::Today,

@@ -227,6 +227,18 @@ struct Tally {
     failed_by_code: BTreeMap<String, u64>,
 }
 
+/// KERIS calls of one partner (its configuration name, never the
+/// Partner-ID) in the run's details, all APIs together.
+#[derive(Debug, Default, Clone, Serialize)]
+struct PartnerTally {
+    /// Calls KERIS accepted.
+    sent: u64,
+    /// Calls KERIS refused or that failed after the client's retries.
+    failed: u64,
+    /// Calls not made because KERIS kept failing for the partner.
+    deferred: u64,
+}
+
 /// A permanent rejection, for the details: which event and which code.
 #[derive(Debug, Clone, Serialize)]
 struct Rejection {
@@ -242,6 +254,7 @@ struct Rejection {
 #[derive(Debug, Default)]
 struct Report {
     tallies: BTreeMap<&'static str, Tally>,
+    partners: BTreeMap<String, PartnerTally>,
     /// Salted hashes of skipped students (at most `max_reported_ids`).
     skipped_no_token: BTreeSet<String>,
     skipped_no_token_count: u64,
@@ -419,6 +432,8 @@ impl<'a> DashboardSender<'a> {
             tally.failed += 1;
             *tally.failed_by_code.entry("deferred".into()).or_default() += 1;
             report.gave_up.insert(client.partner_name().to_string());
+            let partner = client.partner_name().to_string();
+            report.partners.entry(partner).or_default().deferred += 1;
             return false;
         }
         let result = request.send(client).await;
@@ -432,6 +447,15 @@ impl<'a> DashboardSender<'a> {
             Err(_) => {}
         }
         let mut report = self.report.lock().expect("report lock");
+        let partner = report
+            .partners
+            .entry(client.partner_name().to_string())
+            .or_default();
+        if result.is_ok() {
+            partner.sent += 1;
+        } else {
+            partner.failed += 1;
+        }
         let tally = report.tallies.entry(api.id()).or_default();
         match result {
             Ok(_) => {
@@ -473,6 +497,7 @@ impl<'a> DashboardSender<'a> {
     pub fn finish(&self) {
         let report = self.report.lock().expect("report lock");
         self.ctx.set_detail("apis", &report.tallies);
+        self.ctx.set_detail("partners", &report.partners);
         self.ctx
             .set_detail("skipped_no_token", &report.skipped_no_token);
         self.ctx
