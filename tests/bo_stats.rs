@@ -10,43 +10,45 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-const TYPES: [&str; 3] = ["S", "T", "P"];
+pub(crate) const TYPES: [&str; 3] = ["S", "T", "P"];
 /// The level the jobs document for users without a school.
-const NO_SCHOOL: &str = "X";
-const LEVELS: [&str; 4] = ["E", "M", "H", NO_SCHOOL];
+pub(crate) const NO_SCHOOL: &str = "X";
+pub(crate) const LEVELS: [&str; 4] = ["E", "M", "H", NO_SCHOOL];
+/// BO-01-003's default `max_open_session_hours`.
+pub(crate) const OPEN_SESSION_HOURS: i64 = 12;
 
 /// A user of the fixture: type, school (None: no school) and whether
 /// `tb_lms_user` has them at all.
-struct FixtureUser {
-    id: Uuid,
-    kind: &'static str,
-    school: Option<&'static str>,
-    registered: bool,
+pub(crate) struct FixtureUser {
+    pub id: Uuid,
+    pub kind: &'static str,
+    pub school: Option<&'static str>,
+    pub registered: bool,
 }
 
 /// One login: user index, login and logout (None: still open).
-type Login = (usize, DateTime<Utc>, Option<DateTime<Utc>>);
+pub(crate) type Login = (usize, DateTime<Utc>, Option<DateTime<Utc>>);
 
-struct World {
-    users: Vec<FixtureUser>,
-    logins: Vec<Login>,
+pub(crate) struct World {
+    pub users: Vec<FixtureUser>,
+    pub logins: Vec<Login>,
 }
 
 /// A KST wall-clock time.
-fn kst(s: &str) -> DateTime<Utc> {
+pub(crate) fn kst(s: &str) -> DateTime<Utc> {
     DateTime::<FixedOffset>::parse_from_rfc3339(&format!("{s}+09:00"))
         .unwrap_or_else(|e| panic!("{s}: {e}"))
         .with_timezone(&Utc)
 }
 
-fn kst_midnight(d: NaiveDate) -> DateTime<Utc> {
+pub(crate) fn kst_midnight(d: NaiveDate) -> DateTime<Utc> {
     kst(&format!("{d}T00:00:00"))
 }
 
 /// Schools of each level and users of every type and level: a pupil per
 /// level, teachers, a parent (no school), a pupil whose school id the LMS
 /// does not know, and a user id absent from `tb_lms_user`.
-fn users() -> Vec<FixtureUser> {
+pub(crate) fn users() -> Vec<FixtureUser> {
     let u = |kind, school, registered| FixtureUser {
         id: Uuid::new_v4(),
         kind,
@@ -67,7 +69,7 @@ fn users() -> Vec<FixtureUser> {
 }
 
 impl World {
-    fn level(&self, user: usize) -> &'static str {
+    pub(crate) fn level(&self, user: usize) -> &'static str {
         match self.users[user].school {
             Some("SCH-E") if self.users[user].registered => "E",
             Some("SCH-M") if self.users[user].registered => "M",
@@ -76,7 +78,7 @@ impl World {
         }
     }
 
-    async fn insert(&self, pg: &PgPool) {
+    pub(crate) async fn insert(&self, pg: &PgPool) {
         sqlx::raw_sql(
             "INSERT INTO tb_lms_school (school_id, school_nm, school_level) VALUES
                ('SCH-E', '초등', 'E'), ('SCH-M', '중등', 'M'), ('SCH-H', '고등', 'H')",
@@ -112,7 +114,7 @@ impl World {
 
     /// (type, level) → (logins, distinct users) of the logins in [from, to),
     /// every type and level present.
-    fn logins_between(
+    pub(crate) fn logins_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -143,6 +145,59 @@ impl World {
             })
             .collect()
     }
+
+    /// Distinct users connected in each hour of `day` (KST) per school
+    /// level, every hour and level present: a session covers `[login,
+    /// logout)`, an open one `[login, login + open_hours)`, both cut at the
+    /// day's end; a session of no length covers the instant of its login.
+    pub(crate) fn connected(
+        &self,
+        day: NaiveDate,
+        open_hours: i64,
+    ) -> BTreeMap<(i16, String), i64> {
+        let start = kst_midnight(day);
+        let mut users: BTreeMap<(i16, String), BTreeSet<usize>> = BTreeMap::new();
+        for hour in 0..24 {
+            for level in LEVELS {
+                users.insert((hour, level.to_string()), BTreeSet::new());
+            }
+        }
+        for &(user, login, logout) in &self.logins {
+            let end = logout.unwrap_or(login + Duration::hours(open_hours));
+            for hour in 0..24i16 {
+                let from = start + Duration::hours(i64::from(hour));
+                let to = from + Duration::hours(1);
+                let overlaps = if end <= login {
+                    login >= from && login < to
+                } else {
+                    login < to && end > from
+                };
+                if overlaps {
+                    users
+                        .get_mut(&(hour, self.level(user).to_string()))
+                        .unwrap()
+                        .insert(user);
+                }
+            }
+        }
+        users
+            .into_iter()
+            .map(|(k, v)| (k, v.len() as i64))
+            .collect()
+    }
+}
+
+pub(crate) async fn connected_stats(pg: &PgPool, day: NaiveDate) -> BTreeMap<(i16, String), i64> {
+    let rows: Vec<(i16, String, i32)> = sqlx::query_as(
+        "SELECT hour, school_level, conn_user_cnt FROM tb_bo_lms_conn_stats_daily WHERE base_dt = $1",
+    )
+    .bind(day)
+    .fetch_all(pg)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(h, l, n)| ((h, l), i64::from(n)))
+        .collect()
 }
 
 async fn login_stats(pg: &PgPool, day: NaiveDate) -> BTreeMap<(String, String), (i64, i64)> {
@@ -437,4 +492,133 @@ async fn migrate_adds_the_login_at_index_concurrently_where_it_is_missing() {
     .await
     .unwrap();
     assert_eq!(valid, [true]);
+}
+
+/// Sessions around D = 2026-03-04 for BO-01-003: crossing both midnights,
+/// on and across hour boundaries, open ones inside and outside the cap, one
+/// spanning the whole day, zero-length, repeated and overlapping.
+fn hourly_world() -> World {
+    let t = kst;
+    World {
+        users: users(),
+        logins: vec![
+            (0, t("2026-03-03T23:30:00"), Some(t("2026-03-04T00:20:00"))), // into D: hour 0
+            (0, t("2026-03-04T00:10:00"), Some(t("2026-03-04T00:50:00"))), // same pupil, same hour: once
+            (1, t("2026-03-04T23:50:00"), Some(t("2026-03-05T00:30:00"))), // out of D: hour 23
+            (2, t("2026-03-03T20:00:00"), None), // open since the evening before: hours 0-7 (cap 12 h)
+            (3, t("2026-03-03T10:00:00"), None), // open, cap over before D: nothing
+            (4, t("2026-03-04T21:00:00"), None), // open on D: hours 21-23
+            (3, t("2026-03-04T10:00:00"), Some(t("2026-03-04T11:00:00"))), // exactly hour 10
+            (8, t("2026-03-04T10:59:59"), Some(t("2026-03-04T11:00:01"))), // hours 10 and 11
+            (5, t("2026-03-04T14:30:00"), Some(t("2026-03-04T14:30:00"))), // zero length: hour 14
+            (6, t("2026-03-02T10:00:00"), Some(t("2026-03-05T05:00:00"))), // spans all of D
+            (7, t("2026-03-03T23:00:00"), Some(t("2026-03-04T00:00:00"))), // ends at D's first instant: nothing
+            (7, t("2026-03-05T00:00:00"), Some(t("2026-03-05T01:00:00"))), // starts at D's end: nothing
+            (8, t("2026-03-04T09:15:00"), Some(t("2026-03-04T10:20:00"))), // overlaps their 10:59 one
+            (1, t("2026-03-04T13:00:00"), Some(t("2026-03-04T15:59:59"))), // hours 13-15
+        ],
+    }
+}
+
+#[tokio::test]
+async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midnight_and_open_ones_capped(
+) {
+    let mut env = TestEnv::new().await;
+    let d = date("2026-03-04");
+    let world = hourly_world();
+    world.insert(env.pg()).await;
+
+    let expected = world.connected(d, OPEN_SESSION_HOURS);
+    assert_eq!(expected.len(), 24 * 4);
+    // Spot checks of the independent computation itself.
+    assert_eq!(
+        expected[&(0, "E".into())],
+        1,
+        "two sessions of one pupil in hour 0"
+    );
+    assert_eq!(
+        expected[&(7, "H".into())],
+        1,
+        "open since 20:00 the day before, until 08:00"
+    );
+    assert_eq!(expected[&(8, "H".into())], 0, "capped at 12 hours");
+    assert_eq!(
+        expected[&(10, "M".into())],
+        1,
+        "10:59:59-11:00:01 and 09:15-10:20: one pupil"
+    );
+    assert_eq!(expected[&(11, "M".into())], 1);
+    assert_eq!(
+        expected[&(11, "E".into())],
+        0,
+        "a session ending at 11:00:00 is not in hour 11"
+    );
+    assert_eq!(
+        expected[&(14, "X".into())],
+        2,
+        "the parent's zero-length visit and the whole-day session"
+    );
+    assert_eq!(expected[&(23, "M".into())], 1);
+    assert_eq!(
+        expected[&(0, "X".into())],
+        1,
+        "only the whole-day session, not the one ending at 00:00"
+    );
+
+    let run = env.run_ok("BO-01-003", Some(d), true).await;
+    assert!(
+        connected_stats(env.pg(), d).await.is_empty(),
+        "dry run writes nothing"
+    );
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(details["would_write_rows"], 96);
+
+    env.run_ok("BO-01-003", Some(d), false).await;
+    assert_eq!(connected_stats(env.pg(), d).await, expected);
+    // The day after sees the sessions crossing into it.
+    let next = date("2026-03-05");
+    env.run_ok("BO-01-003", Some(next), false).await;
+    assert_eq!(
+        connected_stats(env.pg(), next).await,
+        world.connected(next, OPEN_SESSION_HOURS)
+    );
+    assert_eq!(
+        connected_stats(env.pg(), next).await[&(0, "M".into())],
+        1,
+        "the 23:50 session crossing midnight"
+    );
+
+    // A late session and a shorter cap: the rerun replaces D's rows exactly.
+    let mut world = world;
+    let late = (
+        4,
+        kst("2026-03-04T05:30:00"),
+        Some(kst("2026-03-04T06:10:00")),
+    );
+    sqlx::query(
+        "INSERT INTO tb_lms_login_hist (user_id, user_type, login_at, logout_at) VALUES ($1, 'T', $2, $3)",
+    )
+    .bind(world.users[4].id)
+    .bind(late.1)
+    .bind(late.2)
+    .execute(env.pg())
+    .await
+    .unwrap();
+    world.logins.push(late);
+    env.configure_job("bo_01_003", "max_open_session_hours", 3i64);
+    env.run_ok("BO-01-003", Some(d), false).await;
+    let capped = world.connected(d, 3);
+    assert_eq!(connected_stats(env.pg(), d).await, capped);
+    assert_eq!(capped[&(0, "H".into())], 0, "20:00 + 3 h ends before D");
+    assert_eq!(capped[&(6, "H".into())], 1, "the late teacher's session");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tb_bo_lms_conn_stats_daily")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2 * 96, "two days, 24 hours × 4 levels each");
 }

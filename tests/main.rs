@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod bo_mail;
 mod bo_stats;
 mod chain;
 mod cli;

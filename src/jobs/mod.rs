@@ -4,8 +4,10 @@
 //! Adding a job: write `src/jobs/<system>/<what_it_does>.rs` with its `ID`,
 //! its `DEF` (names, schedule, default date, lock, settings, options) and
 //! the type implementing [`crate::runtime::Job`]; add `pub mod` to the
-//! system's `mod.rs`; put `&<system>::<file>::DEF` in [`JOBS`] in place of
-//! its entry in [`java`]. README "Adding a job" shows the whole diff.
+//! system's `mod.rs`; put `&<system>::<file>::DEF` in [`JOBS`]. README
+//! "Adding a job" shows the whole diff. (A `JobDef` with `job: None` is
+//! registered but not implemented: how the jobs still run by the Java JARs
+//! were listed until BO-01-003 and BO-05-006, the last of them, landed.)
 
 use std::path::Path;
 
@@ -14,7 +16,6 @@ use crate::runtime::registry::{ChainDef, DefaultDate, JobDef, Registry};
 
 pub mod bo;
 pub mod dc;
-pub mod java;
 pub mod lcms;
 pub mod lms;
 pub mod lrs;
@@ -49,10 +50,10 @@ pub static JOBS: &[&JobDef] = &[
     &lcms::content_copy::DEF,
     &bo::admin_dormancy::DEF,
     &bo::pm_schedule::DEF,
-    &java::BO_01_003,
+    &bo::connected_users::DEF,
     &bo::login_counts::DEF,
     &bo::notice_expiry::DEF,
-    &java::BO_05_006,
+    &bo::usage_mail::DEF,
     &bo::login_users::DEF,
 ];
 

@@ -4,6 +4,7 @@
 //! `prod` profile.
 
 pub mod bench;
+pub mod bench_bo;
 pub mod bench_lcms;
 pub mod bench_notify;
 pub mod schema;

@@ -1,4 +1,4 @@
-//! `aidt-dev [--profile P] [--config FILE] <schema|seed|bench-data|bench-lcms|bench-notify-data|scan|read-and-mark|drop-database>`:
+//! `aidt-dev [--profile P] [--config FILE] <schema|seed|bench-data|bench-bo|bench-lcms|bench-notify-data|scan|read-and-mark|drop-database>`:
 //! the development tools, against the databases of a profile's
 //! configuration. Refused in the `prod` profile: they create and fill tables
 //! that other systems own there.
@@ -36,6 +36,8 @@ enum Command {
     Seed(aidt_dev::seed::SeedArgs),
     /// Write READY KERIS statements into keris_batch_data (DC-01-001 benchmark)
     BenchData(aidt_dev::bench::BenchDataArgs),
+    /// A month of users and logins for the BO statistics benchmark (scripts/bench-bo)
+    BenchBo(aidt_dev::bench_bo::BenchBoArgs),
     /// Fill or change the LCMS tables for the LCMS-01-001 benchmark (scripts/bench-lcms)
     BenchLcms(aidt_dev::bench_lcms::BenchLcmsArgs),
     /// Read the day's READY keris_batch_data with a plain cursor (benchmark baseline)
@@ -86,6 +88,7 @@ async fn run(command: Command, profile: Profile, extra: Option<PathBuf>) -> anyh
     match command {
         Command::Schema => aidt_dev::schema::apply(&app).await,
         Command::BenchData(args) => aidt_dev::bench::bench_data(&app, &args).await,
+        Command::BenchBo(args) => aidt_dev::bench_bo::bench_bo(&app, &args).await,
         Command::BenchLcms(args) => aidt_dev::bench_lcms::bench_lcms(&app, &args).await,
         Command::Scan(args) => aidt_dev::bench::scan(&app, &args).await,
         Command::BenchNotifyData(args) => {

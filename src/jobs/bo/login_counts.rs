@@ -13,12 +13,13 @@
 //! a rerun replaces them exactly. `--dry-run` computes inside the
 //! transaction, reports the figures and rolls back.
 
-use anyhow::Context as _;
 use chrono::{Days, NaiveDate};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{level_expr, level_joins, lock_periods, SCHOOL_LEVELS, USER_TYPES};
+use super::login_stats::{
+    finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
+};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -59,25 +60,10 @@ impl Job for LoginCounts {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let mut tx = ctx.pg().begin().await?;
         let day = compute_day(&mut tx, ctx.business_date).await?;
-        if ctx.dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit()
-                .await
-                .with_context(|| format!("{ID}: Failed to commit {TABLE}"))?;
-            ctx.counts.add_written(day.rows);
-        }
+        finish(ctx, tx, TABLE, day.rows).await?;
         ctx.counts.add_read(day.logins);
         ctx.set_detail("logins", day.logins);
         ctx.set_detail("login_users", day.login_users);
-        ctx.set_detail(
-            if ctx.dry_run {
-                "would_write_rows"
-            } else {
-                "rows"
-            },
-            day.rows,
-        );
         Ok(())
     }
 }
@@ -86,12 +72,6 @@ impl Job for LoginCounts {
 /// caller's transaction.
 #[tracing::instrument(skip_all, fields(%date), err)]
 pub async fn compute_day(conn: &mut PgConnection, date: NaiveDate) -> anyhow::Result<LoginDay> {
-    lock_periods(conn, TABLE, &[("D", date)]).await?;
-    sqlx::query(&format!("DELETE FROM {TABLE} WHERE base_dt = $1"))
-        .bind(date)
-        .execute(&mut *conn)
-        .await
-        .with_context(|| format!("{ID}: Failed to delete the rows of {date} from {TABLE}"))?;
     // Logins are counted per (user, type) first, so the user/school join
     // runs once per user instead of once per login.
     let sql = format!(
@@ -119,15 +99,13 @@ pub async fn compute_day(conn: &mut PgConnection, date: NaiveDate) -> anyhow::Re
         level = level_expr(),
         joins = level_joins("p"),
     );
-    let rows: Vec<(i32, i32)> = sqlx::query_as(&sql)
+    let insert = sqlx::query_as(&sql)
         .bind(time::start_of_day_seoul(date))
         .bind(time::start_of_day_seoul(date + Days::new(1)))
         .bind(date)
         .bind(&USER_TYPES[..])
-        .bind(&SCHOOL_LEVELS[..])
-        .fetch_all(&mut *conn)
-        .await
-        .with_context(|| format!("{ID}: Failed to count the logins of {date} into {TABLE}"))?;
+        .bind(&SCHOOL_LEVELS[..]);
+    let rows: Vec<(i32, i32)> = replace_rows(conn, ID, TABLE, Owned::Day(date), insert).await?;
     Ok(LoginDay {
         rows: rows.len() as u64,
         logins: rows.iter().map(|r| r.0 as u64).sum(),

@@ -12,7 +12,11 @@
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use sqlx::PgConnection;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::QueryAs;
+use sqlx::{FromRow, PgConnection, Postgres, Transaction};
+
+use crate::runtime::JobContext;
 
 /// `school_level` of the statistics rows of users without a school.
 pub const NO_SCHOOL_LEVEL: &str = "X";
@@ -37,6 +41,85 @@ pub fn level_joins(alias: &str) -> String {
 /// The school level expression over [`level_joins`].
 pub fn level_expr() -> String {
     format!("COALESCE(lvl_s.school_level, '{NO_SCHOOL_LEVEL}')")
+}
+
+/// The rows of a statistics table that one computation owns and replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum Owned<'a> {
+    /// A table keyed by `base_dt`: that day's rows.
+    Day(NaiveDate),
+    /// A table keyed by `(period_type, period_start)`: those periods' rows.
+    Periods(&'a [(&'a str, NaiveDate)]),
+}
+
+/// What every statistics job does with its figures, in the caller's
+/// transaction: locks the `owned` rows of `table` ([`lock_periods`]),
+/// deletes them, then runs `insert` — one set-based `INSERT … SELECT …
+/// RETURNING …` that writes them anew, zeros included — and returns what it
+/// returned. So a rerun replaces exactly the rows of its periods, and a
+/// reader never sees them half written.
+pub async fn replace_rows<'q, O>(
+    conn: &mut PgConnection,
+    job_id: &str,
+    table: &str,
+    owned: Owned<'_>,
+    insert: QueryAs<'q, Postgres, O, PgArguments>,
+) -> anyhow::Result<Vec<O>>
+where
+    O: Send + Unpin + for<'r> FromRow<'r, PgRow>,
+{
+    let (kinds, starts): (Vec<&str>, Vec<NaiveDate>) = match owned {
+        Owned::Day(date) => (vec!["D"], vec![date]),
+        Owned::Periods(periods) => periods.iter().copied().unzip(),
+    };
+    let keys: Vec<(&str, NaiveDate)> = kinds.iter().copied().zip(starts.iter().copied()).collect();
+    lock_periods(conn, table, &keys).await?;
+    let deleted = match owned {
+        Owned::Day(date) => {
+            sqlx::query(&format!("DELETE FROM {table} WHERE base_dt = $1"))
+                .bind(date)
+                .execute(&mut *conn)
+                .await
+        }
+        Owned::Periods(_) => {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE (period_type, period_start) IN
+                     (SELECT * FROM unnest($1::text[], $2::date[]))"
+            ))
+            .bind(&kinds)
+            .bind(&starts)
+            .execute(&mut *conn)
+            .await
+        }
+    };
+    deleted
+        .with_context(|| format!("{job_id}: Failed to delete the rows of {keys:?} from {table}"))?;
+    insert
+        .fetch_all(&mut *conn)
+        .await
+        .with_context(|| format!("{job_id}: Failed to write the rows of {keys:?} into {table}"))
+}
+
+/// Ends a statistics job's transaction: commits it and counts `rows` as
+/// written, or in a dry run rolls it back; either way records `rows` in the
+/// run's details (`rows`, or `would_write_rows`).
+pub async fn finish(
+    ctx: &JobContext,
+    tx: Transaction<'_, Postgres>,
+    table: &str,
+    rows: u64,
+) -> anyhow::Result<()> {
+    if ctx.dry_run {
+        tx.rollback().await?;
+        ctx.set_detail("would_write_rows", rows);
+    } else {
+        tx.commit()
+            .await
+            .with_context(|| format!("{}: Failed to commit {table}", ctx.def.id))?;
+        ctx.counts.add_written(rows);
+        ctx.set_detail("rows", rows);
+    }
+    Ok(())
 }
 
 /// Takes transaction-level advisory locks on the statistics rows of `table`

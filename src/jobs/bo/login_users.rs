@@ -25,7 +25,9 @@ use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{level_expr, level_joins, lock_periods, SCHOOL_LEVELS, USER_TYPES};
+use super::login_stats::{
+    finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
+};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -108,14 +110,7 @@ impl Job for LoginUsers {
         let mut tx = ctx.pg().begin().await?;
         let written = compute(&mut tx, &periods).await?;
         let totals = totals(&mut tx, &periods).await?;
-        if ctx.dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit()
-                .await
-                .with_context(|| format!("{ID}: Failed to commit {TABLE}"))?;
-            ctx.counts.add_written(written);
-        }
+        finish(ctx, tx, TABLE, written).await?;
         ctx.counts.add_read(
             totals
                 .iter()
@@ -136,22 +131,12 @@ pub async fn compute(conn: &mut PgConnection, periods: &[Period]) -> anyhow::Res
         return Ok(0);
     }
     let keys: Vec<(&str, NaiveDate)> = periods.iter().map(|p| (p.kind, p.start)).collect();
-    lock_periods(conn, TABLE, &keys).await?;
     let kinds: Vec<&str> = periods.iter().map(|p| p.kind).collect();
     let starts: Vec<NaiveDate> = periods.iter().map(|p| p.start).collect();
     let froms: Vec<DateTime<Utc>> = periods.iter().map(|p| p.from).collect();
     let tos: Vec<DateTime<Utc>> = periods.iter().map(|p| p.to).collect();
     let lo = *froms.iter().min().expect("not empty");
     let hi = *tos.iter().max().expect("not empty");
-    sqlx::query(&format!(
-        "DELETE FROM {TABLE} WHERE (period_type, period_start) IN
-             (SELECT * FROM unnest($1::text[], $2::date[]))"
-    ))
-    .bind(&kinds)
-    .bind(&starts)
-    .execute(&mut *conn)
-    .await
-    .with_context(|| format!("{ID}: Failed to delete the periods' rows from {TABLE}"))?;
 
     // One flag column per period (the count only is formatted in: the
     // bounds are bound arrays), so the logins are read once for all periods.
@@ -188,13 +173,14 @@ pub async fn compute(conn: &mut PgConnection, periods: &[Period]) -> anyhow::Res
          SELECT p.period_type, p.period_start, g.user_type, g.school_level, COALESCE(c.n, 0)
            FROM grid g
            JOIN periods p ON p.i = g.i
-           LEFT JOIN counts c ON c.i = g.i AND c.user_type = g.user_type AND c.school_level = g.school_level",
+           LEFT JOIN counts c ON c.i = g.i AND c.user_type = g.user_type AND c.school_level = g.school_level
+         RETURNING login_user_cnt",
         flags = flags.join(", "),
         values = values.join(", "),
         level = level_expr(),
         joins = level_joins("p"),
     );
-    let written = sqlx::query(&sql)
+    let insert = sqlx::query_as(&sql)
         .bind(&kinds)
         .bind(&starts)
         .bind(&froms)
@@ -202,11 +188,9 @@ pub async fn compute(conn: &mut PgConnection, periods: &[Period]) -> anyhow::Res
         .bind(lo)
         .bind(hi)
         .bind(&USER_TYPES[..])
-        .bind(&SCHOOL_LEVELS[..])
-        .execute(&mut *conn)
-        .await
-        .with_context(|| format!("{ID}: Failed to count the login users into {TABLE}"))?
-        .rows_affected();
+        .bind(&SCHOOL_LEVELS[..]);
+    let rows: Vec<(i32,)> = replace_rows(conn, ID, TABLE, Owned::Periods(&keys), insert).await?;
+    let written = rows.len() as u64;
     Ok(written)
 }
 

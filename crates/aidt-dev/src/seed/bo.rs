@@ -5,14 +5,14 @@
 //! admins on both sides of the 15-day dormancy limit, maintenance windows
 //! past, current and future, notices expired, current and not yet shown.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::rngs::StdRng;
 use rand::Rng;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::gen::{self, chance};
-use super::world::{Level, UserType, World};
+use super::world::World;
 use super::{col, insert};
 
 pub(super) async fn write(
@@ -22,18 +22,19 @@ pub(super) async fn write(
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let mut rng = gen::stream(seed, "bo");
     let r = world.day.end;
-    Ok(vec![
+    let mut lines = vec![
         admins(conn, &mut rng, r).await?,
         pm_schedule(conn, world).await?,
         service_status(conn, world).await?,
         notices(conn, r).await?,
-        conn_stats(conn, world, &mut rng).await?,
-        login_stats(conn, world, &mut rng).await?,
-        login_user_stats(conn, world, &mut rng).await?,
+    ];
+    lines.extend(statistics(conn, world).await?);
+    lines.extend([
         mail_recipients(conn).await?,
         mail_history(conn, world).await?,
         dc_errors(conn, world, &mut gen::stream(seed, "dc-errors")).await?,
-    ])
+    ]);
+    Ok(lines)
 }
 
 fn days(d: f64) -> Duration {
@@ -215,149 +216,36 @@ async fn notices(conn: &mut PgConnection, r: DateTime<Utc>) -> anyhow::Result<(S
     .await
 }
 
-/// Users per (type, school level), the base of the BO statistics.
-fn population(world: &World, kind: UserType, level: Level) -> f64 {
-    world
-        .users
-        .iter()
-        .filter(|u| u.kind == kind && world.schools[u.school].level == level)
-        .count() as f64
-}
-
-/// The week before the business date (the business date itself is what the
-/// statistics jobs compute).
-fn previous_days(world: &World) -> impl Iterator<Item = NaiveDate> + '_ {
-    (1..=7).map(|back| world.day.date - Duration::days(back))
-}
-
-async fn conn_stats(
-    conn: &mut PgConnection,
-    world: &World,
-    rng: &mut StdRng,
-) -> anyhow::Result<(String, u64)> {
-    const HOURLY: [f64; 24] = [
-        0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.03, 0.2, 0.45, 0.5, 0.5, 0.3, 0.45, 0.5, 0.4, 0.25,
-        0.15, 0.12, 0.2, 0.22, 0.15, 0.06, 0.02,
-    ];
-    let mut rows = Vec::new();
-    for date in previous_days(world) {
-        for (hour, share) in HOURLY.iter().enumerate() {
-            for level in Level::ALL {
-                let n =
-                    population(world, UserType::Student, level) * share * rng.gen_range(0.8..1.2);
-                rows.push((date, hour as i16, level.code(), n.round() as i32));
-            }
-        }
+/// The BO statistics of the week before the business date (D-7..D-1), as
+/// the daily jobs BO-01-003, BO-01-004 and BO-01-007 would have written
+/// them from the seeded logins — with their own code, so the figures are
+/// true of the data. The business date itself is left for the jobs, and so
+/// are the older days of the week BO-05-006 mails (it computes them first).
+async fn statistics(conn: &mut PgConnection, world: &World) -> anyhow::Result<Vec<(String, u64)>> {
+    use aidt_batch::jobs::bo::{connected_users, login_counts, login_users};
+    let open_hours =
+        aidt_batch::jobs::lms::learning_day::LearningDaySettings::default().max_open_session_hours;
+    let days: Vec<NaiveDate> = (1..=7)
+        .rev()
+        .map(|back| world.day.date - Duration::days(back))
+        .collect();
+    for &day in &days {
+        connected_users::compute_day(conn, day, open_hours).await?;
+        login_counts::compute_day(conn, day).await?;
+        login_users::compute(conn, &login_users::periods_of(day)).await?;
     }
-    insert(
-        conn,
+    let mut lines = Vec::new();
+    for table in [
         "tb_bo_lms_conn_stats_daily",
-        &rows,
-        "INSERT INTO tb_bo_lms_conn_stats_daily (base_dt, hour, school_level, conn_user_cnt)
-         SELECT * FROM UNNEST($1::date[], $2::int2[], $3::text[], $4::int4[])",
-        |q, rows| {
-            q.bind(col(rows, |r| r.0))
-                .bind(col(rows, |r| r.1))
-                .bind(col(rows, |r| r.2))
-                .bind(col(rows, |r| r.3))
-        },
-    )
-    .await
-}
-
-/// Share of a user type that logs in on a school day.
-fn login_share(rng: &mut StdRng, kind: UserType) -> f64 {
-    match kind {
-        UserType::Student => rng.gen_range(0.6..0.85),
-        UserType::Teacher => rng.gen_range(0.7..0.95),
-        UserType::Parent => rng.gen_range(0.05..0.2),
-    }
-}
-
-const USER_TYPES: [UserType; 3] = [UserType::Student, UserType::Teacher, UserType::Parent];
-
-async fn login_stats(
-    conn: &mut PgConnection,
-    world: &World,
-    rng: &mut StdRng,
-) -> anyhow::Result<(String, u64)> {
-    let mut rows = Vec::new();
-    for date in previous_days(world) {
-        for kind in USER_TYPES {
-            for level in Level::ALL {
-                let users =
-                    (population(world, kind, level) * login_share(rng, kind)).round() as i32;
-                let logins = (f64::from(users) * rng.gen_range(1.1..1.6)).round() as i32;
-                rows.push((date, kind.code(), level.code(), logins, users));
-            }
-        }
-    }
-    insert(
-        conn,
         "tb_bo_lms_login_stats_daily",
-        &rows,
-        "INSERT INTO tb_bo_lms_login_stats_daily (base_dt, user_type, school_level, login_cnt, login_user_cnt)
-         SELECT * FROM UNNEST($1::date[], $2::text[], $3::text[], $4::int4[], $5::int4[])",
-        |q, rows| {
-            q.bind(col(rows, |r| r.0))
-                .bind(col(rows, |r| r.1))
-                .bind(col(rows, |r| r.2))
-                .bind(col(rows, |r| r.3))
-                .bind(col(rows, |r| r.4))
-        },
-    )
-    .await
-}
-
-/// Distinct users per day (the last 7 days), week (the last 4 full weeks,
-/// starting Monday) and month (the last 3 full months) before the business date.
-async fn login_user_stats(
-    conn: &mut PgConnection,
-    world: &World,
-    rng: &mut StdRng,
-) -> anyhow::Result<(String, u64)> {
-    let date = world.day.date;
-    let this_monday = date - Duration::days(i64::from(date.weekday().num_days_from_monday()));
-    let mut periods: Vec<(&str, NaiveDate, f64)> =
-        previous_days(world).map(|d| ("D", d, 1.0)).collect();
-    periods.extend((1..=4).map(|w| ("W", this_monday - Duration::weeks(w), 1.25)));
-    let mut month = date.with_day(1).expect("first of month");
-    for _ in 0..3 {
-        month = (month - Duration::days(1))
-            .with_day(1)
-            .expect("first of month");
-        periods.push(("M", month, 1.5));
-    }
-    let mut rows = Vec::new();
-    for (period, start, breadth) in periods {
-        for kind in USER_TYPES {
-            for level in Level::ALL {
-                let share = (login_share(rng, kind) * breadth).min(1.0);
-                rows.push((
-                    period,
-                    start,
-                    kind.code(),
-                    level.code(),
-                    (population(world, kind, level) * share).round() as i32,
-                ));
-            }
-        }
-    }
-    insert(
-        conn,
         "tb_bo_lms_login_user_stats",
-        &rows,
-        "INSERT INTO tb_bo_lms_login_user_stats (period_type, period_start, user_type, school_level, login_user_cnt)
-         SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::int4[])",
-        |q, rows| {
-            q.bind(col(rows, |r| r.0))
-                .bind(col(rows, |r| r.1))
-                .bind(col(rows, |r| r.2))
-                .bind(col(rows, |r| r.3))
-                .bind(col(rows, |r| r.4))
-        },
-    )
-    .await
+    ] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        lines.push((table.to_string(), n as u64));
+    }
+    Ok(lines)
 }
 
 const RECIPIENTS: [(&str, &str, &str); 5] = [
@@ -379,14 +267,14 @@ async fn mail_recipients(conn: &mut PgConnection) -> anyhow::Result<(String, u64
     .await
 }
 
-/// The weekly report mail of the last four full weeks: sent on the Monday
-/// after each week, one delivery failed.
+/// The weekly report mail of the three weeks before the one BO-05-006
+/// reports for the business date (that one is left to the job): sent on the
+/// Monday after each week, one delivery failed.
 async fn mail_history(conn: &mut PgConnection, world: &World) -> anyhow::Result<(String, u64)> {
-    let date = world.day.date;
-    let this_monday = date - Duration::days(i64::from(date.weekday().num_days_from_monday()));
+    let reported = aidt_batch::jobs::bo::usage_report::Week::last_complete(world.day.date).start;
     let mut rows = Vec::new();
-    for w in (1..=4).rev() {
-        let week_start = this_monday - Duration::weeks(w);
+    for w in (1..=3).rev() {
+        let week_start = reported - Duration::weeks(w);
         let sent = aidt_batch::time::start_of_day_seoul(week_start + Duration::weeks(1))
             + Duration::hours(9);
         for (i, (email, _, active)) in RECIPIENTS.iter().enumerate() {

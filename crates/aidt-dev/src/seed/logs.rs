@@ -3,7 +3,7 @@
 //! rows to delete and rows to keep. A user's rows never predate their
 //! registration, so the oldest rows belong to teachers and anonymous visits.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::Rng;
 use sqlx::PgConnection;
@@ -23,7 +23,8 @@ pub(super) async fn write(
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let access = access_log(world, &mut gen::stream(seed, "access-log"));
     let api = api_log(world, &mut gen::stream(seed, "api-log"));
-    let logins = login_history(world, &mut gen::stream(seed, "login-hist"));
+    let mut logins = login_history(world, &mut gen::stream(seed, "login-hist"));
+    logins.extend(recent_logins(world, &mut gen::stream(seed, "login-weeks")));
     Ok(vec![
         insert(
             conn,
@@ -91,6 +92,64 @@ struct LoginRow {
     login_at: DateTime<Utc>,
     logout_at: Option<DateTime<Utc>>,
     ip: String,
+}
+
+/// Days before the business date with daily logins: the last complete
+/// Monday–Sunday week before it and the week before that, whatever the
+/// weekday (what BO-05-006 mails and compares), plus D-1..D-7 for the daily
+/// statistics jobs.
+const RECENT_LOGIN_DAYS: i64 = 20;
+
+/// Everyday logins of the last `RECENT_LOGIN_DAYS` days: pupils on school
+/// days (a few at weekends), teachers most days, parents now and then; at
+/// the hours pupils learn, 5 minutes to 2 hours long, some left open (no
+/// logout) and some late ones crossing midnight.
+fn recent_logins(world: &World, rng: &mut StdRng) -> Vec<LoginRow> {
+    let mut rows = Vec::new();
+    for back in 1..=RECENT_LOGIN_DAYS {
+        let weekend = (world.day.date - Duration::days(back))
+            .weekday()
+            .num_days_from_monday()
+            >= 5;
+        for user in &world.users {
+            let p = match (user.kind, weekend) {
+                (UserType::Student, false) => 0.7,
+                (UserType::Student, true) => 0.15,
+                (UserType::Teacher, false) => 0.8,
+                (UserType::Teacher, true) => 0.1,
+                (UserType::Parent, _) => 0.12,
+            };
+            if !chance(rng, p) {
+                continue;
+            }
+            let login_at = world.day.learning_time(rng) - Duration::days(back);
+            if login_at < user.reg_dt {
+                continue;
+            }
+            rows.push(login_row(rng, user, login_at, 0.1, 120));
+        }
+    }
+    rows
+}
+
+/// A login of `user` at `login_at`, left open (no logout) with chance
+/// `open`, else 5 to `max_minutes` minutes long.
+fn login_row(
+    rng: &mut StdRng,
+    user: &User,
+    login_at: DateTime<Utc>,
+    open: f64,
+    max_minutes: i64,
+) -> LoginRow {
+    let logout_at =
+        (!chance(rng, open)).then(|| login_at + Duration::minutes(rng.gen_range(5..=max_minutes)));
+    LoginRow {
+        user: user.id,
+        user_type: user.kind.code(),
+        login_at,
+        logout_at,
+        ip: gen::ip(rng),
+    }
 }
 
 /// How many history rows a user gets: teachers use the platform daily for
@@ -203,17 +262,9 @@ fn api_log(world: &World, rng: &mut StdRng) -> Vec<ApiRow> {
 
 fn login_history(world: &World, rng: &mut StdRng) -> Vec<LoginRow> {
     let mut rows = Vec::new();
+    // Closing the browser leaves no logout.
     let mut login = |rng: &mut StdRng, user: &User, login_at: DateTime<Utc>| {
-        // Closing the browser leaves no logout.
-        let logout_at =
-            (!chance(rng, 0.15)).then(|| login_at + Duration::minutes(rng.gen_range(5..=180)));
-        rows.push(LoginRow {
-            user: user.id,
-            user_type: user.kind.code(),
-            login_at,
-            logout_at,
-            ip: gen::ip(rng),
-        });
+        rows.push(login_row(rng, user, login_at, 0.15, 180));
     };
     for user in &world.users {
         for _ in 0..history_rows(rng, user) {

@@ -1,0 +1,169 @@
+//! BO-01-003 — LMS connected users per hour. Daily at 02:05, for yesterday.
+//!
+//! Reads `tb_lms_login_hist` (sessions: `login_at` to `logout_at`),
+//! `tb_lms_user` and `tb_lms_school`; writes `tb_bo_lms_conn_stats_daily`
+//! for D: for each hour 0–23 of D in Asia/Seoul and each school level, the
+//! distinct users with a session overlapping that hour (`[h:00, h+1:00)`).
+//!
+//! - A session counts for its part inside D, so one crossing midnight counts
+//!   on both days; a session of zero length (or with a logout before its
+//!   login) counts in the hour of its login.
+//! - An open session (`logout_at` NULL) counts until the end of D, at most
+//!   `[jobs.bo_01_003] max_open_session_hours` (12) after its login: a
+//!   browser closed without logging out is not a day-long visitor.
+//! - Users without a school count under
+//!   [`super::login_stats::NO_SCHOOL_LEVEL`], never dropped.
+//! - All 24 hours × every level of [`SCHOOL_LEVELS`] are written, zeros
+//!   included, so a chart has no gaps and a quiet hour differs from a day
+//!   not computed.
+//!
+//! One set-based statement: the sessions overlapping D come from three
+//! index ranges (logins on D by the `login_at` index; sessions that began
+//! before D and end after its start by the `logout_at` index, which the
+//! batch's migration adds; open sessions of the last `max_open_session_hours`
+//! before D), each user's hours are folded into a 24-bit mask, the user's
+//! school joined once, and the masks counted per hour and level. The rows of
+//! D are deleted and written again in one transaction: a rerun replaces them
+//! exactly. `--dry-run` computes inside the transaction, reports and rolls
+//! back.
+
+use chrono::{Days, NaiveDate};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use super::login_stats::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
+use crate::jobs::lms::learning_day::{validate_settings, LearningDaySettings};
+use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::{Job, JobContext};
+use crate::time;
+
+pub const ID: &str = "BO-01-003";
+
+const TABLE: &str = "tb_bo_lms_conn_stats_daily";
+
+/// This job in the registry.
+pub static DEF: JobDef = JobDef {
+    id: ID,
+    system: System::Bo,
+    name_ko: "통합관리시스템 LMS 접속자 집계 일배치",
+    name_en: "LMS connected-user aggregation (daily)",
+    about: "Counts, for each hour of the day (KST) and each school level, the distinct LMS users with a session overlapping that hour into tb_bo_lms_conn_stats_daily (24 hours x every level, zeros included); sessions crossing midnight count on both days, open sessions until the end of the day or [jobs.bo_01_003] max_open_session_hours after login. A rerun replaces the day's rows.",
+    schedule: Schedule::Cron("5 2 * * *"),
+    schedule_note: None,
+    default_date: DefaultDate::Yesterday,
+    lock: Lock::JobAndDate,
+    lock_wait_secs: 0,
+    settings: Some(validate_settings),
+    args: no_args,
+    job: Some(&ConnectedUsers),
+};
+
+pub struct ConnectedUsers;
+
+/// What one day's computation wrote.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ConnDay {
+    pub rows: u64,
+    /// Distinct users connected at any time of D.
+    pub users: u64,
+    /// The hour with the most connected users (all levels), the earliest of
+    /// equals, and that count.
+    pub peak_hour: i16,
+    pub peak_users: i64,
+}
+
+#[async_trait::async_trait]
+impl Job for ConnectedUsers {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings: LearningDaySettings = ctx.own_settings()?;
+        let mut tx = ctx.pg().begin().await?;
+        let day = compute_day(&mut tx, ctx.business_date, settings.max_open_session_hours).await?;
+        finish(ctx, tx, TABLE, day.rows).await?;
+        ctx.counts.add_read(day.users);
+        ctx.set_detail("users", day.users);
+        ctx.set_detail("peak_hour", day.peak_hour);
+        ctx.set_detail("peak_users", day.peak_users);
+        Ok(())
+    }
+}
+
+/// Replaces `date`'s rows of `tb_bo_lms_conn_stats_daily`, inside the
+/// caller's transaction. `max_open_session_hours` caps open sessions.
+#[tracing::instrument(skip_all, fields(%date), err)]
+pub async fn compute_day(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+    max_open_session_hours: u32,
+) -> anyhow::Result<ConnDay> {
+    // $1 start of D, $2 end of D, $3 the cap in hours, $4 D, $5 the levels.
+    // Hours are counted from D's start: Seoul has no DST, so hour h is
+    // [start + h h, start + (h+1) h). Masks are bigint: bit 23 is the last.
+    let sql = format!(
+        "WITH sessions AS (
+             SELECT h.user_id,
+                    greatest(h.login_at, $1) AS s,
+                    least(coalesce(h.logout_at, h.login_at + make_interval(hours => $3)), $2) AS e
+               FROM tb_lms_login_hist h
+              WHERE (h.login_at >= $1 AND h.login_at < $2)
+                 OR (h.login_at < $1 AND h.logout_at > $1)
+                 OR (h.login_at < $1 AND h.logout_at IS NULL
+                     AND h.login_at > $1 - make_interval(hours => $3))
+         ), spans AS (
+             SELECT user_id,
+                    floor(extract(epoch FROM s - $1) / 3600)::int AS h0,
+                    ceil(extract(epoch FROM e - $1) / 3600)::int - 1 AS h1
+               FROM sessions
+         ), per_user AS (
+             SELECT user_id,
+                    bit_or((1::bigint << (greatest(h0, h1) + 1)) - (1::bigint << h0)) AS mask
+               FROM spans
+              GROUP BY user_id
+         ), per_mask AS (
+             SELECT {level} AS school_level, p.mask, count(*) AS n
+               FROM per_user p
+               {joins}
+              GROUP BY 1, 2
+         ), agg AS (
+             SELECT m.school_level, g.hour,
+                    coalesce(sum(m.n) FILTER (WHERE m.mask & (1::bigint << g.hour) <> 0), 0)::int AS n
+               FROM per_mask m CROSS JOIN generate_series(0, 23) AS g(hour)
+              GROUP BY 1, 2
+         ), grid AS (
+             SELECT g.hour, l.school_level
+               FROM generate_series(0, 23) AS g(hour) CROSS JOIN unnest($5::text[]) AS l(school_level)
+             UNION
+             SELECT hour, school_level FROM agg
+         )
+         INSERT INTO {TABLE} (base_dt, hour, school_level, conn_user_cnt)
+         SELECT $4, g.hour, g.school_level, coalesce(a.n, 0)
+           FROM grid g LEFT JOIN agg a USING (hour, school_level)
+         RETURNING hour, conn_user_cnt, (SELECT count(*) FROM per_user)",
+        level = level_expr(),
+        joins = level_joins("p"),
+    );
+    let insert = sqlx::query_as(&sql)
+        .bind(time::start_of_day_seoul(date))
+        .bind(time::start_of_day_seoul(date + Days::new(1)))
+        .bind(max_open_session_hours as i32)
+        .bind(date)
+        .bind(&SCHOOL_LEVELS[..]);
+    let rows: Vec<(i16, i32, i64)> =
+        replace_rows(conn, ID, TABLE, Owned::Day(date), insert).await?;
+    let mut per_hour = [0i64; 24];
+    for &(hour, n, _) in &rows {
+        if let Some(slot) = per_hour.get_mut(hour as usize) {
+            *slot += i64::from(n);
+        }
+    }
+    let (peak_hour, peak_users) =
+        per_hour.iter().enumerate().fold(
+            (0, 0),
+            |best, (h, &n)| if n > best.1 { (h, n) } else { best },
+        );
+    Ok(ConnDay {
+        rows: rows.len() as u64,
+        users: rows.first().map_or(0, |r| r.2 as u64),
+        peak_hour: peak_hour as i16,
+        peak_users,
+    })
+}
