@@ -230,8 +230,7 @@ impl Job for UsageMail {
 
         let mailer = Mailer::connect(&settings.smtp).await?;
         if let Some(to) = test_to {
-            let message =
-                build_message(&from, &to.to_string(), &to.to_string(), &subject, &report)?;
+            let message = build_message(&from, to.as_ref(), to.as_ref(), &subject, &report)?;
             mailer.send(message).await.map_err(|e| {
                 anyhow::anyhow!(
                     "{ID}: the test copy to {to} was refused by {}: {e}",
