@@ -224,6 +224,10 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
             .await
             .context("Failed to read keris_batch_data")?;
         let transfer_id = uuid::Uuid::new_v4().to_string();
+        // Spawned, not merely pushed into a FuturesUnordered: a mark future
+        // polled once holds a pooled connection, and while this loop awaits
+        // the cursor nothing would poll it again; with the pool exhausted by
+        // such marks the cursor's getMore waits forever.
         let mut marking = futures::stream::FuturesUnordered::new();
         let mut items = Vec::with_capacity(per_request);
         let mut next_index = 1u64;
@@ -252,17 +256,19 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
                 };
                 next_index += outcome.items.len() as u64;
                 if marking.len() >= in_flight {
-                    marked += marking.next().await.expect("not empty")?;
+                    marked += marking.next().await.expect("not empty")??;
                 }
                 let db = app.mongo.clone();
-                marking.push(async move { transfer::mark_sent(&db, &outcome, per_command).await });
+                marking.push(tokio::spawn(async move {
+                    transfer::mark_sent(&db, &outcome, per_command, transfer::Marks::JustRead).await
+                }));
             }
             if doc.is_none() {
                 break;
             }
         }
         while let Some(n) = marking.next().await {
-            marked += n?;
+            marked += n??;
         }
     }
     let secs = started.elapsed().as_secs_f64();
