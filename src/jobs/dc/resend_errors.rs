@@ -41,8 +41,8 @@ use uuid::Uuid;
 use crate::contract::ErrorStatus;
 use crate::jobs::shared::transfer::{
     is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id,
-    Batcher, FailedColumns, Item, PartnerSender, RequestOutcome, Verdict, CONTENT_CODES as CONTENT,
-    RESENDABLE_CODES as RESENDABLE,
+    Batcher, FailedColumns, Item, Marks, PartnerSender, RequestOutcome, Verdict,
+    CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
 };
 use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
@@ -374,7 +374,13 @@ async fn record(
         }
     }
     if !accepted.is_empty() {
-        mark_sent(&ctx.app.mongo, outcome, cfg.sent_marks_per_command).await?;
+        mark_sent(
+            &ctx.app.mongo,
+            outcome,
+            cfg.sent_marks_per_command,
+            Marks::Checked,
+        )
+        .await?;
         let resent = resolve_rows(pg, &accepted, &indexes, outcome.transfer_id.as_deref()).await?;
         ctx.counts.add_written(resent);
         report.resent += resent;

@@ -45,7 +45,7 @@ use crate::config::KerisTransferSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::transfer::{
     load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
-    FailedColumns, Item, Journal, PartnerSender, RequestOutcome, SendReport,
+    FailedColumns, Item, Journal, Marks, PartnerSender, RequestOutcome, SendReport,
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
@@ -354,7 +354,8 @@ async fn record_request(
     permit: OwnedSemaphorePermit,
     report: &Mutex<PartnerReport>,
 ) -> anyhow::Result<()> {
-    record(ctx, &outcome, report).await?;
+    // Read READY by this run's cursor, under the group lock.
+    record(ctx, &outcome, Marks::JustRead, report).await?;
     drop(permit);
     Ok(())
 }
@@ -364,6 +365,7 @@ async fn record_request(
 async fn record(
     ctx: &JobContext,
     outcome: &RequestOutcome,
+    marks: Marks,
     report: &Mutex<PartnerReport>,
 ) -> anyhow::Result<()> {
     let db = &ctx.app.mongo;
@@ -384,6 +386,7 @@ async fn record(
         db,
         outcome,
         ctx.app.settings.jobs.keris_transfer.sent_marks_per_command,
+        marks,
     )
     .await?;
     ctx.counts.add_written(sent);
@@ -494,7 +497,8 @@ async fn resume(
         }
         sender.continue_transfer(transfer, chunked_index as u64);
         let outcome = sender.send(items).await?;
-        record(ctx, &outcome, report).await?;
+        // Part of it may have been marked before the kill.
+        record(ctx, &outcome, Marks::Checked, report).await?;
         Journal::delete(ctx.pg(), request_id).await?;
     }
     Ok(())

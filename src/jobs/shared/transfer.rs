@@ -486,9 +486,25 @@ pub async fn find_by_ids(
 /// marks go out as a few commands at once.
 const COMMANDS_IN_FLIGHT: usize = 8;
 
+/// What a `SENT` mark may assume about the statement it marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marks {
+    /// Read `READY` by this run under the `keris-xapi` lock, which every job
+    /// writing `keris_batch_data` takes: nothing else changed it since, so
+    /// the mark filters by `_id` alone. On DocumentDB an `_id` filter with a
+    /// `status` condition beside it runs at half the speed (4.1–4.9k vs
+    /// 8.4k statements/s in commands of 500, measured here); on MongoDB both
+    /// are one `_id` index lookup.
+    JustRead,
+    /// Its state is not known (a request a killed run left in doubt, sent
+    /// again; an error row resent): only statements still `READY` or `ERROR`
+    /// are marked, so the count tells those already `SENT`.
+    Checked,
+}
+
 /// Marks the accepted statements of `outcome` `SENT` with their transfer id
-/// and exact index (only those still `READY` or `ERROR`) and returns how
-/// many documents changed.
+/// and exact index and returns how many documents changed (with
+/// [`Marks::Checked`], only those still `READY` or `ERROR`).
 ///
 /// Each statement has its own `stmt_index`, so each needs its own update,
 /// filtered by `_id` (the one filter every server answers from an index).
@@ -500,8 +516,10 @@ pub async fn mark_sent(
     db: &mongodb::Database,
     outcome: &RequestOutcome,
     per_command: usize,
+    marks: Marks,
 ) -> anyhow::Result<u64> {
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
+    let ready_or_error = [BatchStatus::Ready.as_str(), BatchStatus::Error.as_str()];
     let transfer_id = outcome.transfer_id.as_deref();
     let updates: Vec<Document> = outcome
         .items
@@ -511,7 +529,10 @@ pub async fn mark_sent(
         .filter(|(_, (_, v))| **v == Verdict::Accepted)
         .map(|(n, (item, _))| {
             doc! {
-                "q": { "_id": item.id.as_str(), "status": { "$in": [BatchStatus::Ready.as_str(), BatchStatus::Error.as_str()] } },
+                "q": match marks {
+                    Marks::JustRead => doc! { "_id": item.id.as_str() },
+                    Marks::Checked => doc! { "_id": item.id.as_str(), "status": { "$in": &ready_or_error[..] } },
+                },
                 "u": {
                     "$set": {
                         "status": BatchStatus::Sent.as_str(),
