@@ -18,10 +18,7 @@
 //! deleted since loses the row) and readers see either the old day or the
 //! new one. Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
-use anyhow::Context as _;
-use sqlx::PgPool;
-
-use super::learning_day::{self, Day, LearningDaySettings};
+use super::learning_day::{self, DayTable};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -46,8 +43,7 @@ pub static DEF: JobDef = JobDef {
 
 pub struct CompetencyIndicators;
 
-/// The rows of D: binds `$1` D, `$2`/`$3` its start and end, `$4` the cap on
-/// open sessions in hours.
+/// The rows of D; binds as [`DayTable`].
 fn rows_sql() -> String {
     format!(
         "WITH {sessions},
@@ -90,111 +86,20 @@ fn rows_sql() -> String {
     )
 }
 
-/// What a run wrote (or, dry, would write).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct DayRows {
-    pub rows: u64,
-    pub active_students: u64,
-    pub replaced: u64,
-}
+/// The table and its rows.
+static TABLE: DayTable = DayTable {
+    job_id: ID,
+    table: "tb_lms_stdnt_cmpt_idx_daily",
+    columns:
+        "base_dt, user_id, lrn_time_sec, solved_cnt, correct_rate, asgn_submit_rate, attend_yn",
+    rows_sql,
+    active_students: "count(*) FILTER (WHERE attend_yn = 'Y')",
+    what: "competency indicators",
+};
 
 #[async_trait::async_trait]
 impl Job for CompetencyIndicators {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings: LearningDaySettings = ctx.own_settings()?;
-        let day = Day::new(ctx.business_date);
-        let rows = if ctx.dry_run {
-            count_rows(ctx.pg(), day, &settings).await?
-        } else {
-            replace_day(ctx.pg(), day, &settings).await?
-        };
-        ctx.counts.add_read(rows.rows);
-        if !ctx.dry_run {
-            ctx.counts.add_written(rows.rows);
-        }
-        ctx.set_detail(
-            if ctx.dry_run {
-                "would_write"
-            } else {
-                "written"
-            },
-            rows,
-        );
-        Ok(())
+        TABLE.run(ctx).await
     }
-}
-
-/// Replaces D's rows in one transaction.
-#[tracing::instrument(skip_all, fields(base_dt = %day.date), err)]
-pub async fn replace_day(
-    pg: &PgPool,
-    day: Day,
-    settings: &LearningDaySettings,
-) -> anyhow::Result<DayRows> {
-    let mut tx = pg.begin().await?;
-    let replaced = sqlx::query("DELETE FROM tb_lms_stdnt_cmpt_idx_daily WHERE base_dt = $1")
-        .bind(day.date)
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("{ID}: Failed to delete the rows of {}", day.date))?
-        .rows_affected();
-    let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
-        "WITH written AS (
-           INSERT INTO tb_lms_stdnt_cmpt_idx_daily
-             (base_dt, user_id, lrn_time_sec, solved_cnt, correct_rate, asgn_submit_rate, attend_yn)
-           {}
-           RETURNING attend_yn
-         )
-         SELECT count(*), count(*) FILTER (WHERE attend_yn = 'Y') FROM written",
-        rows_sql()
-    ))
-    .bind(day.date)
-    .bind(day.start)
-    .bind(day.end)
-    .bind(settings.max_open_session_hours as i32)
-    .fetch_one(&mut *tx)
-    .await
-    .with_context(|| {
-        format!(
-            "{ID}: Failed to write the competency indicators of {}",
-            day.date
-        )
-    })?;
-    tx.commit().await?;
-    Ok(DayRows {
-        rows: rows as u64,
-        active_students: active_students as u64,
-        replaced,
-    })
-}
-
-/// `--dry-run`: the rows D would get, and how many it has now.
-pub async fn count_rows(
-    pg: &PgPool,
-    day: Day,
-    settings: &LearningDaySettings,
-) -> anyhow::Result<DayRows> {
-    let (rows, active_students, replaced): (i64, i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(*) FILTER (WHERE attend_yn = 'Y'),
-                (SELECT count(*) FROM tb_lms_stdnt_cmpt_idx_daily WHERE base_dt = $1)
-           FROM ({}) x",
-        rows_sql()
-    ))
-    .bind(day.date)
-    .bind(day.start)
-    .bind(day.end)
-    .bind(settings.max_open_session_hours as i32)
-    .fetch_one(pg)
-    .await
-    .with_context(|| {
-        format!(
-            "{ID}: Failed to compute the competency indicators of {}",
-            day.date
-        )
-    })?;
-    Ok(DayRows {
-        rows: rows as u64,
-        active_students: active_students as u64,
-        replaced: replaced as u64,
-    })
 }

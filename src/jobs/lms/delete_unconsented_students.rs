@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{self, SkipCompleted, Tally};
+use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -88,14 +88,12 @@ impl Job for DeleteUnconsentedStudents {
         let settings = &ctx.settings().jobs.privacy;
         let (salt, rule) = privacy::start_run(ctx, ID).await?;
         let mut progress: Progress = ctx.load_checkpoint().await?.unwrap_or_default();
-        let mut run = Tally::default();
+        let mut figures = RunFigures::default();
         let skip = SkipCompleted {
             job_id: ID,
             salt: &salt,
         };
         let mut after: Option<Uuid> = None;
-        let mut students_seen = 0u64;
-        let mut recorded = 0u64;
         loop {
             ctx.stop_point()?;
             let mut tx = ctx
@@ -112,56 +110,25 @@ impl Job for DeleteUnconsentedStudents {
             };
             after = Some(last);
             let batch = erase_students(&mut tx, &students, ctx.dry_run).await?;
-            run.merge(&batch);
-            if ctx.dry_run {
-                tx.rollback()
-                    .await
-                    .context("Failed to roll back a dry-run batch")?;
-            } else {
-                let hashes = privacy::hashes(&salt, &batch.students);
-                privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
-                // Every table of the job is done for the whole batch once this commits.
-                privacy::record_completed(&mut tx, ID, ctx.run_id, &salt, &candidates).await?;
-                recorded += candidates.len() as u64;
-                tx.commit()
-                    .await
-                    .context("Failed to commit a batch of student deletions")?;
-                ctx.counts.add_written(batch.total());
-                for (table, n) in &batch.counts {
-                    *progress.changed.entry(table.clone()).or_default() += n;
-                }
-            }
-            students_seen += students.len() as u64;
-            ctx.counts.add_read(students.len() as u64);
+            // Every table of the job is done for the whole batch once it commits.
+            figures
+                .end_batch(
+                    ctx,
+                    ID,
+                    &salt,
+                    tx,
+                    batch,
+                    &candidates,
+                    &mut progress.changed,
+                )
+                .await?;
             ctx.save_checkpoint(&progress).await?;
-            tracing::info!(
-                students = students.len(),
-                changed_students = batch.students.len(),
-                rows = batch.total(),
-                "batch done"
-            );
             if students.len() < settings.batch_size as usize {
                 break;
             }
             ctx.pause(Duration::from_millis(settings.pause_ms)).await;
         }
-        // Probed this run; students recorded complete earlier are not.
-        ctx.set_detail("students_in_set", students_seen);
-        if !ctx.dry_run {
-            ctx.set_detail("students_recorded_complete", recorded);
-        }
-        ctx.set_detail("students_changed", run.students.len());
-        ctx.set_detail(
-            if ctx.dry_run {
-                "would_change"
-            } else {
-                "changed"
-            },
-            &run.counts,
-        );
-        if !ctx.dry_run {
-            ctx.set_detail("changed_including_earlier_runs", &progress.changed);
-        }
+        figures.report(ctx, "change", &progress.changed);
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! What LMS-01-002 and LMS-01-006 share: the business day D as a half-open
 //! instant range, the learning time of D's sessions (clipped to D, open
-//! sessions capped, overlaps merged) as one SQL fragment, and the indexes on
-//! the time columns their statements read by.
+//! sessions capped, overlaps merged) as one SQL fragment, the run itself (a
+//! [`DayTable`]: D's rows replaced in one transaction, or counted when dry)
+//! and the indexes on the time columns their statements read by.
 //!
 //! Learning time, once for both jobs:
 //! - a session counts for its part inside D `[00:00, 24:00)` KST, so one
@@ -12,9 +13,12 @@
 //! - overlapping sessions of one key (a student, or a student in a lecture)
 //!   are merged before summing, so two tabs open at once count once.
 
+use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
+use sqlx::PgPool;
 
+use crate::runtime::JobContext;
 use crate::time;
 
 /// The business date and its instant range `[start, end)` in Asia/Seoul.
@@ -186,5 +190,134 @@ mod tests {
         let day = Day::new(NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
         assert_eq!(day.start.to_rfc3339(), "2026-06-29T15:00:00+00:00");
         assert_eq!(day.end.to_rfc3339(), "2026-06-30T15:00:00+00:00");
+    }
+}
+
+/// A daily table one statement fills for D: the job's table, its columns and
+/// the `SELECT` of D's rows. Binds `$1` D, `$2`/`$3` its instant range, `$4`
+/// the cap on open sessions in hours ([`session_time_ctes`]).
+pub struct DayTable {
+    pub job_id: &'static str,
+    pub table: &'static str,
+    /// The columns `rows_sql` selects, in its order.
+    pub columns: &'static str,
+    /// D's rows.
+    pub rows_sql: fn() -> String,
+    /// An aggregate over those rows: how many students were active on D.
+    pub active_students: &'static str,
+    /// What the rows are, for error messages ("competency indicators").
+    pub what: &'static str,
+}
+
+/// What a run wrote (or, dry, would write).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct DayRows {
+    pub rows: u64,
+    pub active_students: u64,
+    /// D's rows before the run (deleted by it, or to be).
+    pub replaced: u64,
+}
+
+impl DayTable {
+    /// The job's run: D's rows replaced, or only computed and counted when
+    /// dry; the figures go in the run's counts and details.
+    pub async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let settings: LearningDaySettings = ctx.own_settings()?;
+        let day = Day::new(ctx.business_date);
+        let rows = if ctx.dry_run {
+            self.count_rows(ctx.pg(), day, &settings).await?
+        } else {
+            self.replace_day(ctx.pg(), day, &settings).await?
+        };
+        ctx.counts.add_read(rows.rows);
+        if !ctx.dry_run {
+            ctx.counts.add_written(rows.rows);
+        }
+        ctx.set_detail(
+            if ctx.dry_run {
+                "would_write"
+            } else {
+                "written"
+            },
+            rows,
+        );
+        Ok(())
+    }
+
+    /// Replaces D's rows in one transaction: a rerun replaces D exactly (a
+    /// student deleted since loses the row) and readers see either the old
+    /// day or the new one.
+    #[tracing::instrument(skip_all, fields(table = self.table, base_dt = %day.date), err)]
+    pub async fn replace_day(
+        &self,
+        pg: &PgPool,
+        day: Day,
+        settings: &LearningDaySettings,
+    ) -> anyhow::Result<DayRows> {
+        let mut tx = pg.begin().await?;
+        let replaced = sqlx::query(&format!("DELETE FROM {} WHERE base_dt = $1", self.table))
+            .bind(day.date)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("{}: Failed to delete the rows of {}", self.job_id, day.date))?
+            .rows_affected();
+        let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
+            "WITH written AS (INSERT INTO {} ({}) {} RETURNING *)
+             SELECT count(*), {} FROM written",
+            self.table,
+            self.columns,
+            (self.rows_sql)(),
+            self.active_students
+        ))
+        .bind(day.date)
+        .bind(day.start)
+        .bind(day.end)
+        .bind(settings.max_open_session_hours as i32)
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: Failed to write the {} of {}",
+                self.job_id, self.what, day.date
+            )
+        })?;
+        tx.commit().await?;
+        Ok(DayRows {
+            rows: rows as u64,
+            active_students: active_students as u64,
+            replaced,
+        })
+    }
+
+    /// `--dry-run`: the rows D would get, and how many it has now.
+    pub async fn count_rows(
+        &self,
+        pg: &PgPool,
+        day: Day,
+        settings: &LearningDaySettings,
+    ) -> anyhow::Result<DayRows> {
+        let (rows, active_students, replaced): (i64, i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), {}, (SELECT count(*) FROM {} WHERE base_dt = $1) FROM ({}) x",
+            self.active_students,
+            self.table,
+            (self.rows_sql)()
+        ))
+        .bind(day.date)
+        .bind(day.start)
+        .bind(day.end)
+        .bind(settings.max_open_session_hours as i32)
+        .fetch_one(pg)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: Failed to compute the {} of {}",
+                self.job_id, self.what, day.date
+            )
+        })?;
+        Ok(DayRows {
+            rows: rows as u64,
+            active_students: active_students as u64,
+            replaced: replaced as u64,
+        })
     }
 }

@@ -12,11 +12,7 @@
 //! inserts them in one transaction, so a rerun replaces D exactly.
 //! Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
-use anyhow::Context as _;
-use sqlx::PgPool;
-
-use super::competency_indicators::DayRows;
-use super::learning_day::{self, Day, LearningDaySettings};
+use super::learning_day::{self, DayTable};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -41,7 +37,7 @@ pub static DEF: JobDef = JobDef {
 
 pub struct LearningStats;
 
-/// The rows of D; binds as [`learning_day::session_time_ctes`] plus `$1` D.
+/// The rows of D; binds as [`DayTable`].
 fn rows_sql() -> String {
     format!(
         "WITH {sessions},
@@ -74,98 +70,19 @@ fn rows_sql() -> String {
     )
 }
 
+/// The table and its rows.
+static TABLE: DayTable = DayTable {
+    job_id: ID,
+    table: "tb_lms_stdnt_lrn_stats_daily",
+    columns: "base_dt, user_id, lecture_code, std_sys_cnt, item_cnt, correct_cnt, avg_score, lrn_time_sec",
+    rows_sql,
+    active_students: "count(DISTINCT user_id)",
+    what: "learning statistics",
+};
+
 #[async_trait::async_trait]
 impl Job for LearningStats {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings: LearningDaySettings = ctx.own_settings()?;
-        let day = Day::new(ctx.business_date);
-        let rows = if ctx.dry_run {
-            count_rows(ctx.pg(), day, &settings).await?
-        } else {
-            replace_day(ctx.pg(), day, &settings).await?
-        };
-        ctx.counts.add_read(rows.rows);
-        if !ctx.dry_run {
-            ctx.counts.add_written(rows.rows);
-        }
-        ctx.set_detail(
-            if ctx.dry_run {
-                "would_write"
-            } else {
-                "written"
-            },
-            rows,
-        );
-        Ok(())
+        TABLE.run(ctx).await
     }
-}
-
-/// Replaces D's rows in one transaction.
-#[tracing::instrument(skip_all, fields(base_dt = %day.date), err)]
-pub async fn replace_day(
-    pg: &PgPool,
-    day: Day,
-    settings: &LearningDaySettings,
-) -> anyhow::Result<DayRows> {
-    let mut tx = pg.begin().await?;
-    let replaced = sqlx::query("DELETE FROM tb_lms_stdnt_lrn_stats_daily WHERE base_dt = $1")
-        .bind(day.date)
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("{ID}: Failed to delete the rows of {}", day.date))?
-        .rows_affected();
-    let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
-        "WITH written AS (
-           INSERT INTO tb_lms_stdnt_lrn_stats_daily
-             (base_dt, user_id, lecture_code, std_sys_cnt, item_cnt, correct_cnt, avg_score, lrn_time_sec)
-           {}
-           RETURNING user_id
-         )
-         SELECT count(*), count(DISTINCT user_id) FROM written",
-        rows_sql()
-    ))
-    .bind(day.date)
-    .bind(day.start)
-    .bind(day.end)
-    .bind(settings.max_open_session_hours as i32)
-    .fetch_one(&mut *tx)
-    .await
-    .with_context(|| format!("{ID}: Failed to write the learning statistics of {}", day.date))?;
-    tx.commit().await?;
-    Ok(DayRows {
-        rows: rows as u64,
-        active_students: active_students as u64,
-        replaced,
-    })
-}
-
-/// `--dry-run`: the rows D would get, and how many it has now.
-pub async fn count_rows(
-    pg: &PgPool,
-    day: Day,
-    settings: &LearningDaySettings,
-) -> anyhow::Result<DayRows> {
-    let (rows, active_students, replaced): (i64, i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(DISTINCT user_id),
-                (SELECT count(*) FROM tb_lms_stdnt_lrn_stats_daily WHERE base_dt = $1)
-           FROM ({}) x",
-        rows_sql()
-    ))
-    .bind(day.date)
-    .bind(day.start)
-    .bind(day.end)
-    .bind(settings.max_open_session_hours as i32)
-    .fetch_one(pg)
-    .await
-    .with_context(|| {
-        format!(
-            "{ID}: Failed to compute the learning statistics of {}",
-            day.date
-        )
-    })?;
-    Ok(DayRows {
-        rows: rows as u64,
-        active_students: active_students as u64,
-        replaced: replaced as u64,
-    })
 }
