@@ -371,6 +371,87 @@ pub async fn record_batch(
     Ok(())
 }
 
+/// A privacy run's figures across its batches, and the end of a batch that
+/// both jobs share.
+#[derive(Debug, Default)]
+pub struct RunFigures {
+    /// Rows (documents) per table (collection) this run, and their students.
+    pub run: Tally,
+    /// Students probed this run (those recorded complete earlier are not).
+    pub students_seen: u64,
+    /// Students this run recorded as complete.
+    pub recorded: u64,
+}
+
+impl RunFigures {
+    /// Ends a batch whose deletions `batch` tallies in `tx`: for real, the
+    /// audit's counts and hashes and the batch's completed students go in the
+    /// same transaction, which commits (a kill before leaves the whole batch
+    /// to the next run), and `so_far` (the checkpoint's totals per table)
+    /// grows; a dry run rolls back. The caller saves its checkpoint after.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn end_batch(
+        &mut self,
+        ctx: &crate::runtime::JobContext,
+        job_id: &str,
+        salt: &str,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        batch: Tally,
+        candidates: &[Candidate],
+        so_far: &mut BTreeMap<String, u64>,
+    ) -> anyhow::Result<()> {
+        self.run.merge(&batch);
+        if ctx.dry_run {
+            tx.rollback()
+                .await
+                .context("Failed to roll back a dry-run batch")?;
+        } else {
+            let hashes = hashes(salt, &batch.students);
+            record_batch(&mut tx, ctx.run_id, &self.run.counts, &hashes).await?;
+            record_completed(&mut tx, job_id, ctx.run_id, salt, candidates).await?;
+            self.recorded += candidates.len() as u64;
+            tx.commit()
+                .await
+                .with_context(|| format!("{job_id}: Failed to commit a batch of deletions"))?;
+            ctx.counts.add_written(batch.total());
+            for (table, n) in &batch.counts {
+                *so_far.entry(table.clone()).or_default() += n;
+            }
+        }
+        self.students_seen += candidates.len() as u64;
+        ctx.counts.add_read(candidates.len() as u64);
+        tracing::info!(
+            students = candidates.len(),
+            changed_students = batch.students.len(),
+            rows = batch.total(),
+            "batch done"
+        );
+        Ok(())
+    }
+
+    /// The run's details: students probed, recorded and changed, rows per
+    /// table as `{verb}d` (`would_{verb}` when dry) and, for real, the date's
+    /// totals so far as `{verb}d_including_earlier_runs`.
+    pub fn report(
+        &self,
+        ctx: &crate::runtime::JobContext,
+        verb: &str,
+        so_far: &BTreeMap<String, u64>,
+    ) {
+        ctx.set_detail("students_in_set", self.students_seen);
+        if !ctx.dry_run {
+            ctx.set_detail("students_recorded_complete", self.recorded);
+        }
+        ctx.set_detail("students_changed", self.run.students.len());
+        if ctx.dry_run {
+            ctx.set_detail(&format!("would_{verb}"), &self.run.counts);
+        } else {
+            ctx.set_detail(&format!("{verb}d"), &self.run.counts);
+            ctx.set_detail(&format!("{verb}d_including_earlier_runs"), so_far);
+        }
+    }
+}
+
 /// Sorted hashes of `students`: the order says nothing about the ids.
 pub fn hashes(salt: &str, students: &BTreeSet<Uuid>) -> Vec<String> {
     let mut hashes: Vec<String> = students.iter().map(|id| student_hash(salt, *id)).collect();

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{self, SkipCompleted, Tally};
+use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -78,14 +78,12 @@ impl Job for DeleteUnconsentedData {
         let settings = &ctx.settings().jobs.privacy;
         let (salt, rule) = privacy::start_run(ctx, ID).await?;
         let mut progress: Progress = ctx.load_checkpoint().await?.unwrap_or_default();
-        let mut run = Tally::default();
+        let mut figures = RunFigures::default();
         let skip = SkipCompleted {
             job_id: ID,
             salt: &salt,
         };
         let mut after: Option<Uuid> = None;
-        let mut students_seen = 0u64;
-        let mut recorded = 0u64;
         loop {
             ctx.stop_point()?;
             let candidates = {
@@ -111,57 +109,26 @@ impl Job for DeleteUnconsentedData {
                 .context("Failed to begin a batch transaction")?;
             let errors = delete_error_rows(&mut tx, &students, ctx.dry_run).await?;
             batch.merge(&errors);
-            run.merge(&batch);
-            if ctx.dry_run {
-                tx.rollback()
-                    .await
-                    .context("Failed to roll back a dry-run batch")?;
-            } else {
-                let hashes = privacy::hashes(&salt, &batch.students);
-                privacy::record_batch(&mut tx, ctx.run_id, &run.counts, &hashes).await?;
-                // The documents are gone (delete_many returned) and the error
-                // rows go with this commit: the batch is complete everywhere.
-                privacy::record_completed(&mut tx, ID, ctx.run_id, &salt, &candidates).await?;
-                recorded += candidates.len() as u64;
-                tx.commit()
-                    .await
-                    .context("Failed to commit a batch of tb_dc_error_data_info deletions")?;
-                ctx.counts.add_written(batch.total());
-                for (name, n) in &batch.counts {
-                    *progress.deleted.entry(name.clone()).or_default() += n;
-                }
-            }
-            students_seen += students.len() as u64;
-            ctx.counts.add_read(students.len() as u64);
+            // The documents are gone (delete_many returned) and the error rows
+            // go with this batch's commit: the batch is complete everywhere.
+            figures
+                .end_batch(
+                    ctx,
+                    ID,
+                    &salt,
+                    tx,
+                    batch,
+                    &candidates,
+                    &mut progress.deleted,
+                )
+                .await?;
             ctx.save_checkpoint(&progress).await?;
-            tracing::info!(
-                students = students.len(),
-                changed_students = batch.students.len(),
-                deleted = batch.total(),
-                "batch done"
-            );
             if students.len() < settings.batch_size as usize {
                 break;
             }
             ctx.pause(Duration::from_millis(settings.pause_ms)).await;
         }
-        // Probed this run; students recorded complete earlier are not.
-        ctx.set_detail("students_in_set", students_seen);
-        if !ctx.dry_run {
-            ctx.set_detail("students_recorded_complete", recorded);
-        }
-        ctx.set_detail("students_changed", run.students.len());
-        ctx.set_detail(
-            if ctx.dry_run {
-                "would_delete"
-            } else {
-                "deleted"
-            },
-            &run.counts,
-        );
-        if !ctx.dry_run {
-            ctx.set_detail("deleted_including_earlier_runs", &progress.deleted);
-        }
+        figures.report(ctx, "delete", &progress.deleted);
         Ok(())
     }
 }
