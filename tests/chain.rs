@@ -14,7 +14,7 @@ use keris_simulator::{self as simulator, Faults, SimulatorConfig};
 use mongodb::bson::{doc, Document};
 use sqlx::Connection;
 
-use crate::helpers::{date, stdout, TestEnv};
+use crate::helpers::{date, keris_env, stdout, TestEnv};
 
 const DAY: &str = "2026-03-05";
 
@@ -43,16 +43,11 @@ fn ran(exit: Exit) -> impl Fn(&StepOutcome) -> bool {
 #[tokio::test]
 async fn a_broken_night_is_finished_by_running_the_chain_again() {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
-    let mut env = TestEnv::new().await;
-    let base = sim.base_url();
-    env.configure(|s| {
-        s.keris.api_domain = Some(base);
-        s.keris.base_backoff_ms = 5;
-        s.keris.max_backoff_ms = 20;
+    let env = keris_env(&sim, |s| {
         s.keris.max_attempts = 1;
-        s.keris.max_statements_per_request = 100;
         s.jobs.keris_transfer.give_up_after_transient_failures = 1;
-    });
+    })
+    .await;
     seed::seed(&env.app, &SeedArgs::new(30, 800, Some(date(DAY)), 11))
         .await
         .unwrap();
@@ -249,13 +244,7 @@ async fn chain_list_plan_and_an_unknown_chain_on_the_command_line() {
 async fn a_step_that_cannot_take_its_lock_stops_the_chain_with_exit_3_and_the_rerun_resumes_there()
 {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
-    let mut env = TestEnv::new().await;
-    let base = sim.base_url();
-    env.configure(|s| {
-        s.keris.api_domain = Some(base);
-        s.keris.base_backoff_ms = 5;
-        s.keris.max_backoff_ms = 20;
-    });
+    let mut env = keris_env(&sim, |_| {}).await;
     env.configure_job("lrs_01_001", "lock_wait_secs", 0_i64);
     seed::seed(&env.app, &SeedArgs::new(10, 200, Some(date(DAY)), 3))
         .await

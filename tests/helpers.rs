@@ -7,12 +7,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aidt_batch::config::{self, LoadedConfig, Profile};
+use aidt_batch::config::{self, LoadedConfig, Profile, Settings};
 use aidt_batch::context::AppContext;
 use aidt_batch::jobs::REGISTRY;
 use aidt_batch::runtime::runner::{self, RunOutcome, RunRequest};
 use aidt_batch::runtime::Exit;
 use chrono::NaiveDate;
+use keris_simulator::SimulatorHandle;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -367,4 +368,20 @@ pub async fn run_status(pg: &PgPool, run_id: i64) -> String {
         .fetch_one(pg)
         .await
         .unwrap()
+}
+
+/// A test database pointed at the simulator `sim`, with fast retries (5–20 ms
+/// back-off, 5 s timeout) and requests of 100 statements, then `change`.
+pub async fn keris_env(sim: &SimulatorHandle, change: impl FnOnce(&mut Settings)) -> TestEnv {
+    let mut env = TestEnv::new().await;
+    let base = sim.base_url();
+    env.configure(|s| {
+        s.keris.api_domain = Some(base);
+        s.keris.base_backoff_ms = 5;
+        s.keris.max_backoff_ms = 20;
+        s.keris.request_timeout_secs = 5;
+        s.keris.max_statements_per_request = 100;
+        change(s);
+    });
+    env
 }

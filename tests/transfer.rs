@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use aidt_batch::config::Settings;
 use aidt_batch::contract::KERIS_BATCH_DATA;
 use aidt_batch::keris::{ClientOptions, KerisClient};
 use aidt_batch::runtime::Exit;
@@ -19,7 +18,7 @@ use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{date, signal, TestEnv};
+use crate::helpers::{date, keris_env, signal, TestEnv};
 
 const DAY: &str = "2026-03-05";
 const SEND: &str = "DC-01-001";
@@ -29,21 +28,6 @@ const REGENERATE: &str = "LRS-01-002";
 
 async fn sim(config: SimulatorConfig) -> SimulatorHandle {
     simulator::start(config).await.expect("start the simulator")
-}
-
-/// A test database pointed at `sim`, fast retries, small requests.
-async fn env_for(sim: &SimulatorHandle, change: impl FnOnce(&mut Settings)) -> TestEnv {
-    let mut env = TestEnv::new().await;
-    let base = sim.base_url();
-    env.configure(|s| {
-        s.keris.api_domain = Some(base);
-        s.keris.base_backoff_ms = 5;
-        s.keris.max_backoff_ms = 20;
-        s.keris.request_timeout_secs = 5;
-        s.keris.max_statements_per_request = 100;
-        change(s);
-    });
-    env
 }
 
 /// Seeds a day of source statements and aggregates them (LRS-01-001);
@@ -175,7 +159,7 @@ async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_re
 {
     let sim = sim(SimulatorConfig::default()).await;
     // SENT marks split over several update commands per request (100 / 7).
-    let env = env_for(&sim, |s| s.jobs.keris_transfer.sent_marks_per_command = 7).await;
+    let env = keris_env(&sim, |s| s.jobs.keris_transfer.sent_marks_per_command = 7).await;
     let ready = seed_day(&env, 40, 1_500).await;
     let expected: HashSet<String> = ready.iter().map(id_of).collect();
     // A READY statement of a partner this vendor has no credentials for.
@@ -247,7 +231,7 @@ async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_re
 async fn rejected_statements_are_recorded_regenerated_and_resent_and_a_duplicate_fails_for_a_person(
 ) {
     let sim = sim(SimulatorConfig::default()).await;
-    let env = env_for(&sim, |_| {}).await;
+    let env = keris_env(&sim, |_| {}).await;
     let ready = seed_day(&env, 30, 1_000).await;
     let invalid = id_of(&ready[3]);
     let user = ready[10].get_str("user_id").unwrap().to_string();
@@ -388,7 +372,7 @@ async fn rejected_statements_are_recorded_regenerated_and_resent_and_a_duplicate
 #[tokio::test]
 async fn exhausted_retries_become_pending_errors_that_dc_01_002_resends_and_keris_stores_once() {
     let sim = sim(SimulatorConfig::default()).await;
-    let env = env_for(&sim, |s| s.keris.max_attempts = 2).await;
+    let env = keris_env(&sim, |s| s.keris.max_attempts = 2).await;
     let ready = seed_day(&env, 20, 600).await;
     // The first two API-007 requests fail twice each (one of them after
     // KERIS stored it): both are recorded as KERIS_UNAVAILABLE.
@@ -426,7 +410,7 @@ async fn an_expired_token_opens_a_new_transfer_and_nothing_is_lost() {
         ..SimulatorConfig::default()
     })
     .await;
-    let env = env_for(&sim, |s| s.keris.max_statements_per_request = 10).await;
+    let env = keris_env(&sim, |s| s.keris.max_statements_per_request = 10).await;
     let ready = seed_day(&env, 20, 600).await;
     let run = env.run_ok(SEND, Some(date(DAY)), false).await;
     let stats = sim.stats();
@@ -450,7 +434,7 @@ async fn an_expired_token_opens_a_new_transfer_and_nothing_is_lost() {
 #[tokio::test]
 async fn when_keris_stays_down_the_rest_waits_ready_for_a_rerun() {
     let sim = sim(SimulatorConfig::default()).await;
-    let env = env_for(&sim, |s| {
+    let env = keris_env(&sim, |s| {
         s.keris.max_attempts = 1;
         s.jobs.keris_transfer.give_up_after_transient_failures = 2;
     })
@@ -487,7 +471,7 @@ async fn when_keris_stays_down_the_rest_waits_ready_for_a_rerun() {
 async fn whole_chain_under_faults_every_statement_is_accepted_exactly_once_or_failed_with_a_reason()
 {
     let sim = sim(SimulatorConfig::default()).await;
-    let env = env_for(&sim, |s| {
+    let env = keris_env(&sim, |s| {
         s.keris.max_attempts = 2;
         s.keris.request_timeout_secs = 1;
         s.keris.max_statements_per_request = 50;
@@ -611,7 +595,7 @@ async fn a_sender_killed_mid_transfer_is_finished_by_the_rerun_without_loss_or_d
         only_apis: vec!["API-007".into()],
         ..Faults::default()
     });
-    let env = env_for(&sim, |_| {}).await;
+    let env = keris_env(&sim, |_| {}).await;
     let ready = seed_day(&env, 40, 1_500).await;
     let mut child = env
         .command(&[SEND, "--date", DAY])
@@ -686,7 +670,7 @@ async fn a_sender_killed_mid_transfer_is_finished_by_the_rerun_without_loss_or_d
 #[tokio::test]
 async fn lrs_01_002_fails_a_row_whose_source_statements_are_gone_and_its_dry_run_changes_nothing() {
     let sim = sim(SimulatorConfig::default()).await;
-    let env = env_for(&sim, |_| {}).await;
+    let env = keris_env(&sim, |_| {}).await;
     let ready = seed_day(&env, 20, 600).await;
     let target = &ready[7];
     let id = id_of(target);
@@ -766,7 +750,7 @@ async fn lrs_01_002_fails_a_row_whose_source_statements_are_gone_and_its_dry_run
 async fn a_backlog_larger_than_a_page_is_regenerated_resent_and_failed_page_by_page() {
     let sim = sim(SimulatorConfig::default()).await;
     // Pages of 7 rows, at most 3 failed rows listed in the details.
-    let env = env_for(&sim, |s| {
+    let env = keris_env(&sim, |s| {
         s.jobs.keris_transfer.read_batch_size = 7;
         s.jobs.keris_transfer.max_reported_ids = 3;
     })

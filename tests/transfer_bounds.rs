@@ -16,7 +16,7 @@ use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandl
 use mongodb::bson::{doc, Document};
 use uuid::Uuid;
 
-use crate::helpers::{date, signal, TestEnv};
+use crate::helpers::{date, keris_env, signal, TestEnv};
 
 const DAY: &str = "2026-03-05";
 const SEND: &str = "DC-01-001";
@@ -89,16 +89,14 @@ fn assert_sent_where_stored(sim: &SimulatorHandle, docs: &[Document], expected: 
 #[tokio::test]
 async fn an_id_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_marks_them_sent() {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
-    let mut env = TestEnv::new().await;
-    let base = sim.base_url();
-    env.configure(|s| {
-        s.keris.api_domain = Some(base);
+    let env = keris_env(&sim, |s| {
         s.keris.max_statements_per_request = 40;
         // 30 cursor batches, each read while the requests before it are
         // being marked SENT (index keys leave the READY range being scanned).
         s.jobs.keris_transfer.read_batch_size = 100;
         s.jobs.keris_transfer.sent_marks_per_command = 15;
-    });
+    })
+    .await;
     let n = 3_000;
     let expected = ready_day(&env, n).await;
     // The index that serves the read and its sort: created by `migrate`.
@@ -186,19 +184,15 @@ async fn sigkilled_again_and_again_under_faults_the_rerun_resends_at_most_the_re
         stored_before_error_share: 0.0,
         ..Faults::default()
     });
-    let mut env = TestEnv::new().await;
-    let base = sim.base_url();
     let (per_request, concurrency) = (PER_REQUEST as usize, CONCURRENCY as usize);
-    env.configure(|s| {
-        s.keris.api_domain = Some(base);
+    let env = keris_env(&sim, |s| {
         s.keris.max_statements_per_request = per_request;
         s.keris.max_concurrency = concurrency;
-        s.keris.base_backoff_ms = 5;
-        s.keris.max_backoff_ms = 20;
         s.keris.max_attempts = 4;
         s.jobs.keris_transfer.give_up_after_transient_failures = 0;
         s.jobs.keris_transfer.read_batch_size = 200;
-    });
+    })
+    .await;
     let n = 4_000;
     let expected = ready_day(&env, n).await;
     let partner_id = aidt_batch::jobs::shared::transfer::partners_by_id(&env.app.settings.keris)
