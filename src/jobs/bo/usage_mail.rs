@@ -63,6 +63,7 @@ pub static DEF: JobDef = JobDef {
     // Two runs at once, even for different dates of one week, would send twice.
     lock: Lock::Job,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(validate_settings),
     args: mail_args,
     job: Some(&UsageMail),
@@ -230,8 +231,7 @@ impl Job for UsageMail {
 
         let mailer = Mailer::connect(&settings.smtp).await?;
         if let Some(to) = test_to {
-            let message =
-                build_message(&from, &to.to_string(), &to.to_string(), &subject, &report)?;
+            let message = build_message(&from, to.as_ref(), to.as_ref(), &subject, &report)?;
             mailer.send(message).await.map_err(|e| {
                 anyhow::anyhow!(
                     "{ID}: the test copy to {to} was refused by {}: {e}",
