@@ -141,6 +141,15 @@ fn parse_date(value: &str) -> Result<NaiveDate, String> {
         .map_err(|e| format!("expected a calendar date as YYYY-MM-DD ({e})"))
 }
 
+fn parse_partition(value: &str) -> Result<crate::runtime::partition::Partition, String> {
+    crate::runtime::partition::Partition::parse(value).ok_or_else(|| {
+        format!(
+            "expected I/N with 0 <= I < N <= {}",
+            crate::runtime::partition::MAX_PARTITIONS
+        )
+    })
+}
+
 fn parse_status(value: &str) -> Result<RunStatus, String> {
     RunStatus::parse(value).ok_or_else(|| {
         let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
@@ -258,6 +267,21 @@ pub fn command() -> clap::Command {
                 def.lock_wait_secs,
                 def.config_name(),
             ));
+        let sub = if def.partitioned {
+            sub.arg(
+                clap::Arg::new(crate::runtime::partition::OPTION)
+                    .long(crate::runtime::partition::OPTION)
+                    .value_name("I/N")
+                    .value_parser(parse_partition)
+                    .help(format!(
+                        "Do the students of partition I of N only (0 <= I < N) [default: {}/{} when set, else all]",
+                        crate::runtime::partition::INDEX_ENV,
+                        crate::runtime::partition::COUNT_ENV
+                    )),
+            )
+        } else {
+            sub
+        };
         cmd = cmd.subcommand((def.args)(sub));
     }
     cmd

@@ -16,7 +16,7 @@ pub async fn run(pg: &PgPool, filter: &RunFilter<'_>, limit: i64) -> anyhow::Res
 /// The table `history` prints.
 pub fn render(rows: &[RunRow]) -> String {
     let mut out = format!(
-        "{:>7} {:<12} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
+        "{:>7} {:<15} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
         "RUN",
         "JOB",
         "DATE",
@@ -51,9 +51,12 @@ pub fn render(rows: &[RunRow]) -> String {
             .take(120)
             .collect();
         out.push_str(&format!(
-            "{:>7} {:<12} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
+            "{:>7} {:<15} {:<10} {:<22} {:>9} {:>9} {:>9} {:>9} {:<19} {:>9} {:>4}  {}\n",
             r.run_id,
-            r.job_id.to_ascii_lowercase(),
+            match &r.partition {
+                Some(p) => format!("{} {p}", r.job_id.to_ascii_lowercase()),
+                None => r.job_id.to_ascii_lowercase(),
+            },
             r.business_date,
             status,
             r.read_cnt,

@@ -54,6 +54,8 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
     let indexes = [
         // DC-01-001 streams one partner's READY statements of a day in _id order.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
+        // A partition of DC-01-001 streams its students' share by user_hash range.
+        doc! { "base_dt": 1, "partner_id": 1, "status": 1, "user_hash": 1, "_id": 1 },
         // DC-01-003 deletes one student's documents.
         doc! { "user_id": 1 },
     ];

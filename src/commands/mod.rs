@@ -17,6 +17,7 @@ use crate::config::{LoadedConfig, Profile};
 use crate::context::AppContext;
 use crate::jobs::REGISTRY;
 use crate::runtime::history::RunStatus;
+use crate::runtime::partition::Partition;
 use crate::runtime::runner::{self, RunRequest};
 use crate::runtime::{crontab, k8s, metrics, registry, Exit, SetupError};
 
@@ -68,6 +69,17 @@ async fn run_job(
     if !def.is_implemented() {
         return Err(SetupError::NotImplemented(def.id).into());
     }
+    let partition = match matches
+        .try_get_one::<Partition>(crate::runtime::partition::OPTION)
+        .ok()
+        .flatten()
+    {
+        Some(p) => Some(*p),
+        None if def.partitioned => {
+            Partition::from_env(|name| std::env::var(name).ok()).map_err(SetupError::from)?
+        }
+        None => None,
+    };
     let loaded = load_config(profile, extra)?;
     let started = std::time::Instant::now();
     let app = match AppContext::connect(&loaded).await {
@@ -77,7 +89,8 @@ async fn run_job(
             if !args.dry_run {
                 let run = metrics::RunMetrics {
                     job_id: def.id,
-                    file_stem: def.config_name(),
+                    file_stem: metrics::file_stem(def, partition),
+                    partition,
                     status: RunStatus::Failed,
                     exit: crate::runtime::exit::exit_for_error(&e),
                     counts: Default::default(),
@@ -98,6 +111,7 @@ async fn run_job(
     });
     let request = RunRequest {
         date: args.date,
+        partition,
         dry_run: args.dry_run,
         params,
         args: matches,
@@ -113,7 +127,7 @@ fn own_options(matches: &clap::ArgMatches) -> serde_json::Map<String, serde_json
     let mut given = serde_json::Map::new();
     for id in matches.ids() {
         let id = id.as_str();
-        if ["date", "dry_run"].contains(&id)
+        if ["date", "dry_run", crate::runtime::partition::OPTION].contains(&id)
             || matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine)
         {
             continue;

@@ -37,15 +37,25 @@ pub struct ChainReport {
     pub exit: Exit,
 }
 
-/// The last completed, non-dry run of `job_id` for `date`, if any.
+/// The last completed, non-dry run of `job_id` for `date`, if any: an
+/// unpartitioned run, or — when every partition `0/N … N-1/N` of one `N`
+/// has a `COMPLETED` run — the last of those partitions' runs.
 pub async fn completed_run(
     pg: &PgPool,
     job_id: &str,
     date: NaiveDate,
 ) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "SELECT max(run_id) FROM batch_job_run
-          WHERE job_id = $1 AND business_date = $2 AND status = 'COMPLETED' AND NOT dry_run",
+        "WITH done AS (
+             SELECT run_id, params->>'partition' AS part FROM batch_job_run
+              WHERE job_id = $1 AND business_date = $2 AND status = 'COMPLETED' AND NOT dry_run
+         ), parts AS (
+             SELECT split_part(part, '/', 2)::int AS n,
+                    count(DISTINCT split_part(part, '/', 1)) AS k, max(run_id) AS last
+               FROM done WHERE part IS NOT NULL GROUP BY 1
+         )
+         SELECT greatest((SELECT max(run_id) FROM done WHERE part IS NULL),
+                         (SELECT max(last) FROM parts WHERE k = n))",
     )
     .bind(job_id)
     .bind(date)

@@ -173,13 +173,24 @@ pub struct OpenRun {
     pub business_date: NaiveDate,
     pub host: String,
     pub pid: i32,
+    /// `I/N` for a partition's run (`params.partition`).
+    pub partition: Option<String>,
+}
+
+impl OpenRun {
+    /// The partition the run works on, if any.
+    pub fn partition(&self) -> Option<super::partition::Partition> {
+        self.partition
+            .as_deref()
+            .and_then(super::partition::Partition::parse)
+    }
 }
 
 /// The runs of any of `job_ids` still marked `STARTED`, oldest first.
 pub async fn open_runs(pg: &PgPool, job_ids: &[&str]) -> sqlx::Result<Vec<OpenRun>> {
     sqlx::query_as(
-        "SELECT run_id, job_id, business_date, host, pid FROM batch_job_run
-          WHERE job_id = ANY($1) AND status = 'STARTED' ORDER BY run_id",
+        "SELECT run_id, job_id, business_date, host, pid, params->>'partition' AS partition
+           FROM batch_job_run WHERE job_id = ANY($1) AND status = 'STARTED' ORDER BY run_id",
     )
     .bind(job_ids)
     .fetch_all(pg)
@@ -218,11 +229,14 @@ pub struct RunRow {
     pub details: serde_json::Value,
     pub host: String,
     pub pid: i32,
+    /// `I/N` for a partition's run (`params.partition`).
+    pub partition: Option<String>,
 }
 
 const RUN_COLUMNS: &str =
     "run_id, job_id, business_date, dry_run, status, started_at, ended_at, read_cnt, \
-                           write_cnt, skip_cnt, fail_cnt, exit_code, error_msg, details, host, pid";
+                           write_cnt, skip_cnt, fail_cnt, exit_code, error_msg, details, host, pid, \
+                           params->>'partition' AS partition";
 
 /// The newest runs, of one job or of all, newest first.
 pub async fn recent_runs(

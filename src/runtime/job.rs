@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoints;
+use super::partition::Partition;
 use super::progress::Progress;
 use super::registry::JobDef;
 use crate::config::Settings;
@@ -80,6 +81,9 @@ pub struct JobContext {
     pub def: &'static JobDef,
     pub run_id: i64,
     pub business_date: NaiveDate,
+    /// `--partition I/N`: the run does the students of this partition only
+    /// (jobs with [`JobDef::partitioned`]); `None`: all of them.
+    pub partition: Option<Partition>,
     /// The job reads and reports; it writes no business data and sends nothing.
     pub dry_run: bool,
     pub app: AppContext,
@@ -95,20 +99,24 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         def: &'static JobDef,
         run_id: i64,
         business_date: NaiveDate,
+        partition: Option<Partition>,
         dry_run: bool,
         app: AppContext,
         args: clap::ArgMatches,
         cancel: CancellationToken,
     ) -> Self {
-        let checkpoints = Checkpoints::new(app.pg.clone(), def.id, business_date, run_id);
+        let checkpoints =
+            Checkpoints::new(app.pg.clone(), def.id, business_date, partition, run_id);
         Self {
             def,
             run_id,
             business_date,
+            partition,
             dry_run,
             app,
             args,
@@ -141,6 +149,12 @@ impl JobContext {
             .own_section(&name)
             .try_deserialize()
             .map_err(|e| anyhow::anyhow!("invalid configuration section [jobs.{name}]: {e}"))
+    }
+
+    /// Whether the student with this user id is one of this run's (always,
+    /// when the run is not partitioned).
+    pub fn owns_user(&self, user_id: &str) -> bool {
+        self.partition.is_none_or(|p| p.contains(user_id))
     }
 
     pub fn pg(&self) -> &sqlx::PgPool {

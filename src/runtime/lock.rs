@@ -27,6 +27,36 @@ impl LockConnection {
             .await
     }
 
+    /// Tries to take the lock `key` shared without waiting: any number of
+    /// shared holders at once, never beside an exclusive one.
+    pub async fn try_lock_shared(&mut self, key: &str) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0))")
+            .bind(key)
+            .fetch_one(&mut self.conn)
+            .await
+    }
+
+    /// Tries to take `key` exclusively (`exclusive`) or shared.
+    pub async fn try_lock_as(&mut self, key: &str, exclusive: bool) -> sqlx::Result<bool> {
+        if exclusive {
+            self.try_lock(key).await
+        } else {
+            self.try_lock_shared(key).await
+        }
+    }
+
+    /// Frees `key` as it was taken.
+    pub async fn unlock_as(&mut self, key: &str, exclusive: bool) -> sqlx::Result<bool> {
+        if exclusive {
+            self.unlock(key).await
+        } else {
+            sqlx::query_scalar("SELECT pg_advisory_unlock_shared(hashtextextended($1, 0))")
+                .bind(key)
+                .fetch_one(&mut self.conn)
+                .await
+        }
+    }
+
     pub async fn unlock(&mut self, key: &str) -> sqlx::Result<bool> {
         sqlx::query_scalar("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(key)

@@ -1,7 +1,11 @@
 //! Prometheus metrics of a run, written once at its end by the runner for
 //! every job: to the node-exporter textfile collector's directory (one
 //! `aidt_batch_<job>.prom` per job, replaced atomically) and/or pushed to a
-//! Pushgateway (`POST <url>/metrics/job/<JOB-ID>`), per `[metrics]`.
+//! Pushgateway (`POST <url>/metrics/job/<JOB-ID>`), per `[metrics]`. A
+//! partition's run (`--partition 2/4`) has its own file
+//! (`aidt_batch_<job>_p2of4.prom`), a `partition="2-of-4"` label and its own
+//! push group (`…/metrics/job/<JOB-ID>/partition/2-of-4`), so partitions
+//! never overwrite each other's metrics.
 //!
 //! Metrics never decide a run's outcome: a directory that cannot be written
 //! or a Pushgateway that is down is logged as a warning and the run keeps
@@ -50,14 +54,34 @@ const STATUSES: [RunStatus; 5] = [
 pub struct RunMetrics<'a> {
     /// The job's id (`DC-01-001`): the `job_id` label and the push's group.
     pub job_id: &'a str,
-    /// The job's configuration name (`dc_01_001`): the textfile's name.
+    /// The job's configuration name (`dc_01_001`), with the partition
+    /// (`dc_01_001_p2of4`): the textfile's name ([`file_stem`]).
     pub file_stem: String,
+    /// The run's partition: a `partition` label and push group of its own.
+    pub partition: Option<super::partition::Partition>,
     pub status: RunStatus,
     pub exit: Exit,
     pub counts: CountsSnapshot,
     /// From the start of the command's run (lock wait included) to its end.
     pub duration: Duration,
     pub finished_at: DateTime<Utc>,
+}
+
+/// The textfile name of a run of `def` on `partition`.
+pub fn file_stem(
+    def: &super::registry::JobDef,
+    partition: Option<super::partition::Partition>,
+) -> String {
+    match partition {
+        None => def.config_name(),
+        Some(p) => format!("{}_p{}of{}", def.config_name(), p.index, p.count),
+    }
+}
+
+/// The `partition` label's value (`2-of-4`: no `/`, so it can be a push
+/// group's path segment as it is).
+pub fn partition_label(p: super::partition::Partition) -> String {
+    format!("{}-of-{}", p.index, p.count)
 }
 
 /// Writes and pushes the metrics of `run` as `settings` ask; logs what
@@ -101,7 +125,11 @@ pub async fn export(settings: &MetricsSettings, history: Option<&PgPool>, run: &
     }
     if let Some(url) = url {
         let timeout = Duration::from_secs(settings.push_timeout_secs.max(1));
-        match push(url.expose_secret(), run.job_id, body, timeout).await {
+        let group = match run.partition {
+            None => run.job_id.to_string(),
+            Some(p) => format!("{}/partition/{}", run.job_id, partition_label(p)),
+        };
+        match push(url.expose_secret(), &group, body, timeout).await {
             Ok(()) => tracing::debug!("metrics pushed"),
             Err(e) => tracing::warn!(
                 error = %e,
@@ -114,14 +142,17 @@ pub async fn export(settings: &MetricsSettings, history: Option<&PgPool>, run: &
 /// The exposition text of `run` (Prometheus text format; every metric a
 /// gauge, so the OpenMetrics text the encoder writes parses as both).
 pub fn render(run: &RunMetrics<'_>, last_success: Option<f64>) -> String {
-    let mut registry = Registry::with_prefix_and_labels(
-        PREFIX,
-        [(
-            std::borrow::Cow::Borrowed("job_id"),
-            std::borrow::Cow::Owned(run.job_id.to_string()),
-        )]
-        .into_iter(),
-    );
+    let mut labels = vec![(
+        std::borrow::Cow::Borrowed("job_id"),
+        std::borrow::Cow::Owned(run.job_id.to_string()),
+    )];
+    if let Some(p) = run.partition {
+        labels.push((
+            std::borrow::Cow::Borrowed("partition"),
+            std::borrow::Cow::Owned(partition_label(p)),
+        ));
+    }
+    let mut registry = Registry::with_prefix_and_labels(PREFIX, labels.into_iter());
     let gauge_f64 = |registry: &mut Registry, name: &str, help: &str, value: f64| {
         let gauge = Gauge::<f64, AtomicU64>::default();
         gauge.set(value);
@@ -269,16 +300,17 @@ fn transport_error(e: reqwest::Error) -> PushError {
     PushError::Transport(text)
 }
 
-/// `POST <base>/metrics/job/<job_id>` with `body`: replaces the metrics of
-/// that name in the job's group and leaves the others (a last success that
-/// this run could not determine) as they were.
+/// `POST <base>/metrics/job/<group>` with `body`: replaces the metrics of
+/// that name in the group and leaves the others (a last success that this
+/// run could not determine) as they were. `group` is the job id, followed by
+/// `/partition/<I>-of-<N>` for a partition's run.
 pub async fn push(
     base: &str,
-    job_id: &str,
+    group: &str,
     body: String,
     timeout: Duration,
 ) -> Result<(), PushError> {
-    let url = format!("{}/metrics/job/{job_id}", base.trim_end_matches('/'));
+    let url = format!("{}/metrics/job/{group}", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .build()
@@ -313,6 +345,7 @@ mod tests {
         RunMetrics {
             job_id: "DC-01-001",
             file_stem: "dc_01_001".into(),
+            partition: None,
             status,
             exit,
             counts: CountsSnapshot {

@@ -11,6 +11,7 @@ pub mod job;
 pub mod k8s;
 pub mod lock;
 pub mod metrics;
+pub mod partition;
 pub mod progress;
 pub mod registry;
 pub mod runner;
@@ -26,4 +27,6 @@ pub enum SetupError {
     NotMigrated,
     #[error("job {0} is registered but not implemented yet")]
     NotImplemented(&'static str),
+    #[error(transparent)]
+    Partition(#[from] partition::PartitionError),
 }

@@ -78,6 +78,10 @@ pub struct JobDef {
     /// How long a run waits for a busy lock before it records `SKIPPED`
     /// (exit 3); `lock_wait_secs` in the job's own section overrides it.
     pub lock_wait_secs: u64,
+    /// Whether the job's work splits by student: it takes `--partition I/N`
+    /// (or `JOB_COMPLETION_INDEX` and `AIDT_PARTITIONS`) and then does the
+    /// students of that partition only ([`super::partition`]).
+    pub partitioned: bool,
     /// Checks the job's own section (without `lock_wait_secs`): the job's
     /// settings type deserialized with `deny_unknown_fields`. `None`: the
     /// section may hold `lock_wait_secs` only.
@@ -124,6 +128,26 @@ impl JobDef {
             Lock::Job => format!("aidt-batch/job/{}", self.id),
             Lock::JobAndDate => format!("aidt-batch/job/{}/{business_date}", self.id),
             Lock::Group(group) => format!("aidt-batch/group/{group}"),
+        }
+    }
+
+    /// The locks of a run on `business_date`, as `(key, exclusive)`, taken
+    /// in this order. An unpartitioned run takes [`JobDef::lock_key`]
+    /// exclusively. A partition takes that key shared — so partitions run
+    /// side by side but never beside an unpartitioned run — and a key of its
+    /// own partition exclusively, so the same partition never runs twice.
+    pub fn run_locks(
+        &self,
+        business_date: chrono::NaiveDate,
+        partition: Option<super::partition::Partition>,
+    ) -> Vec<(String, bool)> {
+        let key = self.lock_key(business_date);
+        match partition {
+            None => vec![(key, true)],
+            Some(p) => {
+                let own = format!("{key}/partition/{}/{}", p.index, p.count);
+                vec![(key, false), (own, true)]
+            }
         }
     }
 }

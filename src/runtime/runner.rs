@@ -25,6 +25,7 @@ use super::history::{self, Finish, NewRun, RunStatus, Runner};
 use super::job::{JobContext, JobStopped};
 use super::lock::LockConnection;
 use super::metrics::{self, RunMetrics};
+use super::partition::Partition;
 use super::progress;
 use super::registry::{DefaultDate, JobDef, Registry};
 use crate::context::AppContext;
@@ -38,6 +39,9 @@ pub struct RunRequest {
     /// `STARTED` runs a start may name as the holder or find dead.
     pub lock_peers: Vec<&'static JobDef>,
     pub date: Option<NaiveDate>,
+    /// `--partition I/N` (jobs with [`JobDef::partitioned`] only): recorded
+    /// in the history row's `params.partition`.
+    pub partition: Option<Partition>,
     pub dry_run: bool,
     /// Recorded in the history row's `params` as given (profile, config file).
     pub params: serde_json::Value,
@@ -52,6 +56,7 @@ impl RunRequest {
             def,
             lock_peers: registry.sharing_lock_with(def),
             date: None,
+            partition: None,
             dry_run: false,
             params: serde_json::json!({}),
             args: clap::ArgMatches::default(),
@@ -86,6 +91,7 @@ pub struct RunOutcome {
 /// exists (database down, tables missing) come back as `Err`.
 pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutcome> {
     let (def, dry_run) = (request.def, request.dry_run);
+    let request_partition = request.partition;
     let started = Instant::now();
     let result = run_from(app.clone(), request, started).await;
     if let (Err(e), false) = (&result, dry_run) {
@@ -93,7 +99,8 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
         // the metrics still say the job failed, with the command's exit code.
         let run = RunMetrics {
             job_id: def.id,
-            file_stem: def.config_name(),
+            file_stem: metrics::file_stem(def, request_partition),
+            partition: request_partition,
             status: RunStatus::Failed,
             exit: super::exit::exit_for_error(e),
             counts: Default::default(),
@@ -169,20 +176,27 @@ async fn run_locked(
     started: Instant,
 ) -> anyhow::Result<RunOutcome> {
     let def = request.def;
+    let request_partition = request.partition;
     let runner = Runner::current();
+    let mut params = request.params.clone();
+    if let (Some(p), Some(map)) = (request.partition, params.as_object_mut()) {
+        map.insert("partition".into(), p.label().into());
+    }
     let new_run = NewRun {
         job_id: def.id,
         business_date: date,
-        params: request.params.clone(),
+        params,
         dry_run: request.dry_run,
         runner: &runner,
     };
-    let key = def.lock_key(date);
+    let locks = def.run_locks(date, request.partition);
+    // The key named in messages: the one only this run (or this partition) holds.
+    let key = locks.last().expect("a run takes a lock").0.clone();
     let peer_ids: Vec<&str> = request.lock_peers.iter().map(|p| p.id).collect();
 
     let mut lock = LockConnection::open(&app.pg).await?;
-    if !acquire(&app, &mut lock, &key, &peer_ids, wait, cancel).await? {
-        let holder = describe_holder(&app, &request.lock_peers, &key).await?;
+    if !acquire(&app, &mut lock, &locks, &peer_ids, wait, cancel).await? {
+        let holder = describe_holder(&app, &request.lock_peers, &locks).await?;
         let (reason, exit) = if cancel.is_cancelled() {
             (
                 format!("{} for {date} not started: stopped by a signal while waiting for {holder} to finish", def.id),
@@ -205,7 +219,8 @@ async fn run_locked(
         lock.close().await;
         let run = RunMetrics {
             job_id: def.id,
-            file_stem: def.config_name(),
+            file_stem: metrics::file_stem(def, request_partition),
+            partition: request_partition,
             status: RunStatus::Skipped,
             exit,
             counts: Default::default(),
@@ -221,15 +236,16 @@ async fn run_locked(
         });
     }
 
-    reap_abandoned_runs(&app, &mut lock, &request.lock_peers, &key).await?;
+    reap_abandoned_runs(&app, &mut lock, &request.lock_peers, &locks).await?;
     let run_id = history::insert_started(&app.pg, &new_run).await?;
     span.record("run_id", run_id);
-    tracing::info!(job = def.name_en, lock = %key, "run started");
+    tracing::info!(job = def.name_en, lock = %key, partition = request.partition.map(|p| p.label()), "run started");
 
     let ctx = JobContext::new(
         def,
         run_id,
         date,
+        request.partition,
         request.dry_run,
         app.clone(),
         request.args.clone(),
@@ -314,13 +330,16 @@ async fn run_locked(
         }
     };
 
-    let _ = lock.unlock(&key).await;
+    for (key, exclusive) in locks.iter().rev() {
+        let _ = lock.unlock_as(key, *exclusive).await;
+    }
     lock.close().await;
     // Dry runs change nothing: their counts would hide the last real run.
     if !request.dry_run {
         let run = RunMetrics {
             job_id: def.id,
-            file_stem: def.config_name(),
+            file_stem: metrics::file_stem(def, request_partition),
+            partition: request_partition,
             status,
             exit,
             counts,
@@ -343,20 +362,23 @@ fn stop_exit(signal: &AtomicI32) -> Exit {
     }
 }
 
-/// Takes `key`, polling once a second for up to `wait` while another run
-/// holds it; `false` when it stayed busy or a stop was requested meanwhile.
+/// Takes every lock of `locks` (`(key, exclusive)`, in order), polling
+/// once a second for up to `wait` while another run holds one; `false` when
+/// one stayed busy or a stop was requested meanwhile. Never holds part of
+/// them while waiting.
 async fn acquire(
     app: &AppContext,
     lock: &mut LockConnection,
-    key: &str,
+    locks: &[(String, bool)],
     peer_ids: &[&str],
     wait: Duration,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
     let deadline = Instant::now() + wait;
     let mut announced = false;
+    let key = &locks.last().expect("a run takes a lock").0;
     loop {
-        if lock.try_lock(key).await? {
+        if try_all(lock, locks).await? {
             return Ok(true);
         }
         let now = Instant::now();
@@ -385,26 +407,56 @@ async fn acquire(
     }
 }
 
-/// "DC-01-001 run 7 on host-a pid 1234" for the run holding `key`, as far
-/// as the history tells.
+/// Takes all of `locks` or none.
+async fn try_all(lock: &mut LockConnection, locks: &[(String, bool)]) -> anyhow::Result<bool> {
+    for (n, (key, exclusive)) in locks.iter().enumerate() {
+        if !lock.try_lock_as(key, *exclusive).await? {
+            for (key, exclusive) in locks[..n].iter().rev() {
+                lock.unlock_as(key, *exclusive).await?;
+            }
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a run holding `theirs` keeps a run wanting `ours` out: some key
+/// both take, exclusively on one side at least.
+fn conflicts(ours: &[(String, bool)], theirs: &[(String, bool)]) -> bool {
+    ours.iter()
+        .any(|(k, x)| theirs.iter().any(|(k2, x2)| k == k2 && (*x || *x2)))
+}
+
+/// "DC-01-001 run 7 (partition 2/4) on host-a pid 1234" for the runs
+/// holding what `locks` needs, as far as the history tells.
 async fn describe_holder(
     app: &AppContext,
     peers: &[&'static JobDef],
-    key: &str,
+    locks: &[(String, bool)],
 ) -> anyhow::Result<String> {
     let ids: Vec<&str> = peers.iter().map(|p| p.id).collect();
+    let mut holders = Vec::new();
     for open in history::open_runs(&app.pg, &ids).await? {
         let Some(peer) = peers.iter().find(|p| p.id == open.job_id) else {
             continue;
         };
-        if peer.lock_key(open.business_date) == key {
-            return Ok(format!(
-                "{} run {} on {} pid {}",
+        if conflicts(locks, &peer.run_locks(open.business_date, open.partition())) {
+            let partition = open
+                .partition
+                .as_deref()
+                .map(|p| format!(" (partition {p})"))
+                .unwrap_or_default();
+            holders.push(format!(
+                "{} run {}{partition} on {} pid {}",
                 open.job_id, open.run_id, open.host, open.pid
             ));
         }
     }
-    Ok("another process".into())
+    Ok(if holders.is_empty() {
+        "another process".into()
+    } else {
+        holders.join(", ")
+    })
 }
 
 /// A job interrupted mid-query may surface the cancellation as an ordinary
@@ -439,25 +491,27 @@ async fn listen_for_stop(cancel: CancellationToken, signal: Arc<AtomicI32>) {
 
 /// Marks runs of the lock's jobs that are still `STARTED` but whose lock is
 /// free — their process died — as `FAILED`, so history never shows a
-/// phantom run. Called while holding `our_key`.
+/// phantom run. Called while holding `ours`.
 async fn reap_abandoned_runs(
     app: &AppContext,
     lock: &mut LockConnection,
     peers: &[&'static JobDef],
-    our_key: &str,
+    ours: &[(String, bool)],
 ) -> anyhow::Result<()> {
     let ids: Vec<&str> = peers.iter().map(|p| p.id).collect();
     for open in history::open_runs(&app.pg, &ids).await? {
         let Some(peer) = peers.iter().find(|p| p.id == open.job_id) else {
             continue;
         };
-        // A STARTED run under the lock we hold is dead; under another key
-        // (same job, other date), a lock we can take means nobody holds it.
-        let key = peer.lock_key(open.business_date);
-        let dead = key == our_key || {
-            let free = lock.try_lock(&key).await?;
+        // A STARTED run whose locks conflict with those we hold is dead (a
+        // live one would hold them); otherwise (same job, other date or
+        // other partition) it is dead if its exclusive key is free.
+        let theirs = peer.run_locks(open.business_date, open.partition());
+        let dead = conflicts(ours, &theirs) || {
+            let (key, _) = theirs.last().expect("a run takes a lock");
+            let free = lock.try_lock(key).await?;
             if free {
-                lock.unlock(&key).await?;
+                lock.unlock(key).await?;
             }
             free
         };

@@ -149,7 +149,7 @@ fn bench_document(
         mongodb::bson::to_document(&xapi::encode_keys(statement)).context("statement to BSON")?;
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
     Ok(doc! {
-        "_id": id, "base_dt": date.to_string(), "partner_id": partner_id, "user_id": user, "area": "assessment",
+        "_id": id, "base_dt": date.to_string(), "partner_id": partner_id, "user_hash": aidt_batch::runtime::partition::user_hash(&user), "user_id": user, "area": "assessment",
         "statement": statement, "status": aidt_batch::contract::BatchStatus::Ready.as_str(), "created_at": now.clone(), "updated_at": now,
     })
 }
@@ -168,11 +168,15 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
         aidt_batch::jobs::shared::transfer::partners_by_id(&app.settings.keris)?.keys()
     {
         let mut find = coll
-            .find(send_statements::ready_filter(&date.to_string(), partner_id))
+            .find(send_statements::ready_filter(
+                &date.to_string(),
+                partner_id,
+                None,
+            ))
             .projection(transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size);
         if !args.unsorted {
-            find = find.sort(send_statements::ready_sort());
+            find = find.sort(send_statements::ready_sort(None));
         }
         let mut cursor = find.await.context("Failed to read keris_batch_data")?;
         while cursor
@@ -217,8 +221,12 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
     let (mut read, mut marked) = (0u64, 0u64);
     for partner_id in transfer::partners_by_id(keris)?.keys() {
         let mut cursor = coll
-            .find(send_statements::ready_filter(&date.to_string(), partner_id))
-            .sort(send_statements::ready_sort())
+            .find(send_statements::ready_filter(
+                &date.to_string(),
+                partner_id,
+                None,
+            ))
+            .sort(send_statements::ready_sort(None))
             .projection(transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await

@@ -477,6 +477,7 @@ mod tests {
             details,
             host: "h".into(),
             pid: 1,
+            partition: None,
         }
     }
 

@@ -32,6 +32,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Job,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(settings_of::<AdminDormancySettings>),
     args: no_args,
     job: Some(&AdminDormancy),

@@ -53,6 +53,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(validate_settings),
     args: no_args,
     job: Some(&ConnectedUsers),

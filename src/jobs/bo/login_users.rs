@@ -48,6 +48,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: None,
     args: no_args,
     job: Some(&LoginUsers),

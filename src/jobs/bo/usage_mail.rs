@@ -63,6 +63,7 @@ pub static DEF: JobDef = JobDef {
     // Two runs at once, even for different dates of one week, would send twice.
     lock: Lock::Job,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(validate_settings),
     args: mail_args,
     job: Some(&UsageMail),

@@ -30,6 +30,15 @@
 //!
 //! Documents of partners that are not configured are counted as skipped and
 //! left `READY`. `--dry-run` counts what would be sent, per partner.
+//!
+//! Partitions (`--partition I/N`): a partition sends the students whose
+//! `user_hash` (written by LRS-01-001) lies in its range
+//! ([`crate::runtime::partition`]), on transfers of its own (one per partner
+//! and partition: KERIS numbers each transfer on its own), with a journal
+//! of its own (`batch_keris_request.part`), so its rerun resumes only its
+//! own requests in doubt. Documents without `user_hash` (written before
+//! LRS-01-001 stored it) are left to an unpartitioned run and counted as
+//! skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +57,7 @@ use crate::jobs::shared::transfer::{
     FailedColumns, Item, Journal, Marks, PartnerSender, RequestOutcome, SendReport,
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
+use crate::runtime::partition::Partition;
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -65,6 +75,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
+    partitioned: true,
     settings: None,
     args: no_args,
     job: Some(&SendStatements),
@@ -75,9 +86,24 @@ const READY: &str = BatchStatus::Ready.as_str();
 
 pub struct SendStatements;
 
-/// The `READY` statements of one partner and day: what DC-01-001 sends.
-pub fn ready_filter(base_dt: &str, partner_id: &str) -> Document {
-    doc! { "base_dt": base_dt, "partner_id": partner_id, "status": READY }
+/// The `READY` statements of one partner and day: what DC-01-001 sends;
+/// of one partition's students only when `partition` is given.
+pub fn ready_filter(base_dt: &str, partner_id: &str, partition: Option<Partition>) -> Document {
+    let mut filter = doc! { "base_dt": base_dt, "partner_id": partner_id, "status": READY };
+    if let Some(p) = partition {
+        filter.insert("user_hash", hash_range(p));
+    }
+    filter
+}
+
+/// `{$gte: lo, $lt: hi}` over `user_hash`: one partition's students, as a
+/// range an index serves (MongoDB 6/7 and FerretDB alike).
+pub fn hash_range(partition: Partition) -> Document {
+    let (lo, hi) = partition.range();
+    match hi {
+        Some(hi) => doc! { "$gte": lo, "$lt": hi },
+        None => doc! { "$gte": lo },
+    }
 }
 
 /// The order DC-01-001 reads [`ready_filter`] in. On MongoDB the index
@@ -87,8 +113,15 @@ pub fn ready_filter(base_dt: &str, partner_id: &str) -> Document {
 /// 7–8× slower. A cursor in `_id` order also never meets a document twice
 /// while the same run marks the documents behind it `SENT` (moving their
 /// index keys out of the scanned `READY` range).
-pub fn ready_sort() -> Document {
-    doc! { "_id": 1 }
+///
+/// A partition reads in `(user_hash, _id)` order: the index
+/// `(base_dt, partner_id, status, user_hash, _id)` serves its range filter
+/// and this sort with one forward scan.
+pub fn ready_sort(partition: Option<Partition>) -> Document {
+    match partition {
+        None => doc! { "_id": 1 },
+        Some(_) => doc! { "user_hash": 1, "_id": 1 },
+    }
 }
 
 /// What happened for one partner, stored in the run's details.
@@ -123,7 +156,7 @@ impl Job for SendStatements {
             let mut would_send = BTreeMap::new();
             for (partner_id, name) in &partners {
                 let n = coll
-                    .count_documents(ready_filter(&date, partner_id))
+                    .count_documents(ready_filter(&date, partner_id, ctx.partition))
                     .await
                     .context("Failed to count keris_batch_data")?;
                 ctx.counts.add_read(n);
@@ -136,8 +169,11 @@ impl Job for SendStatements {
         ctx.progress
             .set_total_with(|| async {
                 let ids: Vec<&String> = partners.keys().collect();
-                let ready =
+                let mut ready =
                     doc! { "base_dt": &date, "status": READY, "partner_id": { "$in": ids } };
+                if let Some(p) = ctx.partition {
+                    ready.insert("user_hash", hash_range(p));
+                }
                 Ok(coll.count_documents(ready).await?)
             })
             .await;
@@ -181,11 +217,22 @@ async fn count_unknown_partners(
     partners: &HashMap<String, String>,
 ) -> anyhow::Result<()> {
     let configured: Vec<&str> = partners.keys().map(String::as_str).collect();
-    let unknown = ctx
-        .app
-        .mongo
-        .collection::<Document>(KERIS_BATCH_DATA)
-        .count_documents(doc! { "base_dt": ctx.business_date.to_string(), "status": READY, "partner_id": { "$nin": &configured } })
+    let coll = ctx.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let mut filter = doc! { "base_dt": ctx.business_date.to_string(), "status": READY, "partner_id": { "$nin": &configured } };
+    if let Some(p) = ctx.partition {
+        filter.insert("user_hash", hash_range(p));
+        let unhashed = coll
+            .count_documents(doc! { "base_dt": ctx.business_date.to_string(), "status": READY, "user_hash": { "$exists": false } })
+            .await
+            .context("Failed to count keris_batch_data")?;
+        if unhashed > 0 {
+            ctx.counts.add_skipped(unhashed);
+            ctx.set_detail("skipped_without_user_hash", unhashed);
+            tracing::warn!(statements = unhashed, "READY statements without user_hash (written before LRS-01-001 stored it) belong to no partition: run {ID} without --partition for them");
+        }
+    }
+    let unknown = coll
+        .count_documents(filter)
         .await
         .context("Failed to count keris_batch_data")?;
     if unknown > 0 {
@@ -219,6 +266,7 @@ async fn send_partner(
         job_id: ID,
         base_dt: ctx.business_date,
         partner_name: client.partner_name().to_string(),
+        part: ctx.partition.map(|p| p.label()).unwrap_or_default(),
         run_id: ctx.run_id,
     };
     let options = client.options().clone();
@@ -244,8 +292,8 @@ async fn send_partner(
 
     let reading = async {
         let mut cursor = coll
-            .find(ready_filter(&date, partner_id))
-            .sort(ready_sort())
+            .find(ready_filter(&date, partner_id, ctx.partition))
+            .sort(ready_sort(ctx.partition))
             .projection(stored_projection())
             .batch_size(cfg.read_batch_size)
             .await
@@ -331,7 +379,7 @@ async fn send_partner(
     report.unreadable = unreadable;
     if sender.gave_up() {
         let left = coll
-            .count_documents(ready_filter(&date, partner_id))
+            .count_documents(ready_filter(&date, partner_id, ctx.partition))
             .await
             .context("Failed to count keris_batch_data")?;
         report.deferred = left;
@@ -419,11 +467,13 @@ async fn resume(
 ) -> anyhow::Result<()> {
     let rows: Vec<(i64, String, i64, Vec<String>)> = sqlx::query_as(
         "SELECT request_id, transfer_id, chunked_index, statement_ids FROM batch_keris_request
-          WHERE job_id = $1 AND base_dt = $2 AND partner_name = $3 ORDER BY request_id",
+          WHERE job_id = $1 AND base_dt = $2 AND partner_name = $3 AND part = $4
+          ORDER BY request_id",
     )
     .bind(journal.job_id)
     .bind(journal.base_dt)
     .bind(&journal.partner_name)
+    .bind(&journal.part)
     .fetch_all(ctx.pg())
     .await
     .context("Failed to read batch_keris_request")?;

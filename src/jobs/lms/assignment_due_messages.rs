@@ -70,6 +70,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Job,
     lock_wait_secs: 600,
+    partitioned: false,
     settings: Some(templates::validate::<AssignmentDueSettings>),
     args: no_args,
     job: Some(&AssignmentDueMessages),

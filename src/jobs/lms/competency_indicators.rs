@@ -36,6 +36,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(learning_day::validate_settings),
     args: no_args,
     job: Some(&CompetencyIndicators),

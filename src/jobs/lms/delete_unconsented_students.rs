@@ -49,6 +49,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Job,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: None,
     args: no_args,
     job: Some(&DeleteUnconsentedStudents),

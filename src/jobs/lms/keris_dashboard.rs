@@ -89,6 +89,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
     lock_wait_secs: 300,
+    partitioned: false,
     settings: None,
     args: full_arg,
     job: Some(&KerisDashboard),

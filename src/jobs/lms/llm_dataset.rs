@@ -81,6 +81,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::Job,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(validate_settings),
     args: dataset_args,
     job: Some(&LlmDataset),

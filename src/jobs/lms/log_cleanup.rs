@@ -39,6 +39,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Job,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(validate_settings),
     args: no_args,
     job: Some(&LogCleanup),

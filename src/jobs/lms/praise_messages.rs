@@ -63,6 +63,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
     lock_wait_secs: 0,
+    partitioned: false,
     settings: Some(templates::validate::<PraiseSettings>),
     args: no_args,
     job: Some(&PraiseMessages),

@@ -88,6 +88,7 @@ pub const fn job_def(
         default_date: DefaultDate::Today,
         lock: Lock::Job,
         lock_wait_secs: 0,
+        partitioned: false,
         settings: None,
         args: no_args,
         job: Some(map),

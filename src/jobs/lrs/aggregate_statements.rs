@@ -35,6 +35,12 @@
 //! touched ("kept"). A rerun therefore writes nothing new, in a few round
 //! trips per batch. No transactions needed.
 //!
+//! Partitions (`--partition I/N`): every document written carries
+//! `user_hash` ([`crate::runtime::partition::user_hash`] of its student), so
+//! DC-01-001's partitions can read their students by an index range. The
+//! LRS's `statements` carry no such field: a partition reads the whole day
+//! and aggregates only its own students' statements.
+//!
 //! Counts: read = source statements read (non-voided), written = documents
 //! inserted or updated, skipped = voided source statements + source
 //! statements of INVALID groups. `--dry-run` computes and reports, writes
@@ -69,6 +75,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
+    partitioned: true,
     settings: None,
     args: no_args,
     job: Some(&AggregateStatements),
@@ -87,19 +94,41 @@ impl Job for AggregateStatements {
         let db = &ctx.app.mongo;
         let source = db.collection::<Document>(crate::contract::STATEMENTS);
         let (start, end) = day_bounds(ctx.business_date);
-        let voided = source
-            .count_documents(
-                doc! { "timestamp": { "$gte": start.clone(), "$lt": end.clone() }, "voided": true },
-            )
-            .await
-            .context("Failed to count the voided statements")?;
+        let voided_filter =
+            doc! { "timestamp": { "$gte": start.clone(), "$lt": end.clone() }, "voided": true };
+        let voided = match ctx.partition {
+            None => source
+                .count_documents(voided_filter)
+                .await
+                .context("Failed to count the voided statements")?,
+            Some(_) => {
+                // The LRS's documents carry no partition hash: count ours by user id.
+                let mut cursor = source
+                    .find(voided_filter)
+                    .projection(doc! { "_id": 0, "user_id": 1 })
+                    .await
+                    .context("Failed to count the voided statements")?;
+                let mut ours = 0;
+                while let Some(d) = cursor
+                    .try_next()
+                    .await
+                    .context("Failed to count the voided statements")?
+                {
+                    ours += u64::from(ctx.owns_user(d.get_str("user_id").unwrap_or_default()));
+                }
+                ours
+            }
+        };
         ctx.counts.add_skipped(voided);
         ctx.set_detail("voided", voided);
         ctx.progress
             .set_total_with(|| async {
-                Ok(source
+                // A partition's share is estimated: the LRS's documents carry
+                // no partition hash to count by.
+                let all = source
                     .count_documents(source_filter(ctx.business_date))
-                    .await?)
+                    .await?;
+                Ok(all / ctx.partition.map_or(1, |p| u64::from(p.count)))
             })
             .await;
 
@@ -123,6 +152,11 @@ impl Job for AggregateStatements {
                 .await
                 .context("Failed to read the statements")?
             {
+                // A partition reads the whole day and keeps its students: the
+                // LRS's documents carry no partition hash an index could serve.
+                if !ctx.owns_user(source_doc.get_str("user_id").unwrap_or_default()) {
+                    continue;
+                }
                 ctx.counts.add_read(1);
                 agg.add(&source_doc)?;
                 if agg.pending.len() >= batch_size
@@ -524,6 +558,8 @@ fn stored(date: NaiveDate, out: &Output) -> anyhow::Result<Document> {
         "base_dt": date.to_string(),
         "partner_id": &out.partner_id,
         "user_id": &out.user_id,
+        // DC-01-001's partitions read their students by a range of this.
+        "user_hash": crate::runtime::partition::user_hash(&out.user_id),
         "area": &out.area,
         "statement": statement,
         "status": if out.error.is_some() { INVALID } else { READY },

@@ -55,6 +55,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 1800,
+    partitioned: false,
     settings: None,
     args: no_args,
     job: Some(&RegenerateStatements),

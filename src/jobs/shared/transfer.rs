@@ -191,6 +191,9 @@ pub struct Journal {
     pub job_id: &'static str,
     pub base_dt: NaiveDate,
     pub partner_name: String,
+    /// The run's partition (`I/N`), `''` when unpartitioned: a partition
+    /// resumes its own requests only.
+    pub part: String,
     pub run_id: i64,
 }
 
@@ -203,8 +206,8 @@ impl Journal {
     ) -> anyhow::Result<i64> {
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         sqlx::query_scalar(
-            "INSERT INTO batch_keris_request (job_id, base_dt, partner_name, transfer_id, chunked_index, statement_ids, run_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING request_id",
+            "INSERT INTO batch_keris_request (job_id, base_dt, partner_name, transfer_id, chunked_index, statement_ids, run_id, part)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING request_id",
         )
         .bind(self.job_id)
         .bind(self.base_dt)
@@ -213,6 +216,7 @@ impl Journal {
         .bind(chunked_index as i64)
         .bind(&ids)
         .bind(self.run_id)
+        .bind(&self.part)
         .fetch_one(&self.pg)
         .await
         .context("Failed to journal an API-007 request in batch_keris_request")
