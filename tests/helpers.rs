@@ -385,3 +385,33 @@ pub async fn keris_env(sim: &SimulatorHandle, change: impl FnOnce(&mut Settings)
     });
     env
 }
+
+/// Seeds a day (`day`) of `students` students' source statements with
+/// `dev seed` (its `seed`), then deletes the seed's error rows: they are
+/// earlier days' history, and these tests count this night's rows.
+pub async fn seed_keris_day(env: &TestEnv, day: &str, students: u32, statements: u32, seed: u64) {
+    aidt_dev::seed::seed(
+        &env.app,
+        &aidt_dev::seed::SeedArgs::new(students, statements, Some(date(day)), seed),
+    )
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM tb_dc_error_data_info")
+        .execute(env.pg())
+        .await
+        .unwrap();
+}
+
+/// Every document of `keris_batch_data`.
+pub async fn keris_docs(env: &TestEnv) -> Vec<mongodb::bson::Document> {
+    use futures::TryStreamExt as _;
+    env.app
+        .mongo
+        .collection::<mongodb::bson::Document>(aidt_batch::contract::KERIS_BATCH_DATA)
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}

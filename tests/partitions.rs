@@ -12,15 +12,13 @@ use aidt_batch::jobs::REGISTRY;
 use aidt_batch::runtime::partition::{user_hash, Partition};
 use aidt_batch::runtime::runner::{self, RunOutcome, RunRequest};
 use aidt_batch::runtime::Exit;
-use aidt_dev::seed::{self, SeedArgs};
-use futures::TryStreamExt;
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use mongodb::bson::{doc, Document};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::helpers::{date, signal, stderr, TestEnv};
+use crate::helpers::{date, keris_docs, keris_env, seed_keris_day, signal, stderr, TestEnv};
 
 const DAY: &str = "2026-03-05";
 const SEND: &str = "DC-01-001";
@@ -45,34 +43,9 @@ async fn in_process(env: &TestEnv, id: &str, partition: Option<Partition>) -> Ru
     runner::run(env.app.clone(), request).await.unwrap()
 }
 
-async fn env_for(sim: &SimulatorHandle) -> TestEnv {
-    let mut env = TestEnv::new().await;
-    let base = sim.base_url();
-    env.configure(|s| {
-        s.keris.api_domain = Some(base);
-        s.keris.base_backoff_ms = 5;
-        s.keris.max_backoff_ms = 20;
-        s.keris.request_timeout_secs = 5;
-        s.keris.max_statements_per_request = 50;
-    });
-    env
-}
-
-async fn docs(env: &TestEnv) -> Vec<Document> {
-    env.app
-        .mongo
-        .collection::<Document>(KERIS_BATCH_DATA)
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
-}
-
 /// id → (status, err_code, statement) of every keris_batch_data document.
 async fn batch_state(env: &TestEnv) -> BTreeMap<String, (String, String, Document)> {
-    docs(env)
+    keris_docs(env)
         .await
         .into_iter()
         .map(|d| {
@@ -128,16 +101,7 @@ async fn reset_sending(env: &TestEnv, sim: &SimulatorHandle) {
 }
 
 async fn seed_day(env: &TestEnv, students: u32, statements: u32) {
-    seed::seed(
-        &env.app,
-        &SeedArgs::new(students, statements, Some(date(DAY)), 11),
-    )
-    .await
-    .unwrap();
-    sqlx::query("DELETE FROM tb_dc_error_data_info")
-        .execute(env.pg())
-        .await
-        .unwrap();
+    seed_keris_day(env, DAY, students, statements, 11).await;
 }
 
 #[tokio::test]
@@ -172,7 +136,7 @@ async fn the_partition_hash_is_the_same_in_rust_and_sql_and_splits_students_even
 #[tokio::test]
 async fn four_partitions_as_four_processes_end_exactly_where_one_run_ends() {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
-    let env = env_for(&sim).await;
+    let env = keris_env(&sim, |s| s.keris.max_statements_per_request = 50).await;
     let started = Instant::now();
     seed_day(&env, 60, 3_000).await;
     eprintln!("seeded at {:?}", started.elapsed());
@@ -193,7 +157,7 @@ async fn four_partitions_as_four_processes_end_exactly_where_one_run_ends() {
     assert_eq!(in_process(&env, AGGREGATE, None).await.exit, Exit::Success);
     let whole = batch_state(&env).await;
     assert_eq!(by_partitions, whole);
-    let all = docs(&env).await;
+    let all = keris_docs(&env).await;
     let ready: BTreeSet<String> = all
         .iter()
         .filter(|d| d.get_str("status") == Ok("READY"))
@@ -358,16 +322,16 @@ async fn four_partitions_as_four_processes_end_exactly_where_one_run_ends() {
 #[tokio::test]
 async fn a_killed_partition_rerun_alone_completes_the_night() {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
-    let env = env_for(&sim).await;
+    let env = keris_env(&sim, |s| s.keris.max_statements_per_request = 50).await;
     seed_day(&env, 40, 2_000).await;
     assert_eq!(in_process(&env, AGGREGATE, None).await.exit, Exit::Success);
-    let ready: BTreeSet<String> = docs(&env)
+    let ready: BTreeSet<String> = keris_docs(&env)
         .await
         .iter()
         .filter(|d| d.get_str("status") == Ok("READY"))
         .map(|d| d.get_str("_id").unwrap().to_string())
         .collect();
-    let of_1: usize = docs(&env)
+    let of_1: usize = keris_docs(&env)
         .await
         .iter()
         .filter(|d| {
@@ -449,7 +413,7 @@ async fn a_killed_partition_rerun_alone_completes_the_night() {
             >= 1,
         "{details}"
     );
-    let sent: BTreeSet<String> = docs(&env)
+    let sent: BTreeSet<String> = keris_docs(&env)
         .await
         .iter()
         .filter(|d| d.get_str("status") == Ok("SENT"))
@@ -491,7 +455,7 @@ async fn a_killed_partition_rerun_alone_completes_the_night() {
 async fn a_partition_is_kept_out_by_an_unpartitioned_run_and_by_itself_but_not_by_another_partition(
 ) {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
-    let mut env = env_for(&sim).await;
+    let mut env = keris_env(&sim, |s| s.keris.max_statements_per_request = 50).await;
     env.configure_job("dc_01_001", "lock_wait_secs", 0);
     let metrics = tempfile::tempdir().unwrap();
     let dir = metrics.path().to_path_buf();

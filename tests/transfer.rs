@@ -11,14 +11,13 @@ use aidt_batch::contract::KERIS_BATCH_DATA;
 use aidt_batch::keris::{ClientOptions, KerisClient};
 use aidt_batch::runtime::Exit;
 use aidt_batch::xapi;
-use aidt_dev::seed::{self, SeedArgs};
 use futures::TryStreamExt;
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{date, keris_env, signal, TestEnv};
+use crate::helpers::{date, keris_env, seed_keris_day, signal, TestEnv};
 
 const DAY: &str = "2026-03-05";
 const SEND: &str = "DC-01-001";
@@ -33,18 +32,7 @@ async fn sim(config: SimulatorConfig) -> SimulatorHandle {
 /// Seeds a day of source statements and aggregates them (LRS-01-001);
 /// returns the READY documents.
 async fn seed_day(env: &TestEnv, students: u32, statements: u32) -> Vec<Document> {
-    seed::seed(
-        &env.app,
-        &SeedArgs::new(students, statements, Some(date(DAY)), 7),
-    )
-    .await
-    .unwrap();
-    // The seed's own error rows are history of earlier days; these tests
-    // count rows, so they start without them.
-    sqlx::query("DELETE FROM tb_dc_error_data_info")
-        .execute(env.pg())
-        .await
-        .unwrap();
+    seed_keris_day(env, DAY, students, statements, 7).await;
     env.run_ok(AGGREGATE, Some(date(DAY)), false).await;
     let ready = docs(env, doc! { "status": "READY" }).await;
     assert!(

@@ -16,7 +16,7 @@ use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandl
 use mongodb::bson::{doc, Document};
 use uuid::Uuid;
 
-use crate::helpers::{date, keris_env, signal, TestEnv};
+use crate::helpers::{date, keris_docs, keris_env, signal, TestEnv};
 
 const DAY: &str = "2026-03-05";
 const SEND: &str = "DC-01-001";
@@ -35,7 +35,7 @@ async fn ready_day(env: &TestEnv, n: u64) -> HashSet<String> {
     )
     .await
     .unwrap();
-    let ids: HashSet<String> = all_docs(env)
+    let ids: HashSet<String> = keris_docs(env)
         .await
         .iter()
         .filter(|d| d.get_str("status") == Ok("READY"))
@@ -43,18 +43,6 @@ async fn ready_day(env: &TestEnv, n: u64) -> HashSet<String> {
         .collect();
     assert_eq!(ids.len() as u64, n);
     ids
-}
-
-async fn all_docs(env: &TestEnv) -> Vec<Document> {
-    env.app
-        .mongo
-        .collection::<Document>(KERIS_BATCH_DATA)
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 async fn journal_rows(env: &TestEnv) -> i64 {
@@ -136,7 +124,7 @@ async fn an_id_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_m
         .map(|p| p.statements_duplicate)
         .sum();
     assert_eq!((received, duplicates), (n, 0), "none sent twice");
-    let docs = all_docs(&env).await;
+    let docs = keris_docs(&env).await;
     assert_sent_where_stored(&sim, &docs, &expected);
     // Sent in `_id` order: along the transfer(s), index order is id order.
     let mut by_position: Vec<(String, i64, String)> = docs
@@ -296,7 +284,7 @@ async fn sigkilled_again_and_again_under_faults_the_rerun_resends_at_most_the_re
             "{:?}",
             outcome.exit
         );
-        let ready = all_docs(&env)
+        let ready = keris_docs(&env)
             .await
             .iter()
             .filter(|d| d.get_str("status") == Ok("READY"))
@@ -320,7 +308,7 @@ async fn sigkilled_again_and_again_under_faults_the_rerun_resends_at_most_the_re
     }
     // Everything accepted once in the end, and recorded where KERIS holds it.
     assert_eq!(accepted(&sim, &partner_id), n, "{per_kill:?}");
-    assert_sent_where_stored(&sim, &all_docs(&env).await, &expected);
+    assert_sent_where_stored(&sim, &keris_docs(&env).await, &expected);
     let open: HashMap<String, i64> = sqlx::query_as(
         "SELECT status, count(*) FROM tb_dc_error_data_info WHERE status <> 'RESENT' GROUP BY status",
     )
