@@ -372,21 +372,7 @@ fn runs_table(runs: &[RunRow]) -> Markup {
     }
 }
 
-/// `1234567` → `1,234,567`.
-pub fn number(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        out.insert(0, '-');
-    }
-    out
-}
+pub use crate::format::thousands as number;
 
 /// A rate: whole numbers from 100 up, one decimal below.
 pub fn number_f(x: f64) -> String {

@@ -33,6 +33,7 @@ use sqlx::PgConnection;
 use super::login_stats::{SCHOOL_LEVELS, USER_TYPES};
 use super::login_users::Period;
 use super::{connected_users, login_counts, login_users};
+use crate::format::thousands;
 
 /// A Monday-to-Sunday week, Asia/Seoul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -270,23 +271,6 @@ fn weekday_ko(d: NaiveDate) -> &'static str {
 /// `3/4(수)`.
 fn short_day(d: NaiveDate) -> String {
     format!("{}/{}({})", d.month(), d.day(), weekday_ko(d))
-}
-
-/// `12,345`.
-pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
 }
 
 /// The change from `previous` to `this`: `+1,345 (+12.2%)`, `-3 (-50.0%)`,
