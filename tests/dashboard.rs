@@ -1,15 +1,18 @@
 //! LMS-01-008 (KERIS dashboard, API-001..005) and DC-01-004 (achievement
 //! levels) against the in-process KERIS simulator over real HTTP: request
 //! shapes, partial failures and resends, 429, reruns, skipped students,
-//! achievement-level cut-offs in SQL, and secrets kept out of a real
-//! process's logs.
+//! achievement-level cut-offs in SQL, secrets kept out of a real process's
+//! logs, and LMS-01-008 in partitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use aidt_batch::config::PartnerSettings;
 use aidt_batch::jobs::lms::keris_dashboard::refresh_view;
 use aidt_batch::jobs::shared::dashboard::{achievement_level, level_letter, SchoolLevel};
+use aidt_batch::jobs::REGISTRY;
+use aidt_batch::runtime::partition::Partition;
+use aidt_batch::runtime::runner::{self, RunRequest};
 use aidt_batch::runtime::Exit;
 use chrono::{DateTime, Utc};
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
@@ -18,7 +21,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{salted_hash, stderr, TestEnv};
+use crate::helpers::{expected_partition, salted_hash, stderr, TestEnv};
 
 const PARTNER_ID: &str = "9a4e2f61-7c3b-4d8a-b1e5-2f6c8d0a4b17";
 const OTHER_PARTNER_ID: &str = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
@@ -1055,4 +1058,115 @@ async fn a_dry_run_does_not_move_the_watermark() {
             .await
             .unwrap();
     assert_eq!(after, before);
+}
+
+/// LMS-01-008 as 4 partitions at once (in this process, each with its own
+/// locks and history row); the run ids in partition order.
+async fn four_partitions(env: &TestEnv) -> Vec<i64> {
+    let def = REGISTRY.find(JOB).unwrap();
+    let runs = (0..4).map(|i| {
+        let request = RunRequest {
+            partition: Partition::new(i, 4),
+            params: serde_json::json!({"test": true}),
+            ..RunRequest::new(&REGISTRY, def)
+        };
+        runner::run(env.app.clone(), request)
+    });
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .map(|outcome| {
+            let outcome = outcome.unwrap();
+            assert_eq!(outcome.exit, Exit::Success);
+            outcome.run_id.unwrap()
+        })
+        .collect()
+}
+
+/// Everything LMS-01-008 leaves that does not depend on when it ran: the
+/// view's values and sent flags, each session's and progress row's sent
+/// flags, and the events KERIS accepted (without their timestamps).
+async fn dashboard_state(env: &TestEnv, sim: &SimulatorHandle) -> Vec<String> {
+    let last_run = scalar_i64(env.pg(), "SELECT max(run_id) FROM batch_job_run").await;
+    let view = view_state(env.pg(), last_run)
+        .await
+        .into_iter()
+        .map(|mut row| {
+            row.remove(8); // changed by the last run: not comparable
+            format!("view {row:?}")
+        });
+    let flags: Vec<(Uuid, String, bool, bool)> = sqlx::query_as(
+        "SELECT user_id, 'session ' || lecture_code, keris_init_sent_at IS NOT NULL, keris_term_sent_at IS NOT NULL
+           FROM tb_lms_lrn_session
+         UNION ALL
+         SELECT user_id, 'progress ' || std_sys_id, keris_sent_at >= upd_dt, false FROM tb_lms_lrn_progress",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    let events = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.code.as_deref() == Some("00000"))
+        .map(|r| {
+            let mut body = r.body.unwrap();
+            body.as_object_mut().unwrap().remove("timestamp");
+            format!("{:?} {body}", r.api)
+        });
+    let mut state: Vec<String> = view
+        .chain(flags.into_iter().map(|f| format!("{f:?}")))
+        .chain(events)
+        .collect();
+    state.sort();
+    state
+}
+
+#[tokio::test]
+async fn four_partitions_of_lms_01_008_end_where_one_run_ends_each_from_its_own_watermark() {
+    let (sim_whole, sim_parts) = (sim().await, sim().await);
+    let whole = env_for(&sim_whole).await;
+    let parts = env_for(&sim_parts).await;
+    seed_fixed(whole.pg()).await;
+    seed_fixed(parts.pg()).await;
+    let partition_of = |i: u128| expected_partition(&fixed_student(i).to_string(), 4);
+    let used: BTreeSet<u32> = (0..12).map(partition_of).collect();
+    assert!(used.len() >= 3, "the 12 students spread: {used:?}");
+
+    whole.run_ok(JOB, None, false).await;
+    let first = four_partitions(&parts).await;
+    for (i, run) in first.iter().enumerate() {
+        let d = details(parts.pg(), *run).await;
+        assert_eq!(d["view_refresh"]["mode"], "full", "{i}: {d}");
+        let mine = (0..12).filter(|s| partition_of(*s) == i as u32).count();
+        assert_eq!(d["view_rows_refreshed"], 2 * mine, "{i}: {d}");
+    }
+    let state = dashboard_state(&whole, &sim_whole).await;
+    // 24 view rows, 12 sessions, 12 progress rows; events: 12 starts, 12
+    // ends, 12 progress, 6 completions, 24 scores.
+    assert_eq!(state.len(), 24 + 12 + 12 + 12 + 12 + 12 + 6 + 24);
+    assert_eq!(dashboard_state(&parts, &sim_parts).await, state);
+    let marks: Vec<String> =
+        sqlx::query_scalar("SELECT part FROM batch_view_watermark ORDER BY part")
+            .fetch_all(parts.pg())
+            .await
+            .unwrap();
+    assert_eq!(marks, ["0/4", "1/4", "2/4", "3/4"]);
+
+    // Students 0-3 change what the view reads: each partition recomputes
+    // only its own changed students, from its own watermark.
+    change_students(whole.pg()).await;
+    change_students(parts.pg()).await;
+    whole.run_ok(JOB, None, false).await;
+    let second = four_partitions(&parts).await;
+    for (i, run) in second.iter().enumerate() {
+        let d = details(parts.pg(), *run).await;
+        assert_eq!(d["view_refresh"]["mode"], "incremental", "{i}: {d}");
+        let changed = (0..4).filter(|s| partition_of(*s) == i as u32).count();
+        assert_eq!(d["view_refresh"]["students"], changed, "{i}: {d}");
+    }
+    assert_eq!(
+        dashboard_state(&parts, &sim_parts).await,
+        dashboard_state(&whole, &sim_whole).await
+    );
+    assert_eq!(unsent(parts.pg()).await, 0);
 }

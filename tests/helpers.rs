@@ -402,6 +402,14 @@ pub async fn seed_keris_day(env: &TestEnv, day: &str, students: u32, statements:
         .unwrap();
 }
 
+/// The partition of `user_id` among `n`, computed here from the definition
+/// (first 8 bytes of SHA-256, big-endian, top bit cleared, times N over 2^63).
+pub fn expected_partition(user_id: &str, n: u32) -> u32 {
+    let digest = Sha256::digest(user_id.as_bytes());
+    let h = u64::from_be_bytes(digest[..8].try_into().unwrap()) & 0x7fff_ffff_ffff_ffff;
+    ((h as u128 * n as u128) >> 63) as u32
+}
+
 /// Every document of `keris_batch_data`.
 pub async fn keris_docs(env: &TestEnv) -> Vec<mongodb::bson::Document> {
     use futures::TryStreamExt as _;

@@ -14,23 +14,18 @@ use aidt_batch::runtime::runner::{self, RunOutcome, RunRequest};
 use aidt_batch::runtime::Exit;
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use mongodb::bson::{doc, Document};
-use sha2::{Digest, Sha256};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::helpers::{date, keris_docs, keris_env, seed_keris_day, signal, stderr, TestEnv};
+use crate::helpers::{
+    date, expected_partition, keris_docs, keris_env, seed_keris_day, signal, stderr, TestEnv,
+};
 
 const DAY: &str = "2026-03-05";
 const SEND: &str = "DC-01-001";
 const AGGREGATE: &str = "LRS-01-001";
-
-/// The partition of `user_id` among `n`, computed here from the definition
-/// (first 8 bytes of SHA-256, big-endian, top bit cleared, times N over 2^63).
-fn expected_partition(user_id: &str, n: u32) -> u32 {
-    let digest = Sha256::digest(user_id.as_bytes());
-    let h = u64::from_be_bytes(digest[..8].try_into().unwrap()) & 0x7fff_ffff_ffff_ffff;
-    ((h as u128 * n as u128) >> 63) as u32
-}
+const REGENERATE: &str = "LRS-01-002";
+const RESEND: &str = "DC-01-002";
 
 async fn in_process(env: &TestEnv, id: &str, partition: Option<Partition>) -> RunOutcome {
     let def = REGISTRY.find(id).unwrap();
@@ -98,6 +93,36 @@ async fn reset_sending(env: &TestEnv, sim: &SimulatorHandle) {
         .await
         .unwrap();
     sim.reset();
+}
+
+/// `job --date DAY --partition i/4` for i in 0..4, as 4 processes at once
+/// against `sim`; their outputs in partition order.
+async fn four_processes(
+    env: &TestEnv,
+    sim: &SimulatorHandle,
+    job: &str,
+) -> Vec<std::process::Output> {
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            env.command(&[job, "--date", DAY, "--partition", &format!("{i}/4")])
+                .env("AIDT__KERIS__API_DOMAIN", sim.base_url())
+                .env("AIDT__KERIS__MAX_STATEMENTS_PER_REQUEST", "50")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for child in children {
+        // Waited for off the runtime: the simulator answers on it meanwhile.
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        outputs.push(out);
+    }
+    outputs
 }
 
 async fn seed_day(env: &TestEnv, students: u32, statements: u32) {
@@ -193,25 +218,10 @@ async fn four_partitions_as_four_processes_end_exactly_where_one_run_ends() {
     assert!(!rejected.is_empty());
 
     // 4 processes at once.
-    let children: Vec<_> = (0..4)
-        .map(|i| {
-            env.command(&[SEND, "--date", DAY, "--partition", &format!("{i}/4")])
-                .env("AIDT__KERIS__API_DOMAIN", sim.base_url())
-                .env("AIDT__KERIS__MAX_STATEMENTS_PER_REQUEST", "50")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let outputs = four_processes(&env, &sim, SEND).await;
     // A partition holding a student KERIS refuses ends with errors (exit 4).
     let with_errors: BTreeSet<u32> = users.iter().map(|u| expected_partition(u, 4)).collect();
-    for (i, child) in children.into_iter().enumerate() {
-        // Waited for off the runtime: the simulator answers on it meanwhile.
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
+    for (i, out) in outputs.into_iter().enumerate() {
         let expected = if with_errors.contains(&(i as u32)) {
             4
         } else {
@@ -566,4 +576,237 @@ async fn bad_partition_values_exit_2_and_name_the_option_or_variable() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--partition"), "{}", stderr(&out));
+}
+
+/// The night DC-01-001 would have left, made the same way in any database
+/// from the READY statements sorted by id: every 10th failed transiently
+/// (`KERIS_UNAVAILABLE`), the one after it was rejected for its content
+/// (`XAPI_USER_ERR`, for LRS-01-002), the next holds a code no resend fixes
+/// (`XAPI_DUP_ERR`); every 3rd transient row has lost its user id.
+struct NightErrors {
+    transient: BTreeSet<String>,
+    content: BTreeSet<String>,
+    unfixable: BTreeSet<String>,
+    without_user: BTreeSet<String>,
+    /// The partitions (of 4) holding unfixable rows.
+    unfixable_partitions: BTreeSet<u32>,
+}
+
+async fn seed_errors(env: &TestEnv) -> NightErrors {
+    let mut ready: Vec<Document> = keris_docs(env)
+        .await
+        .into_iter()
+        .filter(|d| d.get_str("status") == Ok("READY"))
+        .collect();
+    ready.sort_by(|a, b| a.get_str("_id").unwrap().cmp(b.get_str("_id").unwrap()));
+    let mut night = NightErrors {
+        transient: BTreeSet::new(),
+        content: BTreeSet::new(),
+        unfixable: BTreeSet::new(),
+        without_user: BTreeSet::new(),
+        unfixable_partitions: BTreeSet::new(),
+    };
+    for (k, d) in ready.iter().enumerate() {
+        let id = d.get_str("_id").unwrap().to_string();
+        let (code, set) = match k % 10 {
+            0 => ("KERIS_UNAVAILABLE", &mut night.transient),
+            1 => ("XAPI_USER_ERR", &mut night.content),
+            2 => ("XAPI_DUP_ERR", &mut night.unfixable),
+            _ => continue,
+        };
+        set.insert(id.clone());
+        if code == "XAPI_DUP_ERR" {
+            let p = expected_partition(d.get_str("user_id").unwrap(), 4);
+            night.unfixable_partitions.insert(p);
+        }
+        let user = if code == "KERIS_UNAVAILABLE" && k % 30 == 0 {
+            night.without_user.insert(id.clone());
+            None
+        } else {
+            Some(Uuid::parse_str(d.get_str("user_id").unwrap()).unwrap())
+        };
+        sqlx::query(
+            "INSERT INTO tb_dc_error_data_info (job_id, base_dt, partner_id, user_id, transfer_id, stmt_index, statement_id, err_code, err_msg)
+             VALUES ('DC-01-001', $1, $2::uuid, $3, 'T-night', $4, $5::uuid, $6, 'seeded')",
+        )
+        .bind(date(DAY))
+        .bind(d.get_str("partner_id").unwrap())
+        .bind(user)
+        .bind(k as i64)
+        .bind(&id)
+        .bind(code)
+        .execute(env.pg())
+        .await
+        .unwrap();
+        env.app
+            .mongo
+            .collection::<Document>(KERIS_BATCH_DATA)
+            .update_one(
+                doc! { "_id": &id },
+                doc! { "$set": { "status": "ERROR", "err_code": code } },
+            )
+            .await
+            .unwrap();
+    }
+    night
+}
+
+/// A seeded night up to its error table, in a database of its own.
+async fn night_with_errors(sim: &SimulatorHandle) -> (TestEnv, NightErrors) {
+    let env = keris_env(sim, |s| s.keris.max_statements_per_request = 50).await;
+    seed_day(&env, 40, 2_000).await;
+    assert_eq!(in_process(&env, AGGREGATE, None).await.exit, Exit::Success);
+    let night = seed_errors(&env).await;
+    (env, night)
+}
+
+/// Open (PENDING or REGENERATED) rows, by statement id.
+async fn open_rows(env: &TestEnv) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, Uuid>(
+        "SELECT statement_id FROM tb_dc_error_data_info WHERE status IN ('PENDING', 'REGENERATED')",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|id| id.to_string())
+    .collect()
+}
+
+#[tokio::test]
+async fn four_partitions_of_the_resend_jobs_end_where_one_run_ends_and_leave_rows_without_a_student_to_it(
+) {
+    let (sim_whole, sim_parts) = (
+        simulator::start(SimulatorConfig::default()).await.unwrap(),
+        simulator::start(SimulatorConfig::default()).await.unwrap(),
+    );
+    let (whole, night) = night_with_errors(&sim_whole).await;
+    let (parts, night_again) = night_with_errors(&sim_parts).await;
+    assert_eq!(
+        night.transient, night_again.transient,
+        "the same night twice"
+    );
+    assert!(night.content.len() > 20 && night.without_user.len() > 3);
+
+    // One unpartitioned night: LRS-01-002, then DC-01-002.
+    assert_eq!(
+        in_process(&whole, REGENERATE, None).await.exit,
+        Exit::Success
+    );
+    assert_eq!(
+        in_process(&whole, RESEND, None).await.exit,
+        Exit::CompletedWithErrors,
+        "the unfixable rows FAILED"
+    );
+
+    // 4 processes of each at once.
+    for out in four_processes(&parts, &sim_parts, REGENERATE).await {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let regenerated: BTreeSet<String> = sqlx::query_scalar::<_, Uuid>(
+        "SELECT statement_id FROM tb_dc_error_data_info WHERE status = 'REGENERATED'",
+    )
+    .fetch_all(parts.pg())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|id| id.to_string())
+    .collect();
+    assert_eq!(regenerated, night.content, "each partition its students");
+    for (i, out) in four_processes(&parts, &sim_parts, RESEND)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        // A partition holding unfixable rows FAILED them (exit 4); the rows
+        // without a user id are nobody's.
+        let expected = if night.unfixable_partitions.contains(&(i as u32)) {
+            4
+        } else {
+            0
+        };
+        assert_eq!(out.status.code(), Some(expected), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("without user_id belong to no partition"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        open_rows(&parts).await,
+        night.without_user,
+        "only the rows without a student are left"
+    );
+    let details: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT details FROM batch_job_run WHERE job_id = $1 ORDER BY params->>'partition'",
+    )
+    .bind(RESEND)
+    .fetch_all(parts.pg())
+    .await
+    .unwrap();
+    assert_eq!(details.len(), 4);
+    let resent: u64 = details.iter().map(|d| d["resent"].as_u64().unwrap()).sum();
+    assert_eq!(
+        resent as usize,
+        night.transient.len() - night.without_user.len() + night.content.len()
+    );
+    for d in &details {
+        assert_eq!(
+            d["skipped_without_user_id"].as_u64(),
+            Some(night.without_user.len() as u64),
+            "{d}"
+        );
+    }
+    // Transfers of their own: none carries students of two partitions.
+    let mut partition_of_transfer: BTreeMap<String, u32> = BTreeMap::new();
+    for held in sim_parts.statements(usize::MAX) {
+        let user = held.statement["actor"]["account"]["name"].as_str().unwrap();
+        let p = expected_partition(user, 4);
+        assert_eq!(
+            *partition_of_transfer.entry(held.transfer_id).or_insert(p),
+            p
+        );
+    }
+    assert_eq!(
+        partition_of_transfer
+            .values()
+            .collect::<BTreeSet<_>>()
+            .len(),
+        4
+    );
+
+    // An unpartitioned run takes what is left; then both nights agree.
+    assert_eq!(in_process(&parts, RESEND, None).await.exit, Exit::Success);
+    assert!(open_rows(&parts).await.is_empty());
+    assert_eq!(batch_state(&parts).await, batch_state(&whole).await);
+    assert_eq!(error_table(&parts).await, error_table(&whole).await);
+    let at_keris = accepted(&sim_parts);
+    assert_eq!(at_keris, accepted(&sim_whole));
+    // And what that is, from the seeded night: every transient and content
+    // row resent once, the unfixable ones FAILED.
+    let expected: BTreeSet<Uuid> = night
+        .transient
+        .union(&night.content)
+        .map(|id| Uuid::parse_str(id).unwrap())
+        .collect();
+    assert_eq!(at_keris.keys().copied().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        sim_parts.stats().statements_accepted(),
+        expected.len() as u64
+    );
+    let statuses: BTreeMap<String, String> = sqlx::query_as::<_, (Uuid, String)>(
+        "SELECT statement_id, status FROM tb_dc_error_data_info",
+    )
+    .fetch_all(parts.pg())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, status)| (id.to_string(), status))
+    .collect();
+    for id in &night.unfixable {
+        assert_eq!(statuses[id], "FAILED");
+    }
+    for id in night.transient.union(&night.content) {
+        assert_eq!(statuses[id], "RESENT");
+    }
 }

@@ -157,6 +157,13 @@ impl JobContext {
         self.partition.is_none_or(|p| p.contains(user_id))
     }
 
+    /// The SQL condition [`Self::owns_user`] is for rows whose user id as
+    /// text is `user_id_text` (`TRUE` when the run is not partitioned; see
+    /// [`super::partition::sql_condition`]).
+    pub fn owns_user_sql(&self, user_id_text: &str) -> String {
+        super::partition::sql_condition(self.partition, user_id_text)
+    }
+
     pub fn pg(&self) -> &sqlx::PgPool {
         &self.app.pg
     }

@@ -118,6 +118,24 @@ impl std::fmt::Display for Partition {
     }
 }
 
+/// A SQL condition that holds for the rows of `partition`'s students:
+/// `user_id_text` is an expression giving the user id as text in the same
+/// form the xAPI side hashes (`x.user_id::text`: lowercase, hyphenated).
+/// `TRUE` when unpartitioned. The bounds are inlined — they are numbers
+/// computed here, never input — so the planner sees constants (an
+/// expression index on `aidt_user_hash(...)` can serve them). A row whose
+/// user id is NULL belongs to no partition (`aidt_user_hash` is STRICT).
+pub fn sql_condition(partition: Option<Partition>, user_id_text: &str) -> String {
+    let Some(p) = partition else {
+        return "TRUE".to_string();
+    };
+    let hash = format!("aidt_user_hash({user_id_text})");
+    match p.range() {
+        (lo, Some(hi)) => format!("({hash} >= {lo} AND {hash} < {hi})"),
+        (lo, None) => format!("{hash} >= {lo}"),
+    }
+}
+
 /// The partition hash of a user id (see the module's header).
 pub fn user_hash(user_id: &str) -> i64 {
     let digest = Sha256::digest(user_id.as_bytes());
@@ -211,6 +229,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_sql_condition_is_the_range_or_true() {
+        assert_eq!(sql_condition(None, "x.user_id::text"), "TRUE");
+        let first = sql_condition(Partition::new(0, 2), "u");
+        assert_eq!(
+            first,
+            format!(
+                "(aidt_user_hash(u) >= 0 AND aidt_user_hash(u) < {})",
+                1u64 << 62
+            )
+        );
+        let last = sql_condition(Partition::new(1, 2), "u");
+        assert_eq!(last, format!("aidt_user_hash(u) >= {}", 1u64 << 62));
     }
 
     #[test]

@@ -30,6 +30,13 @@
 //! request ends the run between pages; a rerun simply takes what is still
 //! open. `--dry-run` reports what would be resent and marked `FAILED`,
 //! changing nothing.
+//!
+//! Partitions (`--partition I/N`): a partition takes the rows of its
+//! students (`aidt_user_hash(user_id::text)` in its range, the hash
+//! DC-01-001's partitions use, so partition I of both jobs works on the same
+//! students) and resends them on transfers of its own. Rows without a
+//! `user_id` belong to no partition: they are left to an unpartitioned run,
+//! counted as `skipped_without_user_id` and warned about.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -62,7 +69,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Yesterday,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
-    partitioned: false,
+    partitioned: true,
     settings: None,
     args: no_args,
     job: Some(&ResendErrors),
@@ -112,9 +119,11 @@ impl Job for ResendErrors {
         let settings = ctx.settings();
         let cfg = settings.jobs.keris_transfer.clone();
         let pg = ctx.pg();
-        let waiting_for_regeneration = sqlx::query_scalar(
-            "SELECT count(*) FROM tb_dc_error_data_info WHERE status = 'PENDING' AND base_dt <= $1 AND err_code = ANY($2)",
-        )
+        // This run's rows (all of them when it is not partitioned).
+        let ours = ctx.owns_user_sql("user_id::text");
+        let waiting_for_regeneration = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM tb_dc_error_data_info WHERE status = 'PENDING' AND base_dt <= $1 AND err_code = ANY($2) AND {ours}",
+        ))
         .bind(ctx.business_date)
         .bind(&CONTENT[..])
         .fetch_one(pg)
@@ -126,11 +135,11 @@ impl Job for ResendErrors {
         };
 
         if ctx.dry_run {
-            let (resend, fail): (i64, i64) = sqlx::query_as(
+            let (resend, fail): (i64, i64) = sqlx::query_as(&format!(
                 "SELECT count(*) FILTER (WHERE status = 'REGENERATED' OR err_code = ANY($2)),
                         count(*) FILTER (WHERE status = 'PENDING' AND NOT err_code = ANY($2) AND NOT err_code = ANY($3))
-                   FROM tb_dc_error_data_info WHERE status IN ('PENDING', 'REGENERATED') AND base_dt <= $1",
-            )
+                   FROM tb_dc_error_data_info WHERE status IN ('PENDING', 'REGENERATED') AND base_dt <= $1 AND {ours}",
+            ))
             .bind(ctx.business_date)
             .bind(&RESENDABLE[..])
             .bind(&CONTENT[..])
@@ -144,31 +153,36 @@ impl Job for ResendErrors {
             return Ok(());
         }
 
+        if ctx.partition.is_some() {
+            warn_rows_without_user(ctx).await?;
+        }
+
         // Rows no resend can fix: a person decides. A batch at a time
         // (keyset on err_id), so memory stays flat whatever the backlog.
         let batch_size = i64::from(cfg.read_batch_size.max(1));
         let mut last_err_id = 0i64;
         loop {
             ctx.stop_point()?;
-            let batch: Vec<(i64, Uuid, String, Option<String>, Option<Uuid>)> = sqlx::query_as(
-                "WITH batch AS (
+            let batch: Vec<(i64, Uuid, String, Option<String>, Option<Uuid>)> =
+                sqlx::query_as(&format!(
+                    "WITH batch AS (
                      SELECT err_id FROM tb_dc_error_data_info
                       WHERE err_id > $4 AND status = 'PENDING' AND base_dt <= $1
-                        AND NOT err_code = ANY($2) AND NOT err_code = ANY($3)
+                        AND NOT err_code = ANY($2) AND NOT err_code = ANY($3) AND {ours}
                       ORDER BY err_id LIMIT $5
                  )
                  UPDATE tb_dc_error_data_info e SET status = 'FAILED', upd_dt = now()
                    FROM batch WHERE e.err_id = batch.err_id AND e.status = 'PENDING'
                  RETURNING e.err_id, e.statement_id, e.err_code, e.err_msg, e.user_id",
-            )
-            .bind(ctx.business_date)
-            .bind(&RESENDABLE[..])
-            .bind(&CONTENT[..])
-            .bind(last_err_id)
-            .bind(batch_size)
-            .fetch_all(pg)
-            .await
-            .context("Failed to update tb_dc_error_data_info")?;
+                ))
+                .bind(ctx.business_date)
+                .bind(&RESENDABLE[..])
+                .bind(&CONTENT[..])
+                .bind(last_err_id)
+                .bind(batch_size)
+                .fetch_all(pg)
+                .await
+                .context("Failed to update tb_dc_error_data_info")?;
             let Some(last) = batch.iter().map(|r| r.0).max() else {
                 break;
             };
@@ -182,9 +196,11 @@ impl Job for ResendErrors {
 
         ctx.progress
             .set_total_with(|| async {
-                let sql = "SELECT count(*) FROM tb_dc_error_data_info WHERE base_dt <= $1 \
-                           AND (status = 'REGENERATED' OR (status = 'PENDING' AND err_code = ANY($2)))";
-                let n: i64 = sqlx::query_scalar(sql)
+                let sql = format!(
+                    "SELECT count(*) FROM tb_dc_error_data_info WHERE base_dt <= $1 \
+                     AND (status = 'REGENERATED' OR (status = 'PENDING' AND err_code = ANY($2))) AND {ours}"
+                );
+                let n: i64 = sqlx::query_scalar(&sql)
                     .bind(ctx.business_date)
                     .bind(&RESENDABLE[..])
                     .fetch_one(pg)
@@ -206,12 +222,12 @@ impl Job for ResendErrors {
         let mut last_err_id = 0i64;
         loop {
             ctx.stop_point()?;
-            let page: Vec<(i64, Uuid, Uuid)> = sqlx::query_as(
+            let page: Vec<(i64, Uuid, Uuid)> = sqlx::query_as(&format!(
                 "SELECT err_id, statement_id, partner_id FROM tb_dc_error_data_info
                   WHERE err_id > $1 AND base_dt <= $2
-                    AND (status = 'REGENERATED' OR (status = 'PENDING' AND err_code = ANY($3)))
+                    AND (status = 'REGENERATED' OR (status = 'PENDING' AND err_code = ANY($3))) AND {ours}
                   ORDER BY err_id LIMIT $4",
-            )
+            ))
             .bind(last_err_id)
             .bind(ctx.business_date)
             .bind(&RESENDABLE[..])
@@ -299,6 +315,28 @@ impl Job for ResendErrors {
         }
         Ok(())
     }
+}
+
+/// A partitioned run cannot take the open rows without a `user_id` (they
+/// belong to no partition): counts them in the run's details and says that
+/// an unpartitioned run takes them.
+async fn warn_rows_without_user(ctx: &JobContext) -> anyhow::Result<()> {
+    let unowned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tb_dc_error_data_info
+          WHERE status IN ('PENDING', 'REGENERATED') AND base_dt <= $1 AND user_id IS NULL",
+    )
+    .bind(ctx.business_date)
+    .fetch_one(ctx.pg())
+    .await
+    .context("Failed to count tb_dc_error_data_info")?;
+    if unowned > 0 {
+        ctx.set_detail("skipped_without_user_id", unowned);
+        tracing::warn!(
+            rows = unowned,
+            "open error rows without user_id belong to no partition: run {ID} without --partition for them"
+        );
+    }
+    Ok(())
 }
 
 /// Marks the open rows of these statements `FAILED`, each with its reason:

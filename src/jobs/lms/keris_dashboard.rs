@@ -60,6 +60,17 @@
 //! `--dry-run` refreshes the view inside a transaction that is rolled back
 //! (the watermark with it), reports per API how many events would be sent,
 //! and sends nothing. `--full` recomputes every student's rows.
+//!
+//! Partitions (`--partition I/N`): a partition refreshes and sends for its
+//! students only (`aidt_user_hash(user_id::text)` in its range, the split of
+//! the xAPI jobs). Each partition keeps its own watermark (`part` = `I/N`
+//! in `batch_view_watermark`; `''` for unpartitioned runs), which covers
+//! its students only; a run of another shape starts from its own mark (a
+//! first run of that shape is a full refresh of its students), so mixing
+//! shapes costs work, never a missed change. The incremental refresh hashes
+//! only the changed students; a partition's full refresh groups every
+//! result and keeps its students' groups, so each of N partitions reads the
+//! results once.
 
 use crate::jobs::shared::dashboard::{
     count_pending, level_sql, school_level_sql, send_progress, send_scores, send_sessions_ended,
@@ -72,6 +83,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::config::KerisDashboardSettings;
+use crate::runtime::partition::{sql_condition, Partition};
 use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -89,7 +101,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
     lock_wait_secs: 300,
-    partitioned: false,
+    partitioned: true,
     settings: None,
     args: full_arg,
     job: Some(&KerisDashboard),
@@ -116,9 +128,8 @@ impl Job for KerisDashboard {
         let settings = &ctx.settings().jobs.keris_dashboard;
         if ctx.dry_run {
             let mut tx = ctx.pg().begin().await?;
-            let refresh =
-                refresh_and_advance(&mut tx, ctx.run_id, ctx.flag(FULL), settings, stamp).await?;
-            let pending = count_pending(&mut tx).await?;
+            let refresh = refresh_and_advance(&mut tx, ctx, settings, stamp).await?;
+            let pending = count_pending(&mut tx, ctx.partition).await?;
             tx.rollback().await?;
             ctx.counts.add_read(pending.values().sum());
             ctx.set_detail("would_refresh_view_rows", refresh.rows_changed);
@@ -137,8 +148,7 @@ impl Job for KerisDashboard {
                 .begin()
                 .await
                 .context("Failed to begin the view refresh")?;
-            let refresh =
-                refresh_and_advance(&mut tx, ctx.run_id, ctx.flag(FULL), settings, stamp).await?;
+            let refresh = refresh_and_advance(&mut tx, ctx, settings, stamp).await?;
             tx.commit()
                 .await
                 .context("Failed to commit the view refresh")?;
@@ -155,7 +165,10 @@ impl Job for KerisDashboard {
                 .set_total_with(|| async {
                     let mut conn = ctx.pg().acquire().await?;
                     Ok(ctx.counts.snapshot().read
-                        + count_pending(&mut conn).await?.values().sum::<u64>())
+                        + count_pending(&mut conn, ctx.partition)
+                            .await?
+                            .values()
+                            .sum::<u64>())
                 })
                 .await;
             send_progress(&sender, ctx.pg()).await?;
@@ -252,22 +265,23 @@ pub struct RefreshReport {
     pub elapsed_ms: u64,
 }
 
-/// Plans the refresh from the watermark, refreshes the view and moves the
-/// watermark, on `conn`, which the caller runs in a transaction so the
-/// view and the watermark commit together (and roll back together for a
-/// dry run).
-#[tracing::instrument(skip_all, fields(full), err)]
-pub async fn refresh_and_advance(
+/// Plans the refresh from the watermark of the run's partition (`''` when
+/// unpartitioned), refreshes the view for the run's students and moves the
+/// watermark, on `conn`, which the caller runs in a transaction so the view
+/// and the watermark commit together (and roll back together for a dry run).
+#[tracing::instrument(skip_all, err)]
+async fn refresh_and_advance(
     conn: &mut PgConnection,
-    run_id: i64,
-    full: bool,
+    ctx: &JobContext,
     settings: &KerisDashboardSettings,
     stamp: DateTime<Utc>,
 ) -> anyhow::Result<RefreshReport> {
+    let part = ctx.partition.map(|p| p.label()).unwrap_or_default();
     let watermark: Option<Watermark> = sqlx::query_as(
-        "SELECT refreshed_at, max_result_id, full_refresh_at FROM batch_view_watermark WHERE job_id = $1",
+        "SELECT refreshed_at, max_result_id, full_refresh_at FROM batch_view_watermark WHERE job_id = $1 AND part = $2",
     )
     .bind(ID)
+    .bind(&part)
     .fetch_optional(&mut *conn)
     .await
     .context("Failed to read batch_view_watermark")?;
@@ -278,17 +292,17 @@ pub async fn refresh_and_advance(
             .fetch_one(&mut *conn)
             .await
             .context("Failed to read the highest tb_lms_lrn_result.result_id")?;
-    let (scope, reason) = plan_refresh(full, watermark.as_ref(), now, settings);
+    let (scope, reason) = plan_refresh(ctx.flag(FULL), watermark.as_ref(), now, settings);
     let started = std::time::Instant::now();
-    let counts = refresh_view_in(conn, stamp, scope).await?;
+    let counts = refresh_view_in(conn, stamp, scope, ctx.partition).await?;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let full_refresh = scope == RefreshScope::All;
     // GREATEST: an overlapping run that refreshed from a newer snapshot
     // keeps its watermark.
     sqlx::query(
-        "INSERT INTO batch_view_watermark (job_id, refreshed_at, max_result_id, full_refresh_at, run_id)
-         VALUES ($1, $2, $3, CASE WHEN $4 THEN $2 END, $5)
-         ON CONFLICT (job_id) DO UPDATE
+        "INSERT INTO batch_view_watermark (job_id, part, refreshed_at, max_result_id, full_refresh_at, run_id)
+         VALUES ($1, $6, $2, $3, CASE WHEN $4 THEN $2 END, $5)
+         ON CONFLICT (job_id, part) DO UPDATE
             SET refreshed_at = GREATEST(batch_view_watermark.refreshed_at, EXCLUDED.refreshed_at),
                 max_result_id = GREATEST(batch_view_watermark.max_result_id, EXCLUDED.max_result_id),
                 full_refresh_at = GREATEST(batch_view_watermark.full_refresh_at, EXCLUDED.full_refresh_at),
@@ -298,7 +312,8 @@ pub async fn refresh_and_advance(
     .bind(now)
     .bind(max_result_id)
     .bind(full_refresh)
-    .bind(run_id)
+    .bind(ctx.run_id)
+    .bind(&part)
     .execute(&mut *conn)
     .await
     .context("Failed to move batch_view_watermark")?;
@@ -331,36 +346,55 @@ pub struct RefreshCounts {
 /// The full refresh: every student with results. Returns the rows inserted
 /// or changed (their `upd_dt` is `stamp`).
 pub async fn refresh_view(conn: &mut PgConnection, stamp: DateTime<Utc>) -> anyhow::Result<u64> {
-    Ok(refresh_view_in(conn, stamp, RefreshScope::All)
+    Ok(refresh_view_in(conn, stamp, RefreshScope::All, None)
         .await?
         .rows_changed)
 }
 
 /// Inserts or updates one view row per standard-system id with results of
-/// each student in `scope`; rows inserted or changed get `upd_dt = stamp`.
-/// A student's rows are recomputed from all of the student's results, so
-/// the scope decides only who is looked at, never what their rows hold.
+/// each student in `scope` (of `partition`'s students, or all);
+/// rows inserted or changed get `upd_dt = stamp`. A student's rows are
+/// recomputed from all of the student's results, so the scope decides only
+/// who is looked at, never what their rows hold.
 #[tracing::instrument(skip_all, err)]
 pub async fn refresh_view_in(
     conn: &mut PgConnection,
     stamp: DateTime<Utc>,
     scope: RefreshScope,
+    partition: Option<Partition>,
 ) -> anyhow::Result<RefreshCounts> {
     let level = level_sql(
         &school_level_sql("src.user_id", "src.std_sys_id"),
         "src.score",
     );
-    let (changed, only_changed, students) = match scope {
-        RefreshScope::All => ("", "", "NULL::bigint"),
+    let (changed, only_changed, ours, students) = match scope {
+        // A partition keeps its students' groups: the hash is computed per
+        // group (student and standard), not per result.
+        RefreshScope::All => (
+            String::new(),
+            "",
+            format!(
+                "HAVING {}",
+                sql_condition(partition, "r.user_id::text")
+            ),
+            "NULL::bigint",
+        ),
         // Both arms use an index (solved_at, the primary key; progress is
         // read whole: its key starts with user_id and upd_dt has no index).
+        // A partition hashes each changed student once.
         RefreshScope::ChangedSince { .. } => (
-            "changed AS (
-                 SELECT r.user_id FROM tb_lms_lrn_result r WHERE r.solved_at >= $2 OR r.result_id > $3
-                 UNION
-                 SELECT p.user_id FROM tb_lms_lrn_progress p WHERE p.upd_dt >= $2
-             ),",
+            format!(
+                "changed AS (
+                     SELECT c.user_id FROM (
+                         SELECT r.user_id FROM tb_lms_lrn_result r WHERE r.solved_at >= $2 OR r.result_id > $3
+                         UNION
+                         SELECT p.user_id FROM tb_lms_lrn_progress p WHERE p.upd_dt >= $2
+                     ) c WHERE {}
+                 ),",
+                sql_condition(partition, "c.user_id::text")
+            ),
             "WHERE r.user_id IN (SELECT c.user_id FROM changed c)",
+            String::new(),
             "(SELECT count(*) FROM changed)",
         ),
     };
@@ -372,6 +406,7 @@ pub async fn refresh_view_in(
                FROM tb_lms_lrn_result r
               {only_changed}
               GROUP BY r.user_id, r.std_sys_id
+              {ours}
          ), src AS (
              SELECT a.user_id, a.std_sys_id, a.lecture_code, l.teacher_id, a.score,
                     p.progress_rate, CASE WHEN p.completed_at IS NULL THEN 'N' ELSE 'Y' END AS completed_yn

@@ -10,6 +10,10 @@
 //! partner that is not configured is skipped, counted and listed by the
 //! privacy audit's salted hash in the run's details. A `*_sent_at` is set,
 //! once per page, only for events KERIS answered `00000`.
+//!
+//! A partitioned run (LMS-01-008 `--partition I/N`) reads and sends the
+//! events of its students only: every reader adds the run's
+//! [`JobContext::owns_user_sql`] condition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -26,6 +30,7 @@ use crate::keris::{
     AchievementLevel, Api, ApiResponse, ClientOptions, CompleteRequest, InitializedRequest,
     KerisClient, KerisError, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
 };
+use crate::runtime::partition::{sql_condition, Partition};
 use crate::runtime::JobContext;
 use crate::time;
 
@@ -144,9 +149,14 @@ const PENDING_PROGRESS: &str = "(x.keris_sent_at IS NULL OR x.upd_dt > x.keris_s
 const PENDING_SCORE: &str = "x.score IS NOT NULL AND x.achievement_level IS NOT NULL
      AND (x.keris_sent_at IS NULL OR x.upd_dt > x.keris_sent_at)";
 
-/// Events each API would send now (for `--dry-run`). API-002 counts ended
-/// sessions whose start is not sent yet too: this run would send both.
-pub async fn count_pending(conn: &mut PgConnection) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+/// Events each API would send now (for `--dry-run`), of `partition`'s
+/// students or all. API-002 counts ended sessions whose start is not sent
+/// yet too: this run would send both.
+pub async fn count_pending(
+    conn: &mut PgConnection,
+    partition: Option<Partition>,
+) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let ours = sql_condition(partition, "x.user_id::text");
     let queries = [
         (Api::Initialized, format!("SELECT count(*) FROM tb_lms_lrn_session x WHERE {PENDING_INIT}")),
         (
@@ -166,7 +176,7 @@ pub async fn count_pending(conn: &mut PgConnection) -> anyhow::Result<BTreeMap<&
     ];
     let mut out = BTreeMap::new();
     for (api, sql) in queries {
-        let n: i64 = sqlx::query_scalar(&sql)
+        let n: i64 = sqlx::query_scalar(&format!("{sql} AND {ours}"))
             .fetch_one(&mut *conn)
             .await
             .with_context(|| format!("Failed to count {api} events"))?;
@@ -287,6 +297,9 @@ pub struct DashboardSender<'a> {
     /// The privacy audit's salt: details and logs name a student by its
     /// salted hash, or not at all without one.
     salt: Option<String>,
+    /// The run's students, as a condition on `x.user_id` (`TRUE` when the
+    /// run is not partitioned).
+    ours: String,
     report: Mutex<Report>,
 }
 
@@ -314,6 +327,7 @@ impl<'a> DashboardSender<'a> {
             page_size: i64::from(job.page_size),
             max_reported_ids: job.max_reported_ids,
             salt: crate::jobs::privacy::audit_salt(&ctx.settings().jobs.privacy).ok(),
+            ours: ctx.owns_user_sql("x.user_id::text"),
             report: Mutex::new(Report::default()),
         })
     }
@@ -637,13 +651,14 @@ struct SessionRow {
 async fn session_page(
     pg: &PgPool,
     pending: &str,
+    ours: &str,
     after: i64,
     limit: i64,
 ) -> anyhow::Result<Vec<SessionRow>> {
     let sql = format!(
         "SELECT x.session_id, x.user_id, u.partner_id, t.token, t.access_id, x.lecture_code, x.started_at, x.ended_at
            FROM tb_lms_lrn_session x {STUDENT_JOINS}
-          WHERE {pending} AND x.session_id > $1
+          WHERE {pending} AND {ours} AND x.session_id > $1
           ORDER BY x.session_id LIMIT $2"
     );
     sqlx::query_as(&sql)
@@ -682,7 +697,7 @@ async fn send_sessions(
     let mut after = 0i64;
     loop {
         sender.ctx.stop_point()?;
-        let rows = session_page(pg, pending, after, sender.page_size).await?;
+        let rows = session_page(pg, pending, &sender.ours, after, sender.page_size).await?;
         let Some(last) = rows.last() else { break };
         after = last.session_id;
         let full = rows.len() as i64 == sender.page_size;
@@ -742,9 +757,9 @@ pub async fn send_progress(sender: &DashboardSender<'_>, pg: &PgPool) -> anyhow:
         "SELECT x.user_id, u.partner_id, t.token, t.access_id, x.std_sys_id, x.progress_rate::float8 AS progress_rate,
                 x.completed_at, x.upd_dt
            FROM tb_lms_lrn_progress x {STUDENT_JOINS}
-          WHERE {} AND (x.user_id, x.std_sys_id) > ($1, $2)
+          WHERE {} AND {} AND (x.user_id, x.std_sys_id) > ($1, $2)
           ORDER BY x.user_id, x.std_sys_id LIMIT $3",
-        PENDING_PROGRESS
+        PENDING_PROGRESS, sender.ours
     );
     let (mut after_user, mut after_id) = (Uuid::nil(), String::new());
     loop {
@@ -840,9 +855,9 @@ pub async fn send_scores(
         "SELECT x.user_id, u.partner_id, t.token, t.access_id, x.std_sys_id, x.score::float8 AS score,
                 x.achievement_level, x.upd_dt
            FROM tb_view_mvout_tchr_lrn_trgt_stdnt_std_sys x {STUDENT_JOINS}
-          WHERE {} AND ($4::timestamptz IS NULL OR x.upd_dt >= $4) AND (x.user_id, x.std_sys_id) > ($1, $2)
+          WHERE {} AND {} AND ($4::timestamptz IS NULL OR x.upd_dt >= $4) AND (x.user_id, x.std_sys_id) > ($1, $2)
           ORDER BY x.user_id, x.std_sys_id LIMIT $3",
-        PENDING_SCORE
+        PENDING_SCORE, sender.ours
     );
     let (mut after_user, mut after_id) = (Uuid::nil(), String::new());
     loop {
