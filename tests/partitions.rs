@@ -462,7 +462,7 @@ async fn a_killed_partition_rerun_alone_completes_the_night() {
 }
 
 #[tokio::test]
-async fn a_partition_is_kept_out_by_an_unpartitioned_run_and_by_itself_but_not_by_another_partition(
+async fn a_partition_is_kept_out_by_an_unpartitioned_run_by_itself_and_by_another_count_but_not_by_another_partition(
 ) {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
     let mut env = keris_env(&sim, |s| s.keris.max_statements_per_request = 50).await;
@@ -484,6 +484,13 @@ async fn a_partition_is_kept_out_by_an_unpartitioned_run_and_by_itself_but_not_b
     .await
     .unwrap();
     lock(
+        "SELECT pg_advisory_lock_shared(hashtextextended($1, 0))",
+        "aidt-batch/group/keris-xapi/partitions/4",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    lock(
         "SELECT pg_advisory_lock(hashtextextended($1, 0))",
         "aidt-batch/group/keris-xapi/partition/0/4",
     )
@@ -498,6 +505,15 @@ async fn a_partition_is_kept_out_by_an_unpartitioned_run_and_by_itself_but_not_b
         in_process(&env, SEND, Partition::new(0, 4)).await.exit,
         Exit::AlreadyRunning
     );
+    // A partition of another count would split the students differently.
+    for other in [Partition::new(1, 2), Partition::new(0, 8)] {
+        assert_eq!(
+            in_process(&env, SEND, other).await.exit,
+            Exit::AlreadyRunning,
+            "{other:?}"
+        );
+    }
+    // Another partition of the same count runs beside 0 of 4.
     assert_eq!(
         in_process(&env, SEND, Partition::new(1, 4)).await.exit,
         Exit::Success

@@ -64,6 +64,27 @@ impl LockConnection {
             .await
     }
 
+    /// Whether another session holds one of the keys `prefix` + `n` for
+    /// `n` in `1..=max` other than `except`, in this database (advisory
+    /// keys are per database). `pg_locks` shows a 64-bit key as `classid`
+    /// (high half) and `objid` (low half) with `objsubid = 1`.
+    pub async fn other_held(&mut self, prefix: &str, max: u32, except: u32) -> sqlx::Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_locks l
+                   JOIN generate_series(1, $2) n
+                     ON n <> $3 AND (l.classid::bigint << 32) | l.objid::bigint = hashtextextended($1 || n, 0)
+                  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                    AND l.pid <> pg_backend_pid()
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+        .bind(prefix)
+        .bind(max as i32)
+        .bind(except as i32)
+        .fetch_one(&mut self.conn)
+        .await
+    }
+
     /// Ends the session, which frees every lock it still holds.
     pub async fn close(self) {
         let _ = self.conn.close().await;

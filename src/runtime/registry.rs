@@ -134,7 +134,8 @@ impl JobDef {
     /// The locks of a run on `business_date`, as `(key, exclusive)`, taken
     /// in this order. An unpartitioned run takes [`JobDef::lock_key`]
     /// exclusively. A partition takes that key shared — so partitions run
-    /// side by side but never beside an unpartitioned run — and a key of its
+    /// side by side but never beside an unpartitioned run — the shape key
+    /// of its count `N` shared (see [`partition_shape`]), and a key of its
     /// own partition exclusively, so the same partition never runs twice.
     pub fn run_locks(
         &self,
@@ -145,11 +146,29 @@ impl JobDef {
         match partition {
             None => vec![(key, true)],
             Some(p) => {
+                let shape = format!("{key}{SHAPE_SEGMENT}{}", p.count);
                 let own = format!("{key}/partition/{}/{}", p.index, p.count);
-                vec![(key, false), (own, true)]
+                vec![(key, false), (shape, false), (own, true)]
             }
         }
     }
+}
+
+/// Partitions of one count `N` hold `<lock key>/partitions/N` shared. A
+/// partition of another count would split the students differently (its
+/// partition 0 of 2 is partitions 0 and 1 of 4), so it must not run beside
+/// them: after taking its keys, a partition checks that no other count's
+/// shape key is held (`LockConnection::other_held`), else it lets go and
+/// counts as busy.
+pub const SHAPE_SEGMENT: &str = "/partitions/";
+
+/// The shape key's prefix (`<lock key>/partitions/`) and the partition
+/// count of a run holding `locks`; `None` for an unpartitioned run.
+pub fn partition_shape(locks: &[(String, bool)]) -> Option<(String, u32)> {
+    locks.iter().find_map(|(key, _)| {
+        let (group, count) = key.rsplit_once(SHAPE_SEGMENT)?;
+        Some((format!("{group}{SHAPE_SEGMENT}"), count.parse().ok()?))
+    })
 }
 
 impl std::fmt::Debug for JobDef {
@@ -238,5 +257,32 @@ impl Registry {
                 _ => other.id == def.id,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_takes_the_lock_shared_its_count_shared_and_itself_exclusively() {
+        let def = crate::jobs::REGISTRY.find("DC-01-001").unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
+        let group = "aidt-batch/group/keris-xapi";
+        assert_eq!(def.run_locks(day, None), [(group.to_string(), true)]);
+        assert_eq!(partition_shape(&def.run_locks(day, None)), None);
+        let locks = def.run_locks(day, super::super::partition::Partition::new(2, 4));
+        assert_eq!(
+            locks,
+            [
+                (group.to_string(), false),
+                (format!("{group}/partitions/4"), false),
+                (format!("{group}/partition/2/4"), true),
+            ]
+        );
+        assert_eq!(
+            partition_shape(&locks),
+            Some((format!("{group}/partitions/"), 4))
+        );
     }
 }

@@ -25,9 +25,9 @@ use super::history::{self, Finish, NewRun, RunStatus, Runner};
 use super::job::{JobContext, JobStopped};
 use super::lock::LockConnection;
 use super::metrics::{self, RunMetrics};
-use super::partition::Partition;
+use super::partition::{Partition, MAX_PARTITIONS};
 use super::progress;
-use super::registry::{DefaultDate, JobDef, Registry};
+use super::registry::{self, DefaultDate, JobDef, Registry};
 use crate::context::AppContext;
 use crate::time;
 
@@ -407,24 +407,46 @@ async fn acquire(
     }
 }
 
-/// Takes all of `locks` or none.
+/// Takes all of `locks` or none. A partition also needs no partition of
+/// another count to be running ([`registry::SHAPE_SEGMENT`]): it takes its
+/// keys first and looks second, so of two partitions of different counts
+/// starting at once at least one sees the other.
 async fn try_all(lock: &mut LockConnection, locks: &[(String, bool)]) -> anyhow::Result<bool> {
     for (n, (key, exclusive)) in locks.iter().enumerate() {
         if !lock.try_lock_as(key, *exclusive).await? {
-            for (key, exclusive) in locks[..n].iter().rev() {
-                lock.unlock_as(key, *exclusive).await?;
-            }
+            release(lock, &locks[..n]).await?;
+            return Ok(false);
+        }
+    }
+    if let Some((prefix, count)) = registry::partition_shape(locks) {
+        if lock.other_held(&prefix, MAX_PARTITIONS, count).await? {
+            release(lock, locks).await?;
             return Ok(false);
         }
     }
     Ok(true)
 }
 
+/// Frees `taken`, last first.
+async fn release(lock: &mut LockConnection, taken: &[(String, bool)]) -> anyhow::Result<()> {
+    for (key, exclusive) in taken.iter().rev() {
+        lock.unlock_as(key, *exclusive).await?;
+    }
+    Ok(())
+}
+
 /// Whether a run holding `theirs` keeps a run wanting `ours` out: some key
-/// both take, exclusively on one side at least.
+/// both take, exclusively on one side at least, or partitions of two
+/// counts of one lock.
 fn conflicts(ours: &[(String, bool)], theirs: &[(String, bool)]) -> bool {
-    ours.iter()
-        .any(|(k, x)| theirs.iter().any(|(k2, x2)| k == k2 && (*x || *x2)))
+    let shared_key = ours
+        .iter()
+        .any(|(k, x)| theirs.iter().any(|(k2, x2)| k == k2 && (*x || *x2)));
+    let other_shape = matches!(
+        (registry::partition_shape(ours), registry::partition_shape(theirs)),
+        (Some((a, n)), Some((b, m))) if a == b && n != m
+    );
+    shared_key || other_shape
 }
 
 /// "DC-01-001 run 7 (partition 2/4) on host-a pid 1234" for the runs
