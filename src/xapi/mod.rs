@@ -206,28 +206,44 @@ pub fn parse_duration_secs(s: &str) -> Option<i64> {
     Some(total.floor() as i64)
 }
 
-fn map_keys(value: Value, f: &impl Fn(&str) -> String) -> Value {
+/// Renames, in place, every key `from` occurs in (`from` → `to`), at any
+/// depth. Only an object holding such a key is rebuilt (its order kept);
+/// everything else is left where it is — most keys of a statement have no
+/// dot, and this runs for every statement read or written.
+fn map_keys(value: &mut Value, from: &str, to: &str) {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (f(&k), map_keys(v, f)))
-                .collect::<Map<_, _>>(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| map_keys(v, f)).collect()),
-        other => other,
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains(from)) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let k = if k.contains(from) {
+                            k.replace(from, to)
+                        } else {
+                            k
+                        };
+                        (k, v)
+                    })
+                    .collect::<Map<_, _>>();
+            }
+            for v in map.values_mut() {
+                map_keys(v, from, to);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                map_keys(v, from, to);
+            }
+        }
+        _ => {}
     }
 }
 
 /// Keys as stored → real keys: `&46;` back to `.`; keys that already carry
 /// their dots (a MongoDB 5+ LRS) are left as they are.
-pub fn decode_keys(value: Value) -> Value {
-    map_keys(value, &|k| {
-        if k.contains(STORED_DOT) {
-            k.replace(STORED_DOT, ".")
-        } else {
-            k.to_string()
-        }
-    })
+pub fn decode_keys(mut value: Value) -> Value {
+    map_keys(&mut value, STORED_DOT, ".");
+    value
 }
 
 /// Real keys → stored keys (every `.` as `&46;`).
@@ -241,14 +257,9 @@ pub fn decode_keys(value: Value) -> Value {
 /// partner-id), older servers and tools keep working, and documents already
 /// written keep one format. The wire form is always decoded
 /// ([`keris_statement_bytes`]).
-pub fn encode_keys(value: Value) -> Value {
-    map_keys(value, &|k| {
-        if k.contains('.') {
-            k.replace('.', STORED_DOT)
-        } else {
-            k.to_string()
-        }
-    })
+pub fn encode_keys(mut value: Value) -> Value {
+    map_keys(&mut value, ".", STORED_DOT);
+    value
 }
 
 /// The wire bytes (UTF-8 JSON, real dotted keys) of a statement as stored in

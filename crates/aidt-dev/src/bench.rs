@@ -40,6 +40,14 @@ pub struct ScanArgs {
     /// sorted by user) instead of the READY keris_batch_data
     #[arg(long)]
     pub source: bool,
+    /// With --source: also write what LRS-01-001 writes, without aggregating
+    /// — one keris_batch_data document per distinct (student, verb id,
+    /// object id), the group's last source statement as it is stored — one
+    /// batch being inserted while the next is read, as the job does: the
+    /// database work LRS-01-001 cannot avoid. The documents (base_dt
+    /// `bench-read-and-insert`) are deleted afterwards, untimed.
+    #[arg(long, requires = "source")]
+    pub insert: bool,
     /// Read the READY keris_batch_data without DC-01-001's sort by _id (to
     /// measure what the sort is worth)
     #[arg(long, conflicts_with = "source")]
@@ -159,7 +167,7 @@ fn bench_document(
 pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let date = date_or_yesterday(args.date);
     if args.source {
-        return scan_source(app, date).await;
+        return scan_source(app, date, args.insert).await;
     }
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let started = Instant::now();
@@ -288,9 +296,13 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
 }
 
 /// Reads the date's non-voided source statements with LRS-01-001's filter,
-/// sort and batch size, and prints the rate.
-async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
+/// sort and batch size (and, with `insert`, writes one document per group:
+/// see [`ScanArgs::insert`]), and prints the rate.
+async fn scan_source(app: &AppContext, date: NaiveDate, insert: bool) -> anyhow::Result<()> {
     use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
+    if insert {
+        return read_and_insert(app, date).await;
+    }
     let started = Instant::now();
     let mut cursor = app
         .mongo
@@ -314,6 +326,102 @@ async fn scan_source(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
     println!(
         "scanned {n} source statements of {date} in {secs:.2} s ({:.0}/s)",
         n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// The `base_dt` of the documents [`read_and_insert`] writes.
+const READ_AND_INSERT_DAY: &str = "bench-read-and-insert";
+
+/// `scan --source --insert`: see [`ScanArgs::insert`].
+async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
+    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
+    let settings = &app.settings.jobs.lrs_aggregate;
+    let target = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let started = Instant::now();
+    let mut cursor = app
+        .mongo
+        .collection::<Document>(aidt_batch::contract::STATEMENTS)
+        .find(source_filter(date))
+        .sort(source_sort())
+        .allow_disk_use(true)
+        .batch_size(settings.batch_size)
+        .await
+        .context("Failed to read the statements")?;
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Document>>(2);
+    let writing = async {
+        let mut written = 0u64;
+        while let Some(batch) = batch_rx.recv().await {
+            written += batch.len() as u64;
+            target
+                .insert_many(batch)
+                .ordered(false)
+                .await
+                .context("Failed to insert into keris_batch_data")?;
+        }
+        anyhow::Ok(written)
+    };
+    let reading = async {
+        let (mut read, mut user) = (0u64, String::new());
+        // The current student's groups: (verb id, object id) → document.
+        let mut groups: std::collections::HashMap<(String, String), Document> = Default::default();
+        let mut batch = Vec::new();
+        let now = Bson::DateTime(mongodb::bson::DateTime::now());
+        loop {
+            let source = cursor
+                .try_next()
+                .await
+                .context("Failed to read the statements")?;
+            let next_user = source
+                .as_ref()
+                .map(|d| d.get_str("user_id").unwrap_or_default().to_string());
+            if next_user.as_ref() != Some(&user) {
+                batch.extend(groups.drain().map(|(_, d)| d));
+                if batch.len() >= settings.batch_size as usize || source.is_none() {
+                    let full = std::mem::take(&mut batch);
+                    if !full.is_empty() && batch_tx.send(full).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let (Some(mut source), Some(next_user)) = (source, next_user) else {
+                break;
+            };
+            read += 1;
+            user = next_user;
+            let statement = source.remove("statement").unwrap_or(Bson::Null);
+            let field = |path: &str| {
+                statement
+                    .as_document()
+                    .and_then(|s| s.get_document(path).ok())
+                    .and_then(|d| d.get_str("id").ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (verb, object) = (field("verb"), field("object"));
+            let id = xapi::statement_id(&settings.id_namespace, date, &user, &verb, &object);
+            let doc = doc! {
+                "_id": id.to_string(), "base_dt": READ_AND_INSERT_DAY,
+                "partner_id": source.get_str("partner_id").unwrap_or_default(),
+                "user_id": &user, "user_hash": aidt_batch::runtime::partition::user_hash(&user),
+                "area": "assessment", "statement": statement,
+                "status": aidt_batch::contract::BatchStatus::Ready.as_str(),
+                "created_at": now.clone(), "updated_at": now.clone(),
+            };
+            groups.insert((verb, object), doc);
+        }
+        drop(batch_tx);
+        anyhow::Ok(read)
+    };
+    let (read, written) = tokio::try_join!(reading, writing)?;
+    let secs = started.elapsed().as_secs_f64();
+    target
+        .delete_many(doc! { "base_dt": READ_AND_INSERT_DAY })
+        .await
+        .context("Failed to delete the benchmark's documents")?;
+    println!(
+        "read {read} source statements of {date} and inserted {written} documents in {secs:.2} s ({:.0}/s)",
+        read as f64 / secs.max(1e-9)
     );
     Ok(())
 }

@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Bson};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -261,7 +261,7 @@ async fn rebuild(
     let source = ctx
         .app
         .mongo
-        .collection::<Document>(crate::contract::STATEMENTS);
+        .collection::<mongodb::bson::RawDocumentBuf>(crate::contract::STATEMENTS);
     let mut filter = source_filter(base_dt);
     let users: Vec<String> = users.iter().map(Uuid::to_string).collect();
     filter.insert("user_id", doc! { "$in": users });
