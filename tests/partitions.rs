@@ -309,10 +309,14 @@ async fn four_partitions_as_four_processes_end_exactly_where_one_run_ends() {
             .map(|id| (id.clone(), "XAPI_USER_ERR"))
             .collect()
     );
-    // Transfers of their own: no transfer carries students of two partitions.
     assert!(opened >= 4, "{opened}");
+    assert_transfers_of_their_own(sim_partitioned);
+}
+
+/// No transfer carries students of two partitions (of 4), and all 4 sent.
+fn assert_transfers_of_their_own(held: Vec<simulator::RecordedStatement>) {
     let mut partition_of_transfer: BTreeMap<String, u32> = BTreeMap::new();
-    for held in sim_partitioned {
+    for held in held {
         let user = held.statement["actor"]["account"]["name"].as_str().unwrap();
         let p = expected_partition(user, 4);
         assert_eq!(
@@ -774,22 +778,7 @@ async fn four_partitions_of_the_resend_jobs_end_where_one_run_ends_and_leave_row
         );
     }
     // Transfers of their own: none carries students of two partitions.
-    let mut partition_of_transfer: BTreeMap<String, u32> = BTreeMap::new();
-    for held in sim_parts.statements(usize::MAX) {
-        let user = held.statement["actor"]["account"]["name"].as_str().unwrap();
-        let p = expected_partition(user, 4);
-        assert_eq!(
-            *partition_of_transfer.entry(held.transfer_id).or_insert(p),
-            p
-        );
-    }
-    assert_eq!(
-        partition_of_transfer
-            .values()
-            .collect::<BTreeSet<_>>()
-            .len(),
-        4
-    );
+    assert_transfers_of_their_own(sim_parts.statements(usize::MAX));
 
     // An unpartitioned run takes what is left; then both nights agree.
     assert_eq!(in_process(&parts, RESEND, None).await.exit, Exit::Success);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use serde_json::json;
 
 use aidt_batch::context::AppContext;
@@ -299,20 +299,11 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
 /// sort and batch size (and, with `insert`, writes one document per group:
 /// see [`ScanArgs::insert`]), and prints the rate.
 async fn scan_source(app: &AppContext, date: NaiveDate, insert: bool) -> anyhow::Result<()> {
-    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
     if insert {
         return read_and_insert(app, date).await;
     }
     let started = Instant::now();
-    let mut cursor = app
-        .mongo
-        .collection::<Document>(aidt_batch::contract::STATEMENTS)
-        .find(source_filter(date))
-        .sort(source_sort())
-        .allow_disk_use(true)
-        .batch_size(app.settings.jobs.lrs_aggregate.batch_size)
-        .await
-        .context("Failed to read the statements")?;
+    let mut cursor = source_cursor(app, date).await?;
     let mut n = 0u64;
     while cursor
         .try_next()
@@ -330,25 +321,33 @@ async fn scan_source(app: &AppContext, date: NaiveDate, insert: bool) -> anyhow:
     Ok(())
 }
 
+/// The date's non-voided source statements with LRS-01-001's filter, sort
+/// and batch size, raw as the job reads them.
+async fn source_cursor(
+    app: &AppContext,
+    date: NaiveDate,
+) -> anyhow::Result<mongodb::Cursor<RawDocumentBuf>> {
+    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
+    app.mongo
+        .collection::<RawDocumentBuf>(aidt_batch::contract::STATEMENTS)
+        .find(source_filter(date))
+        .sort(source_sort())
+        .allow_disk_use(true)
+        .batch_size(app.settings.jobs.lrs_aggregate.batch_size)
+        .await
+        .context("Failed to read the statements")
+}
+
 /// The `base_dt` of the documents [`read_and_insert`] writes.
 const READ_AND_INSERT_DAY: &str = "bench-read-and-insert";
 
 /// `scan --source --insert`: see [`ScanArgs::insert`].
 async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
-    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
     let settings = &app.settings.jobs.lrs_aggregate;
-    let target = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let target = app.mongo.collection::<RawDocumentBuf>(KERIS_BATCH_DATA);
     let started = Instant::now();
-    let mut cursor = app
-        .mongo
-        .collection::<Document>(aidt_batch::contract::STATEMENTS)
-        .find(source_filter(date))
-        .sort(source_sort())
-        .allow_disk_use(true)
-        .batch_size(settings.batch_size)
-        .await
-        .context("Failed to read the statements")?;
-    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Document>>(2);
+    let mut cursor = source_cursor(app, date).await?;
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
     let writing = async {
         let mut written = 0u64;
         while let Some(batch) = batch_rx.recv().await {
@@ -364,9 +363,10 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
     let reading = async {
         let (mut read, mut user) = (0u64, String::new());
         // The current student's groups: (verb id, object id) → document.
-        let mut groups: std::collections::HashMap<(String, String), Document> = Default::default();
+        let mut groups: std::collections::HashMap<(String, String), RawDocumentBuf> =
+            Default::default();
         let mut batch = Vec::new();
-        let now = Bson::DateTime(mongodb::bson::DateTime::now());
+        let now = mongodb::bson::DateTime::now();
         loop {
             let source = cursor
                 .try_next()
@@ -384,15 +384,14 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
                     }
                 }
             }
-            let (Some(mut source), Some(next_user)) = (source, next_user) else {
+            let (Some(source), Some(next_user)) = (source, next_user) else {
                 break;
             };
             read += 1;
             user = next_user;
-            let statement = source.remove("statement").unwrap_or(Bson::Null);
+            let statement = source.get_document("statement").ok();
             let field = |path: &str| {
                 statement
-                    .as_document()
                     .and_then(|s| s.get_document(path).ok())
                     .and_then(|d| d.get_str("id").ok())
                     .unwrap_or_default()
@@ -400,14 +399,21 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
             };
             let (verb, object) = (field("verb"), field("object"));
             let id = xapi::statement_id(&settings.id_namespace, date, &user, &verb, &object);
-            let doc = doc! {
-                "_id": id.to_string(), "base_dt": READ_AND_INSERT_DAY,
-                "partner_id": source.get_str("partner_id").unwrap_or_default(),
-                "user_id": &user, "user_hash": aidt_batch::runtime::partition::user_hash(&user),
-                "area": "assessment", "statement": statement,
-                "status": aidt_batch::contract::BatchStatus::Ready.as_str(),
-                "created_at": now.clone(), "updated_at": now.clone(),
-            };
+            let mut doc = RawDocumentBuf::new();
+            doc.append("_id", id.to_string());
+            doc.append("base_dt", READ_AND_INSERT_DAY);
+            let partner_id = source.get_str("partner_id").unwrap_or_default();
+            doc.append("partner_id", partner_id.to_string());
+            doc.append("user_id", user.clone());
+            let hash = aidt_batch::runtime::partition::user_hash(&user);
+            doc.append("user_hash", hash);
+            doc.append("area", "assessment");
+            if let Some(statement) = statement {
+                doc.append("statement", statement.to_raw_document_buf());
+            }
+            doc.append("status", aidt_batch::contract::BatchStatus::Ready.as_str());
+            doc.append("created_at", now);
+            doc.append("updated_at", now);
             groups.insert((verb, object), doc);
         }
         drop(batch_tx);
@@ -416,6 +422,7 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
     let (read, written) = tokio::try_join!(reading, writing)?;
     let secs = started.elapsed().as_secs_f64();
     target
+        .clone_with_type::<Document>()
         .delete_many(doc! { "base_dt": READ_AND_INSERT_DAY })
         .await
         .context("Failed to delete the benchmark's documents")?;
