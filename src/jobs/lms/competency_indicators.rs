@@ -44,14 +44,23 @@ pub static DEF: JobDef = JobDef {
 
 pub struct CompetencyIndicators;
 
-/// The rows of D; binds as [`DayTable`].
+/// The rows of D; binds as [`DayTable`]. `members` is one pass over the
+/// lecture members: the students to write (with a user row, below) and the
+/// assignments due on D in their lectures (`due_cnt` 0, so a NULL rate, when
+/// none). A student has a `session_time` row exactly when a session overlaps
+/// D, which makes `attend_yn`.
 fn rows_sql() -> String {
     format!(
         "WITH {sessions},
-         students AS (
-           SELECT u.user_id FROM tb_lms_user u
-            WHERE u.user_type = 'S' AND u.del_yn = 'N'
-              AND EXISTS (SELECT 1 FROM tb_lms_lecture_member m WHERE m.user_id = u.user_id)
+         members AS (
+           SELECT m.user_id, count(a.asgn_id) AS due_cnt,
+                  count(*) FILTER (WHERE s.submit_dt <= a.due_dt) AS submitted_cnt
+             FROM tb_lms_lecture_member m
+             LEFT JOIN tb_lms_assignment a
+               ON a.lecture_code = m.lecture_code AND a.due_dt >= $2 AND a.due_dt < $3
+             LEFT JOIN tb_lms_assignment_submit s
+               ON s.asgn_id = a.asgn_id AND s.user_id = m.user_id
+            GROUP BY m.user_id
          ),
          solved AS (
            SELECT user_id, count(*) AS solved_cnt,
@@ -59,30 +68,18 @@ fn rows_sql() -> String {
              FROM tb_lms_lrn_result
             WHERE solved_at >= $2 AND solved_at < $3
             GROUP BY user_id
-         ),
-         due AS (
-           SELECT m.user_id, count(*) AS due_cnt,
-                  count(*) FILTER (WHERE s.submit_dt <= a.due_dt) AS submitted_cnt
-             FROM tb_lms_assignment a
-             JOIN tb_lms_lecture_member m ON m.lecture_code = a.lecture_code
-             LEFT JOIN tb_lms_assignment_submit s ON s.asgn_id = a.asgn_id AND s.user_id = m.user_id
-            WHERE a.due_dt >= $2 AND a.due_dt < $3
-            GROUP BY m.user_id
-         ),
-         active_students AS (
-           SELECT DISTINCT user_id FROM clipped WHERE e > s
          )
          SELECT $1::date AS base_dt, st.user_id,
                 coalesce(t.lrn_time_sec, 0) AS lrn_time_sec,
                 coalesce(r.solved_cnt, 0)::int AS solved_cnt,
                 round(100.0 * r.correct_cnt / nullif(r.solved_cnt, 0), 2) AS correct_rate,
-                round(100.0 * d.submitted_cnt / nullif(d.due_cnt, 0), 2) AS asgn_submit_rate,
-                CASE WHEN a.user_id IS NOT NULL OR r.user_id IS NOT NULL THEN 'Y' ELSE 'N' END AS attend_yn
-           FROM students st
+                round(100.0 * mb.submitted_cnt / nullif(mb.due_cnt, 0), 2) AS asgn_submit_rate,
+                CASE WHEN t.user_id IS NOT NULL OR r.user_id IS NOT NULL THEN 'Y' ELSE 'N' END AS attend_yn
+           FROM members mb
+           JOIN tb_lms_user st
+             ON st.user_id = mb.user_id AND st.user_type = 'S' AND st.del_yn = 'N'
            LEFT JOIN session_time t ON t.user_id = st.user_id
-           LEFT JOIN active_students a ON a.user_id = st.user_id
-           LEFT JOIN solved r ON r.user_id = st.user_id
-           LEFT JOIN due d ON d.user_id = st.user_id",
+           LEFT JOIN solved r ON r.user_id = st.user_id",
         sessions = learning_day::session_time_ctes("user_id"),
     )
 }

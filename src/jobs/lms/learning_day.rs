@@ -67,13 +67,22 @@ pub fn validate_settings(section: config::Value) -> Result<(), String> {
 /// CTEs (without the leading `WITH`) ending in `session_time(<keys>,
 /// lrn_time_sec)`: the merged learning time on D per `keys` (a
 /// comma-separated list of `tb_lms_lrn_session` columns, e.g. `user_id` or
-/// `user_id, lecture_code`). Binds: `$2` start of D, `$3` end of D, `$4`
-/// `max_open_session_hours` (int).
+/// `user_id, lecture_code`), one row per key with a session overlapping D
+/// (`lrn_time_sec` may be 0 for less than a second). Binds: `$2` start of D,
+/// `$3` end of D, `$4` `max_open_session_hours` (int).
 ///
 /// The `WHERE` is three ranges, each served by an index (see
 /// [`CONTRACT_INDEXES`]): sessions started on D; closed sessions started
 /// before D that end after its start; open sessions started less than the cap
 /// before D. A session can only overlap D in one of these ways.
+///
+/// Merging is a sweep over each key's sessions in order of start: `reach` is
+/// the latest end among the earlier ones, and a session adds only its part
+/// after both its start and `reach` (nothing when `reach` covers it). The sum
+/// is the length of the union, the same as merging overlapping sessions into
+/// islands and summing those, in one window pass instead of two and a
+/// grouping (`extract` gives exact numerics, so the sums agree to the
+/// microsecond).
 pub fn session_time_ctes(keys: &str) -> String {
     format!(
         "clipped AS (
@@ -86,25 +95,19 @@ pub fn session_time_ctes(keys: &str) -> String {
                OR (started_at < $2 AND ended_at IS NULL
                    AND started_at > $2 - make_interval(hours => $4))
          ),
-         ordered AS (
+         reached AS (
            SELECT {keys}, s, e,
                   max(e) OVER (PARTITION BY {keys} ORDER BY s, e
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
              FROM clipped
             WHERE e > s
          ),
-         islands AS (
-           SELECT {keys}, s, e,
-                  count(*) FILTER (WHERE reach IS NULL OR reach < s)
-                    OVER (PARTITION BY {keys} ORDER BY s, e ROWS UNBOUNDED PRECEDING) AS island
-             FROM ordered
-         ),
-         merged AS (
-           SELECT {keys}, min(s) AS s, max(e) AS e FROM islands GROUP BY {keys}, island
-         ),
          session_time AS (
-           SELECT {keys}, floor(sum(extract(epoch FROM e - s)))::int AS lrn_time_sec
-             FROM merged GROUP BY {keys}
+           SELECT {keys},
+                  floor(sum(extract(epoch FROM e - greatest(s, reach)))
+                          FILTER (WHERE reach IS NULL OR reach < e))::int AS lrn_time_sec
+             FROM reached
+            GROUP BY {keys}
          )"
     )
 }
@@ -193,6 +196,25 @@ mod tests {
     }
 }
 
+/// The temporary table [`DayTable::replace_day`] computes D's rows into.
+const DAY_ROWS: &str = "pg_temp.lms_day_rows";
+
+/// `jit = off` for the rest of the transaction (`SET LOCAL`): the planner's
+/// row estimates for the session CTEs are far off (hundreds of thousands of
+/// rows for hundreds, and the reverse), which pushed LMS-01-006 over the JIT
+/// inlining and optimization thresholds: 3.7 s of compiling (EXPLAIN ANALYZE
+/// over 1,000,000 results, JIT on) for a statement that takes about 3 s
+/// without it. A higher `work_mem` (16 or 64 MB instead of 4) was measured
+/// too and bought nothing: LMS-01-006's planner then chose a serial sort of
+/// D's results over the parallel one.
+async fn set_statement_settings(tx: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    sqlx::query("SELECT set_config('jit', 'off', true)")
+        .execute(tx)
+        .await
+        .context("Failed to turn JIT off for the transaction")?;
+    Ok(())
+}
+
 /// A daily table one statement fills for D: the job's table, its columns and
 /// the `SELECT` of D's rows. Binds `$1` D, `$2`/`$3` its instant range, `$4`
 /// the cap on open sessions in hours ([`session_time_ctes`]).
@@ -247,6 +269,12 @@ impl DayTable {
     /// Replaces D's rows in one transaction: a rerun replaces D exactly (a
     /// student deleted since loses the row) and readers see either the old
     /// day or the new one.
+    ///
+    /// The rows are computed into a temporary table first and inserted from
+    /// it: PostgreSQL plans no parallel workers for an `INSERT … SELECT`, but
+    /// does for `CREATE TABLE … AS`, so D's results are scanned and
+    /// aggregated in parallel like a plain `SELECT` (the table is dropped at
+    /// commit, and a failed run rolls it back with the rest).
     #[tracing::instrument(skip_all, fields(table = self.table, base_dt = %day.date), err)]
     pub async fn replace_day(
         &self,
@@ -255,25 +283,45 @@ impl DayTable {
         settings: &LearningDaySettings,
     ) -> anyhow::Result<DayRows> {
         let mut tx = pg.begin().await?;
+        set_statement_settings(&mut tx).await?;
         let replaced = sqlx::query(&format!("DELETE FROM {} WHERE base_dt = $1", self.table))
             .bind(day.date)
             .execute(&mut *tx)
             .await
             .with_context(|| format!("{}: Failed to delete the rows of {}", self.job_id, day.date))?
             .rows_affected();
-        let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
-            "WITH written AS (INSERT INTO {} ({}) {} RETURNING *)
-             SELECT count(*), {} FROM written",
-            self.table,
-            self.columns,
-            (self.rows_sql)(),
-            self.active_students
+        sqlx::query(&format!(
+            "CREATE TEMPORARY TABLE {DAY_ROWS} ON COMMIT DROP AS {}",
+            (self.rows_sql)()
         ))
         .bind(day.date)
         .bind(day.start)
         .bind(day.end)
         .bind(settings.max_open_session_hours as i32)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: Failed to compute the {} of {}",
+                self.job_id, self.what, day.date
+            )
+        })?;
+        let (rows, active_students): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), {} FROM {DAY_ROWS}",
+            self.active_students
+        ))
+        .persistent(false)
         .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("{}: Failed to count the rows of {}", self.job_id, day.date))?;
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {DAY_ROWS}",
+            table = self.table,
+            columns = self.columns,
+        ))
+        .persistent(false)
+        .execute(&mut *tx)
         .await
         .with_context(|| {
             format!(
@@ -296,6 +344,8 @@ impl DayTable {
         day: Day,
         settings: &LearningDaySettings,
     ) -> anyhow::Result<DayRows> {
+        let mut tx = pg.begin().await?;
+        set_statement_settings(&mut tx).await?;
         let (rows, active_students, replaced): (i64, i64, i64) = sqlx::query_as(&format!(
             "SELECT count(*), {}, (SELECT count(*) FROM {} WHERE base_dt = $1) FROM ({}) x",
             self.active_students,
@@ -306,7 +356,7 @@ impl DayTable {
         .bind(day.start)
         .bind(day.end)
         .bind(settings.max_open_session_hours as i32)
-        .fetch_one(pg)
+        .fetch_one(&mut *tx)
         .await
         .with_context(|| {
             format!(
@@ -314,6 +364,7 @@ impl DayTable {
                 self.job_id, self.what, day.date
             )
         })?;
+        tx.rollback().await?;
         Ok(DayRows {
             rows: rows as u64,
             active_students: active_students as u64,

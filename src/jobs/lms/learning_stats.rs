@@ -38,7 +38,9 @@ pub static DEF: JobDef = JobDef {
 
 pub struct LearningStats;
 
-/// The rows of D; binds as [`DayTable`].
+/// The rows of D; binds as [`DayTable`]. The keys with activity are those of
+/// `solved` and of `session_time` (one row per key with a session
+/// overlapping D): their full join.
 fn rows_sql() -> String {
     format!(
         "WITH {sessions},
@@ -51,11 +53,6 @@ fn rows_sql() -> String {
              FROM tb_lms_lrn_result
             WHERE solved_at >= $2 AND solved_at < $3
             GROUP BY user_id, lecture_code
-         ),
-         active AS (
-           SELECT user_id, lecture_code FROM solved
-           UNION
-           SELECT user_id, lecture_code FROM clipped WHERE e > s
          )
          SELECT $1::date AS base_dt, k.user_id, k.lecture_code,
                 coalesce(r.std_sys_cnt, 0)::int AS std_sys_cnt,
@@ -63,10 +60,9 @@ fn rows_sql() -> String {
                 coalesce(r.correct_cnt, 0)::int AS correct_cnt,
                 r.avg_score,
                 coalesce(t.lrn_time_sec, 0) AS lrn_time_sec
-           FROM active k
-           JOIN tb_lms_user u ON u.user_id = k.user_id AND u.user_type = 'S' AND u.del_yn = 'N'
-           LEFT JOIN solved r ON r.user_id = k.user_id AND r.lecture_code = k.lecture_code
-           LEFT JOIN session_time t ON t.user_id = k.user_id AND t.lecture_code = k.lecture_code",
+           FROM solved r
+           FULL JOIN session_time t USING (user_id, lecture_code) AS k
+           JOIN tb_lms_user u ON u.user_id = k.user_id AND u.user_type = 'S' AND u.del_yn = 'N'",
         sessions = learning_day::session_time_ctes("user_id, lecture_code"),
     )
 }
