@@ -44,8 +44,9 @@ pub struct ScanArgs {
     /// — one keris_batch_data document per distinct (student, verb id,
     /// object id), the group's last source statement as it is stored — one
     /// batch being inserted while the next is read, as the job does: the
-    /// database work LRS-01-001 cannot avoid. The documents (base_dt
-    /// `bench-read-and-insert`) are deleted afterwards, untimed.
+    /// database work LRS-01-001 cannot avoid. They go to a fresh collection
+    /// with keris_batch_data's indexes, dropped afterwards (untimed), so
+    /// keris_batch_data is left as it was for the job.
     #[arg(long, requires = "source")]
     pub insert: bool,
     /// Read the READY keris_batch_data without DC-01-001's sort by _id (to
@@ -338,13 +339,43 @@ async fn source_cursor(
         .context("Failed to read the statements")
 }
 
-/// The `base_dt` of the documents [`read_and_insert`] writes.
-const READ_AND_INSERT_DAY: &str = "bench-read-and-insert";
+/// The collection [`read_and_insert`] writes (and drops).
+const READ_AND_INSERT_TARGET: &str = "bench_read_and_insert";
 
 /// `scan --source --insert`: see [`ScanArgs::insert`].
 async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
     let settings = &app.settings.jobs.lrs_aggregate;
-    let target = app.mongo.collection::<RawDocumentBuf>(KERIS_BATCH_DATA);
+    let target = app.mongo.collection::<RawDocumentBuf>(READ_AND_INSERT_TARGET);
+    target
+        .drop()
+        .await
+        .context("Failed to drop the benchmark's collection")?;
+    // keris_batch_data's indexes: inserting pays for each.
+    let indexes: Vec<mongodb::IndexModel> = app
+        .mongo
+        .collection::<Document>(KERIS_BATCH_DATA)
+        .list_indexes()
+        .await
+        .context("Failed to list keris_batch_data's indexes (run `aidt-batch migrate`)")?
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .filter(|i| i.keys != doc! { "_id": 1 })
+        .map(|i| {
+            let name = i.options.and_then(|o| o.name);
+            let options = mongodb::options::IndexOptions::builder().name(name).build();
+            mongodb::IndexModel::builder()
+                .keys(i.keys)
+                .options(options)
+                .build()
+        })
+        .collect();
+    if !indexes.is_empty() {
+        target
+            .create_indexes(indexes)
+            .await
+            .context("Failed to index the benchmark's collection")?;
+    }
     let started = Instant::now();
     let mut cursor = source_cursor(app, date).await?;
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
@@ -401,7 +432,7 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
             let id = xapi::statement_id(&settings.id_namespace, date, &user, &verb, &object);
             let mut doc = RawDocumentBuf::new();
             doc.append("_id", id.to_string());
-            doc.append("base_dt", READ_AND_INSERT_DAY);
+            doc.append("base_dt", date.to_string());
             let partner_id = source.get_str("partner_id").unwrap_or_default();
             doc.append("partner_id", partner_id.to_string());
             doc.append("user_id", user.clone());
@@ -422,10 +453,9 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
     let (read, written) = tokio::try_join!(reading, writing)?;
     let secs = started.elapsed().as_secs_f64();
     target
-        .clone_with_type::<Document>()
-        .delete_many(doc! { "base_dt": READ_AND_INSERT_DAY })
+        .drop()
         .await
-        .context("Failed to delete the benchmark's documents")?;
+        .context("Failed to drop the benchmark's collection")?;
     println!(
         "read {read} source statements of {date} and inserted {written} documents in {secs:.2} s ({:.0}/s)",
         read as f64 / secs.max(1e-9)
