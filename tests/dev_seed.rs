@@ -552,6 +552,27 @@ async fn reseeding_is_refused_without_reset_and_starts_over_with_it() {
         .await
         .unwrap();
     assert_eq!(batch_data, 0, "keris_batch_data dropped");
+    // ... and indexed again as `migrate` indexes it: DC-01-001 reads by them.
+    let keys: Vec<Document> = env
+        .app
+        .mongo
+        .collection::<Document>("keris_batch_data")
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.keys)
+        .collect();
+    for wanted in [
+        doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
+        doc! { "base_dt": 1, "partner_id": 1, "status": 1, "user_hash": 1, "_id": 1 },
+        doc! { "user_id": 1 },
+    ] {
+        assert!(keys.contains(&wanted), "{wanted} in {keys:?}");
+    }
 }
 
 #[tokio::test]

@@ -51,6 +51,12 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
             .await
             .context("Failed to add the batch's indexes to the LMS tables (migrations/lms)")?;
     }
+    ensure_mongo_indexes(&app.mongo).await
+}
+
+/// The batch's indexes on `keris_batch_data` (also for whoever drops the
+/// collection, e.g. `dev seed --reset`).
+pub async fn ensure_mongo_indexes(db: &mongodb::Database) -> anyhow::Result<()> {
     let indexes = [
         // DC-01-001 streams one partner's READY statements of a day in _id order.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
@@ -59,5 +65,5 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
         // DC-01-003 deletes one student's documents.
         doc! { "user_id": 1 },
     ];
-    crate::context::ensure_indexes(&app.mongo, KERIS_BATCH_DATA, &indexes).await
+    crate::context::ensure_indexes(db, KERIS_BATCH_DATA, &indexes).await
 }

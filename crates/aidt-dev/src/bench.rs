@@ -345,7 +345,9 @@ const READ_AND_INSERT_TARGET: &str = "bench_read_and_insert";
 /// `scan --source --insert`: see [`ScanArgs::insert`].
 async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()> {
     let settings = &app.settings.jobs.lrs_aggregate;
-    let target = app.mongo.collection::<RawDocumentBuf>(READ_AND_INSERT_TARGET);
+    let target = app
+        .mongo
+        .collection::<RawDocumentBuf>(READ_AND_INSERT_TARGET);
     target
         .drop()
         .await

@@ -209,8 +209,11 @@ pub async fn seed(app: &AppContext, args: &SeedArgs) -> anyhow::Result<SeedRepor
     if args.reset {
         drop_collections(&app.mongo).await?;
     }
-    // Dropped by --reset, or never created: the jobs rely on these indexes.
+    // Dropped by --reset, or never created: the jobs rely on these indexes
+    // (the LRS's, and the batch's own on keris_batch_data, as `migrate`
+    // makes them).
     crate::schema::apply_mongo(&app.mongo).await?;
+    aidt_batch::commands::migrate::ensure_mongo_indexes(&app.mongo).await?;
 
     let mut tx = app
         .pg
