@@ -14,7 +14,7 @@ use keris_simulator::{self as simulator, Faults, SimulatorConfig};
 use mongodb::bson::{doc, Document};
 use sqlx::Connection;
 
-use crate::helpers::{date, keris_env, stdout, TestEnv};
+use crate::helpers::{date, keris_env, seed_keris_day, stdout, TestEnv};
 
 const DAY: &str = "2026-03-05";
 
@@ -48,15 +48,9 @@ async fn a_broken_night_is_finished_by_running_the_chain_again() {
         s.jobs.keris_transfer.give_up_after_transient_failures = 1;
     })
     .await;
-    seed::seed(&env.app, &SeedArgs::new(30, 800, Some(date(DAY)), 11))
-        .await
-        .unwrap();
-    // The seed's error rows are older days' history: without them every
-    // error row below is this night's.
-    sqlx::query("DELETE FROM tb_dc_error_data_info")
-        .execute(env.pg())
-        .await
-        .unwrap();
+    // Without the seed's error rows (older days' history) every error row
+    // below is this night's.
+    seed_keris_day(&env, DAY, 30, 800, 11).await;
 
     // KERIS answers everything but the xAPI transfers (API-006/007).
     sim.set_faults(Faults {

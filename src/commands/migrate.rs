@@ -57,13 +57,17 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
 /// The batch's indexes on `keris_batch_data` (also for whoever drops the
 /// collection, e.g. `dev seed --reset`).
 pub async fn ensure_mongo_indexes(db: &mongodb::Database) -> anyhow::Result<()> {
-    let indexes = [
+    crate::context::ensure_indexes(db, KERIS_BATCH_DATA, &keris_batch_data_indexes()).await
+}
+
+/// The keys of the batch's indexes on `keris_batch_data`.
+pub fn keris_batch_data_indexes() -> [mongodb::bson::Document; 3] {
+    [
         // DC-01-001 streams one partner's READY statements of a day in _id order.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
         // A partition of DC-01-001 streams its students' share by user_hash range.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "user_hash": 1, "_id": 1 },
         // DC-01-003 deletes one student's documents.
         doc! { "user_id": 1 },
-    ];
-    crate::context::ensure_indexes(db, KERIS_BATCH_DATA, &indexes).await
+    ]
 }

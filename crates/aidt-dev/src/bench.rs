@@ -353,31 +353,8 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
         .await
         .context("Failed to drop the benchmark's collection")?;
     // keris_batch_data's indexes: inserting pays for each.
-    let indexes: Vec<mongodb::IndexModel> = app
-        .mongo
-        .collection::<Document>(KERIS_BATCH_DATA)
-        .list_indexes()
-        .await
-        .context("Failed to list keris_batch_data's indexes (run `aidt-batch migrate`)")?
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .filter(|i| i.keys != doc! { "_id": 1 })
-        .map(|i| {
-            let name = i.options.and_then(|o| o.name);
-            let options = mongodb::options::IndexOptions::builder().name(name).build();
-            mongodb::IndexModel::builder()
-                .keys(i.keys)
-                .options(options)
-                .build()
-        })
-        .collect();
-    if !indexes.is_empty() {
-        target
-            .create_indexes(indexes)
-            .await
-            .context("Failed to index the benchmark's collection")?;
-    }
+    let indexes = aidt_batch::commands::migrate::keris_batch_data_indexes();
+    aidt_batch::context::ensure_indexes(&app.mongo, READ_AND_INSERT_TARGET, &indexes).await?;
     let started = Instant::now();
     let mut cursor = source_cursor(app, date).await?;
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
