@@ -115,6 +115,43 @@ pub async fn ensure_indexes(
     Ok(())
 }
 
+/// Drops the indexes of `collection` with these keys, where they exist
+/// (idempotent: a missing collection or index is no error).
+pub async fn drop_indexes(
+    db: &mongodb::Database,
+    collection: &str,
+    indexes: &[mongodb::bson::Document],
+) -> anyhow::Result<()> {
+    use futures::TryStreamExt as _;
+    let coll = db.collection::<mongodb::bson::Document>(collection);
+    let existing: Vec<mongodb::IndexModel> = match coll.list_indexes().await {
+        Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
+        Err(_) => return Ok(()),
+    };
+    for model in existing {
+        if !indexes.iter().any(|keys| same_keys(&model.keys, keys)) {
+            continue;
+        }
+        let Some(name) = model.options.and_then(|o| o.name) else {
+            continue;
+        };
+        if let Err(e) = coll.drop_index(name.as_str()).await {
+            // FerretDB v2 answers `dropIndexes` with `ok: true` (a boolean
+            // where MongoDB sends 1.0), which the driver refuses although
+            // the index is gone: what counts is whether it is gone.
+            let still_there = match coll.list_index_names().await {
+                Ok(names) => names.contains(&name),
+                Err(_) => true,
+            };
+            if still_there {
+                return Err(e)
+                    .with_context(|| format!("Failed to drop the index {name} of {collection}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Same fields in the same order with the same direction (1 and 1.0 alike).
 fn same_keys(a: &mongodb::bson::Document, b: &mongodb::bson::Document) -> bool {
     let order = |v: &mongodb::bson::Bson| {

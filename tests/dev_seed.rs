@@ -567,12 +567,12 @@ async fn reseeding_is_refused_without_reset_and_starts_over_with_it() {
         .map(|i| i.keys)
         .collect();
     for wanted in [
-        doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "user_hash": 1, "_id": 1 },
         doc! { "user_id": 1 },
     ] {
         assert!(keys.contains(&wanted), "{wanted} in {keys:?}");
     }
+    assert_eq!(keys.len(), 3, "_id and the two above: {keys:?}");
 }
 
 #[tokio::test]

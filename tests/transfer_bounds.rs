@@ -75,7 +75,7 @@ fn assert_sent_where_stored(sim: &SimulatorHandle, docs: &[Document], expected: 
 }
 
 #[tokio::test]
-async fn an_id_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_marks_them_sent() {
+async fn the_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_marks_them_sent() {
     let sim = simulator::start(SimulatorConfig::default()).await.unwrap();
     let env = keris_env(&sim, |s| {
         s.keris.max_statements_per_request = 40;
@@ -87,14 +87,22 @@ async fn an_id_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_m
     .await;
     let n = 3_000;
     let expected = ready_day(&env, n).await;
-    // The index that serves the read and its sort: created by `migrate`.
+    // The index that serves the read and its sort: created by `migrate`,
+    // which also drops the `_id`-ordered one earlier versions read by (each
+    // index costs every SENT mark a write).
+    let coll = env.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let old_index = doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 };
+    coll.create_index(
+        mongodb::IndexModel::builder()
+            .keys(old_index.clone())
+            .build(),
+    )
+    .await
+    .unwrap();
     aidt_batch::commands::migrate::apply(&env.app)
         .await
         .unwrap();
-    let keys: Vec<Document> = env
-        .app
-        .mongo
-        .collection::<Document>(KERIS_BATCH_DATA)
+    let keys: Vec<Document> = coll
         .list_indexes()
         .await
         .unwrap()
@@ -103,9 +111,12 @@ async fn an_id_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_m
         .await
         .unwrap();
     assert!(
-        keys.contains(&doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 }),
+        keys.contains(
+            &doc! { "base_dt": 1, "partner_id": 1, "status": 1, "user_hash": 1, "_id": 1 }
+        ),
         "{keys:?}"
     );
+    assert!(!keys.contains(&old_index), "{keys:?}");
 
     let run = env.run_ok(SEND, Some(date(DAY)), false).await;
     let (read, written): (i64, i64) =
@@ -126,22 +137,29 @@ async fn an_id_sorted_cursor_neither_skips_nor_repeats_documents_while_the_run_m
     assert_eq!((received, duplicates), (n, 0), "none sent twice");
     let docs = keris_docs(&env).await;
     assert_sent_where_stored(&sim, &docs, &expected);
-    // Sent in `_id` order: along the transfer(s), index order is id order.
-    let mut by_position: Vec<(String, i64, String)> = docs
+    // Sent in (user_hash, _id) order: along the transfer(s), index order is
+    // that order.
+    let mut by_position: Vec<(String, i64, (i64, String))> = docs
         .iter()
         .map(|d| {
             (
                 d.get_str("transfer_id").unwrap().to_string(),
                 d.get_i64("stmt_index").unwrap(),
-                d.get_str("_id").unwrap().to_string(),
+                (
+                    d.get_i64("user_hash").unwrap(),
+                    d.get_str("_id").unwrap().to_string(),
+                ),
             )
         })
         .collect();
     by_position.sort();
-    let ids: Vec<&String> = by_position.iter().map(|p| &p.2).collect();
-    let mut sorted = ids.clone();
+    let keys: Vec<&(i64, String)> = by_position.iter().map(|p| &p.2).collect();
+    let mut sorted = keys.clone();
     sorted.sort();
-    assert_eq!(ids, sorted, "statements went out in _id order");
+    assert_eq!(
+        keys, sorted,
+        "statements went out in (user_hash, _id) order"
+    );
 }
 
 /// Simulator duplicates of one partner: statements it already held, sent again.

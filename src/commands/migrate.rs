@@ -55,19 +55,29 @@ pub async fn apply(app: &AppContext) -> anyhow::Result<()> {
 }
 
 /// The batch's indexes on `keris_batch_data` (also for whoever drops the
-/// collection, e.g. `dev seed --reset`).
+/// collection, e.g. `dev seed --reset`), and none it no longer reads by:
+/// every index costs each insert (LRS-01-001) and each status change
+/// (DC-01-001's SENT marks) a write of its own.
 pub async fn ensure_mongo_indexes(db: &mongodb::Database) -> anyhow::Result<()> {
-    crate::context::ensure_indexes(db, KERIS_BATCH_DATA, &keris_batch_data_indexes()).await
+    crate::context::ensure_indexes(db, KERIS_BATCH_DATA, &keris_batch_data_indexes()).await?;
+    crate::context::drop_indexes(db, KERIS_BATCH_DATA, &obsolete_keris_batch_data_indexes()).await
 }
 
 /// The keys of the batch's indexes on `keris_batch_data`.
-pub fn keris_batch_data_indexes() -> [mongodb::bson::Document; 3] {
+pub fn keris_batch_data_indexes() -> [mongodb::bson::Document; 2] {
     [
-        // DC-01-001 streams one partner's READY statements of a day in _id order.
-        doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 },
-        // A partition of DC-01-001 streams its students' share by user_hash range.
+        // DC-01-001 streams one partner's READY statements of a day in
+        // (user_hash, _id) order; a partition a range of user_hash.
         doc! { "base_dt": 1, "partner_id": 1, "status": 1, "user_hash": 1, "_id": 1 },
         // DC-01-003 deletes one student's documents.
         doc! { "user_id": 1 },
     ]
+}
+
+/// Indexes earlier versions created on `keris_batch_data` and `migrate`
+/// drops: `(base_dt, partner_id, status, _id)` served DC-01-001's unpartitioned
+/// read in `_id` order, which now reads in `(user_hash, _id)` order like a
+/// partition (and documents without `user_hash` come first there).
+pub fn obsolete_keris_batch_data_indexes() -> [mongodb::bson::Document; 1] {
+    [doc! { "base_dt": 1, "partner_id": 1, "status": 1, "_id": 1 }]
 }

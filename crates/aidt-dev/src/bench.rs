@@ -185,7 +185,7 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
             .projection(transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size);
         if !args.unsorted {
-            find = find.sort(send_statements::ready_sort(None));
+            find = find.sort(send_statements::ready_sort());
         }
         let mut cursor = find.await.context("Failed to read keris_batch_data")?;
         while cursor
@@ -235,7 +235,7 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
                 partner_id,
                 None,
             ))
-            .sort(send_statements::ready_sort(None))
+            .sort(send_statements::ready_sort())
             .projection(transfer::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await
