@@ -325,6 +325,9 @@ pub struct LrsAggregateSettings {
     pub id_namespace: uuid::Uuid,
     /// Source statements per cursor batch, and KERIS statements per write batch.
     pub batch_size: u32,
+    /// Write batches in flight at once, each on its own connection and
+    /// worker thread, while the cursor is read and aggregated.
+    pub writes_in_flight: u32,
     /// Result extension IRI carrying how many source statements (attempts) a
     /// KERIS statement combines; empty: not sent. KERIS's profile defines no
     /// such extension, so it is the vendor's own IRI, in the vendor's domain
@@ -344,6 +347,7 @@ impl Default for LrsAggregateSettings {
             platform: "aidt-demo".into(),
             id_namespace: DEFAULT_LRS_ID_NAMESPACE,
             batch_size: 1000,
+            writes_in_flight: 2,
             attempts_extension: "https://aidt.example.kr/xapi/extensions/attempts".into(),
         }
     }
@@ -657,6 +661,12 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "jobs.lrs_aggregate.batch_size".into(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=16).contains(&self.jobs.lrs_aggregate.writes_in_flight) {
+            return Err(ConfigError::BadValue {
+                key: "jobs.lrs_aggregate.writes_in_flight".into(),
+                reason: "must be between 1 and 16".into(),
             });
         }
         if !(1..=100_000).contains(&self.jobs.keris_transfer.sent_marks_per_command) {

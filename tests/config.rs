@@ -70,6 +70,12 @@ fn an_out_of_range_value_names_the_key_and_the_range() {
             "between 1 and 100000",
         ),
         (
+            "AIDT__JOBS__LRS_AGGREGATE__WRITES_IN_FLIGHT",
+            "0",
+            "jobs.lrs_aggregate.writes_in_flight",
+            "between 1 and 16",
+        ),
+        (
             "AIDT__JOBS__LRS_AGGREGATE__ATTEMPTS_EXTENSION",
             "attempts",
             "jobs.lrs_aggregate.attempts_extension",

@@ -599,3 +599,79 @@ async fn lrs_rerun_over_many_batches_rewrites_exactly_the_changed_statements() {
         }
     }
 }
+
+/// Documents of `keris_batch_data` without their write times: what a run
+/// decides, whenever it wrote it.
+async fn decided(env: &TestEnv) -> Vec<Document> {
+    let mut docs = batch_docs(env).await;
+    for d in &mut docs {
+        d.remove("created_at");
+        d.remove("updated_at");
+    }
+    docs
+}
+
+#[tokio::test]
+async fn lrs_killed_with_writes_in_flight_then_rerun_leaves_what_one_uninterrupted_run_leaves() {
+    // The same night in two databases: one run there, a killed run and its
+    // rerun here.
+    let reference = TestEnv::new().await;
+    let env = TestEnv::new().await;
+    for e in [&reference, &env] {
+        seed::seed(&e.app, &SeedArgs::new(300, 30_000, Some(date(DAY)), 5))
+            .await
+            .unwrap();
+    }
+    reference.run_ok(ID, Some(date(DAY)), false).await;
+    let expected = decided(&reference).await;
+
+    // Small batches, four in flight: the kill falls among half-written ones.
+    let mut child = env
+        .command(&["lrs-01-001", "--date", DAY])
+        .env("AIDT__JOBS__LRS_AGGREGATE__BATCH_SIZE", "20")
+        .env("AIDT__JOBS__LRS_AGGREGATE__WRITES_IN_FLIGHT", "4")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let coll = env.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
+    let started = std::time::Instant::now();
+    while coll.count_documents(doc! {}).await.unwrap() < 500 {
+        assert!(started.elapsed().as_secs() < 120, "no writes seen");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    crate::helpers::signal(child.id(), "KILL");
+    child.wait().unwrap();
+    let left = coll.count_documents(doc! {}).await.unwrap();
+    assert!(
+        left < expected.len() as u64,
+        "killed before the end: {left} of {}",
+        expected.len()
+    );
+
+    let run = env.run_ok(ID, Some(date(DAY)), false).await;
+    assert_eq!(decided(&env).await, expected);
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(
+        details["inserted"].as_u64().unwrap() + details["unchanged"].as_u64().unwrap(),
+        expected.len() as u64,
+        "{details}"
+    );
+    assert_eq!(details["unchanged"].as_u64().unwrap(), left, "{details}");
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM batch_job_run WHERE job_id = 'LRS-01-001' ORDER BY run_id",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses,
+        ["FAILED", "COMPLETED"],
+        "the killed run found stale"
+    );
+}

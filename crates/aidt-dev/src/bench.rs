@@ -42,15 +42,16 @@ pub struct ScanArgs {
     pub source: bool,
     /// With --source: also write what LRS-01-001 writes, without aggregating
     /// — one keris_batch_data document per distinct (student, verb id,
-    /// object id), the group's last source statement as it is stored — one
-    /// batch being inserted while the next is read, as the job does: the
+    /// object id), the group's last source statement as it is stored —
+    /// `[jobs.lrs_aggregate] writes_in_flight` batches being inserted while
+    /// the next is read, as the job does: the
     /// database work LRS-01-001 cannot avoid. They go to a fresh collection
     /// with keris_batch_data's indexes, dropped afterwards (untimed), so
     /// keris_batch_data is left as it was for the job.
     #[arg(long, requires = "source")]
     pub insert: bool,
-    /// Read the READY keris_batch_data without DC-01-001's sort by _id (to
-    /// measure what the sort is worth)
+    /// Read the READY keris_batch_data without DC-01-001's sort by
+    /// (user_hash, _id) (to measure what the sort is worth)
     #[arg(long, conflicts_with = "source")]
     pub unsorted: bool,
 }
@@ -357,16 +358,31 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
     aidt_batch::context::ensure_indexes(&app.mongo, READ_AND_INSERT_TARGET, &indexes).await?;
     let started = Instant::now();
     let mut cursor = source_cursor(app, date).await?;
-    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
+    // As many batches in flight as the job writes at once, each a task.
+    let in_flight = settings.writes_in_flight.max(1) as usize;
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(in_flight);
     let writing = async {
         let mut written = 0u64;
+        let mut writes = tokio::task::JoinSet::new();
         while let Some(batch) = batch_rx.recv().await {
             written += batch.len() as u64;
-            target
-                .insert_many(batch)
-                .ordered(false)
-                .await
-                .context("Failed to insert into keris_batch_data")?;
+            if writes.len() >= in_flight {
+                if let Some(done) = writes.join_next().await {
+                    done??;
+                }
+            }
+            let target = target.clone();
+            writes.spawn(async move {
+                target
+                    .insert_many(batch)
+                    .ordered(false)
+                    .await
+                    .context("Failed to insert into keris_batch_data")
+                    .map(drop)
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done??;
         }
         anyhow::Ok(written)
     };

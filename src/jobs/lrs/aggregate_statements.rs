@@ -144,11 +144,17 @@ impl Job for AggregateStatements {
             .batch_size(agg.settings.batch_size)
             .await
             .context("Failed to read the statements")?;
-        // Reading and aggregating overlap with writing: while one batch is
-        // written the next is read (at most two batches wait in between).
+        // Reading and aggregating overlap with writing, and writing — the
+        // slow side: a database inserts with indexes several times slower
+        // than it reads — runs `writes_in_flight` batches at once, each as a
+        // task of its own (its own connection, and a worker thread for the
+        // batch's BSON while this one reads). Batches hold whole students
+        // and distinct ids, so their order does not matter; a batch left
+        // half-written by a crash is finished by the rerun's duplicate path.
         let batch_size = agg.settings.batch_size as usize;
+        let in_flight = agg.settings.writes_in_flight.max(1) as usize;
         let (date, dry_run) = (agg.date, agg.dry_run);
-        let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(2);
+        let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(in_flight);
         let reading = async {
             while let Some(source_doc) = cursor
                 .try_next()
@@ -175,22 +181,35 @@ impl Job for AggregateStatements {
         };
         let writing = async {
             let mut report = Report::default();
+            let mut writes = tokio::task::JoinSet::new();
             while let Some(outputs) = batch_rx.recv().await {
                 if dry_run {
                     report.inserted += outputs.len() as u64;
-                } else if !outputs.is_empty() {
-                    ctx.counts
-                        .add_written(write_outputs(db, date, &outputs, &mut report).await?);
+                    continue;
                 }
+                if outputs.is_empty() {
+                    continue;
+                }
+                if writes.len() >= in_flight {
+                    if let Some(done) = writes.join_next().await {
+                        count_write(ctx, &mut report, done)?;
+                    }
+                }
+                let db = db.clone();
+                writes.spawn(async move {
+                    let mut batch = Report::default();
+                    let written = write_outputs(&db, date, &outputs, &mut batch).await?;
+                    anyhow::Ok((written, batch))
+                });
+            }
+            while let Some(done) = writes.join_next().await {
+                count_write(ctx, &mut report, done)?;
             }
             Ok::<_, anyhow::Error>(report)
         };
         let ((), written) = tokio::try_join!(reading, writing)?;
         ctx.stop_point()?;
-        agg.report.inserted += written.inserted;
-        agg.report.updated += written.updated;
-        agg.report.unchanged += written.unchanged;
-        agg.report.kept += written.kept;
+        agg.report.merge(written);
 
         ctx.set_detail("statements", agg.report.statements);
         ctx.set_detail(
@@ -213,6 +232,19 @@ impl Job for AggregateStatements {
         }
         Ok(())
     }
+}
+
+/// Counts a finished write task of [`write_outputs`] (its documents written
+/// and what it found), or passes on its error.
+fn count_write(
+    ctx: &JobContext,
+    report: &mut Report,
+    done: Result<anyhow::Result<(u64, Report)>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    let (written, batch) = done.context("A keris_batch_data write task failed")??;
+    ctx.counts.add_written(written);
+    report.merge(batch);
+    Ok(())
 }
 
 /// The counts per Partner-ID under the partners' configuration names: a
@@ -301,6 +333,16 @@ struct Report {
     updated: u64,
     unchanged: u64,
     kept: u64,
+}
+
+impl Report {
+    /// Adds a write batch's outcome (its counts of what was written).
+    fn merge(&mut self, write: Report) {
+        self.inserted += write.inserted;
+        self.updated += write.updated;
+        self.unchanged += write.unchanged;
+        self.kept += write.kept;
+    }
 }
 
 /// Groups the cursor's documents per student and turns each student's groups
