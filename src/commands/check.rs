@@ -134,7 +134,9 @@ async fn check_postgres(settings: &crate::config::Settings) -> Verdict {
 async fn check_mongo(settings: &crate::config::Settings) -> Verdict {
     let result = async {
         let db = context::connect_mongo(settings).await?;
-        db.run_command(doc! { "ping": 1 }).await?;
+        let ping = db.run_command(doc! { "ping": 1 }).await;
+        context::close_mongo(&db).await;
+        ping?;
         anyhow::Ok(format!("ping answered; database `{}`", db.name()))
     }
     .await;

@@ -117,8 +117,9 @@ async fn run_job(
         args: matches,
         ..RunRequest::new(&REGISTRY, def)
     };
-    let outcome = runner::run(app, request).await?;
-    Ok(outcome.exit)
+    let outcome = runner::run(app.clone(), request).await;
+    app.close().await;
+    Ok(outcome?.exit)
 }
 
 /// The job's own options given on the command line (name → value), for the
@@ -214,7 +215,9 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
         Command::Migrate => {
             let loaded = load_config(cli.profile.unwrap_or(Profile::Local), extra)?;
             let app = AppContext::connect(&loaded).await?;
-            migrate::run(&app).await
+            let exit = migrate::run(&app).await;
+            app.close().await;
+            exit
         }
         Command::Chain {
             name,
@@ -243,7 +246,9 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
                 "date": date.map(|d| d.to_string()),
                 "config_file": extra.map(|p| p.display().to_string()),
             });
-            chain::run(&app, def, date, plan, params).await
+            let exit = chain::run(&app, def, date, plan, params).await;
+            app.close().await;
+            exit
         }
         Command::Check => {
             let profile = cli.profile.unwrap_or(Profile::Local);

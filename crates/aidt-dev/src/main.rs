@@ -85,19 +85,25 @@ async fn run(command: Command, profile: Profile, extra: Option<PathBuf>) -> anyh
         &loaded.settings.log.level,
     );
     let app = AppContext::connect(&loaded).await?;
+    let result = run_command(&app, command).await;
+    app.close().await;
+    result
+}
+
+async fn run_command(app: &AppContext, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Schema => aidt_dev::schema::apply(&app).await,
-        Command::BenchData(args) => aidt_dev::bench::bench_data(&app, &args).await,
-        Command::BenchBo(args) => aidt_dev::bench_bo::bench_bo(&app, &args).await,
-        Command::BenchLcms(args) => aidt_dev::bench_lcms::bench_lcms(&app, &args).await,
-        Command::Scan(args) => aidt_dev::bench::scan(&app, &args).await,
+        Command::Schema => aidt_dev::schema::apply(app).await,
+        Command::BenchData(args) => aidt_dev::bench::bench_data(app, &args).await,
+        Command::BenchBo(args) => aidt_dev::bench_bo::bench_bo(app, &args).await,
+        Command::BenchLcms(args) => aidt_dev::bench_lcms::bench_lcms(app, &args).await,
+        Command::Scan(args) => aidt_dev::bench::scan(app, &args).await,
         Command::BenchNotifyData(args) => {
-            aidt_dev::bench_notify::bench_notify_data(&app, &args).await
+            aidt_dev::bench_notify::bench_notify_data(app, &args).await
         }
-        Command::ReadAndMark(args) => aidt_dev::bench::read_and_mark(&app, &args).await,
-        Command::DropDatabase => aidt_dev::bench::drop_database(&app).await,
+        Command::ReadAndMark(args) => aidt_dev::bench::read_and_mark(app, &args).await,
+        Command::DropDatabase => aidt_dev::bench::drop_database(app).await,
         Command::Seed(args) => {
-            let report = aidt_dev::seed::seed(&app, &args).await?;
+            let report = aidt_dev::seed::seed(app, &args).await?;
             println!("{report}");
             Ok(())
         }
