@@ -113,17 +113,12 @@ pub async fn ensure_indexes(
     collection: &str,
     indexes: &[mongodb::bson::Document],
 ) -> anyhow::Result<()> {
-    use futures::TryStreamExt as _;
     let coll = db.collection::<mongodb::bson::Document>(collection);
-    // listIndexes fails with NamespaceNotFound on a collection that does not exist yet.
-    let existing: Vec<mongodb::bson::Document> = match coll.list_indexes().await {
-        Ok(cursor) => cursor
-            .map_ok(|model| model.keys)
-            .try_collect()
-            .await
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    let existing: Vec<mongodb::bson::Document> = index_models(&coll)
+        .await
+        .into_iter()
+        .map(|model| model.keys)
+        .collect();
     let missing: Vec<mongodb::IndexModel> = indexes
         .iter()
         .filter(|keys| !existing.iter().any(|have| same_keys(have, keys)))
@@ -144,13 +139,8 @@ pub async fn drop_indexes(
     collection: &str,
     indexes: &[mongodb::bson::Document],
 ) -> anyhow::Result<()> {
-    use futures::TryStreamExt as _;
     let coll = db.collection::<mongodb::bson::Document>(collection);
-    let existing: Vec<mongodb::IndexModel> = match coll.list_indexes().await {
-        Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
-        Err(_) => return Ok(()),
-    };
-    for model in existing {
+    for model in index_models(&coll).await {
         if !indexes.iter().any(|keys| same_keys(&model.keys, keys)) {
             continue;
         }
@@ -172,6 +162,18 @@ pub async fn drop_indexes(
         }
     }
     Ok(())
+}
+
+/// The indexes of `coll`; none for a collection that does not exist yet
+/// (`listIndexes` fails with NamespaceNotFound there).
+async fn index_models(
+    coll: &mongodb::Collection<mongodb::bson::Document>,
+) -> Vec<mongodb::IndexModel> {
+    use futures::TryStreamExt as _;
+    match coll.list_indexes().await {
+        Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Same fields in the same order with the same direction (1 and 1.0 alike).

@@ -313,12 +313,7 @@ async fn login_counts_count_the_kst_day_per_type_and_level_with_zeros_and_users_
     // Dry run: figures reported, nothing written.
     let run = env.run_ok("BO-01-004", Some(d), true).await;
     assert!(login_stats(env.pg(), d).await.is_empty());
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(run).await;
     let total: i64 = expected.values().map(|v| v.0).sum();
     assert_eq!(details["logins"], total);
 
@@ -570,12 +565,7 @@ async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midni
         connected_stats(env.pg(), d).await.is_empty(),
         "dry run writes nothing"
     );
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(run).await;
     assert_eq!(details["would_write_rows"], 96);
 
     env.run_ok("BO-01-003", Some(d), false).await;

@@ -184,6 +184,15 @@ impl TestEnv {
         &self.app.pg
     }
 
+    /// The `details` a run left in its history row.
+    pub async fn details(&self, run_id: i64) -> serde_json::Value {
+        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(self.pg())
+            .await
+            .unwrap()
+    }
+
     /// Changes settings for in-process runs (e.g. a smaller batch size).
     pub fn configure(&mut self, change: impl FnOnce(&mut aidt_batch::config::Settings)) {
         let mut settings = (*self.app.settings).clone();

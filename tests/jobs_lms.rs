@@ -50,12 +50,7 @@ async fn log_cleanup_deletes_only_rows_past_each_tables_retention_in_batches() {
         350,
         "dry run deletes nothing"
     );
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(dry)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(dry).await;
     assert_eq!(
         details["would_delete"],
         serde_json::json!({"tb_lms_access_log": 250, "tb_lms_api_log": 120, "tb_lms_login_hist": 40})

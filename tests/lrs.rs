@@ -314,12 +314,7 @@ async fn lrs_aggregates_attempts_and_records_invalid() {
         "read 4 non-voided of the day; READY + INVALID written; voided + invalid skipped"
     );
     // Partner-IDs are credentials: the details name partners, never ids.
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(run).await;
     assert_eq!(
         details["per_partner"],
         serde_json::json!({ "(not configured)": { "ready": 1, "invalid": 1 } }),
@@ -456,12 +451,7 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
     let docs = batch_docs(&env).await;
     assert!(!docs.is_empty());
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(run).await;
     let names: Vec<&String> = details["per_partner"].as_object().unwrap().keys().collect();
     assert!(
         names.contains(&&"demo".to_string()),
@@ -564,12 +554,7 @@ async fn lrs_rerun_over_many_batches_rewrites_exactly_the_changed_statements() {
     let tampered = batch_docs(&env).await;
 
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(run).await;
     assert_eq!(details["inserted"], 0, "{details}");
     assert_eq!(details["updated"], stale.len(), "{details}");
     assert_eq!(details["kept_sent_or_error"], kept.len(), "{details}");
@@ -651,12 +636,7 @@ async fn lrs_killed_with_writes_in_flight_then_rerun_leaves_what_one_uninterrupt
 
     let run = env.run_ok(ID, Some(date(DAY)), false).await;
     assert_eq!(decided(&env).await, expected);
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(run).await;
     assert_eq!(
         details["inserted"].as_u64().unwrap() + details["unchanged"].as_u64().unwrap(),
         expected.len() as u64,

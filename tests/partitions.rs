@@ -414,12 +414,7 @@ async fn a_killed_partition_rerun_alone_completes_the_night() {
     // Partition 1 alone, rerun: resumes its own requests in doubt.
     let rerun = in_process(&env, SEND, Partition::new(1, 4)).await;
     assert_eq!(rerun.exit, Exit::Success);
-    let details: serde_json::Value =
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(rerun.run_id.unwrap())
-            .fetch_one(env.pg())
-            .await
-            .unwrap();
+    let details = env.details(rerun.run_id.unwrap()).await;
     assert!(
         details["partners"]["demo"]["resumed_requests"]
             .as_u64()

@@ -74,14 +74,6 @@ async fn counts(env: &TestEnv, run_id: i64) -> (i64, i64, i64, i64) {
     .unwrap()
 }
 
-async fn details(env: &TestEnv, run_id: i64) -> Value {
-    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(env.pg())
-        .await
-        .unwrap()
-}
-
 /// (statement_id, status, err_code, stmt_index, err_msg) of every error row.
 async fn error_rows(env: &TestEnv) -> Vec<(Uuid, String, String, Option<i64>, Option<String>)> {
     sqlx::query_as("SELECT statement_id, status, err_code, stmt_index, err_msg FROM tb_dc_error_data_info ORDER BY err_id")
@@ -169,7 +161,7 @@ async fn dc_01_001_sends_every_ready_statement_once_in_chunked_requests_and_a_re
         (expected.len() as i64, expected.len() as i64, 1, 0),
         "the foreign one skipped"
     );
-    assert_eq!(details(&env, run).await["skipped_unknown_partner"], 1);
+    assert_eq!(env.details(run).await["skipped_unknown_partner"], 1);
     let left = docs(&env, doc! { "_id": "0d6f8a5e-1b2c-5d3e-8f4a-9b0c1d2e3f40" }).await;
     assert_eq!(left[0].get_str("status").unwrap(), "READY", "left as it is");
     let all = docs(&env, doc! {}).await;
@@ -324,7 +316,7 @@ async fn rejected_statements_are_recorded_regenerated_and_resent_and_a_duplicate
     );
     let run = resend.run_id.unwrap();
     assert_eq!(counts(&env, run).await.1 as usize, 1 + of_user.len());
-    let d = details(&env, run).await;
+    let d = env.details(run).await;
     assert_eq!(d["failed_for_good"], 1);
     assert_eq!(d["failed_rows"][0]["statement_id"], id_of(dup));
     assert!(d["failed_rows"][0]["reason"]
@@ -411,7 +403,7 @@ async fn an_expired_token_opens_a_new_transfer_and_nothing_is_lost() {
             >= 2,
         "{stats:?}"
     );
-    let renewals = details(&env, run).await["partners"]["demo"]["token_renewals"]
+    let renewals = env.details(run).await["partners"]["demo"]["token_renewals"]
         .as_u64()
         .unwrap();
     assert!(renewals >= 1);
@@ -436,7 +428,7 @@ async fn when_keris_stays_down_the_rest_waits_ready_for_a_rerun() {
     });
     let outcome = env.run_job(SEND, Some(date(DAY)), false).await;
     assert_eq!(outcome.exit, Exit::CompletedWithErrors);
-    let d = details(&env, outcome.run_id.unwrap()).await;
+    let d = env.details(outcome.run_id.unwrap()).await;
     let deferred = d["partners"]["demo"]["deferred"].as_u64().unwrap() as usize;
     assert_eq!(
         deferred,
@@ -626,7 +618,7 @@ async fn a_sender_killed_mid_transfer_is_finished_by_the_rerun_without_loss_or_d
 
     sim.set_faults(Faults::default());
     let run = env.run_ok(SEND, Some(date(DAY)), false).await;
-    let d = details(&env, run).await;
+    let d = env.details(run).await;
     assert!(
         d["partners"]["demo"]["resumed_requests"].as_u64().unwrap() >= 1,
         "{d}"
@@ -718,7 +710,7 @@ async fn lrs_01_002_fails_a_row_whose_source_statements_are_gone_and_its_dry_run
         "{:?}",
         rows[0].4
     );
-    let d = details(&env, outcome.run_id.unwrap()).await;
+    let d = env.details(outcome.run_id.unwrap()).await;
     assert_eq!(d["failed"][0]["statement_id"], id);
     // Nothing is left for DC-01-002, and the statement stays ERROR, unsent.
     assert_eq!(
@@ -798,7 +790,7 @@ async fn a_backlog_larger_than_a_page_is_regenerated_resent_and_failed_page_by_p
         counts(&env, regen).await,
         (rebuilt.len() as i64, rebuilt.len() as i64, 0, 0)
     );
-    let d = details(&env, regen).await;
+    let d = env.details(regen).await;
     assert_eq!(
         d["unchanged"],
         rebuilt.len(),
@@ -834,7 +826,7 @@ async fn a_backlog_larger_than_a_page_is_regenerated_resent_and_failed_page_by_p
             doomed.len() as i64
         )
     );
-    let d = details(&env, run).await;
+    let d = env.details(run).await;
     assert_eq!(d["failed_for_good"], doomed.len(), "{d}");
     let listed = d["failed_rows"].as_array().unwrap();
     assert_eq!(listed.len(), 3, "at most max_reported_ids rows listed: {d}");
