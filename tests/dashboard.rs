@@ -21,7 +21,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{expected_partition, salted_hash, stderr, TestEnv};
+use crate::helpers::{details, expected_partition, salted_hash, stderr, TestEnv};
 
 const PARTNER_ID: &str = "9a4e2f61-7c3b-4d8a-b1e5-2f6c8d0a4b17";
 const OTHER_PARTNER_ID: &str = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
@@ -200,14 +200,6 @@ async fn unsent(pg: &PgPool) -> i64 {
                   WHERE score IS NOT NULL AND (keris_sent_at IS NULL OR upd_dt > keris_sent_at))",
     )
     .await
-}
-
-async fn details(pg: &PgPool, run_id: i64) -> Value {
-    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(pg)
-        .await
-        .unwrap()
 }
 
 fn body_of(sim: &SimulatorHandle, api: &str) -> Vec<Value> {

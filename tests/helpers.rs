@@ -186,11 +186,7 @@ impl TestEnv {
 
     /// The `details` a run left in its history row.
     pub async fn details(&self, run_id: i64) -> serde_json::Value {
-        sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(self.pg())
-            .await
-            .unwrap()
+        details(self.pg(), run_id).await
     }
 
     /// Changes settings for in-process runs (e.g. a smaller batch size).
@@ -429,6 +425,15 @@ pub async fn keris_docs(env: &TestEnv) -> Vec<mongodb::bson::Document> {
         .await
         .unwrap()
         .try_collect()
+        .await
+        .unwrap()
+}
+
+/// The `details` run `run_id` left in its history row in `pg`.
+pub async fn details(pg: &PgPool, run_id: i64) -> serde_json::Value {
+    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
         .await
         .unwrap()
 }

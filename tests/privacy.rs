@@ -282,14 +282,6 @@ async fn docs_of(env: &TestEnv, collection: &str, users: &[Uuid]) -> u64 {
         .unwrap()
 }
 
-async fn details(pg: &PgPool, run_id: i64) -> serde_json::Value {
-    sqlx::query_scalar("SELECT details FROM batch_job_run WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(pg)
-        .await
-        .unwrap()
-}
-
 /// (counts, student_hashes) of a run's audit row.
 async fn audit(pg: &PgPool, run_id: i64) -> (serde_json::Value, Vec<String>) {
     sqlx::query_as("SELECT counts, student_hashes FROM batch_privacy_audit WHERE run_id = $1")

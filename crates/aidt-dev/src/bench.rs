@@ -13,6 +13,7 @@ use serde_json::json;
 use aidt_batch::context::AppContext;
 use aidt_batch::contract::KERIS_BATCH_DATA;
 use aidt_batch::jobs::dc::send_statements;
+use aidt_batch::jobs::shared::in_flight::run_in_flight;
 use aidt_batch::jobs::shared::transfer;
 use aidt_batch::xapi;
 
@@ -360,30 +361,26 @@ async fn read_and_insert(app: &AppContext, date: NaiveDate) -> anyhow::Result<()
     let mut cursor = source_cursor(app, date).await?;
     // As many batches in flight as the job writes at once, each a task.
     let in_flight = settings.writes_in_flight.max(1) as usize;
-    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(in_flight);
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(in_flight);
     let writing = async {
         let mut written = 0u64;
-        let mut writes = tokio::task::JoinSet::new();
-        while let Some(batch) = batch_rx.recv().await {
-            written += batch.len() as u64;
-            if writes.len() >= in_flight {
-                if let Some(done) = writes.join_next().await {
-                    done??;
-                }
-            }
+        let insert = |batch: Vec<RawDocumentBuf>| {
             let target = target.clone();
-            writes.spawn(async move {
+            async move {
+                let n = batch.len() as u64;
                 target
                     .insert_many(batch)
                     .ordered(false)
                     .await
-                    .context("Failed to insert into keris_batch_data")
-                    .map(drop)
-            });
-        }
-        while let Some(done) = writes.join_next().await {
-            done??;
-        }
+                    .context("Failed to insert into keris_batch_data")?;
+                anyhow::Ok(n)
+            }
+        };
+        run_in_flight(batch_rx, in_flight, insert, |n| {
+            written += n;
+            Ok(())
+        })
+        .await?;
         anyhow::Ok(written)
     };
     let reading = async {

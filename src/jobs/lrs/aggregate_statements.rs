@@ -56,6 +56,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::LrsAggregateSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
+use crate::jobs::shared::in_flight::run_in_flight;
 use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -154,7 +155,7 @@ impl Job for AggregateStatements {
         let batch_size = agg.settings.batch_size as usize;
         let in_flight = agg.settings.writes_in_flight.max(1) as usize;
         let (date, dry_run) = (agg.date, agg.dry_run);
-        let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(in_flight);
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(in_flight);
         let reading = async {
             while let Some(source_doc) = cursor
                 .try_next()
@@ -181,30 +182,27 @@ impl Job for AggregateStatements {
         };
         let writing = async {
             let mut report = Report::default();
-            let mut writes = tokio::task::JoinSet::new();
-            while let Some(outputs) = batch_rx.recv().await {
-                if dry_run {
-                    report.inserted += outputs.len() as u64;
-                    continue;
-                }
-                if outputs.is_empty() {
-                    continue;
-                }
-                if writes.len() >= in_flight {
-                    if let Some(done) = writes.join_next().await {
-                        count_write(ctx, &mut report, done)?;
-                    }
-                }
+            let write_batch = |outputs: Vec<Output>| {
                 let db = db.clone();
-                writes.spawn(async move {
+                async move {
                     let mut batch = Report::default();
+                    if dry_run {
+                        batch.inserted = outputs.len() as u64;
+                        return anyhow::Ok((0, batch));
+                    }
+                    if outputs.is_empty() {
+                        return Ok((0, batch));
+                    }
                     let written = write_outputs(&db, date, &outputs, &mut batch).await?;
-                    anyhow::Ok((written, batch))
-                });
-            }
-            while let Some(done) = writes.join_next().await {
-                count_write(ctx, &mut report, done)?;
-            }
+                    Ok((written, batch))
+                }
+            };
+            run_in_flight(batch_rx, in_flight, write_batch, |(written, batch)| {
+                ctx.counts.add_written(written);
+                report.merge(batch);
+                Ok(())
+            })
+            .await?;
             Ok::<_, anyhow::Error>(report)
         };
         let ((), written) = tokio::try_join!(reading, writing)?;
@@ -232,19 +230,6 @@ impl Job for AggregateStatements {
         }
         Ok(())
     }
-}
-
-/// Counts a finished write task of [`write_outputs`] (its documents written
-/// and what it found), or passes on its error.
-fn count_write(
-    ctx: &JobContext,
-    report: &mut Report,
-    done: Result<anyhow::Result<(u64, Report)>, tokio::task::JoinError>,
-) -> anyhow::Result<()> {
-    let (written, batch) = done.context("A keris_batch_data write task failed")??;
-    ctx.counts.add_written(written);
-    report.merge(batch);
-    Ok(())
 }
 
 /// The counts per Partner-ID under the partners' configuration names: a

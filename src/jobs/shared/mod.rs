@@ -1,7 +1,9 @@
 //! Code two or more jobs share, each in a module of its own: the KERIS
 //! dashboard sender (LMS-01-008, DC-01-004), the xAPI statement sender
-//! (DC-01-001, DC-01-002, LRS-01-002) and the give-up policy both use.
+//! (DC-01-001, DC-01-002, LRS-01-002) and the give-up policy both use; the
+//! bounded tasks LRS-01-001 writes with.
 
 pub mod dashboard;
 pub mod give_up;
+pub mod in_flight;
 pub mod transfer;
