@@ -146,6 +146,44 @@ pub async fn next_students(
         .collect())
 }
 
+/// Every student of the set at `rule`, whether or not a deletion job has run
+/// yet: the students whose learning records must never reach KERIS
+/// (LRS-01-001 leaves their statements out when it aggregates, the sender
+/// checks again before each request). Read page by page with
+/// [`next_students`]; at 100,000 students the set is a few MiB.
+pub async fn withheld_students(
+    pg: &PgPool,
+    rule: &ConsentRule,
+) -> anyhow::Result<std::collections::HashSet<Uuid>> {
+    const PAGE: u32 = 10_000;
+    let mut conn = pg
+        .acquire()
+        .await
+        .context("Failed to get a PostgreSQL connection")?;
+    let mut set = std::collections::HashSet::new();
+    let mut after = None;
+    loop {
+        let page = next_students(&mut conn, rule, after, PAGE).await?;
+        after = page.last().copied();
+        let full = page.len() == PAGE as usize;
+        set.extend(page);
+        if !full {
+            return Ok(set);
+        }
+    }
+}
+
+/// The rule a KERIS job applies before it aggregates or sends: the wall
+/// clock, not the business date's end — a rerun of an old date must not send
+/// what a student's lapsed consent withholds today — and
+/// `[jobs.privacy] grace_days`.
+pub fn sending_rule(ctx: &crate::runtime::JobContext) -> ConsentRule {
+    ConsentRule {
+        reference_time: ctx.now(),
+        grace_days: ctx.settings().jobs.privacy.grace_days,
+    }
+}
+
 /// How many students of the set `skip.job_id` recorded as complete: the
 /// ones this run does not probe.
 async fn count_completed(

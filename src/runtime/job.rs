@@ -168,6 +168,11 @@ impl JobContext {
         &self.app.pg
     }
 
+    /// The run's "now": taken when the context is made.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
     /// The instant a state-changing job compares against: the run's start when
     /// the business date is today (Asia/Seoul), otherwise the end of the
     /// business date — so `--date` replays a job "as of" that day.

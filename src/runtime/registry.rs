@@ -106,6 +106,28 @@ pub fn settings_of<T: serde::de::DeserializeOwned>(section: config::Value) -> Re
 }
 
 impl JobDef {
+    /// What a job's `DEF` does not say: `..JobDef::DEFAULTS` fills the rest,
+    /// so a `DEF` lists only what differs (its id, names, about, schedule and
+    /// job at least; `registry_declarations_are_complete` checks that).
+    /// Unscheduled, yesterday's date, a lock of its own taken at once, one
+    /// process, no settings section beyond `lock_wait_secs`, no options.
+    pub const DEFAULTS: JobDef = JobDef {
+        id: "",
+        system: System::Lms,
+        name_ko: "",
+        name_en: "",
+        about: "",
+        schedule: Schedule::Unscheduled("not declared"),
+        schedule_note: None,
+        default_date: DefaultDate::Yesterday,
+        lock: Lock::Job,
+        lock_wait_secs: 0,
+        partitioned: false,
+        settings: None,
+        args: no_args,
+        job: None,
+    };
+
     /// The id as typed on the command line and in the crontab.
     pub fn cli_name(&self) -> String {
         self.id.to_ascii_lowercase()
@@ -263,6 +285,29 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_declarations_are_complete() {
+        // `..JobDef::DEFAULTS` fills what a DEF leaves out; what identifies
+        // and explains a job has no meaningful default.
+        for def in crate::jobs::REGISTRY.iter() {
+            assert!(!def.id.is_empty(), "a job without an id");
+            for (field, text) in [
+                ("name_ko", def.name_ko),
+                ("name_en", def.name_en),
+                ("about", def.about),
+            ] {
+                assert!(!text.is_empty(), "{}: `{field}` is empty", def.id);
+            }
+            assert!(def.job.is_some(), "{}: no `job`", def.id);
+            assert_ne!(
+                def.schedule,
+                JobDef::DEFAULTS.schedule,
+                "{}: no schedule declared (say why it is unscheduled)",
+                def.id
+            );
+        }
+    }
 
     #[test]
     fn a_partition_takes_the_lock_shared_its_count_shared_and_itself_exclusively() {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use sqlx::PgConnection;
 
-use crate::runtime::registry::{no_args, settings_of, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{settings_of, DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "BO-01-001";
@@ -28,14 +28,10 @@ pub static DEF: JobDef = JobDef {
     name_en: "Mark admins inactive 15 days since approval dormant",
     about: "Reads and writes tb_bo_admin_user: ACTIVE approved back-office admins become DORMANT when neither their last login nor their approval is more recent than [jobs.bo_01_001] inactive_days (15).",
     schedule: Schedule::Cron("35 0 * * *"),
-    schedule_note: None,
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
     settings: Some(settings_of::<AdminDormancySettings>),
-    args: no_args,
     job: Some(&AdminDormancy),
+    ..JobDef::DEFAULTS
 };
 
 pub struct AdminDormancy;

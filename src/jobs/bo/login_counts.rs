@@ -20,7 +20,7 @@ use sqlx::PgConnection;
 use super::login_stats::{
     finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
 };
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -36,14 +36,9 @@ pub static DEF: JobDef = JobDef {
     name_en: "LMS login aggregation (daily)",
     about: "Counts the day's LMS logins (tb_lms_login_hist) and distinct login users per user type and school level into tb_bo_lms_login_stats_daily (every type and level, zeros included); a rerun replaces the day's rows.",
     schedule: Schedule::Cron("5 3 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
-    lock_wait_secs: 0,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&LoginCounts),
+    ..JobDef::DEFAULTS
 };
 
 pub struct LoginCounts;

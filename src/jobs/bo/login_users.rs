@@ -28,7 +28,7 @@ use sqlx::PgConnection;
 use super::login_stats::{
     finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
 };
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -44,14 +44,9 @@ pub static DEF: JobDef = JobDef {
     name_en: "Login-user statistics, daily/weekly/monthly",
     about: "Counts the distinct LMS login users (tb_lms_login_hist) per user type and school level of the day, of its ISO week (Monday start) and of its month up to the day into tb_bo_lms_login_user_stats (period D/W/M); a rerun replaces those periods' rows.",
     schedule: Schedule::Cron("5 4 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
-    lock_wait_secs: 0,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&LoginUsers),
+    ..JobDef::DEFAULTS
 };
 
 pub struct LoginUsers;

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "BO-01-005";
@@ -25,14 +25,9 @@ pub static DEF: JobDef = JobDef {
     name_en: "Hide notices whose display period is over",
     about: "Reads and writes tb_bo_notice: displayed notices whose display period (disp_end_dt) ended before the reference time get disp_yn = 'N'.",
     schedule: Schedule::Cron("5 0 * * *"),
-    schedule_note: None,
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&NoticeExpiry),
+    ..JobDef::DEFAULTS
 };
 
 pub struct NoticeExpiry;

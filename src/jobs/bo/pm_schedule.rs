@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "BO-01-002";
@@ -36,12 +36,8 @@ pub static DEF: JobDef = JobDef {
     schedule: Schedule::Cron("*/10 * * * *"),
     schedule_note: Some("the seed prints `_/10_ * * *` (Markdown mangling of */10)"),
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&PmSchedule),
+    ..JobDef::DEFAULTS
 };
 
 pub struct PmSchedule;

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::jobs::shared::dashboard::{self, level_sql, school_level_sql, DashboardSender};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-004";
@@ -40,10 +40,8 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
     lock_wait_secs: 1800,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&AchievementLevels),
+    ..JobDef::DEFAULTS
 };
 
 pub struct AchievementLevels;

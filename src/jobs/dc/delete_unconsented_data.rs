@@ -32,7 +32,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-003";
@@ -45,14 +45,11 @@ pub static DEF: JobDef = JobDef {
     name_en: "Bulk delete of data without consent",
     about: "Deletes the MongoDB statements and keris_batch_data documents and the tb_dc_error_data_info rows of every student without PRVC_PROVIDE consent whose grace period has passed, in batches; writes a privacy audit row. Shares the xAPI lock so nothing it deletes is sent or regenerated meanwhile.",
     schedule: Schedule::Cron("0 3 * * *"),
-    schedule_note: None,
     default_date: DefaultDate::Today,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&DeleteUnconsentedData),
+    ..JobDef::DEFAULTS
 };
 
 /// The MongoDB collections holding the student's documents, by `user_id`.

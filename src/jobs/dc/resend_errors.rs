@@ -52,7 +52,7 @@ use crate::jobs::shared::transfer::{
     CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
 };
 use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-002";
@@ -65,14 +65,11 @@ pub static DEF: JobDef = JobDef {
     name_en: "Resend of learning history to KERIS",
     about: "Resends the statements of open tb_dc_error_data_info rows up to the business date (transient failures and regenerated statements); accepted rows become RESENT, rows out of retries or unfixable become FAILED with their reason.",
     schedule: Schedule::Cron("0 5 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
     partitioned: true,
-    settings: None,
-    args: no_args,
     job: Some(&ResendErrors),
+    ..JobDef::DEFAULTS
 };
 
 pub struct ResendErrors;

@@ -58,7 +58,7 @@ use crate::jobs::shared::transfer::{
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
 use crate::runtime::partition::Partition;
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-001";
@@ -71,14 +71,11 @@ pub static DEF: JobDef = JobDef {
     name_en: "Bulk send of learning history to KERIS",
     about: "Sends the business date's READY xAPI statements of keris_batch_data to KERIS in chunked transfers (API-006/007), per partner, marks them SENT with their transfer and index, records refusals in tb_dc_error_data_info; a rerun after a kill resumes the open transfers.",
     schedule: Schedule::Cron("10 1 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
     partitioned: true,
-    settings: None,
-    args: no_args,
     job: Some(&SendStatements),
+    ..JobDef::DEFAULTS
 };
 
 /// The status DC-01-001 sends.

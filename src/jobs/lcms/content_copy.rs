@@ -59,7 +59,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, PgConnection};
 
 use crate::config::LcmsCopySettings;
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext, JobStopped};
 
 pub const ID: &str = "LCMS-01-001";
@@ -77,12 +77,9 @@ pub static DEF: JobDef = JobDef {
     schedule: Schedule::Cron("0 1 * * *"),
     schedule_note: Some("the seed's line passes no job id; this one does"),
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
-    settings: None,
     args: full_arg,
     job: Some(&ContentCopy),
+    ..JobDef::DEFAULTS
 };
 
 pub struct ContentCopy;

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::templates;
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-004";
@@ -68,12 +68,10 @@ pub static DEF: JobDef = JobDef {
     schedule: Schedule::Cron("*/30 * * * *"),
     schedule_note: Some("the seed prints `_/30_ * * *` (Markdown mangling of */30)"),
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
     lock_wait_secs: 600,
-    partitioned: false,
     settings: Some(templates::validate::<AssignmentDueSettings>),
-    args: no_args,
     job: Some(&AssignmentDueMessages),
+    ..JobDef::DEFAULTS
 };
 
 /// `[jobs.lms_01_004]`.

@@ -19,7 +19,7 @@
 //! new one. Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
 use super::learning_day::{self, DayTable};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-002";
@@ -32,14 +32,10 @@ pub static DEF: JobDef = JobDef {
     name_en: "Save daily student competency indicators",
     about: "Reads the business date's tb_lms_lrn_session, tb_lms_lrn_result and tb_lms_assignment_submit; writes tb_lms_stdnt_cmpt_idx_daily: per active lecture member, learning time (sessions clipped to the day, open ones capped at [jobs.lms_01_002] max_open_session_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
     schedule: Schedule::Cron("10 4 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
-    lock_wait_secs: 0,
-    partitioned: false,
     settings: Some(learning_day::validate_settings),
-    args: no_args,
     job: Some(&CompetencyIndicators),
+    ..JobDef::DEFAULTS
 };
 
 pub struct CompetencyIndicators;

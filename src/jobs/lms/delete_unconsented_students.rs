@@ -32,7 +32,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-007";
@@ -45,14 +45,9 @@ pub static DEF: JobDef = JobDef {
     name_en: "Delete data of students without consent (daily)",
     about: "Clears the name and e-mail (tb_lms_user) of every student without PRVC_PROVIDE consent whose grace period ([jobs.privacy] grace_days) has passed, marks them deleted and deletes their LMS rows, one transaction per batch; writes a privacy audit row of counts and salted hashes.",
     schedule: Schedule::Cron("30 3 * * *"),
-    schedule_note: None,
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
-    settings: None,
-    args: no_args,
     job: Some(&DeleteUnconsentedStudents),
+    ..JobDef::DEFAULTS
 };
 
 /// The student's rows deleted outright, all keyed by `user_id`. The

@@ -102,9 +102,9 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
     lock_wait_secs: 300,
     partitioned: true,
-    settings: None,
     args: full_arg,
     job: Some(&KerisDashboard),
+    ..JobDef::DEFAULTS
 };
 
 pub struct KerisDashboard;

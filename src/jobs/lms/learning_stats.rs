@@ -13,7 +13,7 @@
 //! Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
 use super::learning_day::{self, DayTable};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-006";
@@ -26,14 +26,10 @@ pub static DEF: JobDef = JobDef {
     name_en: "Student learning statistics (daily)",
     about: "Reads the business date's tb_lms_lrn_result and tb_lms_lrn_session; writes tb_lms_stdnt_lrn_stats_daily: per active student and lecture with a result or a session that day, distinct standard codes and items, correct results, average score and the lecture's learning time (clipped, open sessions capped at [jobs.lms_01_006] max_open_session_hours, overlaps merged); a rerun replaces the day's rows.",
     schedule: Schedule::Cron("0 6 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
-    lock_wait_secs: 0,
-    partitioned: false,
     settings: Some(learning_day::validate_settings),
-    args: no_args,
     job: Some(&LearningStats),
+    ..JobDef::DEFAULTS
 };
 
 pub struct LearningStats;

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::learning_day::Day;
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-009";
@@ -77,14 +77,10 @@ pub static DEF: JobDef = JobDef {
     name_en: "Create and upload the LLM dataset",
     about: "Reads the item responses (tb_lms_lrn_result, tb_lms_item) of --from..--to (default: the business date) of consenting students (tb_lms_user_consent) and writes them as gzip JSON Lines with keyed pseudonyms (HMAC-SHA256) and a manifest, streamed as a multipart upload to S3-compatible storage ([jobs.lms_01_009.s3]) or into --output-dir; a rerun replaces the range's objects, a failed upload leaves none.",
     schedule: Schedule::Unscheduled("the seed leaves it undecided (미정)"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
     settings: Some(validate_settings),
     args: dataset_args,
     job: Some(&LlmDataset),
+    ..JobDef::DEFAULTS
 };
 
 const FROM: &str = "from";

@@ -21,7 +21,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -35,14 +35,10 @@ pub static DEF: JobDef = JobDef {
     name_en: "Delete old log-type data (daily)",
     about: "Deletes the rows of tb_lms_access_log, tb_lms_api_log and tb_lms_login_hist older than each table's retention ([jobs.lms_01_001]: 90, 90 and 365 days), in batches; a rerun deletes what is left.",
     schedule: Schedule::Cron("0 4 * * *"),
-    schedule_note: None,
     default_date: DefaultDate::Today,
-    lock: Lock::Job,
-    lock_wait_secs: 0,
-    partitioned: false,
     settings: Some(validate_settings),
-    args: no_args,
     job: Some(&LogCleanup),
+    ..JobDef::DEFAULTS
 };
 
 pub struct LogCleanup;

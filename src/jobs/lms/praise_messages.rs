@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::templates;
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -59,14 +59,10 @@ pub static DEF: JobDef = JobDef {
     name_en: "Create praise notifications (daily)",
     about: "Reads the business date's (default yesterday) assignments and submissions, tb_lms_lrn_result and tb_lms_lrn_session; writes PRAISE messages into tb_lms_ntcn_msg: every assignment due that day submitted on time, an average score of at least 90 over at least 5 items, a learning streak reaching a multiple of 7 days ([jobs.lms_01_005]); a rerun writes nothing twice.",
     schedule: Schedule::Cron("0 1 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::JobAndDate,
-    lock_wait_secs: 0,
-    partitioned: false,
     settings: Some(templates::validate::<PraiseSettings>),
-    args: no_args,
     job: Some(&PraiseMessages),
+    ..JobDef::DEFAULTS
 };
 
 /// `[jobs.lms_01_005]`. Every template may use `{date}` (D, `3월 5일`);

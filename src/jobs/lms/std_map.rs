@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 /// At most this many offending (item, code) pairs or item ids per list in a
@@ -84,14 +84,9 @@ pub const fn job_def(
         name_en,
         about,
         schedule: Schedule::Cron(cron),
-        schedule_note: None,
         default_date: DefaultDate::Today,
-        lock: Lock::Job,
-        lock_wait_secs: 0,
-        partitioned: false,
-        settings: None,
-        args: no_args,
         job: Some(map),
+        ..JobDef::DEFAULTS
     }
 }
 

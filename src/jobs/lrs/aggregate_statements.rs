@@ -57,7 +57,7 @@ use serde_json::{json, Map, Value};
 use crate::config::LrsAggregateSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::in_flight::run_in_flight;
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 use crate::xapi::{self, ProfileError};
@@ -72,14 +72,11 @@ pub static DEF: JobDef = JobDef {
     name_en: "Aggregate public batch data (xAPI), daily",
     about: "Aggregates the business date's LRS statements (statements) per (student, verb, object) into KERIS statements in keris_batch_data (READY, or INVALID with the reason); statements already SENT or in error are kept, so a rerun changes only what changed.",
     schedule: Schedule::Cron("10 0 * * *"),
-    schedule_note: None,
-    default_date: DefaultDate::Yesterday,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
     partitioned: true,
-    settings: None,
-    args: no_args,
     job: Some(&AggregateStatements),
+    ..JobDef::DEFAULTS
 };
 
 pub const READY: &str = BatchStatus::Ready.as_str();

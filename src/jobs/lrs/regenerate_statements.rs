@@ -45,7 +45,7 @@ use uuid::Uuid;
 use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::transfer::{find_by_ids, run_updates, CONTENT_CODES};
-use crate::runtime::registry::{no_args, DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LRS-01-002";
@@ -58,14 +58,12 @@ pub static DEF: JobDef = JobDef {
     name_en: "Aggregate batch data for error resend (xAPI)",
     about: "Reads the PENDING tb_dc_error_data_info rows KERIS rejected for their content (XAPI_VAL_ERR, XAPI_USER_ERR) and rebuilds each statement from the student's current LRS statements (statements): written back READY to keris_batch_data and the row REGENERATED for DC-01-002 to resend, or the row FAILED with the reason.",
     schedule: Schedule::Cron("30 23 * * *"),
-    schedule_note: None,
     default_date: DefaultDate::Today,
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 1800,
     partitioned: true,
-    settings: None,
-    args: no_args,
     job: Some(&RegenerateStatements),
+    ..JobDef::DEFAULTS
 };
 
 pub struct RegenerateStatements;
