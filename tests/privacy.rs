@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aidt_batch::jobs::privacy::{self, ConsentRule};
 use futures::TryStreamExt as _;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -820,7 +820,7 @@ async fn privacy_completed_students_are_recorded_by_hash_and_not_probed_again() 
     }
 
     // The LMS writes again for a recorded student: a completed student is
-    // not probed, so the row stays (and nothing is read or written).
+    // not probed (nothing is read per student); the sweep deletes the row.
     sqlx::query("INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at) VALUES ($1, '/late', '10.0.0.1', now())")
         .bind(id(1))
         .execute(env.pg())
@@ -838,7 +838,7 @@ async fn privacy_completed_students_are_recorded_by_hash_and_not_probed_again() 
             .unwrap();
         assert_eq!(read, 0, "{job}");
     }
-    assert_eq!(rows_of(env.pg(), "tb_lms_access_log", &[id(1)]).await, 1);
+    assert_eq!(rows_of(env.pg(), "tb_lms_access_log", &[id(1)]).await, 0);
 
     // Student 4 consents again and withdraws again (a new withdraw_dt, past
     // its grace period): a new grace anchor, so in the set again.
@@ -892,4 +892,315 @@ async fn privacy_dry_run_leaves_out_completed_students_and_records_nothing() {
     let d = details(env.pg(), dry).await;
     assert_eq!(d["students_in_set"], 0);
     assert_eq!(d["students_already_complete"], gone.len());
+}
+
+/// `sql` with `$1` the student, once per (table, rows) in `rows`.
+async fn write_rows(pg: &PgPool, student: Uuid, rows: &[(&str, &str, usize)]) {
+    for (_, sql, n) in rows {
+        for k in 0..*n {
+            sqlx::query(&sql.replace("{k}", &k.to_string()))
+                .bind(student)
+                .execute(pg)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Rows an LMS writes for a student after the deletion: (table, insert, how many).
+const LATE_LMS_ROWS: [(&str, &str, usize); 5] = [
+    ("tb_lms_access_log", "INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at) VALUES ($1, '/late{k}', '10.0.0.1', '2026-06-01 00:00:00+09')", 2),
+    ("tb_lms_login_hist", "INSERT INTO tb_lms_login_hist (user_id, user_type, login_at, ip) VALUES ($1, 'S', now(), '10.0.0.1')", 1),
+    ("tb_lms_lrn_result", "INSERT INTO tb_lms_lrn_result (user_id, lecture_code, item_id, content_id, std_sys_id, correct_yn, score, duration_sec, solved_at) VALUES ($1, 'LEC1', 'I{k}', 'C1', 'SS1', 'Y', 90, 30, '2026-05-01 10:00:00+09')", 3),
+    ("tb_lms_ntcn_msg", "INSERT INTO tb_lms_ntcn_msg (user_id, msg_type, ref_key, title, body, created_at) VALUES ($1, 'ASGN_DUE', 'late{k}', 'Due', 'Due', now())", 1),
+    ("tb_lms_keris_token", "INSERT INTO tb_lms_keris_token VALUES ($1, 'late-token', 'late-access', now())", 1),
+];
+
+/// `agree_yn = 'Y'` again for `student`.
+async fn consent_again(pg: &PgPool, student: Uuid) {
+    sqlx::query(
+        "INSERT INTO tb_lms_user_consent VALUES ($1, 'PRVC_PROVIDE', 'Y', now(), NULL)
+         ON CONFLICT (user_id, consent_type) DO UPDATE SET agree_yn = 'Y', agree_dt = now()",
+    )
+    .bind(student)
+    .execute(pg)
+    .await
+    .unwrap();
+}
+
+/// `{table: n}` for every table of the job, 0 where `nonzero` says nothing.
+fn all_tables(tables: &[&str], nonzero: &[(&str, u64)]) -> serde_json::Value {
+    tables
+        .iter()
+        .map(|t| {
+            let n = nonzero.iter().find(|(k, _)| k == t).map_or(0, |(_, n)| *n);
+            (t.to_string(), serde_json::json!(n))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// (counts, swept_counts) of a run's audit row.
+async fn audit_swept(pg: &PgPool, run_id: i64) -> serde_json::Value {
+    sqlx::query_scalar("SELECT swept_counts FROM batch_privacy_audit WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lms_01_007_deletes_rows_written_after_a_deletion_but_not_for_a_student_who_consented_again(
+) {
+    let mut env = TestEnv::new().await;
+    env.configure(|s| s.jobs.privacy.batch_size = 2);
+    seed(&env).await;
+    env.run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
+    // After the deletion: an offline sync for student 1 (and its user row
+    // written again, name and all), a stale session for student 6; student
+    // 9 consents again and learns; a teacher goes on as before.
+    write_rows(env.pg(), id(1), &LATE_LMS_ROWS).await;
+    sqlx::query("UPDATE tb_lms_user SET user_nm = 'Name again', del_yn = 'N' WHERE user_id = $1")
+        .bind(id(1))
+        .execute(env.pg())
+        .await
+        .unwrap();
+    write_rows(env.pg(), id(6), &LATE_LMS_ROWS[..1]).await;
+    consent_again(env.pg(), id(9)).await;
+    write_rows(env.pg(), id(9), &LATE_LMS_ROWS).await;
+    write_rows(env.pg(), id(12), &LATE_LMS_ROWS[..1]).await;
+    let kept_before = pg_state(env.pg(), &[id(1), id(6)]).await;
+
+    let run = env
+        .run_ok("LMS-01-007", Some(date(BUSINESS_DATE)), false)
+        .await;
+
+    for (table, _, _) in LATE_LMS_ROWS {
+        assert_eq!(
+            rows_of(env.pg(), table, &[id(1), id(6)]).await,
+            0,
+            "{table}"
+        );
+    }
+    let user: (Option<String>, String) =
+        sqlx::query_as("SELECT user_nm, del_yn FROM tb_lms_user WHERE user_id = $1")
+            .bind(id(1))
+            .fetch_one(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(user, (None, "Y".to_string()));
+    // Student 9 (consented again) and the teacher keep what was written.
+    assert_eq!(pg_state(env.pg(), &[id(1), id(6)]).await, kept_before);
+    assert_eq!(rows_of(env.pg(), "tb_lms_lrn_result", &[id(9)]).await, 3);
+
+    let mut tables = LMS_TABLES.to_vec();
+    tables.push("tb_lms_user");
+    let swept = all_tables(
+        &tables,
+        &[
+            ("tb_lms_access_log", 2 + 2),
+            ("tb_lms_login_hist", 1),
+            ("tb_lms_lrn_result", 3),
+            ("tb_lms_ntcn_msg", 1),
+            ("tb_lms_keris_token", 1),
+            ("tb_lms_user", 1),
+        ],
+    );
+    let d = details(env.pg(), run).await;
+    assert_eq!(d["students_in_set"], 0, "nobody probed per student");
+    assert_eq!(d["students_swept"], selected().len() - 1, "all but 9");
+    assert_eq!(d["swept"], swept);
+    assert_eq!(d["changed"], swept);
+    assert_eq!(d["students_swept_changed"], 2);
+    let (counts, hashes) = audit(env.pg(), run).await;
+    assert_eq!(counts, swept);
+    assert_eq!(audit_swept(env.pg(), run).await, swept);
+    assert_eq!(hashes, expected_hashes(&[id(1), id(6)]));
+}
+
+/// A statement or KERIS document of `student` stored after the deletion.
+fn late_doc(key: &str, user_id: Bson) -> Document {
+    doc! { "_id": key, "user_id": user_id, "partner_id": "p", "base_dt": "2026-06-15", "status": "READY" }
+}
+
+/// `student`'s id as a BSON UUID (binary subtype 4).
+fn bson_uuid(student: Uuid) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Uuid,
+        bytes: student.as_bytes().to_vec(),
+    })
+}
+
+async fn insert_docs(env: &TestEnv, collection: &str, docs: Vec<Document>) {
+    env.app
+        .mongo
+        .collection::<Document>(collection)
+        .insert_many(docs)
+        .await
+        .unwrap();
+}
+
+/// How many of `collection`'s documents have an `_id` starting with `prefix`.
+async fn docs_with_prefix(env: &TestEnv, collection: &str, prefix: &str) -> u64 {
+    env.app
+        .mongo
+        .collection::<Document>(collection)
+        .count_documents(doc! { "_id": { "$regex": format!("^{prefix}") } })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dc_01_003_deletes_documents_and_error_rows_written_after_a_deletion() {
+    let mut env = TestEnv::new().await;
+    env.configure(|s| s.jobs.privacy.batch_size = 2);
+    seed(&env).await;
+    env.run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
+    // Late statements of deleted students 1 (three, one a BSON UUID) and 15,
+    // a KERIS document regenerated for 4 and two error rows for 1; the same
+    // for student 9, who consented again, and for 10, who never left.
+    let late = |who: Uuid, tag: &str| {
+        vec![
+            late_doc(&format!("late-{tag}-a"), Bson::String(who.to_string())),
+            late_doc(&format!("late-{tag}-b"), bson_uuid(who)),
+            late_doc(
+                &format!("late-{tag}-c"),
+                Bson::String(who.to_string().to_uppercase()),
+            ),
+        ]
+    };
+    consent_again(env.pg(), id(9)).await;
+    let mut statements = late(id(1), "gone1");
+    statements.extend(late(id(15), "gone15").into_iter().take(1));
+    statements.extend(late(id(9), "kept9"));
+    statements.extend(late(id(10), "kept10"));
+    insert_docs(&env, "statements", statements).await;
+    insert_docs(
+        &env,
+        "keris_batch_data",
+        vec![
+            late_doc("late-gone4-k", Bson::String(id(4).to_string())),
+            late_doc("late-kept9-k", Bson::String(id(9).to_string())),
+        ],
+    )
+    .await;
+    let error_row = "INSERT INTO tb_dc_error_data_info (job_id, base_dt, partner_id, user_id, statement_id, err_code, created_at, upd_dt)
+        VALUES ('DC-01-001', '2026-06-15', '00000000-0000-4000-8000-0000000000aa', $1, gen_random_uuid(), 'E2', now(), now())";
+    write_rows(env.pg(), id(1), &[("tb_dc_error_data_info", error_row, 2)]).await;
+    write_rows(env.pg(), id(9), &[("tb_dc_error_data_info", error_row, 1)]).await;
+
+    let run = env
+        .run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
+
+    for prefix in ["late-gone"] {
+        for name in COLLECTIONS {
+            assert_eq!(docs_with_prefix(&env, name, prefix).await, 0, "{name}");
+        }
+    }
+    assert_eq!(docs_with_prefix(&env, "statements", "late-kept").await, 6);
+    assert_eq!(
+        docs_with_prefix(&env, "keris_batch_data", "late-kept").await,
+        1
+    );
+    assert_eq!(
+        rows_of(env.pg(), "tb_dc_error_data_info", &[id(1)]).await,
+        0
+    );
+    // Student 9's seeded row was deleted by the first run; the new one stays.
+    assert_eq!(
+        rows_of(env.pg(), "tb_dc_error_data_info", &[id(9)]).await,
+        1
+    );
+
+    let swept =
+        serde_json::json!({ "statements": 4, "keris_batch_data": 1, "tb_dc_error_data_info": 2 });
+    let d = details(env.pg(), run).await;
+    assert_eq!(d["students_in_set"], 0, "nobody probed per student");
+    assert_eq!(d["students_swept"], selected().len() - 1, "all but 9");
+    assert_eq!(d["swept"], swept);
+    assert_eq!(d["deleted"], swept);
+    assert_eq!(audit_swept(env.pg(), run).await, swept);
+    let (counts, hashes) = audit(env.pg(), run).await;
+    assert_eq!(counts, swept);
+    assert_eq!(hashes, expected_hashes(&[id(1), id(4), id(15)]));
+}
+
+/// Every form of `student`'s id the contract's "uuid as string" and the
+/// MongoDB drivers' UUID representations produce, written out here
+/// independently of the job: (name, value).
+fn stored_forms(student: Uuid) -> Vec<(&'static str, Bson)> {
+    let s = student.to_string();
+    let simple = student.simple().to_string();
+    let bin = |subtype, bytes: Vec<u8>| Bson::Binary(Binary { subtype, bytes });
+    let mut java = student.as_bytes().to_vec();
+    java[..8].reverse();
+    java[8..].reverse();
+    vec![
+        ("lower", Bson::String(s.clone())),
+        ("upper", Bson::String(s.to_uppercase())),
+        ("simple", Bson::String(simple.clone())),
+        ("simple-upper", Bson::String(simple.to_uppercase())),
+        ("braced", Bson::String(format!("{{{s}}}"))),
+        (
+            "braced-upper",
+            Bson::String(format!("{{{}}}", s.to_uppercase())),
+        ),
+        ("urn", Bson::String(format!("urn:uuid:{s}"))),
+        (
+            "urn-upper",
+            Bson::String(format!("urn:uuid:{}", s.to_uppercase())),
+        ),
+        (
+            "bin4",
+            bin(BinarySubtype::Uuid, student.as_bytes().to_vec()),
+        ),
+        (
+            "bin3-python",
+            bin(BinarySubtype::UuidOld, student.as_bytes().to_vec()),
+        ),
+        ("bin3-java", bin(BinarySubtype::UuidOld, java)),
+        (
+            "bin3-csharp",
+            bin(BinarySubtype::UuidOld, student.to_bytes_le().to_vec()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn dc_01_003_deletes_a_students_documents_in_every_stored_form_of_the_id() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    // Student 1 (selected) and 10 (consented) in every form, both collections.
+    for name in COLLECTIONS {
+        let mut docs = Vec::new();
+        for (who, tag) in [(id(1), "gone"), (id(10), "kept")] {
+            for (form, value) in stored_forms(who) {
+                docs.push(late_doc(&format!("{tag}-{form}"), value));
+            }
+        }
+        insert_docs(&env, name, docs).await;
+    }
+    let forms = stored_forms(id(1)).len() as u64;
+
+    let run = env
+        .run_ok("DC-01-003", Some(date(BUSINESS_DATE)), false)
+        .await;
+
+    for name in COLLECTIONS {
+        assert_eq!(docs_with_prefix(&env, name, "gone-").await, 0, "{name}");
+        assert_eq!(docs_with_prefix(&env, name, "kept-").await, forms, "{name}");
+    }
+    let n = selected().len() as u64;
+    let expected = serde_json::json!({
+        "statements": 2 * n + forms,
+        "keris_batch_data": 2 * n + forms,
+        "tb_dc_error_data_info": n,
+    });
+    assert_eq!(details(env.pg(), run).await["deleted"], expected);
+    let (counts, hashes) = audit(env.pg(), run).await;
+    assert_eq!(counts, expected);
+    assert_eq!(hashes, expected_hashes(&selected()));
 }

@@ -23,12 +23,23 @@
 //! `batch_privacy_completed` — in the batch's own transaction, so a kill
 //! before the commit leaves the student to the next run — and its later
 //! runs leave recorded students out of the set ([`next_candidates`] with
-//! [`SkipCompleted`]) instead of probing each table again. The record holds
+//! [`Recorded::Not`]) instead of probing each table again. The record holds
 //! the audit's salted hash, never the id; the set query computes the same
 //! hash in SQL ([`hash_sql`]). It also holds the grace anchor, so a student
 //! who consents again and later withdraws (a new `withdraw_dt`) is in the
-//! set again. Rows the LMS writes for a recorded student afterwards are not
-//! looked for: deletion is complete when it is done, not re-checked daily.
+//! set again.
+//!
+//! Data written for a recorded student after the deletion (an offline sync,
+//! a stale session, a job's insert racing the deletion, a late statement)
+//! is found by each run's sweep ([`load_swept`]): the students of the set
+//! that the job recorded complete go into a temporary table once, and each
+//! table is emptied of their rows by one set-based `DELETE … IN (SELECT …)`
+//! — no per-student probing. The sweep follows the set, not `del_yn`: a
+//! student who consented again (`agree_yn = 'Y'`) is out of the set and
+//! keeps what is written for them even though the LMS row still says
+//! `del_yn = 'Y'`, and a `del_yn = 'Y'` the LMS set for another reason
+//! touches nothing. The audit counts swept rows in `counts` and, apart, in
+//! `swept_counts`.
 //! The audit lists only students for whom the run changed something.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,12 +85,35 @@ pub struct Candidate {
     pub grace_anchor: DateTime<Utc>,
 }
 
-/// Leave out the students `job_id` recorded as complete (with the same
-/// grace anchor); `salt` is the audit's, which keys the record.
+/// The completion records of `job_id` (students recorded complete with the
+/// same grace anchor); `salt` is the audit's, which keys the record.
 #[derive(Debug, Clone, Copy)]
 pub struct SkipCompleted<'a> {
     pub job_id: &'a str,
     pub salt: &'a str,
+}
+
+/// Which students of the set [`next_candidates`] returns, by their
+/// completion record.
+#[derive(Debug, Clone, Copy)]
+pub enum Recorded<'a> {
+    /// Every student of the set.
+    Any,
+    /// Those not recorded complete: the deletion's own work.
+    Not(SkipCompleted<'a>),
+    /// Only those recorded complete: the sweep for data written afterwards.
+    Only(SkipCompleted<'a>),
+}
+
+impl<'a> Recorded<'a> {
+    /// (job id, salt, whether the record must exist) as query parameters.
+    fn params(self) -> (Option<&'a str>, Option<&'a str>, bool) {
+        match self {
+            Recorded::Any => (None, None, false),
+            Recorded::Not(s) => (Some(s.job_id), Some(s.salt), false),
+            Recorded::Only(s) => (Some(s.job_id), Some(s.salt), true),
+        }
+    }
 }
 
 /// The `FROM … WHERE` of the set: `$1` cutoff.
@@ -101,13 +135,12 @@ fn completed_sql(job: &str, salt: &str) -> String {
 
 /// The next at most `limit` students of the set with ids after `after`, in
 /// id order (keyset pagination: no OFFSET, and a student deleted meanwhile
-/// does not shift the pages); with `skip`, without the students that job
-/// recorded as complete.
+/// does not shift the pages), chosen by their completion record.
 #[tracing::instrument(skip_all, fields(cutoff = %rule.cutoff(), limit), err)]
 pub async fn next_candidates(
     conn: &mut PgConnection,
     rule: &ConsentRule,
-    skip: Option<SkipCompleted<'_>>,
+    recorded: Recorded<'_>,
     after: Option<Uuid>,
     limit: u32,
 ) -> anyhow::Result<Vec<Candidate>> {
@@ -116,17 +149,19 @@ pub async fn next_candidates(
            {SET_SQL}
             AND {ANCHOR_SQL} < $1
             AND ($2::uuid IS NULL OR u.user_id > $2)
-            AND ($4::text IS NULL OR NOT {})
+            AND ($4::text IS NULL OR {} = $6)
           ORDER BY u.user_id
           LIMIT $3",
         completed_sql("$4", "$5")
     );
+    let (job_id, salt, wanted) = recorded.params();
     sqlx::query_as(&sql)
         .bind(rule.cutoff())
         .bind(after)
         .bind(i64::from(limit))
-        .bind(skip.map(|s| s.job_id))
-        .bind(skip.map(|s| s.salt))
+        .bind(job_id)
+        .bind(salt)
+        .bind(wanted)
         .fetch_all(conn)
         .await
         .context("Failed to select students without consent from tb_lms_user / tb_lms_user_consent")
@@ -139,7 +174,7 @@ pub async fn next_students(
     after: Option<Uuid>,
     limit: u32,
 ) -> anyhow::Result<Vec<Uuid>> {
-    Ok(next_candidates(conn, rule, None, after, limit)
+    Ok(next_candidates(conn, rule, Recorded::Any, after, limit)
         .await?
         .into_iter()
         .map(|c| c.user_id)
@@ -301,29 +336,124 @@ impl Tally {
     }
 }
 
+/// Whose rows a statement deletes.
+#[derive(Debug, Clone, Copy)]
+pub enum Students<'a> {
+    /// These students (a batch of the set).
+    Listed(&'a [Uuid]),
+    /// The students [`load_swept`] put in [`SWEPT`] (the caller's
+    /// transaction).
+    Swept,
+}
+
+impl Students<'_> {
+    /// The condition on `user_id`; `$1` is the list for [`Students::Listed`].
+    pub fn condition(&self) -> String {
+        match self {
+            Students::Listed(_) => "user_id = ANY($1)".to_string(),
+            Students::Swept => format!("user_id IN (SELECT user_id FROM {SWEPT})"),
+        }
+    }
+
+    /// `query` with the list bound, where the condition has one.
+    pub fn bind<'q, O>(
+        &self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        Self: 'q,
+    {
+        match self {
+            Students::Listed(ids) => query.bind(*ids),
+            Students::Swept => query,
+        }
+    }
+}
+
 /// Deletes (or, for a dry run, counts) the rows of `students` in `table`;
 /// returns the rows per student. `table` comes from a job's constant list.
 pub async fn delete_rows(
     conn: &mut PgConnection,
     table: &str,
-    students: &[Uuid],
+    students: Students<'_>,
     dry_run: bool,
 ) -> anyhow::Result<Vec<(Uuid, i64)>> {
+    let which = students.condition();
     let sql = if dry_run {
-        format!("SELECT user_id, count(*) FROM {table} WHERE user_id = ANY($1) GROUP BY user_id")
+        format!("SELECT user_id, count(*) FROM {table} WHERE {which} GROUP BY user_id")
     } else {
         format!(
-            "WITH d AS (DELETE FROM {table} WHERE user_id = ANY($1) RETURNING user_id)
+            "WITH d AS (DELETE FROM {table} WHERE {which} RETURNING user_id)
              SELECT user_id, count(*) FROM d GROUP BY user_id"
         )
     };
-    sqlx::query_as(&sql)
-        .bind(students)
+    students
+        .bind(sqlx::query_as(&sql))
         .fetch_all(conn)
         .await
         .with_context(|| {
             format!("Failed to delete the rows of students without consent from {table}")
         })
+}
+
+/// The temporary table of a sweep: the students of the set the job
+/// recorded complete. Dropped when the transaction ends.
+pub const SWEPT: &str = "pg_temp.privacy_swept";
+
+/// Fills [`SWEPT`] (in the caller's transaction) with the students of the
+/// set at `rule` that `recorded.job_id` recorded complete — each the same
+/// grace anchor, so a student in the set again after a new withdrawal is the
+/// deletion's, not the sweep's — and returns how many. One statement over
+/// the set; the hash of each student is computed once.
+#[tracing::instrument(skip_all, err)]
+pub async fn load_swept(
+    conn: &mut PgConnection,
+    rule: &ConsentRule,
+    recorded: SkipCompleted<'_>,
+) -> anyhow::Result<u64> {
+    sqlx::query(&format!(
+        "CREATE TEMPORARY TABLE {} (user_id uuid PRIMARY KEY) ON COMMIT DROP",
+        SWEPT.trim_start_matches("pg_temp.")
+    ))
+    .execute(&mut *conn)
+    .await
+    .context("Failed to create the temporary table of the sweep")?;
+    let n = sqlx::query(&format!(
+        "INSERT INTO {SWEPT} SELECT u.user_id {SET_SQL} AND {ANCHOR_SQL} < $1 AND {}",
+        completed_sql("$2", "$3")
+    ))
+    .bind(rule.cutoff())
+    .bind(recorded.job_id)
+    .bind(recorded.salt)
+    .execute(&mut *conn)
+    .await
+    .context("Failed to select the students recorded complete for the sweep")?
+    .rows_affected();
+    // The planner's choice between index probes and one hash join per table
+    // depends on the set's size: give it the figure.
+    sqlx::query(&format!("ANALYZE {SWEPT}"))
+        .execute(&mut *conn)
+        .await
+        .context("Failed to ANALYZE the temporary table of the sweep")?;
+    Ok(n)
+}
+
+/// Sets the run's swept rows per table so far (`swept_counts` of its audit
+/// row), in the transaction that commits them. They are in `counts` too.
+pub async fn record_swept(
+    conn: &mut PgConnection,
+    run_id: i64,
+    late: &BTreeMap<String, u64>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE batch_privacy_audit SET swept_counts = $2, updated_at = now() WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(serde_json::to_value(late)?)
+    .execute(conn)
+    .await
+    .context("Failed to record the sweep's rows in batch_privacy_audit")?;
+    Ok(())
 }
 
 /// The start every privacy run shares: the salt (the job refuses to run
@@ -419,6 +549,9 @@ pub struct RunFigures {
     pub students_seen: u64,
     /// Students this run recorded as complete.
     pub recorded: u64,
+    /// What the sweep found: rows written after a recorded deletion (also
+    /// in `run`).
+    pub swept: Tally,
 }
 
 impl RunFigures {
@@ -467,9 +600,30 @@ impl RunFigures {
         Ok(())
     }
 
+    /// Ends the sweep's batch (rows of students recorded complete earlier;
+    /// no one is recorded again): like [`RunFigures::end_batch`], and the
+    /// audit's `swept_counts` in the same transaction.
+    pub async fn end_sweep(
+        &mut self,
+        ctx: &crate::runtime::JobContext,
+        job_id: &str,
+        salt: &str,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        batch: Tally,
+        so_far: &mut BTreeMap<String, u64>,
+    ) -> anyhow::Result<()> {
+        self.swept.merge(&batch);
+        if !ctx.dry_run {
+            record_swept(&mut tx, ctx.run_id, &self.swept.counts).await?;
+        }
+        self.end_batch(ctx, job_id, salt, tx, batch, &[], so_far)
+            .await
+    }
+
     /// The run's details: students probed, recorded and changed, rows per
-    /// table as `{verb}d` (`would_{verb}` when dry) and, for real, the date's
-    /// totals so far as `{verb}d_including_earlier_runs`.
+    /// table as `{verb}d` (`would_{verb}` when dry), of which the sweep's as
+    /// `swept` (`would_sweep`), and, for real, the date's totals so far as
+    /// `{verb}d_including_earlier_runs`.
     pub fn report(
         &self,
         ctx: &crate::runtime::JobContext,
@@ -481,9 +635,12 @@ impl RunFigures {
             ctx.set_detail("students_recorded_complete", self.recorded);
         }
         ctx.set_detail("students_changed", self.run.students.len());
+        ctx.set_detail("students_swept_changed", self.swept.students.len());
         if ctx.dry_run {
             ctx.set_detail(&format!("would_{verb}"), &self.run.counts);
+            ctx.set_detail("would_sweep", &self.swept.counts);
         } else {
+            ctx.set_detail("swept", &self.swept.counts);
             ctx.set_detail(&format!("{verb}d"), &self.run.counts);
             ctx.set_detail(&format!("{verb}d_including_earlier_runs"), so_far);
         }

@@ -18,6 +18,11 @@
 //! transaction (`batch_privacy_completed`, by salted hash) and later runs do
 //! not probe them again; `students_already_complete` in the details counts
 //! them, `students_in_set` counts the students probed.
+//! Then the sweep: rows written for recorded students after their deletion
+//! (and a `tb_lms_user` row given a name again) are deleted in one
+//! transaction, one set-based statement per table ([`privacy::load_swept`];
+//! `students_swept` and `swept` in the details). A student who consented
+//! again is out of the set and keeps new rows.
 //! `--dry-run` counts per table what would change (in the run's details) and
 //! changes nothing. Each real run writes a `batch_privacy_audit` row: counts
 //! per table and salted hashes of the students changed — never ids, names or
@@ -31,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
+use crate::jobs::privacy::{
+    self, ConsentRule, Recorded, RunFigures, SkipCompleted, Students, Tally,
+};
 use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -97,15 +104,20 @@ impl Job for DeleteUnconsentedStudents {
                 .begin()
                 .await
                 .context("Failed to begin a batch transaction")?;
-            let candidates =
-                privacy::next_candidates(&mut tx, &rule, Some(skip), after, settings.batch_size)
-                    .await?;
+            let candidates = privacy::next_candidates(
+                &mut tx,
+                &rule,
+                Recorded::Not(skip),
+                after,
+                settings.batch_size,
+            )
+            .await?;
             let students: Vec<Uuid> = candidates.iter().map(|c| c.user_id).collect();
             let Some(last) = students.last().copied() else {
                 break;
             };
             after = Some(last);
-            let batch = erase_students(&mut tx, &students, ctx.dry_run).await?;
+            let batch = erase_students(&mut tx, Students::Listed(&students), ctx.dry_run).await?;
             // Every table of the job is done for the whole batch once it commits.
             figures
                 .end_batch(
@@ -124,18 +136,45 @@ impl Job for DeleteUnconsentedStudents {
             }
             ctx.pause(Duration::from_millis(settings.pause_ms)).await;
         }
+        ctx.stop_point()?;
+        sweep(ctx, skip, &rule, &mut figures, &mut progress.changed).await?;
+        ctx.save_checkpoint(&progress).await?;
         figures.report(ctx, "change", &progress.changed);
         Ok(())
     }
 }
 
+/// The sweep: rows written for students recorded complete, after their
+/// deletion — set-based, one statement per table against the swept students
+/// ([`privacy::load_swept`]), one transaction with the audit.
+#[tracing::instrument(skip_all, err)]
+async fn sweep(
+    ctx: &JobContext,
+    recorded: SkipCompleted<'_>,
+    rule: &ConsentRule,
+    figures: &mut RunFigures,
+    so_far: &mut BTreeMap<String, u64>,
+) -> anyhow::Result<()> {
+    let mut tx = ctx
+        .pg()
+        .begin()
+        .await
+        .context("Failed to begin the sweep's transaction")?;
+    let swept = privacy::load_swept(&mut tx, rule, recorded).await?;
+    ctx.set_detail("students_swept", swept);
+    let batch = erase_students(&mut tx, Students::Swept, ctx.dry_run).await?;
+    figures
+        .end_sweep(ctx, ID, recorded.salt, tx, batch, so_far)
+        .await
+}
+
 /// Deletes the rows of `students` in every table of [`TABLES`] and clears
 /// their `tb_lms_user` rows — or, for a dry run, counts what would change.
 /// The caller owns the transaction.
-#[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
+#[tracing::instrument(skip_all, fields(dry_run), err)]
 pub async fn erase_students(
     conn: &mut PgConnection,
-    students: &[Uuid],
+    students: Students<'_>,
     dry_run: bool,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
@@ -152,22 +191,26 @@ pub async fn erase_students(
 }
 
 /// Clears name and e-mail and sets `del_yn = 'Y'` of the students whose row
-/// still needs it; returns them. Only students: the type is checked again.
+/// still needs it (the LMS may write a name again after the deletion);
+/// returns them. Only students: the type is checked again.
 async fn clear_users(
     conn: &mut PgConnection,
-    students: &[Uuid],
+    students: Students<'_>,
     dry_run: bool,
 ) -> anyhow::Result<Vec<Uuid>> {
-    const NEEDS_IT: &str = "user_id = ANY($1) AND user_type = 'S'
-                            AND (user_nm IS NOT NULL OR email IS NOT NULL OR del_yn <> 'Y')";
+    let needs_it = format!(
+        "{} AND user_type = 'S' AND (user_nm IS NOT NULL OR email IS NOT NULL OR del_yn <> 'Y')",
+        students.condition()
+    );
     let sql = if dry_run {
-        format!("SELECT user_id FROM tb_lms_user WHERE {NEEDS_IT}")
+        format!("SELECT user_id FROM tb_lms_user WHERE {needs_it}")
     } else {
-        format!("UPDATE tb_lms_user SET user_nm = NULL, email = NULL, del_yn = 'Y' WHERE {NEEDS_IT} RETURNING user_id")
+        format!("UPDATE tb_lms_user SET user_nm = NULL, email = NULL, del_yn = 'Y' WHERE {needs_it} RETURNING user_id")
     };
-    sqlx::query_scalar(&sql)
-        .bind(students)
+    let rows: Vec<(Uuid,)> = students
+        .bind(sqlx::query_as(&sql))
         .fetch_all(conn)
         .await
-        .context("Failed to clear the personal data of students in tb_lms_user")
+        .context("Failed to clear the personal data of students in tb_lms_user")?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
