@@ -254,3 +254,88 @@ async fn pm_schedule_keeps_maintenance_on_while_another_window_of_the_system_is_
         [("LMS".into(), "Y".into(), Some("long pm".into()))]
     );
 }
+
+#[tokio::test]
+async fn pm_schedule_ends_maintenance_whose_window_was_cancelled_deleted_or_postponed_while_active()
+{
+    let env = TestEnv::new().await;
+    // LMS: a window the job activates; BO: one set ACTIVE in the back office
+    // (the job did not activate it); DC: one that will be postponed; LCMS:
+    // maintenance switched on by hand, with no window at all.
+    exec(
+        env.pg(),
+        "INSERT INTO tb_bo_service_status (target_sys, maint_yn, maint_msg) VALUES
+           ('LMS', 'N', NULL), ('BO', 'Y', 'bo pm'), ('LCMS', 'Y', 'by hand');
+         INSERT INTO tb_bo_pm_schedule (pm_id, target_sys, start_dt, end_dt, notice_msg, status) VALUES
+           (1, 'LMS', now() - interval '5 minutes', now() + interval '1 hour', 'lms pm', 'SCHEDULED'),
+           (2, 'BO',  now() - interval '1 hour',    now() + interval '1 hour', 'bo pm',  'ACTIVE'),
+           (3, 'DC',  now() - interval '5 minutes', now() + interval '1 hour', 'dc pm',  'SCHEDULED')",
+    )
+    .await;
+    env.run_ok("BO-01-002", None, false).await;
+    assert_eq!(
+        services(env.pg()).await,
+        [
+            ("BO".into(), "Y".into(), Some("bo pm".into())),
+            ("DC".into(), "Y".into(), Some("dc pm".into())),
+            ("LCMS".into(), "Y".into(), Some("by hand".into())),
+            ("LMS".into(), "Y".into(), Some("lms pm".into())),
+        ]
+    );
+
+    // The back office cancels LMS's window, deletes BO's and moves DC's to
+    // tomorrow, all while they are ACTIVE.
+    exec(
+        env.pg(),
+        "UPDATE tb_bo_pm_schedule SET status = 'CANCELLED' WHERE pm_id = 1;
+         DELETE FROM tb_bo_pm_schedule WHERE pm_id = 2;
+         UPDATE tb_bo_pm_schedule SET start_dt = now() + interval '1 day',
+                                      end_dt = now() + interval '1 day 1 hour' WHERE pm_id = 3",
+    )
+    .await;
+    let dry = env.run_ok("BO-01-002", None, true).await;
+    assert_eq!(
+        services(env.pg()).await[3],
+        ("LMS".into(), "Y".into(), Some("lms pm".into())),
+        "a dry run changes nothing"
+    );
+    assert_eq!(
+        env.details(dry).await["would_change"]["withdrawn"],
+        serde_json::json!([1, 2])
+    );
+
+    let run = env.run_ok("BO-01-002", None, false).await;
+    assert_eq!(
+        services(env.pg()).await,
+        [
+            ("BO".into(), "N".into(), None),
+            ("DC".into(), "N".into(), None),
+            ("LCMS".into(), "Y".into(), Some("by hand".into())),
+            ("LMS".into(), "N".into(), None),
+        ],
+        "only the systems the windows held come back; a flag set by hand stays"
+    );
+    assert_eq!(
+        windows(env.pg()).await,
+        [
+            ("lms pm".into(), "CANCELLED".into()),
+            ("dc pm".into(), "SCHEDULED".into())
+        ]
+    );
+    let changed = &env.details(run).await["changed"];
+    assert_eq!(changed["withdrawn"], serde_json::json!([1, 2]));
+    assert_eq!(changed["postponed"], serde_json::json!([3]));
+    assert_eq!(
+        changed["maintenance_off"],
+        serde_json::json!(["BO", "DC", "LMS"])
+    );
+
+    // The next runs change nothing until DC's window starts again.
+    let rerun = env.run_ok("BO-01-002", None, false).await;
+    let written: i64 = sqlx::query_scalar("SELECT write_cnt FROM batch_job_run WHERE run_id = $1")
+        .bind(rerun)
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+}
