@@ -32,7 +32,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-003";
@@ -49,6 +49,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
     job: Some(&DeleteUnconsentedData),
+    timeouts: Timeouts::DELETION,
     ..JobDef::DEFAULTS
 };
 
@@ -99,7 +100,9 @@ impl Job for DeleteUnconsentedData {
             };
             after = Some(last);
 
-            let mut batch = delete_documents(&ctx.app.mongo, &students, ctx.dry_run).await?;
+            let mut batch =
+                delete_documents(&ctx.app.mongo, &students, ctx.dry_run, ctx.mongo_max_time())
+                    .await?;
             let mut tx = ctx
                 .pg()
                 .begin()
@@ -147,12 +150,13 @@ fn user_filter(students: &[Uuid]) -> Document {
 }
 
 /// Deletes (or, for a dry run, counts) the students' documents in
-/// [`COLLECTIONS`].
+/// [`COLLECTIONS`]; `max_time` is the `maxTimeMS` of the reads.
 #[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
 pub async fn delete_documents(
     db: &mongodb::Database,
     students: &[Uuid],
     dry_run: bool,
+    max_time: std::time::Duration,
 ) -> anyhow::Result<Tally> {
     let filter = user_filter(students);
     let mut tally = Tally::default();
@@ -161,6 +165,7 @@ pub async fn delete_documents(
         // Which students have documents, for the audit: distinct before the delete.
         let owners: BTreeSet<Uuid> = coll
             .distinct("user_id", filter.clone())
+            .max_time(max_time)
             .await
             .with_context(|| format!("Failed to find the students' documents in {name}"))?
             .into_iter()
@@ -171,6 +176,7 @@ pub async fn delete_documents(
             .collect();
         let n = if dry_run {
             coll.count_documents(filter.clone())
+                .max_time(max_time)
                 .await
                 .with_context(|| format!("Failed to count the students' documents in {name}"))?
         } else {

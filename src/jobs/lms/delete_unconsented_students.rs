@@ -32,7 +32,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::jobs::privacy::{self, RunFigures, SkipCompleted, Tally};
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-007";
@@ -47,6 +47,7 @@ pub static DEF: JobDef = JobDef {
     schedule: Schedule::Cron("30 3 * * *"),
     default_date: DefaultDate::Today,
     job: Some(&DeleteUnconsentedStudents),
+    timeouts: Timeouts::DELETION,
     ..JobDef::DEFAULTS
 };
 
