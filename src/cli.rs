@@ -258,14 +258,19 @@ pub fn command() -> clap::Command {
             .about(format!("{} — {}; {schedule}{status}", def.id, def.name_en))
             .long_about(format!(
                 "{} [{}] {} / {}\n\n{}\n\nSchedule: {schedule}{status}\nLock: {lock}; waits up to {} s \
-                 for a busy lock (`[jobs.{}] lock_wait_secs`), then records SKIPPED and exits 3.",
+                 for a busy lock (`[jobs.{name}] lock_wait_secs`), then records SKIPPED and exits 3.\n\
+                 Timeouts: a statement {} s, a row or table lock {} s, a MongoDB read {} s \
+                 (`[jobs.{name}] statement_timeout_secs`, `lock_timeout_secs`, `mongo_max_time_secs`; 0: none).",
                 def.id,
                 def.system.as_str(),
                 def.name_en,
                 def.name_ko,
                 def.about,
                 def.lock_wait_secs,
-                def.config_name(),
+                def.timeouts.statement_secs,
+                def.timeouts.lock_secs,
+                def.timeouts.mongo_secs,
+                name = def.config_name(),
             ));
         let sub = if def.partitioned {
             sub.arg(

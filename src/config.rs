@@ -142,15 +142,27 @@ pub struct PartnerSettings {
     pub partner_id: Option<SecretString>,
 }
 
+/// `[runtime]`: what the runner does around every job.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RuntimeSettings {
+    /// After SIGINT/SIGTERM (or a lost lock), how long a job has to reach
+    /// its next stop point before the run is abandoned.
     pub stop_grace_secs: u64,
+    /// How often a run checks, on the lock's own connection, that
+    /// PostgreSQL still shows its advisory lock held (at least 1).
+    pub lock_probe_secs: u64,
+    /// A check with no answer within this long counts as a lost lock (at least 1).
+    pub lock_probe_timeout_secs: u64,
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self { stop_grace_secs: 5 }
+        Self {
+            stop_grace_secs: 5,
+            lock_probe_secs: 5,
+            lock_probe_timeout_secs: 15,
+        }
     }
 }
 
@@ -243,39 +255,58 @@ pub struct JobsSettings {
 
 /// The key of a job's own section that the runtime reads, not the job.
 pub const LOCK_WAIT_KEY: &str = "lock_wait_secs";
+/// PostgreSQL `statement_timeout` of the job's connections, in seconds.
+pub const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_secs";
+/// PostgreSQL `lock_timeout` of the job's connections, in seconds.
+pub const LOCK_TIMEOUT_KEY: &str = "lock_timeout_secs";
+/// MongoDB `maxTimeMS` of the job's reads, in seconds.
+pub const MONGO_MAX_TIME_KEY: &str = "mongo_max_time_secs";
+/// Every key of a job's own section that the runtime reads (seconds, 0 or
+/// more): none of them reaches the job's own settings type.
+pub const RUNTIME_KEYS: [&str; 4] = [
+    LOCK_WAIT_KEY,
+    STATEMENT_TIMEOUT_KEY,
+    LOCK_TIMEOUT_KEY,
+    MONGO_MAX_TIME_KEY,
+];
 
 impl JobsSettings {
-    /// `[jobs.<name>]` without [`LOCK_WAIT_KEY`]: what the job's own settings
-    /// type deserializes (an empty table when the section is absent).
+    /// `[jobs.<name>]` without the [`RUNTIME_KEYS`]: what the job's own
+    /// settings type deserializes (an empty table when the section is absent).
     pub fn own_section(&self, name: &str) -> config::Value {
-        let mut table = self
-            .own
-            .get(name)
-            .cloned()
-            .and_then(|v| v.into_table().ok())
-            .unwrap_or_default();
-        table.remove(LOCK_WAIT_KEY);
+        let mut table = self.section(name);
+        for key in RUNTIME_KEYS {
+            table.remove(key);
+        }
         config::Value::new(None, config::ValueKind::Table(table))
     }
 
     /// `lock_wait_secs` of `[jobs.<name>]`, if set.
     pub fn lock_wait_secs(&self, name: &str) -> Result<Option<u64>, ConfigError> {
-        let Some(value) = self
-            .own
-            .get(name)
-            .cloned()
-            .and_then(|v| v.into_table().ok())
-            .and_then(|mut t| t.remove(LOCK_WAIT_KEY))
-        else {
+        self.runtime_secs(name, LOCK_WAIT_KEY)
+    }
+
+    /// One of the [`RUNTIME_KEYS`] of `[jobs.<name>]`, if set: whole
+    /// seconds, 0 or more (a timeout of 0 is no limit).
+    pub fn runtime_secs(&self, name: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = self.section(name).remove(key) else {
             return Ok(None);
         };
         value
             .try_deserialize::<u64>()
             .map(Some)
             .map_err(|e| ConfigError::BadValue {
-                key: format!("jobs.{name}.{LOCK_WAIT_KEY}"),
+                key: format!("jobs.{name}.{key}"),
                 reason: format!("{e} (seconds, 0 or more)"),
             })
+    }
+
+    fn section(&self, name: &str) -> config::Map<String, config::Value> {
+        self.own
+            .get(name)
+            .cloned()
+            .and_then(|v| v.into_table().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -692,6 +723,20 @@ impl Settings {
                 .map_err(|_| bad("not a URL (expected http://host:9091)"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(bad("must start with http:// or https://"));
+            }
+        }
+        for (key, value) in [
+            ("runtime.lock_probe_secs", self.runtime.lock_probe_secs),
+            (
+                "runtime.lock_probe_timeout_secs",
+                self.runtime.lock_probe_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::BadValue {
+                    key: key.into(),
+                    reason: "must be at least 1".into(),
+                });
             }
         }
         if self.jobs.keris_dashboard.page_size == 0 {

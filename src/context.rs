@@ -34,6 +34,22 @@ impl AppContext {
         })
     }
 
+    /// This context with a PostgreSQL pool of its own, every session of which
+    /// starts with these `statement_timeout` and `lock_timeout` (zero: no
+    /// limit): a job run's pool. It connects on first use; close it when
+    /// the run ends.
+    pub fn with_pg_limits(&self, statement: Duration, lock: Duration) -> anyhow::Result<Self> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let options = pg_options(&self.settings)?.options([
+            ("statement_timeout", ms(statement)),
+            ("lock_timeout", ms(lock)),
+        ]);
+        Ok(Self {
+            pg: pool_options(&self.settings).connect_lazy_with(options),
+            ..self.clone()
+        })
+    }
+
     /// Closes the MongoDB client before the process exits (see
     /// [`close_mongo`]); the PostgreSQL pool needs nothing.
     pub async fn close(&self) {
@@ -76,12 +92,16 @@ pub async fn connect_pg(settings: &Settings) -> anyhow::Result<PgPool> {
         options.get_port(),
         options.get_database().unwrap_or("(default)")
     );
-    PgPoolOptions::new()
-        .max_connections(settings.database.max_connections)
-        .acquire_timeout(Duration::from_secs(settings.database.connect_timeout_secs))
+    pool_options(settings)
         .connect_with(options)
         .await
         .with_context(|| format!("Failed to connect to PostgreSQL at {target} (database.url)"))
+}
+
+fn pool_options(settings: &Settings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .acquire_timeout(Duration::from_secs(settings.database.connect_timeout_secs))
 }
 
 pub async fn connect_mongo(settings: &Settings) -> anyhow::Result<mongodb::Database> {

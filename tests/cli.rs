@@ -111,6 +111,11 @@ fn each_jobs_help_says_what_that_job_does_and_how_it_locks() {
             text.contains("Lock: ") && text.contains("lock_wait_secs"),
             "{text}"
         );
+        let timeouts = format!(
+            "Timeouts: a statement {} s, a row or table lock {} s, a MongoDB read {} s",
+            job.timeouts.statement_secs, job.timeouts.lock_secs, job.timeouts.mongo_secs
+        );
+        assert!(text.contains(&timeouts), "{text}");
         assert!(
             !text.contains("The options of every job subcommand"),
             "{text}"

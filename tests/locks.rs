@@ -240,3 +240,87 @@ async fn a_run_waiting_for_a_lock_stops_on_sigterm_as_skipped() {
         .unwrap()
         .contains("stopped by a signal while waiting"));
 }
+
+/// Waits until `child`'s stderr says it waits for its lock; reads the rest
+/// to the end, so the child never writes into a closed pipe.
+async fn until_waiting(child: &mut Child) {
+    let log = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("lock busy; waiting for it") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the run logs that it waits for its lock");
+}
+
+#[tokio::test]
+async fn a_due_message_run_that_waited_for_its_lock_judges_due_times_as_of_getting_it() {
+    use sqlx::Connection as _;
+    let env = TestEnv::new().await;
+    let student = Uuid::new_v4();
+    // Assignment 1 is due while the run waits for its lock; 2 in half an hour.
+    let soon = Utc::now() + chrono::Duration::seconds(3);
+    let later = Utc::now() + chrono::Duration::minutes(30);
+    sqlx::raw_sql(&format!(
+        "INSERT INTO tb_lms_user (user_id, partner_id, user_type, school_id, del_yn)
+              VALUES ('{student}', '00000000-0000-0000-0000-0000000000aa', 'S', 'SCH1', 'N');
+         INSERT INTO tb_lms_lecture_member (lecture_code, user_id) VALUES ('L1', '{student}');"
+    ))
+    .execute(env.pg())
+    .await
+    .unwrap();
+    for (id, due) in [(1, soon), (2, later)] {
+        sqlx::query(
+            "INSERT INTO tb_lms_assignment (asgn_id, lecture_code, teacher_id, title, due_dt, status)
+             VALUES ($1, 'L1', gen_random_uuid(), 'assignment', $2, 'OPEN')",
+        )
+        .bind(id)
+        .bind(due)
+        .execute(env.pg())
+        .await
+        .unwrap();
+    }
+    // Another run holds LMS-01-004's lock.
+    let mut holder = sqlx::PgConnection::connect(&url_for(&env.pg_name))
+        .await
+        .unwrap();
+    let key = "aidt-batch/job/LMS-01-004";
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let mut waiter = env
+        .command(&["lms-01-004"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    until_waiting(&mut waiter).await;
+    // The holder ends once assignment 1 is past due.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Utc::now() <= soon {
+        assert!(std::time::Instant::now() < deadline, "the clock moves");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(wait_for(waiter).await, Some(0));
+
+    let refs: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT user_id, ref_key FROM tb_lms_ntcn_msg ORDER BY ref_key")
+            .fetch_all(env.pg())
+            .await
+            .unwrap();
+    assert_eq!(refs, [(student, "asgn:2:60m".to_string())]);
+}

@@ -27,5 +27,6 @@ mod privacy;
 mod raw_ids;
 mod report;
 mod runtime;
+mod timeouts;
 mod transfer;
 mod transfer_bounds;

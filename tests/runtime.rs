@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use aidt_batch::runtime::Exit;
+
 use crate::helpers::*;
 
 /// Old access-log rows for LMS-01-001 to delete slowly: with the settings of
 /// `slow_env` a run takes `rows / 100 * 100 ms`.
-async fn seed_old_access_logs(env: &TestEnv, rows: i64) {
+pub(crate) async fn seed_old_access_logs(env: &TestEnv, rows: i64) {
     sqlx::query(
         "INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at)
          SELECT gen_random_uuid(), '/lrn/' || g, '10.0.0.1', now() - interval '200 days'
@@ -19,19 +21,19 @@ async fn seed_old_access_logs(env: &TestEnv, rows: i64) {
     .unwrap();
 }
 
-fn slow(cmd: &mut std::process::Command) -> &mut std::process::Command {
+pub(crate) fn slow(cmd: &mut std::process::Command) -> &mut std::process::Command {
     cmd.env("AIDT__JOBS__LMS_01_001__BATCH_SIZE", "100")
         .env("AIDT__JOBS__LMS_01_001__PAUSE_MS", "100")
 }
 
-async fn access_log_count(env: &TestEnv) -> i64 {
+pub(crate) async fn access_log_count(env: &TestEnv) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM tb_lms_access_log")
         .fetch_one(env.pg())
         .await
         .unwrap()
 }
 
-const STARTED: &str =
+pub(crate) const STARTED: &str =
     "SELECT EXISTS (SELECT 1 FROM batch_job_run WHERE status = 'STARTED' AND write_cnt > 0)";
 
 #[tokio::test]
@@ -309,5 +311,141 @@ async fn an_unmigrated_database_is_reported_with_the_fix() {
         stderr(&out).contains("run `aidt-batch migrate`"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Ends the PostgreSQL session holding the run's advisory lock, as
+/// `idle_session_timeout`, a failover or a proxy would.
+async fn end_lock_session(env: &TestEnv) {
+    let ended: bool = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+          WHERE locktype = 'advisory' AND granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(env.pg())
+    .await
+    .unwrap();
+    assert!(ended, "the lock's session was ended");
+}
+
+async fn wait_child(child: std::process::Child) -> Option<i32> {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().status.code())
+        .await
+        .unwrap()
+}
+
+/// (status, exit_code, error_msg) of every run, in order.
+async fn outcomes(env: &TestEnv) -> Vec<(String, Option<i32>, Option<String>)> {
+    sqlx::query_as("SELECT status, exit_code, error_msg FROM batch_job_run ORDER BY run_id")
+        .fetch_all(env.pg())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_whose_lock_session_ends_stops_at_its_next_stop_point_as_failed() {
+    let env = TestEnv::new().await;
+    // 300 batches of 100 rows with 100 ms between them: half a minute of work.
+    seed_old_access_logs(&env, 30_000).await;
+    let mut cmd = env.command(&["lms-01-001"]);
+    cmd.env("AIDT__RUNTIME__LOCK_PROBE_SECS", "1");
+    let child = slow(&mut cmd).spawn().unwrap();
+    env.wait_until(STARTED, Duration::from_secs(20)).await;
+
+    end_lock_session(&env).await;
+    assert_eq!(wait_child(child).await, Some(1));
+
+    let runs = outcomes(&env).await;
+    assert_eq!(runs.len(), 1);
+    let (status, exit_code, error) = &runs[0];
+    assert_eq!((status.as_str(), *exit_code), ("FAILED", Some(1)));
+    let error = error.as_deref().unwrap();
+    assert!(
+        error.contains("lost its lock aidt-batch/job/LMS-01-001")
+            && error.contains("stopped at its next stop point"),
+        "{error}"
+    );
+    let left = access_log_count(&env).await;
+    assert!(left > 0, "stopped before its work was done");
+
+    // The lock is free again: a rerun finishes what is left.
+    let out = env.run_cli(&["lms-01-001"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(access_log_count(&env).await, 0);
+}
+
+#[tokio::test]
+async fn a_run_that_lost_its_lock_to_a_later_start_stays_failed_and_exits_1() {
+    let env = TestEnv::new().await;
+    seed_old_access_logs(&env, 30_000).await;
+    // It checks its lock only when its work is done.
+    let mut cmd = env.command(&["lms-01-001"]);
+    cmd.env("AIDT__RUNTIME__LOCK_PROBE_SECS", "3600");
+    let child = slow(&mut cmd).spawn().unwrap();
+    env.wait_until(STARTED, Duration::from_secs(20)).await;
+
+    end_lock_session(&env).await;
+    // The next start gets the lock, finds the first run's lock free, marks it
+    // FAILED and deletes the rest while the first one is still going.
+    let second = env.run_job("LMS-01-001", None, false).await;
+    assert_eq!(second.exit, Exit::Success);
+    assert_eq!(wait_child(child).await, Some(1));
+
+    let runs = outcomes(&env).await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].0, "FAILED", "{runs:?}");
+    let reason = runs[0].2.as_deref().unwrap();
+    assert!(reason.contains("found by a later start"), "{reason}");
+    assert_eq!(
+        (runs[1].0.as_str(), runs[1].1),
+        ("COMPLETED", Some(0)),
+        "{runs:?}"
+    );
+    assert_eq!(access_log_count(&env).await, 0);
+}
+
+#[tokio::test]
+async fn finish_leaves_a_run_another_process_marked_failed_as_it_is() {
+    use aidt_batch::runtime::history::{self, Finish, NewRun, Recorded, RunStatus, Runner};
+    let env = TestEnv::new().await;
+    let runner = Runner::current();
+    let new_run = NewRun {
+        job_id: "LMS-01-001",
+        business_date: date("2026-03-05"),
+        params: serde_json::json!({}),
+        dry_run: false,
+        runner: &runner,
+    };
+    let completed = Finish {
+        status: RunStatus::Completed,
+        counts: Default::default(),
+        exit_code: 0,
+        error: None,
+        details: serde_json::json!({}),
+    };
+    let failed = history::insert_started(env.pg(), &new_run).await.unwrap();
+    history::mark_abandoned(env.pg(), failed, "found by a later start")
+        .await
+        .unwrap();
+    let live = history::insert_started(env.pg(), &new_run).await.unwrap();
+
+    assert_eq!(
+        history::finish(env.pg(), failed, &completed).await.unwrap(),
+        Recorded::AlreadyEnded {
+            status: "FAILED".into(),
+            error: Some("found by a later start".into())
+        }
+    );
+    assert_eq!(
+        history::finish(env.pg(), live, &completed).await.unwrap(),
+        Recorded::Yes
+    );
+    let runs = outcomes(&env).await;
+    assert_eq!(
+        runs,
+        [
+            ("FAILED".into(), None, Some("found by a later start".into())),
+            ("COMPLETED".into(), Some(0), None),
+        ]
     );
 }

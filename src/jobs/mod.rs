@@ -107,17 +107,20 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
                 ),
             });
         };
-        settings.jobs.lock_wait_secs(name)?;
+        for key in config::RUNTIME_KEYS {
+            settings.jobs.runtime_secs(name, key)?;
+        }
+        crate::runtime::timeouts::Timeouts::resolve(def, &settings.jobs)?;
         let section = settings.jobs.own_section(name);
         let result = match def.settings {
             Some(check) => check(section),
             None => match section.into_table() {
                 Ok(rest) if rest.is_empty() => Ok(()),
                 Ok(rest) => Err(format!(
-                    "unknown key(s) {}: {} has no settings but `{}`",
+                    "unknown key(s) {}: {} has no settings but the runtime's {}",
                     rest.keys().cloned().collect::<Vec<_>>().join(", "),
                     def.id,
-                    config::LOCK_WAIT_KEY
+                    config::RUNTIME_KEYS.join(", ")
                 )),
                 Err(e) => Err(e.to_string()),
             },

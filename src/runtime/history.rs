@@ -144,12 +144,28 @@ pub struct Finish<'a> {
     pub details: serde_json::Value,
 }
 
-pub async fn finish(pg: &PgPool, run_id: i64, finish: &Finish<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+/// What [`finish`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The run was still `STARTED`: it now has its outcome.
+    Yes,
+    /// Something else ended the run first (a later start that found its
+    /// lock free marked it `FAILED`): its row is left as it is.
+    AlreadyEnded {
+        status: String,
+        error: Option<String>,
+    },
+}
+
+/// Records how run `run_id` ended, if it is still `STARTED`. A run someone
+/// else already ended keeps that outcome: a run whose lock was lost and
+/// that a later start marked `FAILED` never turns `COMPLETED` afterwards.
+pub async fn finish(pg: &PgPool, run_id: i64, finish: &Finish<'_>) -> sqlx::Result<Recorded> {
+    let updated = sqlx::query(
         "UPDATE batch_job_run
             SET status = $2, ended_at = now(), read_cnt = $3, write_cnt = $4, skip_cnt = $5,
                 fail_cnt = $6, exit_code = $7, error_msg = $8, details = $9
-          WHERE run_id = $1",
+          WHERE run_id = $1 AND status = 'STARTED'",
     )
     .bind(run_id)
     .bind(finish.status.as_str())
@@ -161,8 +177,18 @@ pub async fn finish(pg: &PgPool, run_id: i64, finish: &Finish<'_>) -> sqlx::Resu
     .bind(finish.error)
     .bind(&finish.details)
     .execute(pg)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        return Ok(Recorded::Yes);
+    }
+    let (status, error) =
+        sqlx::query_as("SELECT status, error_msg FROM batch_job_run WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(pg)
+            .await?
+            .unwrap_or_else(|| ("(row deleted)".to_string(), None));
+    Ok(Recorded::AlreadyEnded { status, error })
 }
 
 /// A run still marked `STARTED`.

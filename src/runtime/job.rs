@@ -12,6 +12,7 @@ use super::checkpoint::Checkpoints;
 use super::partition::Partition;
 use super::progress::Progress;
 use super::registry::JobDef;
+use super::timeouts::Timeouts;
 use crate::config::Settings;
 use crate::context::AppContext;
 use crate::time;
@@ -30,7 +31,8 @@ pub trait Job: Send + Sync {
 }
 
 /// Returned (inside `anyhow::Error`) by [`JobContext::stop_point`] when a stop
-/// was requested; the runner records the run as `STOPPED`.
+/// was requested; the runner records the run as `STOPPED` (or `FAILED`
+/// when the stop came from a lost lock).
 #[derive(Debug, thiserror::Error)]
 #[error("stopped on request before finishing")]
 pub struct JobStopped;
@@ -76,6 +78,20 @@ impl Counts {
     }
 }
 
+/// What the runner tells a job about its run, besides the job's options.
+#[derive(Debug, Clone, Copy)]
+pub struct RunScope {
+    pub run_id: i64,
+    pub business_date: NaiveDate,
+    /// Whether `--date` named the business date (else it is the job's default).
+    pub date_given: bool,
+    pub partition: Option<Partition>,
+    pub dry_run: bool,
+    /// The run's limits: already on every connection of `app.pg`; the job
+    /// puts [`JobContext::mongo_max_time`] on its MongoDB reads.
+    pub timeouts: Timeouts,
+}
+
 /// Everything one run of one job may use.
 pub struct JobContext {
     pub def: &'static JobDef,
@@ -95,29 +111,34 @@ pub struct JobContext {
     details: Mutex<serde_json::Map<String, serde_json::Value>>,
     checkpoints: Checkpoints,
     cancel: CancellationToken,
+    date_given: bool,
+    timeouts: Timeouts,
     now: DateTime<Utc>,
 }
 
 impl JobContext {
-    #[allow(clippy::too_many_arguments)]
+    /// The context of a run that holds its lock: its "now" is taken here, so
+    /// a run that waited for its lock judges "now" as of the moment it got it.
     pub fn new(
         def: &'static JobDef,
-        run_id: i64,
-        business_date: NaiveDate,
-        partition: Option<Partition>,
-        dry_run: bool,
+        scope: RunScope,
         app: AppContext,
         args: clap::ArgMatches,
         cancel: CancellationToken,
     ) -> Self {
-        let checkpoints =
-            Checkpoints::new(app.pg.clone(), def.id, business_date, partition, run_id);
+        let checkpoints = Checkpoints::new(
+            app.pg.clone(),
+            def.id,
+            scope.business_date,
+            scope.partition,
+            scope.run_id,
+        );
         Self {
             def,
-            run_id,
-            business_date,
-            partition,
-            dry_run,
+            run_id: scope.run_id,
+            business_date: scope.business_date,
+            partition: scope.partition,
+            dry_run: scope.dry_run,
             app,
             args,
             counts: Counts::default(),
@@ -125,6 +146,8 @@ impl JobContext {
             details: Mutex::new(serde_json::Map::new()),
             checkpoints,
             cancel,
+            date_given: scope.date_given,
+            timeouts: scope.timeouts,
             now: Utc::now(),
         }
     }
@@ -168,20 +191,24 @@ impl JobContext {
         &self.app.pg
     }
 
-    /// The run's "now": taken when the context is made.
+    /// The run's "now": the moment it held its lock.
     pub fn now(&self) -> DateTime<Utc> {
         self.now
     }
 
-    /// The instant a state-changing job compares against: the run's start when
-    /// the business date is today (Asia/Seoul), otherwise the end of the
-    /// business date — so `--date` replays a job "as of" that day.
+    /// The instant a state-changing job compares against: see [`reference_time`].
     pub fn reference_time(&self) -> DateTime<Utc> {
-        if self.business_date >= time::today_seoul_at(self.now) {
-            self.now
-        } else {
-            time::start_of_day_seoul(self.business_date.succ_opt().expect("date in range"))
-        }
+        reference_time(self.business_date, self.date_given, self.now)
+    }
+
+    /// `maxTimeMS` for every MongoDB read of the run (zero: no limit).
+    pub fn mongo_max_time(&self) -> Duration {
+        self.timeouts.mongo()
+    }
+
+    /// The run's limits (see [`Timeouts`]).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Records a job-specific figure, stored in the run's history `details`.
@@ -197,7 +224,7 @@ impl JobContext {
         serde_json::Value::Object(self.details.lock().expect("details lock").clone())
     }
 
-    /// Whether SIGINT/SIGTERM asked the run to stop.
+    /// Whether the run was asked to stop: SIGINT/SIGTERM, or its lock was lost.
     pub fn stop_requested(&self) -> bool {
         self.cancel.is_cancelled()
     }
@@ -241,3 +268,51 @@ impl JobContext {
 
 /// Shared handle so a spawned task can hold the context.
 pub type SharedJobContext = Arc<JobContext>;
+
+/// The instant a state-changing job compares against, for a run whose "now"
+/// is `now`. A run on its default date: `now`, even when it waited for its
+/// lock past midnight (the date it was started for is then yesterday). A
+/// `--date` of today (or later): `now` too; of a past day: the end of that
+/// day, so `--date` replays a job "as of" that day.
+pub fn reference_time(
+    business_date: NaiveDate,
+    date_given: bool,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    if !date_given || business_date >= time::today_seoul_at(now) {
+        now
+    } else {
+        time::start_of_day_seoul(business_date.succ_opt().expect("date in range"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+
+    fn kst(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+        chrono::FixedOffset::east_opt(9 * 3600)
+            .unwrap()
+            .with_ymd_and_hms(2026, 3, d, h, m, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_run_on_its_default_date_that_got_its_lock_after_midnight_judges_as_of_then() {
+        // Started at 23:55 on the 5th for the 5th; got its lock at 00:05 on the 6th.
+        let day = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
+        let got_lock = kst(6, 0, 5);
+        assert_eq!(reference_time(day, false, got_lock), got_lock);
+    }
+
+    #[test]
+    fn a_past_date_given_replays_the_job_as_of_the_end_of_that_day() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
+        assert_eq!(reference_time(day, true, kst(9, 10, 0)), kst(6, 0, 0));
+        let today = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
+        assert_eq!(reference_time(today, true, kst(9, 10, 0)), kst(9, 10, 0));
+    }
+}

@@ -3,6 +3,14 @@
 //! process dies, PostgreSQL closes the session and frees the lock, so a crash
 //! never leaves a job locked out. Which key a run takes is the job's
 //! [`super::registry::Lock`].
+//!
+//! The session is the lock: if PostgreSQL ends it (`pg_terminate_backend`,
+//! a failover, a proxy) the lock is gone while the job goes on. So the
+//! session is set up to last — no statement, lock, idle or
+//! idle-in-transaction timeout applies to it, and the server sends TCP
+//! keepalives on it, so a lock of a host that vanished is freed within a
+//! minute — and the runner checks it with [`LockConnection::holds`] while
+//! the job runs.
 
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -14,8 +22,38 @@ pub struct LockConnection {
 
 impl LockConnection {
     pub async fn open(pool: &PgPool) -> sqlx::Result<Self> {
-        let conn = pool.acquire().await?.detach();
+        let mut conn = pool.acquire().await?.detach();
+        // Settings the server does not know (idle_session_timeout before
+        // PostgreSQL 14) are left out. The keepalives apply over TCP only.
+        sqlx::query(
+            "SELECT count(set_config(name, value, false))
+               FROM (VALUES ('statement_timeout', '0'), ('lock_timeout', '0'),
+                            ('idle_in_transaction_session_timeout', '0'),
+                            ('idle_session_timeout', '0'),
+                            ('tcp_keepalives_idle', '30'), ('tcp_keepalives_interval', '10'),
+                            ('tcp_keepalives_count', '3')) AS wanted (name, value)
+              WHERE name IN (SELECT name FROM pg_settings)",
+        )
+        .execute(&mut conn)
+        .await?;
         Ok(Self { conn })
+    }
+
+    /// Whether this session still holds every key of `keys` (exclusively or
+    /// shared, as taken): what PostgreSQL's `pg_locks` shows for this very
+    /// session. An error means the session is gone, and the locks with it.
+    pub async fn holds(&mut self, keys: &[String]) -> sqlx::Result<bool> {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT k.key) FROM unnest($1::text[]) AS k (key)
+               JOIN pg_locks l
+                 ON (l.classid::bigint << 32) | l.objid::bigint = hashtextextended(k.key, 0)
+              WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                AND l.pid = pg_backend_pid()",
+        )
+        .bind(keys)
+        .fetch_one(&mut self.conn)
+        .await?;
+        Ok(held as usize == keys.len())
     }
 
     /// Tries to take the lock `key` (hashed to a 64-bit key by PostgreSQL)

@@ -4,6 +4,7 @@
 //! — like the rest of the runtime — knows no job.
 
 use super::job::Job;
+pub use super::timeouts::Timeouts;
 
 /// The system whose Java batch JAR a job replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,13 +79,18 @@ pub struct JobDef {
     /// How long a run waits for a busy lock before it records `SKIPPED`
     /// (exit 3); `lock_wait_secs` in the job's own section overrides it.
     pub lock_wait_secs: u64,
+    /// How long the run's statements, lock waits and MongoDB reads may take
+    /// ([`Timeouts::DEFAULT`] unless the job's work needs others);
+    /// `statement_timeout_secs`, `lock_timeout_secs` and
+    /// `mongo_max_time_secs` in the job's own section override them.
+    pub timeouts: Timeouts,
     /// Whether the job's work splits by student: it takes `--partition I/N`
     /// (or `JOB_COMPLETION_INDEX` and `AIDT_PARTITIONS`) and then does the
     /// students of that partition only ([`super::partition`]).
     pub partitioned: bool,
-    /// Checks the job's own section (without `lock_wait_secs`): the job's
-    /// settings type deserialized with `deny_unknown_fields`. `None`: the
-    /// section may hold `lock_wait_secs` only.
+    /// Checks the job's own section (without the runtime's keys,
+    /// `config::RUNTIME_KEYS`): the job's settings type deserialized with
+    /// `deny_unknown_fields`. `None`: the section may hold the runtime's keys only.
     pub settings: Option<fn(config::Value) -> Result<(), String>>,
     /// Adds the job's own command-line options to its subcommand.
     pub args: fn(clap::Command) -> clap::Command,
@@ -109,8 +115,9 @@ impl JobDef {
     /// What a job's `DEF` does not say: `..JobDef::DEFAULTS` fills the rest,
     /// so a `DEF` lists only what differs (its id, names, about, schedule and
     /// job at least; `registry_declarations_are_complete` checks that).
-    /// Unscheduled, yesterday's date, a lock of its own taken at once, one
-    /// process, no settings section beyond `lock_wait_secs`, no options.
+    /// Unscheduled, yesterday's date, a lock of its own taken at once, the
+    /// default timeouts, one process, no settings section beyond the
+    /// runtime's keys, no options.
     pub const DEFAULTS: JobDef = JobDef {
         id: "",
         system: System::Lms,
@@ -122,6 +129,7 @@ impl JobDef {
         default_date: DefaultDate::Yesterday,
         lock: Lock::Job,
         lock_wait_secs: 0,
+        timeouts: Timeouts::DEFAULT,
         partitioned: false,
         settings: None,
         args: no_args,

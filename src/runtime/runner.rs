@@ -8,9 +8,14 @@
 //! 3. insert the `STARTED` row; every line logged from here on (the job's,
 //!    its spawned tasks', the signal listener's) is inside a span carrying
 //!    job id and run id;
-//! 4. run the job; SIGINT/SIGTERM cancel it at its next stop point, and after
-//!    `runtime.stop_grace_secs` it is abandoned;
-//! 5. record the outcome, free the lock, log one summary line.
+//! 4. run the job on a pool of its own carrying its timeouts
+//!    ([`super::timeouts`]), its "now" taken once the lock is held.
+//!    SIGINT/SIGTERM cancel it at its next stop point, and after
+//!    `runtime.stop_grace_secs` it is abandoned. Every `runtime.lock_probe_secs`
+//!    the lock's own session is asked whether it still holds the lock; a lost
+//!    lock stops the job the same way and the run is `FAILED`;
+//! 5. record the outcome (only over a run still `STARTED`), free the lock,
+//!    log one summary line.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -21,13 +26,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::exit::Exit;
-use super::history::{self, Finish, NewRun, RunStatus, Runner};
-use super::job::{JobContext, JobStopped};
+use super::history::{self, Finish, NewRun, Recorded, RunStatus, Runner};
+use super::job::{CountsSnapshot, JobContext, JobStopped, RunScope};
 use super::lock::LockConnection;
 use super::metrics::{self, RunMetrics};
 use super::partition::{Partition, MAX_PARTITIONS};
 use super::progress;
 use super::registry::{self, DefaultDate, JobDef, Registry};
+use super::timeouts::{self, Timeouts};
 use crate::context::AppContext;
 use crate::time;
 
@@ -97,21 +103,29 @@ pub async fn run(app: AppContext, request: RunRequest) -> anyhow::Result<RunOutc
     if let (Err(e), false) = (&result, dry_run) {
         // No run row (tables missing, database gone, a bad lock_wait_secs):
         // the metrics still say the job failed, with the command's exit code.
-        let run = RunMetrics {
-            job_id: def.id,
-            file_stem: metrics::file_stem(def, request_partition),
-            partition: request_partition,
+        let ended = Ended {
             status: RunStatus::Failed,
             exit: super::exit::exit_for_error(e),
-            counts: Default::default(),
-            duration: started.elapsed(),
-            finished_at: chrono::Utc::now(),
+            counts: CountsSnapshot::default(),
         };
-        metrics::export(&app.settings.metrics, Some(&app.pg), &run)
+        export_metrics(&app, def, request_partition, &ended, started)
             .instrument(tracing::info_span!("run", job_id = def.id))
             .await;
     }
     result
+}
+
+/// What a run is, besides the request: fixed before the lock is taken.
+struct Plan {
+    job: &'static dyn super::Job,
+    date: NaiveDate,
+    wait: Duration,
+    timeouts: Timeouts,
+    /// `(key, exclusive)`, in the order they are taken.
+    locks: Vec<(String, bool)>,
+    /// The key named in messages: the one only this run (or this partition) holds.
+    key: String,
+    started: Instant,
 }
 
 async fn run_from(
@@ -131,6 +145,16 @@ async fn run_from(
             .lock_wait_secs(&def.config_name())?
             .unwrap_or(def.lock_wait_secs),
     );
+    let locks = def.run_locks(date, request.partition);
+    let plan = Plan {
+        job,
+        date,
+        wait,
+        timeouts: Timeouts::resolve(def, &app.settings.jobs)?,
+        key: locks.last().expect("a run takes a lock").0.clone(),
+        locks,
+        started,
+    };
 
     // The span exists before the run row, so the lock wait's lines carry the
     // job id; the run id is filled in as soon as there is one.
@@ -141,42 +165,36 @@ async fn run_from(
         business_date = %date,
         dry_run = request.dry_run
     );
-    let cancel = CancellationToken::new();
-    let signal = Arc::new(AtomicI32::new(0));
-    let listener =
-        tokio::spawn(listen_for_stop(cancel.clone(), signal.clone()).instrument(span.clone()));
-    let result = run_locked(
-        app.clone(),
-        request,
-        job,
-        date,
-        wait,
-        &cancel,
-        &signal,
-        &span,
-        started,
-    )
-    .instrument(span.clone())
-    .await;
+    let stop = Stop {
+        cancel: CancellationToken::new(),
+        signal: Arc::new(AtomicI32::new(0)),
+    };
+    let listener = tokio::spawn(
+        listen_for_stop(stop.cancel.clone(), stop.signal.clone()).instrument(span.clone()),
+    );
+    let result = run_locked(app, request, plan, &stop, &span)
+        .instrument(span.clone())
+        .await;
     listener.abort();
     result
 }
 
+/// How a run is asked to stop: the token a stop cancels, and the signal
+/// (2 or 15) that did, if one did.
+struct Stop {
+    cancel: CancellationToken,
+    signal: Arc<AtomicI32>,
+}
+
 /// Takes the lock (or records `SKIPPED`), then runs the job under it.
-#[allow(clippy::too_many_arguments)]
 async fn run_locked(
     app: AppContext,
     request: RunRequest,
-    job: &'static dyn super::Job,
-    date: NaiveDate,
-    wait: Duration,
-    cancel: &CancellationToken,
-    signal: &AtomicI32,
+    plan: Plan,
+    stop: &Stop,
     span: &tracing::Span,
-    started: Instant,
 ) -> anyhow::Result<RunOutcome> {
     let def = request.def;
-    let request_partition = request.partition;
     let runner = Runner::current();
     let mut params = request.params.clone();
     if let (Some(p), Some(map)) = (request.partition, params.as_object_mut()) {
@@ -184,108 +202,221 @@ async fn run_locked(
     }
     let new_run = NewRun {
         job_id: def.id,
-        business_date: date,
+        business_date: plan.date,
         params,
         dry_run: request.dry_run,
         runner: &runner,
     };
-    let locks = def.run_locks(date, request.partition);
-    // The key named in messages: the one only this run (or this partition) holds.
-    let key = locks.last().expect("a run takes a lock").0.clone();
     let peer_ids: Vec<&str> = request.lock_peers.iter().map(|p| p.id).collect();
 
     let mut lock = LockConnection::open(&app.pg).await?;
-    if !acquire(&app, &mut lock, &locks, &peer_ids, wait, cancel).await? {
-        let holder = describe_holder(&app, &request.lock_peers, &locks).await?;
-        let (reason, exit) = if cancel.is_cancelled() {
-            (
-                format!("{} for {date} not started: stopped by a signal while waiting for {holder} to finish", def.id),
-                stop_exit(signal),
-            )
-        } else {
-            (
-                format!(
-                    "{} for {date} not started: {holder} is already running (lock {key}, waited {} s)",
-                    def.id,
-                    wait.as_secs()
-                ),
-                Exit::AlreadyRunning,
-            )
-        };
-        let run_id =
-            history::insert_skipped(&app.pg, &new_run, &reason, exit.code().into()).await?;
-        span.record("run_id", run_id);
-        tracing::warn!(status = "SKIPPED", exit_code = exit.code(), "{reason}");
+    if !acquire(
+        &app,
+        &mut lock,
+        &plan.locks,
+        &peer_ids,
+        plan.wait,
+        &stop.cancel,
+    )
+    .await?
+    {
+        let outcome = record_skipped(&app, &request, &plan, &new_run, stop, span).await;
         lock.close().await;
-        let run = RunMetrics {
-            job_id: def.id,
-            file_stem: metrics::file_stem(def, request_partition),
-            partition: request_partition,
-            status: RunStatus::Skipped,
-            exit,
-            counts: Default::default(),
-            duration: started.elapsed(),
-            finished_at: chrono::Utc::now(),
-        };
-        if !request.dry_run {
-            metrics::export(&app.settings.metrics, Some(&app.pg), &run).await;
-        }
-        return Ok(RunOutcome {
-            run_id: Some(run_id),
-            exit,
-        });
+        return outcome;
     }
 
-    reap_abandoned_runs(&app, &mut lock, &request.lock_peers, &locks).await?;
+    reap_abandoned_runs(&app, &mut lock, &request.lock_peers, &plan.locks).await?;
     let run_id = history::insert_started(&app.pg, &new_run).await?;
     span.record("run_id", run_id);
-    tracing::info!(job = def.name_en, lock = %key, partition = request.partition.map(|p| p.label()), "run started");
+    tracing::info!(job = def.name_en, lock = %plan.key, partition = request.partition.map(|p| p.label()), "run started");
 
+    let scope = RunScope {
+        run_id,
+        business_date: plan.date,
+        date_given: request.date.is_some(),
+        partition: request.partition,
+        dry_run: request.dry_run,
+        timeouts: plan.timeouts,
+    };
+    let job_app = app.with_pg_limits(plan.timeouts.statement(), plan.timeouts.lock())?;
     let ctx = JobContext::new(
         def,
-        run_id,
-        date,
-        request.partition,
-        request.dry_run,
-        app.clone(),
+        scope,
+        job_app,
         request.args.clone(),
-        cancel.clone(),
+        stop.cancel.clone(),
     );
     let job_started = Instant::now();
-    let grace = Duration::from_secs(app.settings.runtime.stop_grace_secs);
-    let result = tokio::select! {
-        result = job.run(&ctx) => Some(result),
-        _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => None,
-        _ = progress::draw(&ctx) => unreachable!("the progress bar never ends by itself"),
+    let execution = execute(&app, &ctx, plan.job, &mut lock, &plan, &stop.cancel).await;
+    let ended = record_outcome(&app, &ctx, &plan, execution, stop, job_started).await;
+    close_pool(&ctx.app.pg).await;
+
+    for (key, exclusive) in plan.locks.iter().rev() {
+        let _ = lock.unlock_as(key, *exclusive).await;
+    }
+    lock.close().await;
+    // Dry runs change nothing: their counts would hide the last real run.
+    if !request.dry_run {
+        export_metrics(&app, def, request.partition, &ended, plan.started).await;
+    }
+    Ok(RunOutcome {
+        run_id: Some(run_id),
+        exit: ended.exit,
+    })
+}
+
+/// Records a run that did not get its lock: `SKIPPED`, with the holder, or
+/// stopped by a signal while it waited.
+async fn record_skipped(
+    app: &AppContext,
+    request: &RunRequest,
+    plan: &Plan,
+    new_run: &NewRun<'_>,
+    stop: &Stop,
+    span: &tracing::Span,
+) -> anyhow::Result<RunOutcome> {
+    let (def, date) = (request.def, plan.date);
+    let holder = describe_holder(app, &request.lock_peers, &plan.locks).await?;
+    let (reason, exit) = if stop.cancel.is_cancelled() {
+        (
+            format!("{} for {date} not started: stopped by a signal while waiting for {holder} to finish", def.id),
+            stop_exit(&stop.signal),
+        )
+    } else {
+        (
+            format!(
+                "{} for {date} not started: {holder} is already running (lock {}, waited {} s)",
+                def.id,
+                plan.key,
+                plan.wait.as_secs()
+            ),
+            Exit::AlreadyRunning,
+        )
+    };
+    let run_id = history::insert_skipped(&app.pg, new_run, &reason, exit.code().into()).await?;
+    span.record("run_id", run_id);
+    tracing::warn!(status = "SKIPPED", exit_code = exit.code(), "{reason}");
+    if !request.dry_run {
+        let ended = Ended {
+            status: RunStatus::Skipped,
+            exit,
+            counts: CountsSnapshot::default(),
+        };
+        export_metrics(app, def, request.partition, &ended, plan.started).await;
+    }
+    Ok(RunOutcome {
+        run_id: Some(run_id),
+        exit,
+    })
+}
+
+/// How the job's run went: its result (`None`: abandoned after a stop
+/// request), and why its lock was lost, if it was.
+struct Execution {
+    result: Option<anyhow::Result<()>>,
+    lost_lock: Option<String>,
+}
+
+/// Runs the job while the lock is checked every `runtime.lock_probe_secs`
+/// on its own session; a stop request (a signal, or the lock found lost)
+/// gives the job `runtime.stop_grace_secs` to reach a stop point. The lock
+/// is checked once more when the job has ended.
+async fn execute(
+    app: &AppContext,
+    ctx: &JobContext,
+    job: &'static dyn super::Job,
+    lock: &mut LockConnection,
+    plan: &Plan,
+    cancel: &CancellationToken,
+) -> Execution {
+    let runtime = &app.settings.runtime;
+    let grace = Duration::from_secs(runtime.stop_grace_secs);
+    let mut watch = LockWatch {
+        lock,
+        key: &plan.key,
+        keys: plan.locks.iter().map(|(k, _)| k.clone()).collect(),
+        timeout: Duration::from_secs(runtime.lock_probe_timeout_secs),
+    };
+    let every = Duration::from_secs(runtime.lock_probe_secs);
+    let mut lost_lock = None;
+    let result = {
+        let watching = async {
+            let why = watch.until_lost(every).await;
+            tracing::error!(lock = %plan.key, "{why}; stopping the job at its next stop point");
+            lost_lock = Some(why);
+            cancel.cancel();
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            result = job.run(ctx) => Some(result),
+            _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => None,
+            _ = progress::draw(ctx) => unreachable!("the progress bar never ends by itself"),
+            _ = watching => unreachable!("the lock watch never ends by itself"),
+        }
     };
     progress::finish();
+    if lost_lock.is_none() {
+        lost_lock = watch.check().await;
+    }
+    Execution { result, lost_lock }
+}
 
+/// Checks that the run's lock session still holds the run's keys.
+struct LockWatch<'a> {
+    lock: &'a mut LockConnection,
+    /// The key named in messages.
+    key: &'a str,
+    keys: Vec<String>,
+    /// A check without an answer this long counts as a lost lock.
+    timeout: Duration,
+}
+
+impl LockWatch<'_> {
+    /// Checks every `every` until the lock is lost, and says why it is.
+    async fn until_lost(&mut self, every: Duration) -> String {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Some(why) = self.check().await {
+                return why;
+            }
+        }
+    }
+
+    /// Why the lock is lost, or `None` while the session holds every key.
+    async fn check(&mut self) -> Option<String> {
+        let why = match tokio::time::timeout(self.timeout, self.lock.holds(&self.keys)).await {
+            Ok(Ok(true)) => return None,
+            Ok(Ok(false)) => "its session no longer holds it".to_string(),
+            Ok(Err(e)) => format!("its session failed: {e}"),
+            Err(_) => format!(
+                "its session did not answer within {} s (runtime.lock_probe_timeout_secs)",
+                self.timeout.as_secs()
+            ),
+        };
+        Some(format!("lost its lock {} ({why})", self.key))
+    }
+}
+
+/// How a run ended, as recorded.
+struct Ended {
+    status: RunStatus,
+    exit: Exit,
+    counts: CountsSnapshot,
+}
+
+/// Records the run's outcome (over a run still `STARTED` only), clears the
+/// checkpoint of a completed run and logs the summary line.
+async fn record_outcome(
+    app: &AppContext,
+    ctx: &JobContext,
+    plan: &Plan,
+    execution: Execution,
+    stop: &Stop,
+    job_started: Instant,
+) -> Ended {
     let counts = ctx.counts.snapshot();
-    let (status, exit, error) = match result {
-        Some(Ok(())) if counts.failed == 0 => (RunStatus::Completed, Exit::Success, None),
-        Some(Ok(())) => (
-            RunStatus::CompletedWithErrors,
-            Exit::CompletedWithErrors,
-            Some(format!(
-                "{} item(s) failed and were recorded",
-                counts.failed
-            )),
-        ),
-        Some(Err(e)) if e.is::<JobStopped>() || (cancel.is_cancelled() && is_stop_related(&e)) => (
-            RunStatus::Stopped,
-            stop_exit(signal),
-            Some(format!("{e:#}")),
-        ),
-        Some(Err(e)) => (RunStatus::Failed, Exit::Failure, Some(format!("{e:#}"))),
-        None => (
-            RunStatus::Stopped,
-            stop_exit(signal),
-            Some(format!(
-                "did not reach a stop point within {}s of the stop request; abandoned",
-                grace.as_secs()
-            )),
-        ),
-    };
+    let grace = Duration::from_secs(app.settings.runtime.stop_grace_secs);
+    let (status, exit, error) = verdict(ctx.def, &plan.timeouts, execution, counts, stop, grace);
     if matches!(
         status,
         RunStatus::Completed | RunStatus::CompletedWithErrors
@@ -301,7 +432,108 @@ async fn run_locked(
         error: error.as_deref(),
         details: ctx.details(),
     };
-    let recorded = history::finish(&app.pg, run_id, &finish).await;
+    let (status, exit) = match history::finish(&app.pg, ctx.run_id, &finish).await {
+        Ok(Recorded::Yes) => (status, exit),
+        Ok(Recorded::AlreadyEnded {
+            status: found,
+            error: found_error,
+        }) => {
+            tracing::error!(
+                recorded_status = %found,
+                recorded_error = found_error.as_deref().unwrap_or(""),
+                outcome = status.as_str(),
+                "run {} was already marked {found} by another process; it stays so and this outcome is not recorded",
+                ctx.run_id
+            );
+            let found = RunStatus::parse(&found).unwrap_or(RunStatus::Failed);
+            (found, Exit::Failure)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "failed to record the run's outcome in batch_job_run");
+            (status, Exit::Failure)
+        }
+    };
+    log_summary(ctx, status, exit, error.as_deref(), job_started);
+    Ended {
+        status,
+        exit,
+        counts,
+    }
+}
+
+/// The status, exit code and error of a run that went as `execution` says.
+fn verdict(
+    def: &JobDef,
+    limits: &Timeouts,
+    execution: Execution,
+    counts: CountsSnapshot,
+    stop: &Stop,
+    grace: Duration,
+) -> (RunStatus, Exit, Option<String>) {
+    let abandoned = || {
+        format!(
+            "did not reach a stop point within {}s of the stop request; abandoned",
+            grace.as_secs()
+        )
+    };
+    let stopped = |e: &anyhow::Error| {
+        e.is::<JobStopped>() || (stop.cancel.is_cancelled() && is_stop_related(e))
+    };
+    if let Some(lost) = execution.lost_lock {
+        let then = match &execution.result {
+            Some(Ok(())) => {
+                "the job had finished its work, part of it without the lock".to_string()
+            }
+            Some(Err(e)) if stopped(e) => "stopped at its next stop point".to_string(),
+            Some(Err(e)) => format!("then failed: {e:#}"),
+            None => abandoned(),
+        };
+        let error = format!(
+            "{lost}; {then}; another run may have taken the lock meanwhile: rerun {} to finish",
+            def.id
+        );
+        return (RunStatus::Failed, Exit::Failure, Some(error));
+    }
+    match execution.result {
+        Some(Ok(())) if counts.failed == 0 => (RunStatus::Completed, Exit::Success, None),
+        Some(Ok(())) => (
+            RunStatus::CompletedWithErrors,
+            Exit::CompletedWithErrors,
+            Some(format!(
+                "{} item(s) failed and were recorded",
+                counts.failed
+            )),
+        ),
+        Some(Err(e)) if stopped(&e) => (
+            RunStatus::Stopped,
+            stop_exit(&stop.signal),
+            Some(format!("{e:#}")),
+        ),
+        Some(Err(e)) => {
+            let error = match timeouts::explain(def, limits, &e) {
+                Some(limit) => format!("{limit} — {e:#}"),
+                None => format!("{e:#}"),
+            };
+            (RunStatus::Failed, Exit::Failure, Some(error))
+        }
+        None => (
+            RunStatus::Stopped,
+            stop_exit(&stop.signal),
+            Some(abandoned()),
+        ),
+    }
+}
+
+/// The run's one summary line: an error for `FAILED`, a warning for any
+/// other ending with an error, else info with the job's details.
+fn log_summary(
+    ctx: &JobContext,
+    status: RunStatus,
+    exit: Exit,
+    error: Option<&str>,
+    job_started: Instant,
+) {
+    let counts = ctx.counts.snapshot();
     let duration_ms = job_started.elapsed().as_millis() as u64;
     let summary = format!(
         "run finished: {} read={} written={} skipped={} failed={} in {duration_ms} ms",
@@ -311,7 +543,7 @@ async fn run_locked(
         counts.skipped,
         counts.failed
     );
-    match (&error, status) {
+    match (error, status) {
         (Some(error), RunStatus::Failed) => tracing::error!(
             status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
             failed = counts.failed, duration_ms, exit_code = exit.code(), error = %error, "{summary}"),
@@ -322,36 +554,38 @@ async fn run_locked(
             status = status.as_str(), read = counts.read, written = counts.written, skipped = counts.skipped,
             failed = counts.failed, duration_ms, exit_code = exit.code(), details = %ctx.details(), "{summary}"),
     }
-    let exit = match recorded {
-        Ok(()) => exit,
-        Err(e) => {
-            tracing::error!(error = %e, "failed to record the run's outcome in batch_job_run");
-            Exit::Failure
-        }
-    };
+}
 
-    for (key, exclusive) in locks.iter().rev() {
-        let _ = lock.unlock_as(key, *exclusive).await;
+/// Closes the run's own pool; a connection a task abandoned after a stop
+/// request still holds is left to the process's end.
+async fn close_pool(pg: &sqlx::PgPool) {
+    if tokio::time::timeout(Duration::from_secs(2), pg.close())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the run's database pool did not close within 2 s");
     }
-    lock.close().await;
-    // Dry runs change nothing: their counts would hide the last real run.
-    if !request.dry_run {
-        let run = RunMetrics {
-            job_id: def.id,
-            file_stem: metrics::file_stem(def, request_partition),
-            partition: request_partition,
-            status,
-            exit,
-            counts,
-            duration: started.elapsed(),
-            finished_at: chrono::Utc::now(),
-        };
-        metrics::export(&app.settings.metrics, Some(&app.pg), &run).await;
-    }
-    Ok(RunOutcome {
-        run_id: Some(run_id),
-        exit,
-    })
+}
+
+/// Writes the run's metrics per `[metrics]` (off unless configured).
+async fn export_metrics(
+    app: &AppContext,
+    def: &JobDef,
+    partition: Option<Partition>,
+    ended: &Ended,
+    started: Instant,
+) {
+    let run = RunMetrics {
+        job_id: def.id,
+        file_stem: metrics::file_stem(def, partition),
+        partition,
+        status: ended.status,
+        exit: ended.exit,
+        counts: ended.counts,
+        duration: started.elapsed(),
+        finished_at: chrono::Utc::now(),
+    };
+    metrics::export(&app.settings.metrics, Some(&app.pg), &run).await;
 }
 
 /// Which signal stopped the run: 130 for SIGINT, 143 for SIGTERM.
@@ -512,7 +746,7 @@ async fn listen_for_stop(cancel: CancellationToken, signal: Arc<AtomicI32>) {
 }
 
 /// Marks runs of the lock's jobs that are still `STARTED` but whose lock is
-/// free — their process died — as `FAILED`, so history never shows a
+/// free — their process died, or lost its lock — as `FAILED`, so history never shows a
 /// phantom run. Called while holding `ours`.
 async fn reap_abandoned_runs(
     app: &AppContext,
@@ -538,8 +772,12 @@ async fn reap_abandoned_runs(
             free
         };
         if dead {
+            // Its lock was free: the process died, or (still alive) lost
+            // the lock's session; then it stops by itself, and its row stays
+            // FAILED ([`history::finish`] changes only a STARTED run).
             let reason = format!(
-                "process ended without recording an outcome (host {}, pid {}); found by a later start",
+                "process ended without recording an outcome, or lost its lock (host {}, pid {}); \
+                 found by a later start that got the lock",
                 open.host, open.pid
             );
             history::mark_abandoned(&app.pg, open.run_id, &reason).await?;

@@ -33,7 +33,7 @@ use sqlx::PgConnection;
 
 use super::login_stats::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
 use crate::jobs::lms::learning_day::{validate_settings, LearningDaySettings};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -52,6 +52,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::JobAndDate,
     settings: Some(validate_settings),
     job: Some(&ConnectedUsers),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

@@ -20,7 +20,7 @@ use sqlx::PgConnection;
 use super::login_stats::{
     finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
 };
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -38,6 +38,7 @@ pub static DEF: JobDef = JobDef {
     schedule: Schedule::Cron("5 3 * * *"),
     lock: Lock::JobAndDate,
     job: Some(&LoginCounts),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

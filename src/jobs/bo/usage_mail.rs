@@ -44,7 +44,7 @@ use sqlx::PgConnection;
 use super::connected_users;
 use super::usage_report::{ensure_statistics, read_week, Report, Week};
 use crate::jobs::lms::learning_day::LearningDaySettings;
-use crate::runtime::registry::{JobDef, Schedule, System};
+use crate::runtime::registry::{JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -62,6 +62,7 @@ pub static DEF: JobDef = JobDef {
     settings: Some(validate_settings),
     args: mail_args,
     job: Some(&UsageMail),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

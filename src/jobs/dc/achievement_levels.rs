@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::jobs::shared::dashboard::{self, level_sql, school_level_sql, DashboardSender};
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-004";
@@ -41,6 +41,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::Group(crate::jobs::KERIS_DASHBOARD_LOCK),
     lock_wait_secs: 1800,
     job: Some(&AchievementLevels),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

@@ -41,7 +41,7 @@ use uuid::Uuid;
 use crate::jobs::privacy::{
     self, Candidate, ConsentRule, Recorded, RunFigures, SkipCompleted, Students, Tally,
 };
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-003";
@@ -58,6 +58,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::Group(crate::jobs::KERIS_XAPI_LOCK),
     lock_wait_secs: 3600,
     job: Some(&DeleteUnconsentedData),
+    timeouts: Timeouts::DELETION,
     ..JobDef::DEFAULTS
 };
 
@@ -100,7 +101,9 @@ impl Job for DeleteUnconsentedData {
             };
             after = Some(last);
 
-            let mut batch = delete_documents(&ctx.app.mongo, &students, ctx.dry_run).await?;
+            let mut batch =
+                delete_documents(&ctx.app.mongo, &students, ctx.dry_run, ctx.mongo_max_time())
+                    .await?;
             let mut tx = ctx
                 .pg()
                 .begin()
@@ -179,7 +182,8 @@ async fn sweep(
             break;
         };
         after = Some(last);
-        let found = delete_documents(&ctx.app.mongo, &students, ctx.dry_run).await?;
+        let found =
+            delete_documents(&ctx.app.mongo, &students, ctx.dry_run, ctx.mongo_max_time()).await?;
         if found.total() > 0 {
             let tx = begin(ctx).await?;
             figures
@@ -270,11 +274,13 @@ fn user_filter(students: &[Uuid]) -> Document {
 /// Deletes (or, for a dry run, counts) the students' documents in
 /// [`COLLECTIONS`]. Which students have documents comes first (`distinct`,
 /// for the audit); a collection where none has any is not asked again.
+/// `max_time` is the `maxTimeMS` of the reads.
 #[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
 pub async fn delete_documents(
     db: &mongodb::Database,
     students: &[Uuid],
     dry_run: bool,
+    max_time: std::time::Duration,
 ) -> anyhow::Result<Tally> {
     let filter = user_filter(students);
     let mut tally = Tally::default();
@@ -282,6 +288,7 @@ pub async fn delete_documents(
         let coll = db.collection::<Document>(name);
         let owners: BTreeSet<Uuid> = coll
             .distinct("user_id", filter.clone())
+            .max_time(max_time)
             .await
             .with_context(|| format!("Failed to find the students' documents in {name}"))?
             .iter()
@@ -291,6 +298,7 @@ pub async fn delete_documents(
             0
         } else if dry_run {
             coll.count_documents(filter.clone())
+                .max_time(max_time)
                 .await
                 .with_context(|| format!("Failed to count the students' documents in {name}"))?
         } else {

@@ -239,7 +239,7 @@ impl Job for ResendErrors {
             ctx.counts.add_read(page.len() as u64);
 
             let ids: Vec<String> = page.iter().map(|(_, id, _)| id.to_string()).collect();
-            let docs = load_stored(&ctx.app.mongo, &ids).await?;
+            let docs = load_stored(&ctx.app.mongo, &ids, ctx.mongo_max_time()).await?;
 
             let mut per_partner: HashMap<String, Vec<Item>> = HashMap::new();
             let mut unsendable: Vec<(Uuid, String)> = Vec::new();

@@ -58,7 +58,7 @@ use crate::jobs::shared::transfer::{
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
 use crate::runtime::partition::Partition;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-001";
@@ -75,6 +75,7 @@ pub static DEF: JobDef = JobDef {
     lock_wait_secs: 3600,
     partitioned: true,
     job: Some(&SendStatements),
+    timeouts: Timeouts::DAY_STREAM,
     ..JobDef::DEFAULTS
 };
 
@@ -150,6 +151,7 @@ impl Job for SendStatements {
             for (partner_id, name) in &partners {
                 let n = coll
                     .count_documents(ready_filter(&date, partner_id, ctx.partition))
+                    .max_time(ctx.mongo_max_time())
                     .await
                     .context("Failed to count keris_batch_data")?;
                 ctx.counts.add_read(n);
@@ -167,7 +169,10 @@ impl Job for SendStatements {
                 if let Some(p) = ctx.partition {
                     ready.insert("user_hash", hash_range(p));
                 }
-                Ok(coll.count_documents(ready).await?)
+                Ok(coll
+                    .count_documents(ready)
+                    .max_time(ctx.mongo_max_time())
+                    .await?)
             })
             .await;
         let options = ClientOptions::from_settings(&settings.keris);
@@ -216,6 +221,7 @@ async fn count_unknown_partners(
         filter.insert("user_hash", hash_range(p));
         let unhashed = coll
             .count_documents(doc! { "base_dt": ctx.business_date.to_string(), "status": READY, "user_hash": { "$exists": false } })
+            .max_time(ctx.mongo_max_time())
             .await
             .context("Failed to count keris_batch_data")?;
         if unhashed > 0 {
@@ -226,6 +232,7 @@ async fn count_unknown_partners(
     }
     let unknown = coll
         .count_documents(filter)
+        .max_time(ctx.mongo_max_time())
         .await
         .context("Failed to count keris_batch_data")?;
     if unknown > 0 {
@@ -289,6 +296,7 @@ async fn send_partner(
             .sort(ready_sort())
             .projection(stored_projection())
             .batch_size(cfg.read_batch_size)
+            .max_time(ctx.mongo_max_time())
             .await
             .context("Failed to read keris_batch_data")?;
         let mut batcher = Batcher::new(
@@ -373,6 +381,7 @@ async fn send_partner(
     if sender.gave_up() {
         let left = coll
             .count_documents(ready_filter(&date, partner_id, ctx.partition))
+            .max_time(ctx.mongo_max_time())
             .await
             .context("Failed to count keris_batch_data")?;
         report.deferred = left;
@@ -514,7 +523,7 @@ async fn resume(
             Journal::delete(ctx.pg(), request_id).await?;
             continue;
         }
-        let docs = load_stored(&ctx.app.mongo, &ids).await?;
+        let docs = load_stored(&ctx.app.mongo, &ids, ctx.mongo_max_time()).await?;
         if docs
             .values()
             .all(|d| d.get_str("status").is_ok_and(|s| s != READY))

@@ -59,7 +59,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, PgConnection};
 
 use crate::config::LcmsCopySettings;
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext, JobStopped};
 
 pub const ID: &str = "LCMS-01-001";
@@ -79,6 +79,11 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     args: full_arg,
     job: Some(&ContentCopy),
+    timeouts: Timeouts {
+        // A full copy streams each LCMS table through one COPY.
+        statement_secs: 3600,
+        ..Timeouts::DEFAULT
+    },
     ..JobDef::DEFAULTS
 };
 

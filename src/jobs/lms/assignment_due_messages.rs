@@ -21,7 +21,8 @@
 //! the run's details and a warning, and picked up by the first run after
 //! its due time is set.
 //!
-//! "Now" is the run's reference time: its start, or for a `--date` in the
+//! "Now" is the run's reference time: the moment it got its lock (after up
+//! to 10 minutes of waiting, past midnight too), or for a `--date` in the
 //! past the end of that day (the runtime's rule; it is how the tests pin the
 //! clock). Replaying a past day in production would send reminders judged
 //! as of that midnight: don't.

@@ -19,7 +19,7 @@
 //! new one. Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
 use super::learning_day::{self, DayTable};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-002";
@@ -35,6 +35,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::JobAndDate,
     settings: Some(learning_day::validate_settings),
     job: Some(&CompetencyIndicators),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

@@ -39,7 +39,7 @@ use uuid::Uuid;
 use crate::jobs::privacy::{
     self, ConsentRule, Recorded, RunFigures, SkipCompleted, Students, Tally,
 };
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-007";
@@ -54,6 +54,7 @@ pub static DEF: JobDef = JobDef {
     schedule: Schedule::Cron("30 3 * * *"),
     default_date: DefaultDate::Today,
     job: Some(&DeleteUnconsentedStudents),
+    timeouts: Timeouts::DELETION,
     ..JobDef::DEFAULTS
 };
 

@@ -13,7 +13,7 @@
 //! Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
 use super::learning_day::{self, DayTable};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-006";
@@ -29,6 +29,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::JobAndDate,
     settings: Some(learning_day::validate_settings),
     job: Some(&LearningStats),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::learning_day::Day;
-use crate::runtime::registry::{JobDef, Schedule, System};
+use crate::runtime::registry::{JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-009";
@@ -80,6 +80,11 @@ pub static DEF: JobDef = JobDef {
     settings: Some(validate_settings),
     args: dataset_args,
     job: Some(&LlmDataset),
+    timeouts: Timeouts {
+        // One snapshot streams the whole --from..--to range to storage.
+        statement_secs: 4 * 3600,
+        ..Timeouts::DEFAULT
+    },
     ..JobDef::DEFAULTS
 };
 

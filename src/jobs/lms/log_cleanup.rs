@@ -21,7 +21,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -38,6 +38,7 @@ pub static DEF: JobDef = JobDef {
     default_date: DefaultDate::Today,
     settings: Some(validate_settings),
     job: Some(&LogCleanup),
+    timeouts: Timeouts::DELETION,
     ..JobDef::DEFAULTS
 };
 

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::templates;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -62,6 +62,7 @@ pub static DEF: JobDef = JobDef {
     lock: Lock::JobAndDate,
     settings: Some(templates::validate::<PraiseSettings>),
     job: Some(&PraiseMessages),
+    timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
 };
 

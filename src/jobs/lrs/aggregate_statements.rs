@@ -47,6 +47,7 @@
 //! nothing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
@@ -57,7 +58,7 @@ use serde_json::{json, Map, Value};
 use crate::config::LrsAggregateSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::in_flight::run_in_flight;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 use crate::xapi::{self, ProfileError};
@@ -76,6 +77,7 @@ pub static DEF: JobDef = JobDef {
     lock_wait_secs: 3600,
     partitioned: true,
     job: Some(&AggregateStatements),
+    timeouts: Timeouts::DAY_STREAM,
     ..JobDef::DEFAULTS
 };
 
@@ -97,6 +99,7 @@ impl Job for AggregateStatements {
         let voided = match ctx.partition {
             None => source
                 .count_documents(voided_filter)
+                .max_time(ctx.mongo_max_time())
                 .await
                 .context("Failed to count the voided statements")?,
             Some(_) => {
@@ -104,6 +107,7 @@ impl Job for AggregateStatements {
                 let mut cursor = source
                     .find(voided_filter)
                     .projection(doc! { "_id": 0, "user_id": 1 })
+                    .max_time(ctx.mongo_max_time())
                     .await
                     .context("Failed to count the voided statements")?;
                 let mut ours = 0;
@@ -125,6 +129,7 @@ impl Job for AggregateStatements {
                 // no partition hash to count by.
                 let all = source
                     .count_documents(source_filter(ctx.business_date))
+                    .max_time(ctx.mongo_max_time())
                     .await?;
                 Ok(all / ctx.partition.map_or(1, |p| u64::from(p.count)))
             })
@@ -140,6 +145,7 @@ impl Job for AggregateStatements {
             .sort(source_sort())
             .allow_disk_use(true)
             .batch_size(agg.settings.batch_size)
+            .max_time(ctx.mongo_max_time())
             .await
             .context("Failed to read the statements")?;
         // Reading and aggregating overlap with writing, and writing — the
@@ -151,7 +157,7 @@ impl Job for AggregateStatements {
         // half-written by a crash is finished by the rerun's duplicate path.
         let batch_size = agg.settings.batch_size as usize;
         let in_flight = agg.settings.writes_in_flight.max(1) as usize;
-        let (date, dry_run) = (agg.date, agg.dry_run);
+        let (date, dry_run, max_time) = (agg.date, agg.dry_run, ctx.mongo_max_time());
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(in_flight);
         let reading = async {
             while let Some(source_doc) = cursor
@@ -190,7 +196,7 @@ impl Job for AggregateStatements {
                     if outputs.is_empty() {
                         return Ok((0, batch));
                     }
-                    let written = write_outputs(&db, date, &outputs, &mut batch).await?;
+                    let written = write_outputs(&db, date, &outputs, &mut batch, max_time).await?;
                     Ok((written, batch))
                 }
             };
@@ -638,6 +644,7 @@ async fn write_outputs(
     date: NaiveDate,
     outputs: &[Output],
     report: &mut Report,
+    max_time: Duration,
 ) -> anyhow::Result<u64> {
     let coll = db.collection::<RawDocumentBuf>(KERIS_BATCH_DATA);
     let now = mongodb::bson::DateTime::now();
@@ -675,9 +682,10 @@ async fn write_outputs(
         return Ok(inserted);
     }
     let ids: Vec<String> = duplicates.iter().map(|&i| outputs[i].id.clone()).collect();
-    let existing = crate::jobs::shared::transfer::find_by_ids(db, KERIS_BATCH_DATA, &ids, None)
-        .await
-        .context("Failed to read keris_batch_data")?;
+    let existing =
+        crate::jobs::shared::transfer::find_by_ids(db, KERIS_BATCH_DATA, &ids, None, max_time)
+            .await
+            .context("Failed to read keris_batch_data")?;
     let mut updates = Vec::new();
     for index in duplicates {
         let out = &outputs[index];

@@ -267,6 +267,7 @@ async fn rebuild(
         .find(filter)
         .sort(source_sort())
         .batch_size(settings.batch_size)
+        .max_time(ctx.mongo_max_time())
         .await
         .context("Failed to read the statements")?;
     let mut agg = Aggregator::new(base_dt, settings, true);
@@ -298,7 +299,8 @@ async fn rebuild(
 async fn write_back(ctx: &JobContext, good: &[(Uuid, Output)]) -> anyhow::Result<u64> {
     let db = &ctx.app.mongo;
     let ids: Vec<String> = good.iter().map(|(_, out)| out.id.clone()).collect();
-    let old = find_by_ids(db, KERIS_BATCH_DATA, &ids, Some(doc! { "statement": 1 }))
+    let projection = Some(doc! { "statement": 1 });
+    let old = find_by_ids(db, KERIS_BATCH_DATA, &ids, projection, ctx.mongo_max_time())
         .await
         .context("Failed to read keris_batch_data")?;
     let now = Bson::DateTime(mongodb::bson::DateTime::now());

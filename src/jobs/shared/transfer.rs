@@ -448,24 +448,33 @@ pub fn stored_projection() -> Document {
 }
 
 /// The `keris_batch_data` documents with these ids, by id (ids that are
-/// gone are simply absent).
+/// gone are simply absent); `max_time` is the read's `maxTimeMS`.
 pub async fn load_stored(
     db: &mongodb::Database,
     ids: &[String],
+    max_time: Duration,
 ) -> anyhow::Result<HashMap<String, Document>> {
-    find_by_ids(db, KERIS_BATCH_DATA, ids, Some(stored_projection()))
-        .await
-        .context("Failed to read keris_batch_data")
+    find_by_ids(
+        db,
+        KERIS_BATCH_DATA,
+        ids,
+        Some(stored_projection()),
+        max_time,
+    )
+    .await
+    .context("Failed to read keris_batch_data")
 }
 
 /// The documents of `collection` with these string `_id`s, by id, in one
 /// `find` with `_id: {$in: ids}` (an `_id` index lookup per id on MongoDB
-/// and on FerretDB v2; callers pass a batch, not a day).
+/// and on FerretDB v2; callers pass a batch, not a day), with `maxTimeMS`
+/// `max_time` (the run's [`crate::runtime::JobContext::mongo_max_time`]).
 pub async fn find_by_ids(
     db: &mongodb::Database,
     collection: &str,
     ids: &[String],
     projection: Option<Document>,
+    max_time: Duration,
 ) -> anyhow::Result<HashMap<String, Document>> {
     let mut docs = HashMap::with_capacity(ids.len());
     if ids.is_empty() {
@@ -474,7 +483,8 @@ pub async fn find_by_ids(
     let coll = db.collection::<Document>(collection);
     let mut find = coll
         .find(doc! { "_id": { "$in": ids } })
-        .batch_size(ids.len().min(100_000) as u32);
+        .batch_size(ids.len().min(100_000) as u32)
+        .max_time(max_time);
     if let Some(projection) = projection {
         find = find.projection(projection);
     }
