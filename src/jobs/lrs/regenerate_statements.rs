@@ -42,7 +42,8 @@ use mongodb::bson::{doc, Bson};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
+use super::aggregate_statements::Output;
+use super::late_statements::plan_chunk;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::transfer::{find_by_ids, run_updates, CONTENT_CODES};
 use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
@@ -245,10 +246,12 @@ async fn regenerate(
     Ok(())
 }
 
-/// The statements with the `wanted` ids that LRS-01-001 would build now
-/// from the source statements of `base_dt` of `users`, by id: one sorted
-/// read for all of them, keeping only the wanted outputs (a student's other
-/// statements are dropped as soon as they are built).
+/// The statements with the `wanted` ids as LRS-01-001 would build them now
+/// from the source statements of `base_dt` of `users`, by id: each stored
+/// document from the statements of its own window of `stored` (a late
+/// document from its late statements only), so a rebuilt statement never
+/// takes in what another document of its group holds. One read of the
+/// students' statements and one of their documents.
 async fn rebuild(
     ctx: &JobContext,
     base_dt: NaiveDate,
@@ -256,39 +259,24 @@ async fn rebuild(
     wanted: &HashSet<String>,
 ) -> anyhow::Result<HashMap<String, Output>> {
     let settings = ctx.settings().jobs.lrs_aggregate.clone();
-    let source = ctx
-        .app
-        .mongo
-        .collection::<mongodb::bson::RawDocumentBuf>(crate::contract::STATEMENTS);
-    let mut filter = source_filter(base_dt);
-    let users: Vec<String> = users.iter().map(Uuid::to_string).collect();
-    filter.insert("user_id", doc! { "$in": users });
-    let mut cursor = source
-        .find(filter)
-        .sort(source_sort())
-        .batch_size(settings.batch_size)
-        .await
-        .context("Failed to read the statements")?;
-    let mut agg = Aggregator::new(base_dt, settings, true);
-    let mut found = HashMap::new();
-    let mut keep = |agg: &mut Aggregator| {
-        for out in agg.pending.drain(..) {
-            if wanted.contains(&out.id) {
-                found.insert(out.id.clone(), out);
-            }
-        }
-    };
-    while let Some(d) = cursor
-        .try_next()
-        .await
-        .context("Failed to read the statements")?
-    {
-        agg.add(&d)?;
-        keep(&mut agg);
-    }
-    agg.finish_user();
-    keep(&mut agg);
-    Ok(found)
+    let pairs: Vec<(String, NaiveDate)> = users.iter().map(|u| (u.to_string(), base_dt)).collect();
+    let pairs: Vec<&(String, NaiveDate)> = pairs.iter().collect();
+    let plan = plan_chunk(
+        &ctx.app.mongo,
+        &settings,
+        ctx.now(),
+        &pairs,
+        None,
+        &HashMap::new(),
+    )
+    .await?;
+    Ok(plan
+        .writes
+        .into_iter()
+        .chain(plan.kept)
+        .filter(|out| wanted.contains(&out.id))
+        .map(|out| (out.id.clone(), out))
+        .collect())
 }
 
 /// Writes the rebuilt statements back as `READY` (only over an `ERROR` or
