@@ -5,7 +5,13 @@
 //! (00:00–24:00 +09:00) as a cursor sorted by `(user_id, _id)`, and keeps in
 //! memory only the current student's groups: when `user_id` changes, the
 //! student's groups are turned into KERIS-profile statements. Memory stays
-//! flat whatever the day's volume (one student's statements at most).
+//! flat whatever the day's volume (one student's statements at most). Only
+//! statements the LRS stored up to the end of D are taken; those stored
+//! later, and late statements of the days before D, are handled window by
+//! window of `stored` ([`late_statements`]: watermark, voiding statements,
+//! rebuilt student-days). A document that cannot be read is skipped and
+//! named by `_id` ([`source`]); students withheld by the privacy rule
+//! ([`privacy::withheld_students`]) are left out.
 //!
 //! One KERIS statement per (student, verb id, object id): durations summed in
 //! integer seconds, the number of source statements in the vendor's result
@@ -42,9 +48,9 @@
 //! and aggregates only its own students' statements.
 //!
 //! Counts: read = source statements read (non-voided), written = documents
-//! inserted or updated, skipped = voided source statements + source
-//! statements of INVALID groups. `--dry-run` computes and reports, writes
-//! nothing.
+//! inserted, updated or deleted, skipped = voided, voiding, undecodable,
+//! withheld and too-late source statements + those of INVALID groups.
+//! `--dry-run` computes and reports, writes nothing (the watermark stays).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

@@ -4,8 +4,9 @@
 //! the business date D (default today: it runs at 23:30) whose code says the
 //! content was wrong (`XAPI_VAL_ERR`, `XAPI_USER_ERR`). For each student and
 //! day among them it reads the student's current source statements of that
-//! day from `statements` and aggregates them exactly as LRS-01-001 does (same
-//! [`Aggregator`], current `jobs.lrs_aggregate` mapping), then per row:
+//! day from `statements` and rebuilds each stored statement from those of its
+//! own window of `stored` exactly as LRS-01-001 does
+//! ([`plan_chunk`], current `jobs.lrs_aggregate` mapping), then per row:
 //! - the statement id is produced again and passes the profile → the
 //!   statement is written back to `keris_batch_data` as `READY` and the row
 //!   becomes `REGENERATED` (DC-01-002 sends it);
