@@ -365,6 +365,17 @@ pub struct LrsAggregateSettings {
     /// (xAPI: mint IRIs only in a domain you control, never in aidtbook.kr).
     /// Part of the statement's content: fixed once statements were sent.
     pub attempts_extension: String,
+    /// Late statements (stored after their day's night) of the last this
+    /// many days before the business date are aggregated by the first run
+    /// after they are stored; older ones are counted and reported, not sent.
+    pub late_lookback_days: u32,
+    /// A run covers what the LRS stored up to the end of the business date,
+    /// and never later than this many seconds before the run starts: the
+    /// LRS's inserts still in flight, and its clock, get that much slack.
+    pub stored_settle_secs: u64,
+    /// Undecodable documents and statements voided after they were sent
+    /// listed by id in the run's details (the rest are counted).
+    pub max_reported_ids: usize,
 }
 
 /// The default [`LrsAggregateSettings::id_namespace`].
@@ -380,6 +391,9 @@ impl Default for LrsAggregateSettings {
             batch_size: 1000,
             writes_in_flight: 2,
             attempts_extension: "https://aidt.example.kr/xapi/extensions/attempts".into(),
+            late_lookback_days: 7,
+            stored_settle_secs: 300,
+            max_reported_ids: 100,
         }
     }
 }

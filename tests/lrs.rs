@@ -477,16 +477,28 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
             assert!(d.get_str("err_code").is_ok());
         }
     }
+    // The night covers what the LRS stored by the end of the day; the
+    // seed stores a few statements hours late, after it (the next night's).
     let stmts = env.app.mongo.collection::<Document>("statements");
-    let total = stmts.count_documents(doc! {}).await.unwrap() as i64;
+    let end = Bson::DateTime(mongodb::bson::DateTime::from_millis(
+        aidt_batch::time::start_of_day_seoul(date("2026-03-06")).timestamp_millis(),
+    ));
+    let by_night = doc! { "stored": { "$lte": end.clone() } };
+    let total = stmts.count_documents(by_night.clone()).await.unwrap() as i64;
     let voided = stmts
-        .count_documents(doc! { "voided": true })
+        .count_documents(doc! { "voided": true, "stored": { "$lte": end.clone() } })
         .await
         .unwrap() as i64;
+    let later = stmts
+        .count_documents(doc! { "voided": false, "stored": { "$gt": end } })
+        .await
+        .unwrap();
+    assert!(later > 0, "the seed stores some statements after the night");
+    assert_eq!(details["stored_after_window"], later, "{details}");
     assert_eq!(
         total,
         attempts + voided,
-        "every source statement is voided or in one output"
+        "every source statement stored by the night is voided or in one output"
     );
     let (read, written, _) = counts(env.pg(), run).await;
     assert_eq!(read, total - voided);

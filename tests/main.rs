@@ -15,6 +15,7 @@ mod history_purge;
 mod jobs_bo;
 mod jobs_lms;
 mod keris;
+mod late_statements;
 mod learning_stats;
 mod llm_dataset;
 mod locks;

@@ -163,6 +163,33 @@ pub fn statement_id(
     )
 }
 
+/// The xAPI verb of a voiding statement (its object a `StatementRef` to the
+/// statement it voids): not a learning record.
+pub const VERB_VOIDED: &str = "http://adlnet.gov/expapi/verbs/voided";
+
+/// The deterministic id of a "late attempts" statement: the source
+/// statements of one (day, student, verb, object) that the LRS stored in
+/// `(stored_after, stored_until]` (milliseconds since the epoch), after the
+/// group's statement was sent. UUID v5 of
+/// `"{date}|{user_id}|{verb_id}|{object_id}|late|{after}|{until}"`: the
+/// window is part of the name, so each window's statement has its own id
+/// and a rerun over the same window rebuilds the same one.
+pub fn late_statement_id(
+    namespace: &Uuid,
+    date: chrono::NaiveDate,
+    user_id: &str,
+    verb_id: &str,
+    object_id: &str,
+    stored_after: i64,
+    stored_until: i64,
+) -> Uuid {
+    Uuid::new_v5(
+        namespace,
+        format!("{date}|{user_id}|{verb_id}|{object_id}|late|{stored_after}|{stored_until}")
+            .as_bytes(),
+    )
+}
+
 /// Whole seconds of an ISO-8601 duration (`PT90S`, `PT1M30S`, `P1DT2H`,
 /// `PT1.5S` → 1); `None` when it is not one. Years and months are refused
 /// (no fixed length).
@@ -371,6 +398,10 @@ mod tests {
         assert_eq!(a, statement_id(&ns, d, "u", "v", "o"));
         assert_ne!(a, statement_id(&ns, d, "u", "v", "o2"));
         assert_eq!(a.get_version_num(), 5);
+        let late = late_statement_id(&ns, d, "u", "v", "o", 10, 20);
+        assert_eq!(late, late_statement_id(&ns, d, "u", "v", "o", 10, 20));
+        assert_ne!(late, late_statement_id(&ns, d, "u", "v", "o", 20, 30));
+        assert_ne!(late, a);
     }
 
     #[test]

@@ -27,9 +27,16 @@ pub async fn apply_postgres(pg: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The indexes the jobs rely on: by time (daily aggregation) and by user
-/// (privacy deletion). In production the LRS team creates them.
+/// The indexes the jobs rely on: by time (daily aggregation), by user
+/// (privacy deletion, LRS-01-001's rebuilt student-days), by `stored`
+/// (LRS-01-001's late window) and by statement id (what a voiding statement
+/// voids). In production the LRS team creates them.
 pub async fn apply_mongo(db: &mongodb::Database) -> anyhow::Result<()> {
-    let indexes = [doc! { "timestamp": 1 }, doc! { "user_id": 1 }];
+    let indexes = [
+        doc! { "timestamp": 1 },
+        doc! { "user_id": 1 },
+        doc! { "stored": 1 },
+        doc! { "statement.id": 1 },
+    ];
     aidt_batch::context::ensure_indexes(db, STATEMENTS, &indexes).await
 }

@@ -300,6 +300,14 @@ fn keris(report: &NightReport) -> Markup {
                 }
             }
         }
+        @if report.aggregation_exceptions.values().any(|n| *n > 0) {
+            p #aggregation-exceptions {
+                "LRS-01-001 (ids in the run's details): "
+                @for (label, n) in report.aggregation_exceptions.iter().filter(|(_, n)| **n > 0) {
+                    span data-k=(label) { (label) ": " (number(*n as i64)) ". " }
+                }
+            }
+        }
     }
 }
 

@@ -115,6 +115,10 @@ pub struct NightReport {
     pub keris: Vec<KerisFigure>,
     /// LRS-01-001's statements per partner: ready to send, invalid.
     pub aggregated: Vec<(String, u64, u64)>,
+    /// LRS-01-001's statements that were not aggregated as usual, summed
+    /// over the night's runs: late, too late, voided after sending,
+    /// undecodable, withheld (see [`LRS_EXCEPTIONS`]).
+    pub aggregation_exceptions: BTreeMap<&'static str, u64>,
     /// `None` when the error table does not exist in this database.
     pub open_errors: Option<Vec<OpenErrors>>,
 }
@@ -316,12 +320,20 @@ impl NightReport {
 
         let mut keris: BTreeMap<(String, &'static str), KerisFigure> = BTreeMap::new();
         let mut aggregated: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut aggregation_exceptions: BTreeMap<&'static str, u64> = BTreeMap::new();
         for run in runs.iter().filter(|r| !r.dry_run) {
             if run.job_id == jobs::lrs::aggregate_statements::ID {
                 for (partner, figures) in objects(&run.details["per_partner"]) {
                     let entry = aggregated.entry(partner.clone()).or_default();
                     entry.0 += count(figures, "ready");
                     entry.1 += count(figures, "invalid");
+                }
+                for (label, key, field) in LRS_EXCEPTIONS {
+                    let n = match field {
+                        Some(field) => count(&run.details[*key], field),
+                        None => count(&run.details, key),
+                    };
+                    *aggregation_exceptions.entry(label).or_default() += n;
                 }
                 continue;
             }
@@ -369,6 +381,7 @@ impl NightReport {
                 .into_iter()
                 .map(|(p, (ready, invalid))| (p, ready, invalid))
                 .collect(),
+            aggregation_exceptions,
             open_errors,
         }
     }
@@ -448,6 +461,32 @@ impl KerisShape {
 fn objects(value: &Value) -> impl Iterator<Item = (&String, &Value)> {
     value.as_object().into_iter().flatten()
 }
+
+/// LRS-01-001's figures of statements not aggregated as usual: (label,
+/// details key, field of it).
+pub const LRS_EXCEPTIONS: &[(&str, &str, Option<&str>)] = &[
+    ("late statements aggregated", "late", Some("statements")),
+    (
+        "too late (past the look-back), not sent",
+        "too_late",
+        Some("statements"),
+    ),
+    (
+        "voided after sending",
+        "voided_after_sent",
+        Some("statements"),
+    ),
+    (
+        "undecodable documents skipped",
+        "undecodable",
+        Some("documents"),
+    ),
+    (
+        "statements of withheld students",
+        "withheld_statements",
+        None,
+    ),
+];
 
 fn count(figures: &Value, key: &str) -> u64 {
     figures.get(key).and_then(Value::as_u64).unwrap_or(0)
@@ -535,7 +574,10 @@ mod tests {
             serde_json::json!({"partners": {"brand-a": {"requests": 1, "gave_up": false}}});
         let resend =
             serde_json::json!({"partners": {"brand-a": {"resent": 2, "failed": 1, "deferred": 0}}});
-        let agg = serde_json::json!({"per_partner": {"brand-a": {"ready": 95, "invalid": 1}}});
+        let agg = serde_json::json!({
+            "per_partner": {"brand-a": {"ready": 95, "invalid": 1}},
+            "late": {"statements": 7}, "undecodable": {"documents": 2}, "withheld_statements": 4,
+        });
         let runs = vec![
             run(1, "LRS-01-001", "COMPLETED", 0, 1, agg),
             run(2, "DC-01-001", "COMPLETED_WITH_ERRORS", 1, 1, send.clone()),
@@ -551,6 +593,13 @@ mod tests {
             None,
         );
         assert_eq!(r.aggregated, [("brand-a".to_string(), 95, 1)]);
+        assert_eq!(r.aggregation_exceptions["late statements aggregated"], 7);
+        assert_eq!(r.aggregation_exceptions["undecodable documents skipped"], 2);
+        assert_eq!(
+            r.aggregation_exceptions["statements of withheld students"],
+            4
+        );
+        assert_eq!(r.aggregation_exceptions["voided after sending"], 0);
         let got: Vec<(&str, &str, u64, u64, u64)> = r
             .keris
             .iter()

@@ -4,8 +4,9 @@
 //! the business date D (default today: it runs at 23:30) whose code says the
 //! content was wrong (`XAPI_VAL_ERR`, `XAPI_USER_ERR`). For each student and
 //! day among them it reads the student's current source statements of that
-//! day from `statements` and aggregates them exactly as LRS-01-001 does (same
-//! [`Aggregator`], current `jobs.lrs_aggregate` mapping), then per row:
+//! day from `statements` and rebuilds each stored statement from those of its
+//! own window of `stored` exactly as LRS-01-001 does
+//! ([`plan_chunk`], current `jobs.lrs_aggregate` mapping), then per row:
 //! - the statement id is produced again and passes the profile → the
 //!   statement is written back to `keris_batch_data` as `READY` and the row
 //!   becomes `REGENERATED` (DC-01-002 sends it);
@@ -42,7 +43,8 @@ use mongodb::bson::{doc, Bson};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregate_statements::{source_filter, source_sort, Aggregator, Output};
+use super::aggregate_statements::Output;
+use super::late_statements::plan_chunk;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::shared::transfer::{find_by_ids, run_updates, CONTENT_CODES};
 use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
@@ -245,10 +247,12 @@ async fn regenerate(
     Ok(())
 }
 
-/// The statements with the `wanted` ids that LRS-01-001 would build now
-/// from the source statements of `base_dt` of `users`, by id: one sorted
-/// read for all of them, keeping only the wanted outputs (a student's other
-/// statements are dropped as soon as they are built).
+/// The statements with the `wanted` ids as LRS-01-001 would build them now
+/// from the source statements of `base_dt` of `users`, by id: each stored
+/// document from the statements of its own window of `stored` (a late
+/// document from its late statements only), so a rebuilt statement never
+/// takes in what another document of its group holds. One read of the
+/// students' statements and one of their documents.
 async fn rebuild(
     ctx: &JobContext,
     base_dt: NaiveDate,
@@ -256,40 +260,24 @@ async fn rebuild(
     wanted: &HashSet<String>,
 ) -> anyhow::Result<HashMap<String, Output>> {
     let settings = ctx.settings().jobs.lrs_aggregate.clone();
-    let source = ctx
-        .app
-        .mongo
-        .collection::<mongodb::bson::RawDocumentBuf>(crate::contract::STATEMENTS);
-    let mut filter = source_filter(base_dt);
-    let users: Vec<String> = users.iter().map(Uuid::to_string).collect();
-    filter.insert("user_id", doc! { "$in": users });
-    let mut cursor = source
-        .find(filter)
-        .sort(source_sort())
-        .batch_size(settings.batch_size)
-        .max_time(ctx.mongo_max_time())
-        .await
-        .context("Failed to read the statements")?;
-    let mut agg = Aggregator::new(base_dt, settings, true);
-    let mut found = HashMap::new();
-    let mut keep = |agg: &mut Aggregator| {
-        for out in agg.pending.drain(..) {
-            if wanted.contains(&out.id) {
-                found.insert(out.id.clone(), out);
-            }
-        }
-    };
-    while let Some(d) = cursor
-        .try_next()
-        .await
-        .context("Failed to read the statements")?
-    {
-        agg.add(&d)?;
-        keep(&mut agg);
-    }
-    agg.finish_user();
-    keep(&mut agg);
-    Ok(found)
+    let pairs: Vec<(String, NaiveDate)> = users.iter().map(|u| (u.to_string(), base_dt)).collect();
+    let pairs: Vec<&(String, NaiveDate)> = pairs.iter().collect();
+    let plan = plan_chunk(
+        &ctx.app.mongo,
+        &settings,
+        ctx.now(),
+        &pairs,
+        None,
+        &HashMap::new(),
+    )
+    .await?;
+    Ok(plan
+        .writes
+        .into_iter()
+        .chain(plan.kept)
+        .filter(|out| wanted.contains(&out.id))
+        .map(|out| (out.id.clone(), out))
+        .collect())
 }
 
 /// Writes the rebuilt statements back as `READY` (only over an `ERROR` or

@@ -1,0 +1,758 @@
+//! LRS-01-001's statements that arrive late or are voided, and the
+//! window-by-window rebuild of a student's day.
+//!
+//! The LRS's `stored` is the clock. Each run covers a window of it: from
+//! the partition's watermark ([`Window`], `batch_lrs_watermark`) to the end
+//! of the business date D (never later than `stored_settle_secs` before the
+//! run). Every `keris_batch_data` document records the window of `stored` it
+//! covers (`stored_after`, `stored_until`): a group's first document covers
+//! everything stored up to the cutoff of the run that made it; each later
+//! one, a window after that. So every source statement belongs to exactly
+//! one document of its group, whatever order runs come in.
+//!
+//! A statement stored in the run's window for an earlier day D−k
+//! (`k ≤ late_lookback_days`) makes its student's day D−k be rebuilt
+//! ([`rebuild_user_days`]): the statements go into the group's last
+//! document while it is `READY`/`INVALID` (same id, content not yet sent),
+//! else into a new document with its own id ([`crate::xapi::late_statement_id`],
+//! named by the window) — a document's content never changes once it is
+//! `SENT`/`ERROR`. Older late statements are counted per day (`too_late`).
+//!
+//! Voiding statements (verb `voided`, object a `StatementRef`) are not
+//! aggregated; the statements they void no longer count: their day is
+//! rebuilt without them, and one voided after its document was sent (or
+//! whose day is outside the look-back) is counted and listed
+//! (`voided_after_sent`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::aggregate_statements::{
+    coverage_of, first_id, is_withheld, output, owns_unknown, write_outputs, Coverage, Group, Key,
+    Output, Report, INVALID, READY,
+};
+use super::source::{self, Kind, Source, Undecodable};
+use crate::config::LrsAggregateSettings;
+use crate::contract::{KERIS_BATCH_DATA, STATEMENTS};
+use crate::runtime::JobContext;
+use crate::time;
+use crate::xapi;
+
+/// Student-days rebuilt per round trip (one read of their statements, one
+/// of their documents, then the writes).
+const USER_DAYS_PER_CHUNK: usize = 200;
+/// Statement ids per `$in` when looking up what voiding statements void.
+const IDS_PER_LOOKUP: usize = 1000;
+
+/// The window of `stored` a run covers, in milliseconds since the epoch:
+/// `(after, until]` for late statements; the business date's own
+/// statements are taken up to `until`.
+#[derive(Debug, Clone)]
+pub struct Window {
+    part: String,
+    pub date: NaiveDate,
+    pub after: i64,
+    pub until: i64,
+    /// The oldest learning day late statements are still aggregated for.
+    pub lookback_start: NaiveDate,
+}
+
+impl Window {
+    /// The partition's window: from its watermark (the start of D on its
+    /// first run) to the end of D or `stored_settle_secs` ago, whichever is
+    /// earlier.
+    pub async fn open(ctx: &JobContext, settings: &LrsAggregateSettings) -> anyhow::Result<Self> {
+        let part = ctx.partition.map(|p| p.label()).unwrap_or_default();
+        let recorded: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT stored_until FROM batch_lrs_watermark WHERE part = $1")
+                .bind(&part)
+                .fetch_optional(ctx.pg())
+                .await
+                .context("Failed to read batch_lrs_watermark")?;
+        let date = ctx.business_date;
+        let end_of_day = time::start_of_day_seoul(date.succ_opt().expect("date in range"));
+        let settled = ctx.now() - chrono::Duration::seconds(settings.stored_settle_secs as i64);
+        let after = recorded.unwrap_or_else(|| time::start_of_day_seoul(date));
+        Ok(Self {
+            part,
+            date,
+            after: after.timestamp_millis(),
+            until: end_of_day.min(settled).timestamp_millis(),
+            lookback_start: date - chrono::Days::new(u64::from(settings.late_lookback_days)),
+        })
+    }
+
+    /// Whether a statement stored at `stored` is new in this window.
+    pub fn is_new(&self, stored: i64) -> bool {
+        stored > self.after && stored <= self.until
+    }
+
+    /// Moves the watermark to the window's end (never backwards): called
+    /// once everything the window covers is written.
+    pub async fn commit(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO batch_lrs_watermark (part, stored_until, run_id) VALUES ($1, $2, $3)
+             ON CONFLICT (part) DO UPDATE
+                SET stored_until = GREATEST(batch_lrs_watermark.stored_until, EXCLUDED.stored_until),
+                    run_id = EXCLUDED.run_id, updated_at = now()",
+        )
+        .bind(&self.part)
+        .bind(instant(self.until))
+        .bind(ctx.run_id)
+        .execute(ctx.pg())
+        .await
+        .context("Failed to update batch_lrs_watermark")?;
+        Ok(())
+    }
+
+    /// The window and what came late in it, in the run's details.
+    pub fn set_details(&self, ctx: &JobContext, late: &LateReport, rebuilt: &Rebuilt) {
+        ctx.set_detail(
+            "stored_window",
+            serde_json::json!({ "after": instant(self.after), "until": instant(self.until) }),
+        );
+        ctx.set_detail(
+            "late",
+            serde_json::json!({
+                "statements": late.statements,
+                "per_day": late.per_day,
+                "student_days_rebuilt": rebuilt.user_days,
+                "emptied_by_voiding_deleted": rebuilt.deleted,
+            }),
+        );
+        ctx.set_detail(
+            "too_late",
+            serde_json::json!({
+                "statements": late.too_late,
+                "per_day": late.too_late_per_day,
+                "lookback_days": (self.date - self.lookback_start).num_days(),
+            }),
+        );
+    }
+}
+
+fn instant(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+fn bson_date(millis: i64) -> Bson {
+    Bson::DateTime(mongodb::bson::DateTime::from_millis(millis))
+}
+
+/// The statements a run cannot or must not aggregate, counted for its
+/// details; documents by `_id` only, students never.
+#[derive(Debug, Default)]
+pub struct Exceptions {
+    max_ids: usize,
+    undecodable: u64,
+    undecodable_reasons: BTreeMap<&'static str, u64>,
+    undecodable_ids: Vec<String>,
+    /// Statements of students whose records are withheld (no consent).
+    pub withheld: u64,
+    voiding: u64,
+    /// xAPI id of each statement a voiding statement read by this run
+    /// voids → whether the voiding statement is new in this run's window.
+    pub voided: HashMap<String, bool>,
+    /// Statements of the business date stored after the window: the next
+    /// run's late statements.
+    pub after_cutoff: u64,
+    voided_after_sent: u64,
+    voided_after_sent_ids: Vec<VoidedAfterSent>,
+}
+
+/// A statement voided after the document holding it was sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoidedAfterSent {
+    pub base_dt: NaiveDate,
+    /// The voided statement's xAPI id (the LRS's).
+    pub voided_statement_id: String,
+    /// The KERIS statement that holds it; `None` outside the look-back.
+    pub keris_statement_id: Option<String>,
+}
+
+impl Exceptions {
+    pub fn new(max_ids: usize) -> Self {
+        Self {
+            max_ids,
+            ..Self::default()
+        }
+    }
+
+    pub fn undecodable(&mut self, bad: Undecodable) {
+        tracing::warn!(document = %bad.id, reason = bad.reason, "statements document skipped: it cannot be read");
+        self.undecodable += 1;
+        *self.undecodable_reasons.entry(bad.reason).or_default() += 1;
+        if self.undecodable_ids.len() < self.max_ids {
+            self.undecodable_ids.push(bad.id);
+        }
+    }
+
+    pub fn voiding(&mut self, target: String, new: bool) {
+        self.voiding += 1;
+        if !target.is_empty() {
+            let entry = self.voided.entry(target).or_insert(false);
+            *entry |= new;
+        }
+    }
+
+    pub fn add_voided_after_sent(&mut self, found: Vec<VoidedAfterSent>) {
+        self.voided_after_sent += found.len() as u64;
+        let room = self
+            .max_ids
+            .saturating_sub(self.voided_after_sent_ids.len());
+        self.voided_after_sent_ids
+            .extend(found.into_iter().take(room));
+    }
+
+    pub fn set_details(&self, ctx: &JobContext) {
+        ctx.set_detail(
+            "undecodable",
+            serde_json::json!({
+                "documents": self.undecodable,
+                "reasons": self.undecodable_reasons,
+                "first_ids": self.undecodable_ids,
+            }),
+        );
+        ctx.set_detail("withheld_statements", self.withheld);
+        ctx.set_detail("voiding_statements", self.voiding);
+        ctx.set_detail("stored_after_window", self.after_cutoff);
+        ctx.set_detail(
+            "voided_after_sent",
+            serde_json::json!({
+                "statements": self.voided_after_sent,
+                "first": self.voided_after_sent_ids,
+            }),
+        );
+        if self.voided_after_sent > 0 {
+            tracing::warn!(
+                statements = self.voided_after_sent,
+                "statements were voided after KERIS received them; see the run's details (voided_after_sent)"
+            );
+        }
+    }
+}
+
+/// What the late window held.
+#[derive(Debug, Default)]
+pub struct LateReport {
+    pub statements: u64,
+    pub per_day: BTreeMap<NaiveDate, u64>,
+    pub too_late: u64,
+    pub too_late_per_day: BTreeMap<NaiveDate, u64>,
+}
+
+/// Reads the statements the LRS stored in the window for days before the
+/// business date (and those whose `timestamp` is no date, to name them):
+/// each late one's student-day goes into `rebuilds`; one older than the
+/// look-back is counted as too late. Served by the `stored` index.
+pub async fn late_pass(
+    ctx: &JobContext,
+    window: &Window,
+    withheld: &HashSet<Uuid>,
+    ex: &mut Exceptions,
+    rebuilds: &mut BTreeSet<(String, NaiveDate)>,
+) -> anyhow::Result<LateReport> {
+    let mut late = LateReport::default();
+    if window.until <= window.after {
+        return Ok(late);
+    }
+    let (day_start, _) = super::aggregate_statements::day_bounds(window.date);
+    let filter = doc! {
+        "stored": { "$gt": bson_date(window.after), "$lte": bson_date(window.until) },
+        "timestamp": { "$not": { "$gte": day_start } },
+    };
+    let mut cursor = ctx
+        .app
+        .mongo
+        .collection::<RawDocumentBuf>(STATEMENTS)
+        .find(filter)
+        .batch_size(ctx.settings().jobs.lrs_aggregate.batch_size)
+        .await
+        .context("Failed to read the late statements")?;
+    while let Some(raw) = cursor
+        .try_next()
+        .await
+        .context("Failed to read the late statements")?
+    {
+        let src = match source::decode(&raw) {
+            Ok(src) => src,
+            Err(bad) => {
+                if owns_unknown(ctx) {
+                    ex.undecodable(bad);
+                    ctx.counts.add_skipped(1);
+                }
+                continue;
+            }
+        };
+        if !ctx.owns_user(&src.user_id) || src.day() >= window.date {
+            continue;
+        }
+        ctx.counts.add_read(1);
+        take_late(ctx, window, withheld, ex, &mut late, rebuilds, src);
+    }
+    Ok(late)
+}
+
+/// Sorts one late statement: voiding, voided, too late, withheld, or late.
+fn take_late(
+    ctx: &JobContext,
+    window: &Window,
+    withheld: &HashSet<Uuid>,
+    ex: &mut Exceptions,
+    late: &mut LateReport,
+    rebuilds: &mut BTreeSet<(String, NaiveDate)>,
+    src: Source,
+) {
+    let day = src.day();
+    if let Kind::Voiding { target } = src.kind() {
+        ex.voiding(target, true);
+        ctx.counts.add_skipped(1);
+    } else if src.voided {
+        ctx.counts.add_skipped(1);
+    } else if day < window.lookback_start {
+        late.too_late += 1;
+        *late.too_late_per_day.entry(day).or_default() += 1;
+        ctx.counts.add_skipped(1);
+    } else if is_withheld(withheld, &src.user_id) {
+        ex.withheld += 1;
+        ctx.counts.add_skipped(1);
+    } else {
+        late.statements += 1;
+        *late.per_day.entry(day).or_default() += 1;
+        rebuilds.insert((src.user_id, day));
+    }
+}
+
+/// Looks up the statements this run's voiding statements void: their
+/// student-days within the look-back go into `rebuilds`; one outside it,
+/// voided in this window, is counted as voided after sending.
+pub async fn voided_targets(
+    ctx: &JobContext,
+    window: &Window,
+    ex: &mut Exceptions,
+    rebuilds: &mut BTreeSet<(String, NaiveDate)>,
+) -> anyhow::Result<()> {
+    let ids: Vec<String> = ex.voided.keys().cloned().collect();
+    let coll = ctx.app.mongo.collection::<RawDocumentBuf>(STATEMENTS);
+    let mut outside = Vec::new();
+    for chunk in ids.chunks(IDS_PER_LOOKUP) {
+        let mut cursor = coll
+            .find(doc! { "statement.id": { "$in": chunk } })
+            .await
+            .context("Failed to read the voided statements")?;
+        while let Some(raw) = cursor
+            .try_next()
+            .await
+            .context("Failed to read the voided statements")?
+        {
+            let Ok(src) = source::decode(&raw) else {
+                continue;
+            };
+            let Some(id) = src.statement_id().map(str::to_string) else {
+                continue;
+            };
+            if src.kind() != Kind::Learning || !ctx.owns_user(&src.user_id) {
+                continue;
+            }
+            let day = src.day();
+            if (window.lookback_start..=window.date).contains(&day) {
+                rebuilds.insert((src.user_id, day));
+            } else if ex.voided.get(&id) == Some(&true) && day < window.lookback_start {
+                outside.push(VoidedAfterSent {
+                    base_dt: day,
+                    voided_statement_id: id,
+                    keris_statement_id: None,
+                });
+            }
+        }
+    }
+    ex.add_voided_after_sent(outside);
+    Ok(())
+}
+
+/// What rebuilding student-days did.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub report: Report,
+    pub user_days: usize,
+    /// `READY`/`INVALID` documents whose statements were all voided.
+    pub deleted: u64,
+    pub voided_after_sent: Vec<VoidedAfterSent>,
+}
+
+/// Rebuilds each (student, day) of `pairs` window by window (see
+/// [`plan_user_day`]) and writes what changed: new documents inserted,
+/// `READY`/`INVALID` ones updated (or deleted once every statement of
+/// theirs is voided), `SENT`/`ERROR` ones never touched.
+pub async fn rebuild_user_days(
+    ctx: &JobContext,
+    settings: &LrsAggregateSettings,
+    window: &Window,
+    withheld: &HashSet<Uuid>,
+    voided: &HashMap<String, bool>,
+    pairs: &BTreeSet<(String, NaiveDate)>,
+) -> anyhow::Result<Rebuilt> {
+    let mut rebuilt = Rebuilt::default();
+    let pairs: Vec<&(String, NaiveDate)> = pairs
+        .iter()
+        .filter(|(user, _)| !is_withheld(withheld, user))
+        .collect();
+    rebuilt.user_days = pairs.len();
+    let db = &ctx.app.mongo;
+    for chunk in pairs.chunks(USER_DAYS_PER_CHUNK) {
+        ctx.stop_point()?;
+        let plan = plan_chunk(db, settings, ctx.now(), chunk, Some(window.until), voided).await?;
+        rebuilt.report.count_outputs(ctx, &plan.writes);
+        rebuilt.voided_after_sent.extend(plan.voided_after_sent);
+        if ctx.dry_run {
+            rebuilt.report.inserted += plan.writes.len() as u64;
+            continue;
+        }
+        write_outputs(
+            db,
+            &plan.writes,
+            &mut rebuilt.report,
+            false,
+            ctx.mongo_max_time(),
+        )
+        .await?;
+        rebuilt.deleted += delete_emptied(db, &plan.delete).await?;
+    }
+    Ok(rebuilt)
+}
+
+/// Deletes documents not yet sent whose statements were all voided.
+async fn delete_emptied(db: &mongodb::Database, ids: &[String]) -> anyhow::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let deleted = db
+        .collection::<Document>(KERIS_BATCH_DATA)
+        .delete_many(doc! { "_id": { "$in": ids }, "status": { "$in": [READY, INVALID] } })
+        .await
+        .context("Failed to delete from keris_batch_data")?;
+    Ok(deleted.deleted_count)
+}
+
+/// What to do with some student-days' documents.
+#[derive(Debug, Default)]
+pub struct ChunkPlan {
+    /// New documents, and `READY`/`INVALID` ones rebuilt.
+    pub writes: Vec<Output>,
+    /// `SENT`/`ERROR` documents as their statements give them now (never
+    /// written by LRS-01-001; LRS-01-002 rebuilds rejected ones from them).
+    pub kept: Vec<Output>,
+    /// `READY`/`INVALID` documents left without a statement.
+    pub delete: Vec<String>,
+    pub voided_after_sent: Vec<VoidedAfterSent>,
+}
+
+/// A stored document of a student-day, as the rebuild needs it.
+#[derive(Debug, Clone)]
+pub struct Existing {
+    pub id: String,
+    pub status: String,
+    pub verb_id: String,
+    pub object_id: String,
+    pub coverage: Coverage,
+}
+
+impl Existing {
+    fn from_stored(d: &Document) -> Option<Self> {
+        let statement = d.get_document("statement").ok();
+        let field = |parent: &str| {
+            statement
+                .and_then(|s| s.get_document(parent).ok())
+                .and_then(|p| p.get_str("id").ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Documents written before coverage was recorded hold what their
+        // run read: everything stored up to when they were written.
+        let coverage = coverage_of(d).or_else(|| {
+            Some(Coverage {
+                after: None,
+                until: d.get_datetime("created_at").ok()?.timestamp_millis(),
+            })
+        })?;
+        Some(Self {
+            id: d.get_str("_id").ok()?.to_string(),
+            status: d.get_str("status").unwrap_or_default().to_string(),
+            verb_id: field("verb"),
+            object_id: field("object"),
+            coverage,
+        })
+    }
+
+    /// Not yet sent: its content may still change.
+    fn is_open(&self) -> bool {
+        self.status == READY || self.status == INVALID
+    }
+}
+
+/// Plans the rebuild of `pairs` (student, day): one read of their
+/// statements, one of their documents. `until`: new statements stored up
+/// to it are added; `None` adds none (rebuilding what exists only).
+pub async fn plan_chunk(
+    db: &mongodb::Database,
+    settings: &LrsAggregateSettings,
+    now: DateTime<Utc>,
+    pairs: &[&(String, NaiveDate)],
+    until: Option<i64>,
+    voided: &HashMap<String, bool>,
+) -> anyhow::Result<ChunkPlan> {
+    let mut plan = ChunkPlan::default();
+    let Some((first, last)) = pairs
+        .iter()
+        .map(|(_, d)| *d)
+        .min()
+        .zip(pairs.iter().map(|(_, d)| *d).max())
+    else {
+        return Ok(plan);
+    };
+    let wanted: HashSet<(&str, NaiveDate)> = pairs.iter().map(|(u, d)| (u.as_str(), *d)).collect();
+    let users: Vec<&str> = wanted
+        .iter()
+        .map(|(u, _)| *u)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut sources = read_sources(db, &users, first, last, &wanted).await?;
+    let mut existing = read_existing(db, &users, &wanted).await?;
+    for (user, day) in pairs {
+        let key = (user.clone(), *day);
+        plan_user_day(
+            settings,
+            now,
+            (user, *day),
+            sources.remove(&key).unwrap_or_default(),
+            existing.remove(&key).unwrap_or_default(),
+            until,
+            voided,
+            &mut plan,
+        );
+    }
+    Ok(plan)
+}
+
+type ByUserDay<T> = HashMap<(String, NaiveDate), Vec<T>>;
+
+/// The statements of `users` on the days `first..=last`, of the wanted
+/// student-days. Undecodable ones were counted when first read.
+async fn read_sources(
+    db: &mongodb::Database,
+    users: &[&str],
+    first: NaiveDate,
+    last: NaiveDate,
+    wanted: &HashSet<(&str, NaiveDate)>,
+) -> anyhow::Result<ByUserDay<Source>> {
+    let (start, _) = super::aggregate_statements::day_bounds(first);
+    let (_, end) = super::aggregate_statements::day_bounds(last);
+    let mut cursor = db
+        .collection::<RawDocumentBuf>(STATEMENTS)
+        .find(doc! { "user_id": { "$in": users }, "timestamp": { "$gte": start, "$lt": end } })
+        .await
+        .context("Failed to read the statements")?;
+    let mut by: ByUserDay<Source> = HashMap::new();
+    while let Some(raw) = cursor
+        .try_next()
+        .await
+        .context("Failed to read the statements")?
+    {
+        let Ok(src) = source::decode(&raw) else {
+            continue;
+        };
+        let day = src.day();
+        if wanted.contains(&(src.user_id.as_str(), day)) {
+            by.entry((src.user_id.clone(), day)).or_default().push(src);
+        }
+    }
+    Ok(by)
+}
+
+/// The stored documents of the wanted student-days.
+async fn read_existing(
+    db: &mongodb::Database,
+    users: &[&str],
+    wanted: &HashSet<(&str, NaiveDate)>,
+) -> anyhow::Result<ByUserDay<Existing>> {
+    let days: BTreeSet<String> = wanted.iter().map(|(_, d)| d.to_string()).collect();
+    let mut cursor = db
+        .collection::<Document>(KERIS_BATCH_DATA)
+        .find(doc! { "user_id": { "$in": users }, "base_dt": { "$in": days.into_iter().collect::<Vec<_>>() } })
+        .projection(doc! {
+            "user_id": 1, "base_dt": 1, "status": 1, "stored_after": 1, "stored_until": 1,
+            "created_at": 1, "statement.verb.id": 1, "statement.object.id": 1,
+        })
+        .await
+        .context("Failed to read keris_batch_data")?;
+    let mut by: ByUserDay<Existing> = HashMap::new();
+    while let Some(d) = cursor
+        .try_next()
+        .await
+        .context("Failed to read keris_batch_data")?
+    {
+        let (Ok(user), Ok(day)) = (d.get_str("user_id"), d.get_str("base_dt")) else {
+            continue;
+        };
+        let Ok(day) = day.parse::<NaiveDate>() else {
+            continue;
+        };
+        if let (true, Some(e)) = (wanted.contains(&(user, day)), Existing::from_stored(&d)) {
+            by.entry((user.to_string(), day)).or_default().push(e);
+        }
+    }
+    Ok(by)
+}
+
+/// One group's documents (oldest window first) and its source statements.
+#[derive(Default)]
+struct GroupParts<'a> {
+    docs: Vec<Existing>,
+    live: Vec<&'a Source>,
+    voided: Vec<&'a Source>,
+}
+
+/// Plans one student-day: each live (not voided) statement goes to the
+/// document whose window holds its `stored`; statements stored after every
+/// window (up to `until`) extend the group's last document while it is not
+/// yet sent, else open a new one covering `(last window's end, until]`, or
+/// become the group's first document.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_user_day(
+    settings: &LrsAggregateSettings,
+    now: DateTime<Utc>,
+    (user, date): (&str, NaiveDate),
+    mut sources: Vec<Source>,
+    existing: Vec<Existing>,
+    until: Option<i64>,
+    voided: &HashMap<String, bool>,
+    plan: &mut ChunkPlan,
+) {
+    sources.sort_by(|a, b| a.id.cmp(&b.id));
+    let is_voided =
+        |s: &Source| s.voided || s.statement_id().is_some_and(|id| voided.contains_key(id));
+    let partner = sources
+        .iter()
+        .find(|s| s.kind() == Kind::Learning && !is_voided(s))
+        .map(|s| s.partner_id.clone())
+        .unwrap_or_default();
+    let mut groups: BTreeMap<(String, String), GroupParts> = BTreeMap::new();
+    for e in existing {
+        let key = (e.verb_id.clone(), e.object_id.clone());
+        groups.entry(key).or_default().docs.push(e);
+    }
+    for s in sources.iter().filter(|s| s.kind() == Kind::Learning) {
+        let parts = groups
+            .entry((s.verb_id().to_string(), s.object_id().to_string()))
+            .or_default();
+        if is_voided(s) {
+            parts.voided.push(s);
+        } else {
+            parts.live.push(s);
+        }
+    }
+    for ((verb_id, object_id), parts) in groups {
+        let key = Key {
+            date,
+            user_id: user,
+            partner_id: &partner,
+            verb_id: &verb_id,
+            object_id: &object_id,
+        };
+        plan_group(settings, now, &key, parts, until, voided, plan);
+    }
+}
+
+/// [`plan_user_day`] for one group.
+fn plan_group(
+    settings: &LrsAggregateSettings,
+    now: DateTime<Utc>,
+    key: &Key,
+    mut parts: GroupParts,
+    until: Option<i64>,
+    voided: &HashMap<String, bool>,
+    plan: &mut ChunkPlan,
+) {
+    parts.docs.sort_by_key(|d| d.coverage.until);
+    let docs = parts.docs;
+    let holder = |stored: i64| docs.iter().position(|d| stored <= d.coverage.until);
+    let mut buckets: Vec<Vec<&Source>> = vec![Vec::new(); docs.len()];
+    let mut fresh = Vec::new();
+    for s in parts.live {
+        match holder(s.stored) {
+            Some(i) => buckets[i].push(s),
+            None if until.is_some_and(|u| s.stored <= u) => fresh.push(s),
+            None => {}
+        }
+    }
+    for s in parts.voided {
+        let id = s.statement_id().unwrap_or_default();
+        if let (Some(true), Some(i)) = (voided.get(id), holder(s.stored)) {
+            if !docs[i].is_open() {
+                plan.voided_after_sent.push(VoidedAfterSent {
+                    base_dt: key.date,
+                    voided_statement_id: id.to_string(),
+                    keris_statement_id: Some(docs[i].id.clone()),
+                });
+            }
+        }
+    }
+    let mut coverages: Vec<Coverage> = docs.iter().map(|d| d.coverage).collect();
+    let mut new_doc = None;
+    if let (false, Some(until)) = (fresh.is_empty(), until) {
+        match docs.last() {
+            Some(last) if last.is_open() => {
+                buckets
+                    .last_mut()
+                    .expect("a last document")
+                    .append(&mut fresh);
+                coverages.last_mut().expect("a last document").until = until;
+            }
+            Some(last) => {
+                let after = last.coverage.until;
+                let id = xapi::late_statement_id(
+                    &settings.id_namespace,
+                    key.date,
+                    key.user_id,
+                    key.verb_id,
+                    key.object_id,
+                    after,
+                    until,
+                );
+                new_doc = Some((
+                    id.to_string(),
+                    Coverage {
+                        after: Some(after),
+                        until,
+                    },
+                ));
+            }
+            None => new_doc = Some((first_id(settings, key), Coverage { after: None, until })),
+        }
+    }
+    let build = |bucket: &[&Source], id: String, coverage: Coverage| {
+        let mut group = Group::default();
+        for s in bucket {
+            group.add(s, key.partner_id);
+        }
+        output(settings, now, key, id, coverage, group)
+    };
+    for ((doc, bucket), coverage) in docs.iter().zip(&buckets).zip(coverages) {
+        match (bucket.is_empty(), doc.is_open()) {
+            (true, true) => plan.delete.push(doc.id.clone()),
+            (true, false) => {}
+            (false, true) => plan.writes.push(build(bucket, doc.id.clone(), coverage)),
+            (false, false) => plan.kept.push(build(bucket, doc.id.clone(), coverage)),
+        }
+    }
+    if let Some((id, coverage)) = new_doc {
+        plan.writes.push(build(&fresh, id, coverage));
+    }
+}
