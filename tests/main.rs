@@ -29,3 +29,4 @@ mod report;
 mod runtime;
 mod transfer;
 mod transfer_bounds;
+mod transfer_refusals;
