@@ -29,4 +29,5 @@ mod report;
 mod runtime;
 mod transfer;
 mod transfer_bounds;
+mod transfer_nights;
 mod transfer_refusals;
