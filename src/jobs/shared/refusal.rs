@@ -106,6 +106,11 @@ impl Streak {
         self.run.is_some()
     }
 
+    /// Whether refusals can stop the sender at all (`limit` > 0).
+    pub fn stops(&self) -> bool {
+        self.limit > 0
+    }
+
     /// A request of `statements` statements was refused as a whole.
     pub fn refused(&mut self, refusal: Refusal, statements: usize) -> Next {
         let single = statements <= 1;

@@ -433,7 +433,7 @@ impl PartnerSender {
         if self.held.is_empty() || self.stopped.is_some() {
             return Ok(Vec::new());
         }
-        if self.probe().await? == Some(false) {
+        if self.streak.stops() && self.probe().await? == Some(false) {
             self.stop();
             return Ok(Vec::new());
         }
@@ -486,18 +486,14 @@ impl PartnerSender {
         }
         if next == Next::Stop {
             self.stop();
-        } else if opening {
+        } else if opening && self.streak.stops() {
             pending.push_front(items);
+        } else if opening {
+            // Never to stop: the statements get the refusal, as they would
+            // be given any failure of their request.
+            out.push(refused_outcome(items, code, message));
         } else if items.len() == 1 {
-            items[0].bytes = Vec::new();
-            let verdict = Verdict::Failed { code, message };
-            self.held.push(RequestOutcome {
-                transfer_id: None,
-                chunked_index: 0,
-                journal_id: None,
-                items,
-                verdicts: vec![verdict],
-            });
+            self.held.push(refused_outcome(items, code, message));
         } else {
             let second = items.split_off(items.len() / 2);
             pending.push_front(second);
@@ -692,6 +688,22 @@ fn taken(
         journal_id,
         items,
         verdicts,
+    }
+}
+
+/// Statements refused as a whole: the refusal is each one's verdict, on no
+/// transfer (KERIS stored them nowhere).
+fn refused_outcome(mut items: Vec<Item>, code: String, message: String) -> RequestOutcome {
+    for item in &mut items {
+        item.bytes = Vec::new();
+    }
+    let verdict = Verdict::Failed { code, message };
+    RequestOutcome {
+        transfer_id: None,
+        chunked_index: 0,
+        journal_id: None,
+        verdicts: vec![verdict; items.len()],
+        items,
     }
 }
 
