@@ -329,6 +329,18 @@ pub struct KerisTransferSettings {
     /// Statements marked `SENT` per `update` command (1 to 100,000, MongoDB's
     /// largest write batch).
     pub sent_marks_per_command: usize,
+    /// After this many requests in a row KERIS refused alike (same call,
+    /// same code) with no verdict per statement, and a statement KERIS
+    /// already holds refused too, the refusal is taken to be about
+    /// everything, not the statements (a firewall, a wrong path, a refused
+    /// Partner-ID): the run stops (exit 1) and its statements wait for the
+    /// next run. 0 never stops.
+    pub stop_after_refusals: u32,
+    /// DC-01-001 and DC-01-002 also take the work of the business date's
+    /// preceding days, this many of them (READY statements, open error
+    /// rows), oldest day first; older work is counted and reported, not
+    /// sent. 0: the business date only.
+    pub look_back_days: u32,
 }
 
 impl Default for KerisTransferSettings {
@@ -339,7 +351,20 @@ impl Default for KerisTransferSettings {
             max_retries: 5,
             max_reported_ids: 100,
             sent_marks_per_command: 100,
+            stop_after_refusals: 3,
+            look_back_days: 7,
         }
+    }
+}
+
+impl KerisTransferSettings {
+    /// The days DC-01-001 and DC-01-002 work on for business date `date`,
+    /// oldest first: `look_back_days` before it, then `date`.
+    pub fn days_up_to(&self, date: chrono::NaiveDate) -> Vec<chrono::NaiveDate> {
+        (0..=i64::from(self.look_back_days))
+            .rev()
+            .map(|back| date - chrono::Duration::days(back))
+            .collect()
     }
 }
 
@@ -712,6 +737,12 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "jobs.lrs_aggregate.writes_in_flight".into(),
                 reason: "must be between 1 and 16".into(),
+            });
+        }
+        if self.jobs.keris_transfer.look_back_days > 366 {
+            return Err(ConfigError::BadValue {
+                key: "jobs.keris_transfer.look_back_days".into(),
+                reason: "must be between 0 and 366".into(),
             });
         }
         if !(1..=100_000).contains(&self.jobs.keris_transfer.sent_marks_per_command) {

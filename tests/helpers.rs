@@ -393,7 +393,9 @@ pub async fn keris_env(sim: &SimulatorHandle, change: impl FnOnce(&mut Settings)
 
 /// Seeds a day (`day`) of `students` students' source statements with
 /// `dev seed` (its `seed`), then deletes the seed's error rows: they are
-/// earlier days' history, and these tests count this night's rows.
+/// earlier days' history, and these tests count this night's rows. Every
+/// student consents ([`consent_all`]): these tests are about sending, and
+/// the seed's refusals are long past their grace period.
 pub async fn seed_keris_day(env: &TestEnv, day: &str, students: u32, statements: u32, seed: u64) {
     aidt_dev::seed::seed(
         &env.app,
@@ -405,6 +407,20 @@ pub async fn seed_keris_day(env: &TestEnv, day: &str, students: u32, statements:
         .execute(env.pg())
         .await
         .unwrap();
+    consent_all(env).await;
+}
+
+/// Every student has agreed to `PRVC_PROVIDE` and not withdrawn: none is
+/// withheld from KERIS.
+pub async fn consent_all(env: &TestEnv) {
+    sqlx::query(
+        "INSERT INTO tb_lms_user_consent (user_id, consent_type, agree_yn, agree_dt)
+         SELECT user_id, 'PRVC_PROVIDE', 'Y', reg_dt FROM tb_lms_user WHERE user_type = 'S'
+         ON CONFLICT (user_id, consent_type) DO UPDATE SET agree_yn = 'Y', withdraw_dt = NULL",
+    )
+    .execute(env.pg())
+    .await
+    .unwrap();
 }
 
 /// The partition of `user_id` among `n`, computed here from the definition

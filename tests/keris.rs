@@ -1041,3 +1041,65 @@ async fn simulator_ingest_rate_with_the_client() {
         report.per_second()
     );
 }
+
+#[tokio::test]
+async fn a_proxys_html_page_is_a_permanent_refusal_quoting_a_short_excerpt_without_secrets() {
+    let sim = sim().await;
+    let client = client(&sim);
+    let transfer = client.open_transfer().await.unwrap();
+    let (ids, bodies) = statements(4);
+    // A proxy refuses requests carrying the third statement (413, HTML).
+    sim.set_faults(Faults {
+        proxy_status: 413,
+        proxy_statement_ids: vec![ids[2]],
+        ..Faults::default()
+    });
+    let err = client
+        .send_statements(&transfer, 1, &bodies)
+        .await
+        .unwrap_err();
+    let KerisError::Permanent {
+        http_status,
+        code,
+        message,
+        ..
+    } = &err
+    else {
+        panic!("a permanent refusal: {err}");
+    };
+    assert_eq!((*http_status, code.as_str()), (413, "HTTP 413"));
+    assert!(message.starts_with("413 Payload Too Large"), "{message}");
+    assert!(
+        message.len() <= 3 * 161 && !message.contains('<'),
+        "{message}"
+    );
+    let text = err.to_string();
+    assert!(
+        !text.contains(PARTNER_ID) && !text.contains(transfer.partner_access_token.expose_secret()),
+        "the page quotes the Partner-ID; the error must not: {text}"
+    );
+    assert_eq!(
+        sim.transfer_index(&transfer.transfer_id),
+        Some(0),
+        "nothing stored"
+    );
+    // Without that statement the proxy lets the request through, at the
+    // same index: the refusal stored nothing.
+    let rest = [bodies[0].clone(), bodies[1].clone(), bodies[3].clone()];
+    let answer = client.send_statements(&transfer, 1, &rest).await.unwrap();
+    assert!(answer.list_error.is_empty());
+    assert_eq!(sim.transfer_index(&transfer.transfer_id), Some(3));
+
+    // A firewall in front of everything: API-006 gets its page too.
+    sim.set_faults(Faults {
+        proxy_status: 403,
+        ..Faults::default()
+    });
+    let err = client.open_transfer().await.unwrap_err();
+    assert!(
+        matches!(&err, KerisError::Permanent { http_status: 403, code, .. } if code == "HTTP 403"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("403 Forbidden"), "{err}");
+    assert!(!err.to_string().contains(PARTNER_ID), "{err}");
+}

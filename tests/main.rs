@@ -31,3 +31,5 @@ mod runtime;
 mod timeouts;
 mod transfer;
 mod transfer_bounds;
+mod transfer_nights;
+mod transfer_refusals;

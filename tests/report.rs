@@ -103,6 +103,8 @@ async fn the_night_report_shows_every_run_the_keris_figures_per_partner_and_what
     seed::seed(&env.app, &SeedArgs::new(30, 800, Some(d), 7))
         .await
         .unwrap();
+    // Every student consents: the figures below count what KERIS receives.
+    crate::helpers::consent_all(&env).await;
 
     // The night: the dashboard, the levels, the aggregate, a dry run.
     assert_eq!(

@@ -31,7 +31,7 @@ async fn sim(config: SimulatorConfig) -> SimulatorHandle {
 
 /// Seeds a day of source statements and aggregates them (LRS-01-001);
 /// returns the READY documents.
-async fn seed_day(env: &TestEnv, students: u32, statements: u32) -> Vec<Document> {
+pub(crate) async fn seed_day(env: &TestEnv, students: u32, statements: u32) -> Vec<Document> {
     seed_keris_day(env, DAY, students, statements, 7).await;
     env.run_ok(AGGREGATE, Some(date(DAY)), false).await;
     let ready = docs(env, doc! { "status": "READY" }).await;
@@ -43,7 +43,7 @@ async fn seed_day(env: &TestEnv, students: u32, statements: u32) -> Vec<Document
     ready
 }
 
-async fn docs(env: &TestEnv, filter: Document) -> Vec<Document> {
+pub(crate) async fn docs(env: &TestEnv, filter: Document) -> Vec<Document> {
     let coll = env.app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     coll.find(filter)
         .await
@@ -53,7 +53,7 @@ async fn docs(env: &TestEnv, filter: Document) -> Vec<Document> {
         .unwrap()
 }
 
-fn id_of(d: &Document) -> String {
+pub(crate) fn id_of(d: &Document) -> String {
     d.get_str("_id").unwrap().to_string()
 }
 
@@ -64,7 +64,7 @@ fn wire(d: &Document) -> Value {
     .unwrap()
 }
 
-async fn counts(env: &TestEnv, run_id: i64) -> (i64, i64, i64, i64) {
+pub(crate) async fn counts(env: &TestEnv, run_id: i64) -> (i64, i64, i64, i64) {
     sqlx::query_as(
         "SELECT read_cnt, write_cnt, skip_cnt, fail_cnt FROM batch_job_run WHERE run_id = $1",
     )
@@ -75,7 +75,9 @@ async fn counts(env: &TestEnv, run_id: i64) -> (i64, i64, i64, i64) {
 }
 
 /// (statement_id, status, err_code, stmt_index, err_msg) of every error row.
-async fn error_rows(env: &TestEnv) -> Vec<(Uuid, String, String, Option<i64>, Option<String>)> {
+pub(crate) async fn error_rows(
+    env: &TestEnv,
+) -> Vec<(Uuid, String, String, Option<i64>, Option<String>)> {
     sqlx::query_as("SELECT statement_id, status, err_code, stmt_index, err_msg FROM tb_dc_error_data_info ORDER BY err_id")
         .fetch_all(env.pg())
         .await
@@ -114,7 +116,11 @@ fn assert_positions_as_stored(sim: &SimulatorHandle, rows: &[(Uuid, Option<Strin
 
 /// Every READY statement of `before` is now SENT, held by the simulator with
 /// the same content, and the simulator accepted each exactly once.
-fn assert_all_sent(sim: &SimulatorHandle, after: &[Document], expected: &HashSet<String>) {
+pub(crate) fn assert_all_sent(
+    sim: &SimulatorHandle,
+    after: &[Document],
+    expected: &HashSet<String>,
+) {
     let sent: HashSet<String> = after
         .iter()
         .filter(|d| d.get_str("status") == Ok("SENT"))

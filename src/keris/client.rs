@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::error::{classify, Class, ClientBuildError, KerisError};
+use super::error::{classify, excerpt, Class, ClientBuildError, KerisError};
 use super::options::{backoff_delay, ClientOptions};
 use super::types::{
     Api, ApiResponse, CompleteRequest, InitializedRequest, ProgressRequest, ScoreRequest,
@@ -239,7 +239,7 @@ impl KerisClient {
             api,
             reason: format!("cannot serialize the body: {e}"),
         })?;
-        self.call(api, &|req| {
+        self.call(api, None, &|req| {
             req.header(CONTENT_TYPE, "application/json")
                 .body(body.clone())
         })
@@ -251,7 +251,7 @@ impl KerisClient {
     #[tracing::instrument(skip_all, fields(partner = %self.inner.partner_name, api = "API-006"), err(Display, level = "warn"))]
     pub async fn open_transfer(&self) -> Result<Transfer, KerisError> {
         let transfer: Transfer = self
-            .call(Api::OpenTransfer, &|req| {
+            .call(Api::OpenTransfer, None, &|req| {
                 req.header(CONTENT_TYPE, "application/json")
             })
             .await?;
@@ -269,7 +269,7 @@ impl KerisClient {
         }
         let body =
             serde_json::to_vec(&Body { transfer_id }).expect("a struct of one string serializes");
-        self.call(Api::TransferStatus, &|req| {
+        self.call(Api::TransferStatus, None, &|req| {
             req.header(CONTENT_TYPE, "application/json")
                 .body(body.clone())
         })
@@ -331,8 +331,9 @@ impl KerisClient {
         token.set_sensitive(true);
         let index = HeaderValue::from(chunked_index);
 
+        let secret = Some(transfer.partner_access_token.expose_secret());
         let response: SendStatementsResponse = self
-            .call(api, &|req| {
+            .call(api, secret, &|req| {
                 // A fresh stream per attempt: the same bytes, one chunk each.
                 let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
                     statements.iter().map(|s| Ok(s.clone())).collect();
@@ -348,10 +349,12 @@ impl KerisClient {
 
     /// Runs one call with retries. `build` adds the call's own headers and
     /// body to a request that already has the common headers; it runs once
-    /// per attempt.
+    /// per attempt. `secret` (a transfer's token) is masked, like the
+    /// Partner-ID, in what an error quotes of an answer.
     async fn call<T: DeserializeOwned>(
         &self,
         api: Api,
+        secret: Option<&str>,
         build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
     ) -> Result<T, KerisError> {
         let options = &self.inner.options;
@@ -363,7 +366,7 @@ impl KerisClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (reason, retry_after) = match self.attempt(api, &url, build).await {
+            let (reason, retry_after) = match self.attempt(api, &url, secret, build).await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Retryable {
@@ -398,6 +401,7 @@ impl KerisClient {
         &self,
         api: Api,
         url: &str,
+        secret: Option<&str>,
         build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
     ) -> Result<T, Failure> {
         let inner = &self.inner;
@@ -434,10 +438,16 @@ impl KerisClient {
         }
         let envelope: Option<Envelope> = serde_json::from_slice(&body).ok();
         let code = envelope.as_ref().map(|e| e.code.as_str());
-        let message = envelope
-            .as_ref()
-            .map(|e| e.message.as_str())
-            .unwrap_or_default();
+        let secrets = [
+            inner.partner_header.to_str().unwrap_or_default(),
+            secret.unwrap_or_default(),
+        ];
+        // Without KERIS's envelope (a proxy's or a firewall's page), what
+        // the body says, shortened and without secrets.
+        let message = match &envelope {
+            Some(e) => e.message.clone(),
+            None => excerpt(&body, &secrets),
+        };
         match classify(api, status, code) {
             Class::Ok => serde_json::from_slice(&body).map_err(|e| {
                 // Not `e`'s Display: it may quote a value from the answer.
@@ -450,14 +460,16 @@ impl KerisClient {
             Class::Transient => Err(Failure::Retryable {
                 reason: match code {
                     Some(code) => format!("HTTP {status}, code {code}: {message}"),
-                    None => format!("HTTP {status}"),
+                    None if message.is_empty() => format!("HTTP {status}"),
+                    None => format!("HTTP {status}: {message}"),
                 },
                 retry_after,
             }),
             Class::Permanent => Err(Failure::Final(KerisError::Permanent {
                 api,
+                http_status: status,
                 code: code.map_or_else(|| format!("HTTP {status}"), str::to_string),
-                message: message.to_string(),
+                message,
             })),
             Class::TokenExpired => Err(Failure::Final(KerisError::TokenExpired { api })),
         }

@@ -25,14 +25,19 @@ pub enum KerisError {
         retry_after: Option<Duration>,
     },
     /// KERIS refused this payload (business code `4xxxx`, e.g. `40001`,
-    /// `40401`, `40901`): sending it again will not help. Record it.
-    #[error("KERIS {api}: rejected with code {code}: {message}")]
+    /// `40401`, `40901`, or an HTTP 4xx without KERIS's envelope, e.g. a
+    /// proxy's or a firewall's page): sending it again will not help. Record
+    /// it.
+    #[error("KERIS {api}: rejected with {}: {message}", answer(*http_status, code))]
     Permanent {
         /// The call.
         api: Api,
+        /// The answer's HTTP status.
+        http_status: u16,
         /// KERIS business code, or `HTTP <status>` when the answer had none.
         code: String,
-        /// KERIS message.
+        /// KERIS message, or for an answer without KERIS's envelope a short
+        /// excerpt of its body (see [`excerpt`]).
         message: String,
     },
     /// API-007 answered `40101`: the transfer's partner access token expired
@@ -91,6 +96,79 @@ impl KerisError {
             _ => None,
         }
     }
+}
+
+/// `HTTP 413` for an answer without a business code (its code already says
+/// it), else `HTTP 200, code 40001`.
+fn answer(http_status: u16, code: &str) -> String {
+    if code.starts_with("HTTP ") {
+        code.to_string()
+    } else {
+        format!("HTTP {http_status}, code {code}")
+    }
+}
+
+/// Longest [`excerpt`] of an answer's body, in characters.
+pub const EXCERPT_CHARS: usize = 160;
+
+/// A short, single-line excerpt of an answer's body for error messages:
+/// markup dropped, whitespace collapsed, at most [`EXCERPT_CHARS`]
+/// characters, each of `secrets` (the Partner-ID, a transfer's token) and
+/// anything shaped like a UUID (a Partner-ID, a student's id quoted back by
+/// a proxy's page) replaced by `…`.
+pub fn excerpt(body: &[u8], secrets: &[&str]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut plain = String::with_capacity(text.len().min(4096));
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                plain.push(' ');
+            }
+            _ if in_tag => {}
+            _ => plain.push(c),
+        }
+    }
+    let mut masked = plain;
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        masked = masked.replace(secret, "…");
+    }
+    let collapsed = mask_uuids(&masked)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match collapsed.char_indices().nth(EXCERPT_CHARS) {
+        Some((at, _)) => format!("{}…", &collapsed[..at]),
+        None => collapsed,
+    }
+}
+
+/// `text` with every 8-4-4-4-12 hex group (any case) replaced by `…`.
+fn mask_uuids(text: &str) -> String {
+    let is_uuid = |b: &[u8]| {
+        b.iter().enumerate().all(|(n, c)| match n {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut start, mut i) = (0, 0);
+    while i + 36 <= bytes.len() {
+        // A UUID starts with an ASCII byte, so `i` is a char boundary then.
+        if is_uuid(&bytes[i..i + 36]) {
+            out.push_str(&text[start..i]);
+            out.push('…');
+            i += 36;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[start..]);
+    out
 }
 
 /// Why a client could not be built from the configuration.
@@ -202,6 +280,23 @@ mod tests {
     }
 
     #[test]
+    fn an_excerpt_is_one_short_line_of_text_without_secrets_or_ids() {
+        let page = b"<html>\n<head><title>403 Forbidden</title></head>\n<body>\n<h1>403   Forbidden</h1>\n<p>Partner-ID: 5F1C8A9E-0000-4000-8000-00000000ABCD, token eyJabc.def.ghi</p></body></html>";
+        let text = excerpt(page, &["eyJabc.def.ghi"]);
+        assert_eq!(text, "403 Forbidden 403 Forbidden Partner-ID: …, token …");
+        let long = "x".repeat(1000);
+        let cut = excerpt(long.as_bytes(), &[]);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        // Not quite a UUID: left alone; invalid UTF-8 does not panic.
+        assert_eq!(
+            excerpt(b"5f1c8a9e-0000-4000-8000-00000000abc", &[]),
+            "5f1c8a9e-0000-4000-8000-00000000abc"
+        );
+        assert_eq!(excerpt(b"\xff\xfe ok", &[]), "\u{fffd}\u{fffd} ok");
+    }
+
+    #[test]
     fn error_messages_name_the_call_and_transience() {
         let e = KerisError::Transient {
             api: Api::SendStatements,
@@ -216,9 +311,24 @@ mod tests {
         );
         let p = KerisError::Permanent {
             api: Api::Initialized,
+            http_status: 200,
             code: "40001".into(),
             message: "bad user_id".into(),
         };
+        assert_eq!(
+            p.to_string(),
+            "KERIS API-001: rejected with HTTP 200, code 40001: bad user_id"
+        );
+        let proxy = KerisError::Permanent {
+            api: Api::SendStatements,
+            http_status: 413,
+            code: "HTTP 413".into(),
+            message: "413 Request Entity Too Large".into(),
+        };
+        assert_eq!(
+            proxy.to_string(),
+            "KERIS API-007: rejected with HTTP 413: 413 Request Entity Too Large"
+        );
         assert!(!p.is_transient());
         assert_eq!(p.code(), Some("40001"));
         assert!(KerisError::TokenExpired {

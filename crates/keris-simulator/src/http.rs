@@ -337,13 +337,18 @@ impl Conn {
             .await
     }
 
-    /// Writes a JSON answer with `Content-Length`.
+    /// Writes a JSON answer (or a proxy's HTML page) with `Content-Length`.
     pub async fn respond(&mut self, response: &Response, close: bool) -> io::Result<()> {
         use std::io::Write;
         let mut out = Vec::with_capacity(response.body.len() + 160);
+        let content_type = if response.body.starts_with(b"<") {
+            "text/html"
+        } else {
+            "application/json"
+        };
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             response.status,
             reason(response.status),
             response.body.len()
@@ -416,16 +421,19 @@ fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
     Ok(size)
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Unknown",
     }

@@ -128,6 +128,15 @@ pub struct Faults {
     /// Statements whose `actor.account.name` is one of these are rejected
     /// with `XAPI_USER_ERR` (KERIS does not know the student).
     pub reject_user_ids: Vec<String>,
+    /// HTTP status (e.g. 403, 404, 413) with which a proxy or firewall in
+    /// front of KERIS answers instead of KERIS, with an HTML page and no
+    /// KERIS envelope (the page quotes the request's Partner-ID, as some
+    /// error pages quote headers); nothing is processed. 0: no proxy fault.
+    pub proxy_status: u16,
+    /// With `proxy_status`: when not empty, only API-007 requests carrying
+    /// one of these statements get the proxy's answer (a body it refuses,
+    /// e.g. too large); when empty, every request (of `only_apis`).
+    pub proxy_statement_ids: Vec<Uuid>,
 }
 
 impl Default for Faults {
@@ -147,6 +156,8 @@ impl Default for Faults {
             retry_after_secs: 1,
             reject_statement_ids: Vec::new(),
             reject_user_ids: Vec::new(),
+            proxy_status: 0,
+            proxy_statement_ids: Vec::new(),
         }
     }
 }

@@ -70,6 +70,15 @@ struct Args {
     /// XAPI_USER_ERR (repeatable).
     #[arg(long = "reject-user", value_name = "USER_ID")]
     reject_user_ids: Vec<String>,
+    /// Answer like a proxy or firewall in front of KERIS: this HTTP status
+    /// (e.g. 403, 404, 413) with an HTML page, nothing processed; for every
+    /// request, or with --proxy-statement-id only for API-007 requests
+    /// carrying one of those statements.
+    #[arg(long, value_name = "STATUS", default_value_t = 0)]
+    proxy_status: u16,
+    /// With --proxy-status: the statements the proxy refuses (repeatable).
+    #[arg(long = "proxy-statement-id", value_name = "UUID")]
+    proxy_statement_ids: Vec<Uuid>,
     /// Do not keep accepted statements (only count them).
     #[arg(long)]
     no_record_statements: bool,
@@ -136,6 +145,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             retry_after_secs: args.retry_after_secs,
             reject_statement_ids: args.reject_statement_ids,
             reject_user_ids: args.reject_user_ids,
+            proxy_status: args.proxy_status,
+            proxy_statement_ids: args.proxy_statement_ids,
             ..Faults::default()
         },
         record_statements: !args.no_record_statements,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{BodyKind, Conn, HttpError, RequestHead, Response};
+use super::http::{reason, BodyKind, Conn, HttpError, RequestHead, Response};
 use super::state::{Fault, Item, Refusal, Shared};
 use super::validate::{check_dashboard, check_statement};
 use super::{DashboardEvent, Faults, RequestRecord};
@@ -150,6 +150,22 @@ fn answer(shared: &Shared, code: &str, message: &str, extra: Value) -> Response 
     }
 }
 
+/// What a proxy or firewall in front of KERIS answers: an HTML page, no
+/// KERIS envelope. It quotes the Partner-ID header, as some error pages
+/// quote the request, so a client that shows the page must mask it.
+fn proxy_page(status: u16, partner: Option<&str>) -> Response {
+    let title = format!("{status} {}", reason(status));
+    let page = format!(
+        "<!DOCTYPE html>\n<html>\n<head><title>{title}</title></head>\n<body>\n<center><h1>{title}</h1></center>\n<p>Request blocked. Partner-ID: {}</p>\n<hr><center>nginx</center>\n</body>\n</html>\n",
+        partner.unwrap_or("-")
+    );
+    Response {
+        status,
+        body: page.into_bytes(),
+        retry_after: None,
+    }
+}
+
 fn refusal(shared: &Shared, (code, message): Refusal) -> Response {
     answer(shared, code, &message, Value::Null)
 }
@@ -223,6 +239,10 @@ async fn handle(
             conn.read_part_of_body(kind).await?;
             shared.record_request(&partner_key, record);
             return Ok(Outcome::Reset);
+        }
+        Fault::Proxy { status } => {
+            conn.drain_body(kind).await?;
+            (None, proxy_page(status, partner.as_deref()))
         }
         Fault::TooMany { retry_after } => {
             conn.drain_body(kind).await?;
@@ -461,6 +481,9 @@ async fn send_statements(
             user,
         });
         conn.end_chunk(size);
+    }
+    if let Some(status) = shared.proxy_refuses(&items) {
+        return Ok((proxy_page(status, Some(partner)), chunks));
     }
     if let Some(message) = over {
         shared

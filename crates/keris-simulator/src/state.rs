@@ -44,6 +44,10 @@ pub(crate) enum Fault {
         secs: f64,
         stored: bool,
     },
+    /// A proxy's HTML page with this HTTP status; nothing processed.
+    Proxy {
+        status: u16,
+    },
 }
 
 /// One statement of an API-007 body after the profile checks.
@@ -66,6 +70,7 @@ struct State {
     faults: Faults,
     reject_ids: HashSet<u128>,
     reject_users: HashSet<String>,
+    proxy_ids: HashSet<u128>,
     rng: SmallRng,
     partners: HashMap<String, PartnerState>,
     transfers: HashMap<String, TransferState>,
@@ -153,6 +158,7 @@ impl State {
             faults: Faults::default(),
             reject_ids: HashSet::new(),
             reject_users: HashSet::new(),
+            proxy_ids: HashSet::new(),
             rng: SmallRng::seed_from_u64(0),
             partners: HashMap::new(),
             transfers: HashMap::new(),
@@ -177,6 +183,11 @@ impl State {
             .reject_user_ids
             .iter()
             .map(|u| u.to_ascii_lowercase())
+            .collect();
+        self.proxy_ids = faults
+            .proxy_statement_ids
+            .iter()
+            .map(|id| id.as_u128())
             .collect();
         self.faults = faults;
     }
@@ -264,6 +275,11 @@ impl Shared {
         {
             return Fault::None;
         }
+        if f.proxy_status != 0 && f.proxy_statement_ids.is_empty() {
+            return Fault::Proxy {
+                status: f.proxy_status,
+            };
+        }
         let stored_share = f.stored_before_error_share;
         let hang_secs = f.hang_secs;
         if f.too_many_requests_next > 0 {
@@ -307,6 +323,20 @@ impl Shared {
         } else {
             Fault::None
         }
+    }
+
+    /// The proxy's status when one of `items` is a statement the proxy
+    /// refuses (`proxy_statement_ids`).
+    pub fn proxy_refuses(&self, items: &[Item]) -> Option<u16> {
+        let state = self.lock();
+        if state.faults.proxy_status == 0 || state.proxy_ids.is_empty() {
+            return None;
+        }
+        items
+            .iter()
+            .filter_map(|i| i.verdict.as_ref().ok().and_then(|v| v.id))
+            .any(|id| state.proxy_ids.contains(&id))
+            .then_some(state.faults.proxy_status)
     }
 
     /// Opens a transfer (if `commit`) and returns its id, token and start time.

@@ -6,4 +6,5 @@
 pub mod dashboard;
 pub mod give_up;
 pub mod in_flight;
+pub mod refusal;
 pub mod transfer;
