@@ -697,6 +697,13 @@ async fn a_week_whose_statistics_are_missing_and_cannot_be_computed_is_reported_
         env.run_ok("BO-01-003", Some(date(day)), false).await;
         env.run_ok("BO-01-004", Some(date(day)), false).await;
     }
+    // So must the week's row: the week begins before the oldest login left,
+    // so it cannot be counted again.
+    let outcome = env.run_job("BO-05-006", Some(date(RUN_DATE)), false).await;
+    assert_eq!(outcome.exit, Exit::Failure);
+    assert!(sink.messages().is_empty());
+    env.run_ok("BO-01-007", Some(date("2026-03-08")), false)
+        .await;
     let outcome = env.run_job("BO-05-006", Some(date(RUN_DATE)), false).await;
     assert_eq!(outcome.exit, Exit::Success);
     let messages = sink.messages();
@@ -808,4 +815,102 @@ async fn starttls_is_required_and_the_servers_certificate_checked_against_the_co
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(sink.messages().len(), 3);
     assert_eq!(hist(env.pg()).await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_old_week_keeps_its_login_user_rows_once_its_logins_are_past_retention() {
+    let mut env = TestEnv::new().await;
+    let world = setup(&env).await;
+    let sink = Sink::start(&[]);
+    use_smtp(&mut env, sink.port, None);
+    env.run_ok("BO-05-006", Some(date(RUN_DATE)), false).await;
+    let week_rows = || async {
+        let rows: Vec<(NaiveDate, String, String, i32)> = sqlx::query_as(
+            "SELECT period_start, user_type, school_level, login_user_cnt
+               FROM tb_bo_lms_login_user_stats WHERE period_type = 'W' ORDER BY 1, 2, 3",
+        )
+        .fetch_all(env.pg())
+        .await
+        .unwrap();
+        rows
+    };
+    let before = week_rows().await;
+
+    // LMS-01-001's retention deletes the logins before Wednesday of the
+    // reported week: the week before has none left.
+    sqlx::query("DELETE FROM tb_lms_login_hist WHERE login_at < $1")
+        .bind(kst("2026-03-04T00:00:00"))
+        .execute(env.pg())
+        .await
+        .unwrap();
+    let outcome = env
+        .run_job_with(
+            "BO-05-006",
+            Some(date(RUN_DATE)),
+            false,
+            &["--to", "copy@aidt.test"],
+        )
+        .await;
+    assert_eq!(outcome.exit, Exit::Success);
+    assert_eq!(week_rows().await, before, "the week rows are kept");
+    let copy = sink.messages().pop().unwrap();
+    assert_eq!(copy.to, "copy@aidt.test");
+    assert_figures(
+        &copy,
+        &expected(&world, date(WEEK)),
+        &expected(&world, date(PREVIOUS)),
+    );
+}
+
+#[tokio::test]
+async fn a_recipient_added_while_the_run_reads_the_recipients_gets_the_mail_and_no_figure_underflows(
+) {
+    let mut env = TestEnv::new().await;
+    setup(&env).await;
+    let sink = Sink::start(&[]);
+    use_smtp(&mut env, sink.port, None);
+
+    // Hold tb_bo_mail_send_hist so that the run blocks when it reads it,
+    // add a recipient while it waits, then let it go on.
+    let mut locker = env.pg().begin().await.unwrap();
+    sqlx::query("LOCK TABLE tb_bo_mail_send_hist IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let run = env.run_job("BO-05-006", Some(date(RUN_DATE)), false);
+    let race = async {
+        env.wait_until(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE datname = current_database() AND wait_event_type = 'Lock'
+                               AND query LIKE '%tb_bo_mail_send_hist%')",
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+        sqlx::query(
+            "INSERT INTO tb_bo_mail_recipient (email, rcpt_nm, active_yn) VALUES ('new@aidt.test', '신규', 'Y')",
+        )
+        .execute(env.pg())
+        .await
+        .unwrap();
+        locker.commit().await.unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run, race);
+
+    assert_eq!(outcome.exit, Exit::Success);
+    let details = env.details(outcome.run_id.unwrap()).await;
+    assert_eq!(
+        (&details["recipients_active"], &details["already_sent"]),
+        (&serde_json::json!(4), &serde_json::json!(0))
+    );
+    let mut to: Vec<String> = sink.messages().into_iter().map(|m| m.to).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "cto@aidt.test",
+            "data@aidt.test",
+            "new@aidt.test",
+            "ops@aidt.test"
+        ]
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -380,83 +380,133 @@ fn boundary_world() -> World {
     }
 }
 
+type UserStatRows = Vec<(String, NaiveDate, String, String, i32)>;
+
+async fn all_login_user_rows(pg: &PgPool) -> UserStatRows {
+    sqlx::query_as("SELECT * FROM tb_bo_lms_login_user_stats ORDER BY 1, 2, 3, 4")
+        .fetch_all(pg)
+        .await
+        .unwrap()
+}
+
+/// What `tb_bo_lms_login_user_stats` must hold for the periods written so
+/// far: each period counted over `[start, end)`, `end` given per period.
+fn expected_user_rows(world: &World, periods: &[(&str, NaiveDate, NaiveDate)]) -> UserStatRows {
+    let mut rows = Vec::new();
+    for &(kind, start, end) in periods {
+        let counts = distinct_only(world.logins_between(kst_midnight(start), kst_midnight(end)));
+        for ((t, l), n) in counts {
+            rows.push((kind.to_string(), start, t, l, n as i32));
+        }
+    }
+    rows.sort();
+    rows
+}
+
 #[tokio::test]
-async fn login_users_count_day_week_and_month_to_date_across_week_and_month_boundaries() {
+async fn login_users_count_closed_weeks_and_months_whole_whatever_day_runs_and_in_any_order() {
     let env = TestEnv::new().await;
     let world = boundary_world();
     world.insert(env.pg()).await;
+    assert!(
+        aidt_batch::time::today_seoul() > date("2026-05-01"),
+        "the fixture's weeks and months are over"
+    );
 
-    // Sunday 29 March closes the week of 23 March: the 23:59 login is in it.
-    env.run_ok("BO-01-007", Some(date("2026-03-29")), false)
-        .await;
-    let week_23 = login_users(env.pg(), "W", date("2026-03-23")).await;
+    // April's last day first, then earlier days of April and March (which
+    // begins on a Sunday-ending week: 29 March closes the week of 23 March,
+    // and April's first week starts on Monday 30 March).
+    let d = |s: &str| date(s);
+    let mut written = Vec::new();
+    for day in [
+        "2026-04-30",
+        "2026-04-01",
+        "2026-03-29",
+        "2026-04-05",
+        "2026-03-31",
+    ] {
+        env.run_ok("BO-01-007", Some(d(day)), false).await;
+        let day = d(day);
+        let week = day - Duration::days(i64::from(day.weekday().num_days_from_monday()));
+        let month = day.with_day(1).unwrap();
+        let next_month = if month.month() == 12 {
+            NaiveDate::from_ymd_opt(month.year() + 1, 1, 1)
+        } else {
+            NaiveDate::from_ymd_opt(month.year(), month.month() + 1, 1)
+        }
+        .unwrap();
+        for period in [
+            ("D", day, day + Duration::days(1)),
+            ("W", week, week + Duration::days(7)),
+            ("M", month, next_month),
+        ] {
+            if !written.contains(&period) {
+                written.push(period);
+            }
+        }
+        assert_eq!(
+            all_login_user_rows(env.pg()).await,
+            expected_user_rows(&world, &written),
+            "after the run for {day}"
+        );
+    }
+    // Spot checks of the fixture: the Monday-00:00 pupil logged in twice in
+    // the week of 30 March, counted once (the other middle-school pupil's
+    // Monday 00:00 is the next week's); the Sunday-23:59 pupil belongs to the
+    // week before but comes back on 3 April; April counts the 2 April
+    // teacher although 1 April ran last.
+    let week = login_users(env.pg(), "W", d("2026-03-30")).await;
+    assert_eq!(week[&("S".into(), "M".into())], 1, "pupil 1, twice");
+    assert_eq!(week[&("S".into(), "E".into())], 1, "pupil 0 on 3 April");
+    let april = login_users(env.pg(), "M", d("2026-04-01")).await;
+    assert_eq!(april[&("T".into(), "H".into())], 1, "the 2 April login");
+    assert_eq!(april[&("T".into(), "E".into())], 0, "31 March is not April");
     assert_eq!(
-        week_23,
-        distinct_only(world.logins_between(
-            kst_midnight(date("2026-03-23")),
-            kst_midnight(date("2026-03-30"))
-        ))
-    );
-    assert_eq!(week_23[&("S".into(), "E".into())], 1);
-
-    // Wednesday 1 April: day, the week from Monday 30 March (in March), the
-    // month from 1 April, each up to the end of 1 April.
-    let d = date("2026-04-01");
-    env.run_ok("BO-01-007", Some(d), false).await;
-    let end = kst_midnight(date("2026-04-02"));
-    assert_eq!(
-        login_users(env.pg(), "D", d).await,
-        distinct_only(world.logins_between(kst_midnight(d), end))
-    );
-    let week = login_users(env.pg(), "W", date("2026-03-30")).await;
-    assert_eq!(
-        week,
-        distinct_only(world.logins_between(kst_midnight(date("2026-03-30")), end))
-    );
-    // The Monday-00:00 pupil logged in twice, counted once; the Sunday-23:59 one not at all.
-    assert_eq!(week[&("S".into(), "M".into())], 1);
-    assert_eq!(week[&("S".into(), "E".into())], 0);
-    let month = login_users(env.pg(), "M", d).await;
-    assert_eq!(
-        month,
-        distinct_only(world.logins_between(kst_midnight(d), end))
-    );
-    assert_eq!(month[&("T".into(), "E".into())], 0, "31 March is not April");
-    assert_eq!(
-        month[&("T".into(), "X".into())],
+        april[&("T".into(), "X".into())],
         1,
         "a user absent from tb_lms_user"
     );
 
-    // Sunday 5 April: the week is complete, the month to date; the week row
-    // is recomputed, not added to.
-    let sunday = date("2026-04-05");
-    env.run_ok("BO-01-007", Some(sunday), false).await;
-    let end = kst_midnight(date("2026-04-06"));
-    assert_eq!(
-        login_users(env.pg(), "W", date("2026-03-30")).await,
-        distinct_only(world.logins_between(kst_midnight(date("2026-03-30")), end))
-    );
-    assert_eq!(
-        login_users(env.pg(), "M", date("2026-04-01")).await,
-        distinct_only(world.logins_between(kst_midnight(date("2026-04-01")), end))
-    );
+    // A rerun leaves the same rows. Periods: D ×5; W 23/3, 30/3, 27/4; M 3, 4.
+    let before = all_login_user_rows(env.pg()).await;
+    env.run_ok("BO-01-007", Some(d("2026-04-01")), false).await;
+    assert_eq!(all_login_user_rows(env.pg()).await, before);
+    assert_eq!(before.len(), 10 * 12);
+}
 
-    // A rerun leaves the same rows.
-    let before: Vec<(String, NaiveDate, String, String, i32)> =
-        sqlx::query_as("SELECT * FROM tb_bo_lms_login_user_stats ORDER BY 1, 2, 3, 4")
-            .fetch_all(env.pg())
-            .await
-            .unwrap();
-    env.run_ok("BO-01-007", Some(sunday), false).await;
-    let after: Vec<(String, NaiveDate, String, String, i32)> =
-        sqlx::query_as("SELECT * FROM tb_bo_lms_login_user_stats ORDER BY 1, 2, 3, 4")
-            .fetch_all(env.pg())
-            .await
-            .unwrap();
-    assert_eq!(before, after);
-    // Periods: D 29/3, 1/4, 5/4; W 23/3, 30/3; M 1/3, 1/4.
-    assert_eq!(after.len(), 7 * 12);
+#[tokio::test]
+async fn login_users_count_a_running_week_and_month_up_to_yesterday_when_an_earlier_day_runs() {
+    let env = TestEnv::new().await;
+    let today = aidt_batch::time::today_seoul();
+    let (y, y2) = (today - Duration::days(1), today - Duration::days(2));
+    let at = |d: NaiveDate, hms: &str| kst(&format!("{d}T{hms}"));
+    let world = World {
+        users: users(),
+        logins: vec![
+            (0, at(y2, "10:00:00"), None),
+            (1, at(y, "10:00:00"), None),
+            (2, at(today, "00:00:00"), None), // today: not a complete day yet
+        ],
+    };
+    world.insert(env.pg()).await;
+
+    env.run_ok("BO-01-007", Some(y2), false).await;
+    let week = y2 - Duration::days(i64::from(y2.weekday().num_days_from_monday()));
+    let month = y2.with_day(1).unwrap();
+    // Each period up to the end of yesterday, or its own end if earlier.
+    let week_end = today.min(week + Duration::days(7));
+    let month_end = if month.month() == today.month() {
+        today
+    } else {
+        today.with_day(1).unwrap()
+    };
+    assert_eq!(
+        all_login_user_rows(env.pg()).await,
+        expected_user_rows(
+            &world,
+            &[("D", y2, y), ("W", week, week_end), ("M", month, month_end)]
+        )
+    );
 }
 
 #[tokio::test]

@@ -8,17 +8,21 @@
 //! each counting the distinct users with a login from the period's start to
 //! the end of D (or the period's end, if earlier), per user type and school
 //! level. The week and month rows are recomputed from the logins in every
-//! run, so they are complete to date: a distinct count is not a sum of days.
+//! run: a distinct count is not a sum of days.
+//!
+//! A week or month that ended before today (Asia/Seoul, the run's clock)
+//! is closed: it is counted whole, whatever D is, so rerunning any of its
+//! days (in any order) writes the same rows. One still running is counted
+//! up to the end of the later of D and yesterday — every complete day so
+//! far — so rerunning an earlier day of it never takes days away from it.
 //! A week that starts in the previous month is read whole.
 //!
 //! Every (type, level) of [`USER_TYPES`] × [`SCHOOL_LEVELS`] gets a row per
 //! period, zeros included. One read of the logins of the union of the
 //! periods, grouped per (user, type) with a flag per period, then one join to
 //! the user's school per user; one transaction that first deletes the
-//! periods' rows, so a rerun replaces them exactly. Running an earlier day
-//! of the current week or month again rewrites those rows as of that day;
-//! the next daily run completes them again. `--dry-run` computes inside the
-//! transaction and rolls back.
+//! periods' rows, so a rerun replaces them exactly. `--dry-run` computes
+//! inside the transaction and rolls back.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
@@ -42,7 +46,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Bo,
     name_ko: "통합관리시스템 LMS 로그인 유저기준 집계 일/주/월 통계 일배치",
     name_en: "Login-user statistics, daily/weekly/monthly",
-    about: "Counts the distinct LMS login users (tb_lms_login_hist) per user type and school level of the day, of its ISO week (Monday start) and of its month up to the day into tb_bo_lms_login_user_stats (period D/W/M); a rerun replaces those periods' rows.",
+    about: "Counts the distinct LMS login users (tb_lms_login_hist) per user type and school level of the day, of its ISO week (Monday start) and of its month into tb_bo_lms_login_user_stats (period D/W/M): a week or month already over is counted whole, one still running up to yesterday (or the day, if later); a rerun replaces those periods' rows.",
     schedule: Schedule::Cron("5 4 * * *"),
     lock: Lock::JobAndDate,
     job: Some(&LoginUsers),
@@ -58,6 +62,8 @@ pub struct Period {
     /// `D`, `W` or `M`.
     pub kind: &'static str,
     pub start: NaiveDate,
+    /// The last day counted.
+    pub through: NaiveDate,
     /// Logins with `from <= login_at < to`.
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -69,6 +75,7 @@ impl Period {
         Self {
             kind,
             start,
+            through: end.pred_opt().expect("date in range"),
             from: time::start_of_day_seoul(start),
             to: time::start_of_day_seoul(end),
         }
@@ -80,15 +87,18 @@ pub fn week_start(date: NaiveDate) -> NaiveDate {
     date - Days::new(u64::from(date.weekday().num_days_from_monday()))
 }
 
-/// The day, ISO week and month containing `date`, each up to the end of
-/// `date`.
-pub fn periods_of(date: NaiveDate) -> [Period; 3] {
+/// The day `date`, and the ISO week and the month containing it: whole when
+/// they ended before `today`, else up to the end of the later of `date` and
+/// the day before `today`.
+pub fn periods_of(date: NaiveDate, today: NaiveDate) -> [Period; 3] {
     let next = date + Days::new(1);
+    let counted_to = next.max(today);
+    let week = week_start(date);
     let month = date.with_day(1).expect("first of month");
     [
         Period::days("D", date, next),
-        Period::days("W", week_start(date), next),
-        Period::days("M", month, next.min(month + Months::new(1))),
+        Period::days("W", week, counted_to.min(week + Days::new(7))),
+        Period::days("M", month, counted_to.min(month + Months::new(1))),
     ]
 }
 
@@ -97,13 +107,16 @@ pub fn periods_of(date: NaiveDate) -> [Period; 3] {
 pub struct PeriodTotal {
     pub period_type: String,
     pub period_start: NaiveDate,
+    /// The last day counted.
+    pub through: Option<NaiveDate>,
     pub login_users: i64,
 }
 
 #[async_trait::async_trait]
 impl Job for LoginUsers {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let periods = periods_of(ctx.business_date);
+        let today = time::today_seoul_at(ctx.now());
+        let periods = periods_of(ctx.business_date, today);
         let mut tx = ctx.pg().begin().await?;
         let written = compute(&mut tx, &periods).await?;
         let totals = totals(&mut tx, &periods).await?;
@@ -208,6 +221,10 @@ async fn totals(conn: &mut PgConnection, periods: &[Period]) -> anyhow::Result<V
     Ok(rows
         .into_iter()
         .map(|(period_type, period_start, login_users)| PeriodTotal {
+            through: periods
+                .iter()
+                .find(|p| p.kind == period_type && p.start == period_start)
+                .map(|p| p.through),
             period_type,
             period_start,
             login_users,
@@ -226,7 +243,7 @@ mod tests {
     #[test]
     fn a_month_starting_mid_week_keeps_the_whole_iso_week() {
         // 2026-04-01 is a Wednesday: its week starts on Monday 2026-03-30.
-        let [day, week, month] = periods_of(d("2026-04-01"));
+        let [day, week, month] = periods_of(d("2026-04-01"), d("2026-04-02"));
         assert_eq!(
             (day.start, week.start, month.start),
             (d("2026-04-01"), d("2026-03-30"), d("2026-04-01"))
@@ -237,8 +254,29 @@ mod tests {
 
     #[test]
     fn a_sunday_closes_its_week_and_the_last_day_its_month() {
-        let [_, week, month] = periods_of(d("2026-05-31"));
+        let [_, week, month] = periods_of(d("2026-05-31"), d("2026-06-01"));
         assert_eq!(week.start, d("2026-05-25"));
         assert_eq!(month.to, time::start_of_day_seoul(d("2026-06-01")));
+    }
+
+    #[test]
+    fn closed_periods_are_whole_and_running_ones_reach_yesterday_whatever_the_date() {
+        // Run on Friday 2026-04-10 for Tuesday 7 April: its week is still
+        // running (to Thursday 9 April); March, for 3 March, is over.
+        let [day, week, month] = periods_of(d("2026-04-07"), d("2026-04-10"));
+        assert_eq!(
+            (day.through, week.through),
+            (d("2026-04-07"), d("2026-04-09"))
+        );
+        assert_eq!(month.through, d("2026-04-09"));
+        let [_, week, month] = periods_of(d("2026-03-03"), d("2026-04-10"));
+        assert_eq!(
+            (week.start, week.through),
+            (d("2026-03-02"), d("2026-03-08"))
+        );
+        assert_eq!(month.through, d("2026-03-31"));
+        // A run for today counts today so far.
+        let [_, week, _] = periods_of(d("2026-04-10"), d("2026-04-10"));
+        assert_eq!(week.through, d("2026-04-10"));
     }
 }

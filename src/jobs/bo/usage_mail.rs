@@ -218,7 +218,7 @@ impl Job for UsageMail {
         if ctx.dry_run {
             let pending = match &test_to {
                 Some(to) => vec![(to.to_string(), to.to_string())],
-                None => pending_recipients(ctx.pg(), week.start).await?,
+                None => recipients(ctx.pg(), week.start).await?.pending,
             };
             print_preview(&from, &subject, &report, &pending);
             ctx.counts.add_read(pending.len() as u64);
@@ -240,13 +240,11 @@ impl Job for UsageMail {
             return Ok(());
         }
 
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM tb_bo_mail_recipient WHERE active_yn = 'Y'")
-                .fetch_one(ctx.pg())
-                .await
-                .context("Failed to count tb_bo_mail_recipient")?;
-        let pending = pending_recipients(ctx.pg(), week.start).await?;
-        let already = active as u64 - pending.len() as u64;
+        let Recipients {
+            active,
+            already_sent: already,
+            pending,
+        } = recipients(ctx.pg(), week.start).await?;
         ctx.counts.add_read(pending.len() as u64);
         ctx.counts.add_skipped(already);
         ctx.set_detail("recipients_active", active);
@@ -360,22 +358,44 @@ async fn oldest_login_date(conn: &mut PgConnection) -> anyhow::Result<Option<Nai
     Ok(oldest.map(time::today_seoul_at))
 }
 
-/// Active recipients without a `SENT` row for the week: (email, name).
-async fn pending_recipients(
-    pg: &sqlx::PgPool,
-    week_start: NaiveDate,
-) -> anyhow::Result<Vec<(String, String)>> {
-    sqlx::query_as(
-        "SELECT r.email, r.rcpt_nm FROM tb_bo_mail_recipient r
+/// The week's recipients, all read by one statement: a recipient added or
+/// sent to meanwhile changes every figure or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recipients {
+    /// Active recipients (`active_yn = 'Y'`).
+    pub active: u64,
+    /// Those of them with a `SENT` row for the week.
+    pub already_sent: u64,
+    /// The others: (email, name), by email.
+    pub pending: Vec<(String, String)>,
+}
+
+/// The active recipients of `week_start`'s mail and which of them already
+/// have it, from one snapshot.
+pub async fn recipients(pg: &sqlx::PgPool, week_start: NaiveDate) -> anyhow::Result<Recipients> {
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT r.email, r.rcpt_nm,
+                EXISTS (SELECT 1 FROM tb_bo_mail_send_hist h
+                         WHERE h.week_start = $1 AND h.email = r.email AND h.status = 'SENT')
+           FROM tb_bo_mail_recipient r
           WHERE r.active_yn = 'Y'
-            AND NOT EXISTS (SELECT 1 FROM tb_bo_mail_send_hist h
-                             WHERE h.week_start = $1 AND h.email = r.email AND h.status = 'SENT')
           ORDER BY r.email",
     )
     .bind(week_start)
     .fetch_all(pg)
     .await
-    .context("Failed to read tb_bo_mail_recipient")
+    .context("Failed to read tb_bo_mail_recipient")?;
+    let active = rows.len() as u64;
+    let pending: Vec<(String, String)> = rows
+        .into_iter()
+        .filter(|(_, _, sent)| !sent)
+        .map(|(email, name, _)| (email, name))
+        .collect();
+    Ok(Recipients {
+        active,
+        already_sent: active - pending.len() as u64,
+        pending,
+    })
 }
 
 /// Writes the recipient's row for the week: `SENT` now, or `FAILED` with

@@ -14,12 +14,14 @@
 //!
 //! A day without rows in BO-01-003's or BO-01-004's table was not computed
 //! (both write every hour/type × level, zeros included): it is computed here
-//! first, by the jobs' own functions. BO-01-007's week row is always
-//! recomputed for the whole week, since a row written by a run for a day
-//! before the Sunday (or by a rerun of such a day) is only the week to that
-//! day and nothing in it says so. A missing day whose logins are already
-//! past LMS-01-001's retention cannot be computed: for the reported week
-//! that is an error (never a mail of zeros); for the week before, the
+//! first, by the jobs' own functions. BO-01-007's week row is recomputed
+//! for the whole week, since a row written by a run for a day before the
+//! Sunday is only the week to that day and nothing in it says so. Logins
+//! already past LMS-01-001's retention (before the oldest login left)
+//! cannot be counted again: a missing day among them cannot be computed, and
+//! a week that begins before them keeps the week row it has (recomputed from
+//! what is left it would shrink). A week that cannot be computed is, for the
+//! reported week, an error (never a mail of zeros); for the week before, the
 //! comparison says "no data".
 
 use std::collections::BTreeMap;
@@ -82,7 +84,8 @@ pub struct Preparation {
 /// transaction: days missing from BO-01-003's or BO-01-004's table are
 /// computed with their code, BO-01-007's week row of each week is
 /// recomputed. A missing day before `oldest_computable` (the login history's
-/// retention limit) makes its week unavailable instead.
+/// retention limit) makes its week unavailable instead; a week that begins
+/// before it keeps its week row, and without one is unavailable.
 pub async fn ensure_statistics(
     conn: &mut PgConnection,
     weeks: &[Week],
@@ -109,10 +112,28 @@ pub async fn ensure_statistics(
             connected_users::compute_day(conn, day, max_open_session_hours).await?;
             prep.computed.push(format!("{} {day}", connected_users::ID));
         }
-        let whole_week = Period::days("W", week.start, week.end() + Days::new(1));
-        login_users::compute(conn, &[whole_week]).await?;
+        if week.start >= oldest_computable {
+            let whole_week = Period::days("W", week.start, week.end() + Days::new(1));
+            login_users::compute(conn, &[whole_week]).await?;
+        } else if !has_week_row(conn, week).await? {
+            prep.unavailable.push(week);
+        }
     }
     Ok(prep)
+}
+
+/// Whether BO-01-007 wrote `week`'s row (a week whose logins are partly
+/// past the login history's retention keeps the row it has: recomputed,
+/// it would count only the logins left).
+async fn has_week_row(conn: &mut PgConnection, week: Week) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tb_bo_lms_login_user_stats
+                         WHERE period_type = 'W' AND period_start = $1)",
+    )
+    .bind(week.start)
+    .fetch_one(&mut *conn)
+    .await
+    .context("Failed to look for the week's row of tb_bo_lms_login_user_stats")
 }
 
 /// The days of `week` without a row in `table` (keyed by `base_dt`).

@@ -232,7 +232,7 @@ async fn statistics(conn: &mut PgConnection, world: &World) -> anyhow::Result<Ve
     for &day in &days {
         connected_users::compute_day(conn, day, open_hours).await?;
         login_counts::compute_day(conn, day).await?;
-        login_users::compute(conn, &login_users::periods_of(day)).await?;
+        login_users::compute(conn, &login_users::periods_of(day, day + Duration::days(1))).await?;
     }
     let mut lines = Vec::new();
     for table in [
