@@ -151,6 +151,7 @@ async fn migrate_creates_the_batch_tables_and_is_idempotent_without_touching_con
             "batch_job_run",
             "batch_keris_request",
             "batch_lcms_watermark",
+            "batch_lrs_watermark",
             "batch_pm_maintenance",
             "batch_privacy_audit",
             "batch_privacy_completed",
