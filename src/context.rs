@@ -39,11 +39,7 @@ impl AppContext {
     /// limit): a job run's pool. It connects on first use; close it when
     /// the run ends.
     pub fn with_pg_limits(&self, statement: Duration, lock: Duration) -> anyhow::Result<Self> {
-        let ms = |d: Duration| format!("{}ms", d.as_millis());
-        let options = pg_options(&self.settings)?.options([
-            ("statement_timeout", ms(statement)),
-            ("lock_timeout", ms(lock)),
-        ]);
+        let options = pg_options(&self.settings)?.options(pg_limits(statement, lock));
         Ok(Self {
             pg: pool_options(&self.settings).connect_lazy_with(options),
             ..self.clone()
@@ -96,6 +92,33 @@ pub async fn connect_pg(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_with(options)
         .await
         .with_context(|| format!("Failed to connect to PostgreSQL at {target} (database.url)"))
+}
+
+/// `statement_timeout` and `lock_timeout` as PostgreSQL settings.
+fn pg_limits(statement: Duration, lock: Duration) -> [(&'static str, String); 2] {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    [
+        ("statement_timeout", ms(statement)),
+        ("lock_timeout", ms(lock)),
+    ]
+}
+
+/// Sets [`AppContext::with_pg_limits`]'s limits on a connection a run opens
+/// outside its pool (LCMS-01-001's separate source database).
+pub async fn set_pg_limits(
+    conn: &mut sqlx::PgConnection,
+    statement: Duration,
+    lock: Duration,
+) -> sqlx::Result<()> {
+    let [(s_name, s_value), (l_name, l_value)] = pg_limits(statement, lock);
+    sqlx::query("SELECT set_config($1, $2, false), set_config($3, $4, false)")
+        .bind(s_name)
+        .bind(s_value)
+        .bind(l_name)
+        .bind(l_value)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 fn pool_options(settings: &Settings) -> PgPoolOptions {

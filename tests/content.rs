@@ -330,7 +330,7 @@ fn kst(s: &str) -> chrono::DateTime<chrono::Utc> {
 /// LCMS rows (with text that COPY must escape: tabs, newlines, backslashes,
 /// quotes, commas and NULLs inside arrays) and an LMS copy that is partly
 /// stale, partly gone from the LCMS.
-async fn seed_lcms(source: &PgPool, lms: &PgPool) {
+pub(crate) async fn seed_lcms(source: &PgPool, lms: &PgPool) {
     exec(
         source,
         r#"INSERT INTO tb_lcms_content (content_id, course_id, content_type, title, use_yn, mod_dt) VALUES
@@ -454,7 +454,7 @@ async fn lcms_copy_upserts_changed_rows_marks_removed_ones_and_rereads_the_overl
 }
 
 /// An LCMS database of its own: a second fresh database, as the helpers make them.
-async fn with_separate_source(env: &mut TestEnv) -> TestEnv {
+pub(crate) async fn with_separate_source(env: &mut TestEnv) -> TestEnv {
     let source = TestEnv::new().await;
     let url = url_for(&source.pg_name);
     env.configure(|s| s.jobs.lcms_copy.source_url = Some(secrecy::SecretString::from(url)));

@@ -150,6 +150,36 @@ async fn the_job_pool_starts_every_session_with_the_jobs_timeouts() {
     app.pg.close().await;
 }
 
+#[tokio::test]
+async fn a_separate_lcms_source_gets_the_runs_timeouts_too() {
+    let mut env = TestEnv::new().await;
+    let source = crate::content::with_separate_source(&mut env).await;
+    crate::content::seed_lcms(source.pg(), env.pg()).await;
+    env.configure_job("lcms_01_001", "lock_timeout_secs", 1_u64);
+    // The LCMS itself holds its content table (a migration, a bulk load).
+    let mut lcms = source.pg().begin().await.unwrap();
+    sqlx::query("LOCK TABLE tb_lcms_content IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lcms)
+        .await
+        .unwrap();
+
+    let outcome = env.run_job("LCMS-01-001", None, false).await;
+    assert_eq!(outcome.exit, Exit::Failure);
+    let error: String = sqlx::query_scalar("SELECT error_msg FROM batch_job_run WHERE run_id = $1")
+        .bind(outcome.run_id.unwrap())
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    for part in [
+        "lock_timeout (1 s) exceeded",
+        "in job LCMS-01-001",
+        "set jobs.lcms_01_001.lock_timeout_secs",
+    ] {
+        assert!(error.contains(part), "{part:?} in: {error}");
+    }
+    lcms.rollback().await.unwrap();
+}
+
 /// `(command, maxTimeMS)` of every read the client sent.
 type Reads = Arc<Mutex<Vec<(String, Option<i64>)>>>;
 

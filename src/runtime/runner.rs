@@ -208,6 +208,8 @@ async fn run_locked(
         runner: &runner,
     };
     let peer_ids: Vec<&str> = request.lock_peers.iter().map(|p| p.id).collect();
+    // The job's own pool, carrying its limits; it connects on first use.
+    let job_app = app.with_pg_limits(plan.timeouts.statement(), plan.timeouts.lock())?;
 
     let mut lock = LockConnection::open(&app.pg).await?;
     if !acquire(
@@ -238,7 +240,6 @@ async fn run_locked(
         dry_run: request.dry_run,
         timeouts: plan.timeouts,
     };
-    let job_app = app.with_pg_limits(plan.timeouts.statement(), plan.timeouts.lock())?;
     let ctx = JobContext::new(
         def,
         scope,

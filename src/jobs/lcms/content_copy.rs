@@ -226,6 +226,10 @@ impl Job for ContentCopy {
             Some(url) => {
                 let timeout = Duration::from_secs(ctx.settings().database.connect_timeout_secs);
                 let mut conn = connect_source(&url, timeout).await?;
+                let limits = ctx.timeouts();
+                crate::context::set_pg_limits(&mut conn, limits.statement(), limits.lock())
+                    .await
+                    .with_context(|| format!("Failed to set the run's timeouts on the LCMS database ({SOURCE_URL_KEY})"))?;
                 sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .execute(&mut conn)
                     .await
