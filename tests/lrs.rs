@@ -490,7 +490,7 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
         .await
         .unwrap() as i64;
     let later = stmts
-        .count_documents(doc! { "voided": false, "stored": { "$gt": end } })
+        .count_documents(doc! { "voided": false, "stored": { "$gt": end.clone() } })
         .await
         .unwrap();
     assert!(later > 0, "the seed stores some statements after the night");

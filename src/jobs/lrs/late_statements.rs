@@ -25,6 +25,7 @@
 //! (`voided_after_sent`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -273,6 +274,7 @@ pub async fn late_pass(
         .collection::<RawDocumentBuf>(STATEMENTS)
         .find(filter)
         .batch_size(ctx.settings().jobs.lrs_aggregate.batch_size)
+        .max_time(ctx.mongo_max_time())
         .await
         .context("Failed to read the late statements")?;
     while let Some(raw) = cursor
@@ -344,6 +346,7 @@ pub async fn voided_targets(
     for chunk in ids.chunks(IDS_PER_LOOKUP) {
         let mut cursor = coll
             .find(doc! { "statement.id": { "$in": chunk } })
+            .max_time(ctx.mongo_max_time())
             .await
             .context("Failed to read the voided statements")?;
         while let Some(raw) = cursor
@@ -407,7 +410,16 @@ pub async fn rebuild_user_days(
     let db = &ctx.app.mongo;
     for chunk in pairs.chunks(USER_DAYS_PER_CHUNK) {
         ctx.stop_point()?;
-        let plan = plan_chunk(db, settings, ctx.now(), chunk, Some(window.until), voided).await?;
+        let plan = plan_chunk(
+            db,
+            settings,
+            ctx.now(),
+            chunk,
+            Some(window.until),
+            voided,
+            ctx.mongo_max_time(),
+        )
+        .await?;
         rebuilt.report.count_outputs(ctx, &plan.writes);
         rebuilt.voided_after_sent.extend(plan.voided_after_sent);
         if ctx.dry_run {
@@ -506,6 +518,7 @@ pub async fn plan_chunk(
     pairs: &[&(String, NaiveDate)],
     until: Option<i64>,
     voided: &HashMap<String, bool>,
+    max_time: Duration,
 ) -> anyhow::Result<ChunkPlan> {
     let mut plan = ChunkPlan::default();
     let Some((first, last)) = pairs
@@ -523,8 +536,8 @@ pub async fn plan_chunk(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut sources = read_sources(db, &users, first, last, &wanted).await?;
-    let mut existing = read_existing(db, &users, &wanted).await?;
+    let mut sources = read_sources(db, &users, (first, last), &wanted, max_time).await?;
+    let mut existing = read_existing(db, &users, &wanted, max_time).await?;
     for (user, day) in pairs {
         let key = (user.clone(), *day);
         plan_user_day(
@@ -548,15 +561,16 @@ type ByUserDay<T> = HashMap<(String, NaiveDate), Vec<T>>;
 async fn read_sources(
     db: &mongodb::Database,
     users: &[&str],
-    first: NaiveDate,
-    last: NaiveDate,
+    (first, last): (NaiveDate, NaiveDate),
     wanted: &HashSet<(&str, NaiveDate)>,
+    max_time: Duration,
 ) -> anyhow::Result<ByUserDay<Source>> {
     let (start, _) = super::aggregate_statements::day_bounds(first);
     let (_, end) = super::aggregate_statements::day_bounds(last);
     let mut cursor = db
         .collection::<RawDocumentBuf>(STATEMENTS)
         .find(doc! { "user_id": { "$in": users }, "timestamp": { "$gte": start, "$lt": end } })
+        .max_time(max_time)
         .await
         .context("Failed to read the statements")?;
     let mut by: ByUserDay<Source> = HashMap::new();
@@ -581,6 +595,7 @@ async fn read_existing(
     db: &mongodb::Database,
     users: &[&str],
     wanted: &HashSet<(&str, NaiveDate)>,
+    max_time: Duration,
 ) -> anyhow::Result<ByUserDay<Existing>> {
     let days: BTreeSet<String> = wanted.iter().map(|(_, d)| d.to_string()).collect();
     let mut cursor = db
@@ -590,6 +605,7 @@ async fn read_existing(
             "user_id": 1, "base_dt": 1, "status": 1, "stored_after": 1, "stored_until": 1,
             "created_at": 1, "statement.verb.id": 1, "statement.object.id": 1,
         })
+        .max_time(max_time)
         .await
         .context("Failed to read keris_batch_data")?;
     let mut by: ByUserDay<Existing> = HashMap::new();

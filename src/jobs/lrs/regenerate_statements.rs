@@ -269,6 +269,7 @@ async fn rebuild(
         &pairs,
         None,
         &HashMap::new(),
+        ctx.mongo_max_time(),
     )
     .await?;
     Ok(plan
