@@ -7,6 +7,7 @@ mod bo_stats;
 mod chain;
 mod cli;
 mod config;
+mod config_reference;
 mod content;
 mod dashboard;
 mod deploy;

@@ -110,7 +110,7 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
         settings.jobs.lock_wait_secs(name)?;
         let section = settings.jobs.own_section(name);
         let result = match def.settings {
-            Some(check) => check(section),
+            Some(decl) => (decl.check)(section),
             None => match section.into_table() {
                 Ok(rest) if rest.is_empty() => Ok(()),
                 Ok(rest) => Err(format!(
