@@ -12,6 +12,7 @@ mod content;
 mod dashboard;
 mod deploy;
 mod dev_seed;
+mod docs_links;
 mod history_purge;
 mod jobs_bo;
 mod jobs_lms;
