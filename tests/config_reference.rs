@@ -35,6 +35,8 @@ struct JobRow {
     id: String,
     section: String,
     lock_wait_secs: String,
+    /// Where the job's own keys are: `below`, or the shared sections it reads.
+    other_keys: String,
 }
 
 struct Page {
@@ -111,6 +113,7 @@ fn parse_row(
             id: row[0].clone(),
             section: heading_section(&row[1]).unwrap_or_else(|| panic!("{PAGE}:{line}: section")),
             lock_wait_secs: code(&row[2]).unwrap_or_else(|| panic!("{PAGE}:{line}: lock wait")),
+            other_keys: row.get(3).cloned().unwrap_or_default(),
         });
         return;
     }
@@ -282,6 +285,12 @@ fn the_reference_lists_every_job_with_its_section_and_lock_wait() {
             job.lock_wait_secs,
             def.lock_wait_secs.to_string(),
             "{}: lock_wait_secs",
+            def.id
+        );
+        assert_eq!(
+            job.other_keys.contains("below"),
+            def.settings.is_some(),
+            "{}: `below` links the job's own keys exactly when it has a settings type",
             def.id
         );
     }
