@@ -154,7 +154,8 @@ async fn next_page(
 /// deletion. The error rows by one set-based `DELETE` against the swept
 /// students ([`privacy::load_swept`]); the documents by pages of those
 /// students (one `distinct` per collection over the `user_id` index, a
-/// delete only where it found any), each page's audit committed on its own.
+/// delete only where it found any), each page's audit committed on its own
+/// after its documents are gone.
 #[tracing::instrument(skip_all, err)]
 async fn sweep(
     ctx: &JobContext,
@@ -180,12 +181,10 @@ async fn sweep(
         };
         after = Some(last);
         let found = delete_documents(&ctx.app.mongo, &students, ctx.dry_run).await?;
-        if found.total() > 0 {
-            let tx = begin(ctx).await?;
-            figures
-                .end_sweep(ctx, ID, recorded.salt, tx, found, &mut progress.deleted)
-                .await?;
-        }
+        let tx = begin(ctx).await?;
+        figures
+            .end_sweep(ctx, ID, recorded.salt, tx, found, &mut progress.deleted)
+            .await?;
         ctx.save_checkpoint(&*progress).await?;
     }
     Ok(())
