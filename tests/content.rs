@@ -1120,3 +1120,30 @@ async fn the_seeded_world_gives_the_maps_data_errors_to_skip_and_report() {
         }
     }
 }
+
+#[test]
+fn a_shrink_share_outside_zero_to_one_is_refused_naming_the_key() {
+    for (var, key) in [
+        (
+            "AIDT__JOBS__LCMS_COPY__MAX_RETIRE_SHARE",
+            "jobs.lcms_copy.max_retire_share",
+        ),
+        (
+            "AIDT__JOBS__LMS_01_010__MAX_DELETE_SHARE",
+            "max_delete_share",
+        ),
+    ] {
+        let out = bin()
+            .args(["bo-01-005", "--dry-run"])
+            .env("AIDT_CONFIG_DIR", config_dir())
+            .env(var, "1.5")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(key) && err.contains("between 0 and 1"),
+            "{var}: {err}"
+        );
+    }
+}
