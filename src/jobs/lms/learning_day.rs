@@ -136,13 +136,15 @@ pub struct DayBinds {
 ///
 /// The sessions come from index ranges (see [`CONTRACT_INDEXES`]): those
 /// starting from `max_hours` before D to `max_hours` after it (the open
-/// ones that can reach D, and every user's next session after each), and,
+/// ones that can reach D, and each user's next session after them), and,
 /// by the end column, closed ones that started earlier and end inside D or
 /// later. An open session ends at the user's last activity after its start
 /// and before the earlier of their next session and `max_hours`, or
-/// `idle_minutes` after its start if that is later; two index probes per
-/// open session that can reach D find the activity (results and access log,
-/// by user and time).
+/// `idle_minutes` after its start if that is later. The next session comes
+/// from a hash join of those sessions with themselves (no sort); the
+/// activity from two index probes per open session that can reach D
+/// (results and access log, by user and time). Both CTEs that feed more
+/// than one step are materialized, so each probe runs once.
 pub fn clipped_sessions_ctes(src: SessionTable, keys: &str, b: DayBinds) -> String {
     let SessionTable { table, start, end } = src;
     let DayBinds {
@@ -152,29 +154,34 @@ pub fn clipped_sessions_ctes(src: SessionTable, keys: &str, b: DayBinds) -> Stri
         idle_minutes,
     } = b;
     let hours = format!("make_interval(hours => {max_hours})");
-    let reach = format!("least(n.st + {hours}, n.next_st)");
+    let reach = format!("least(o.st + {hours}, x.next_st)");
     format!(
-        "sess_near AS (
-           SELECT {keys}, {start} AS st, {end} AS en,
-                  first_value({start}) OVER (PARTITION BY user_id ORDER BY {start}
-                      RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING EXCLUDE GROUP) AS next_st
+        "sess_near AS MATERIALIZED (
+           SELECT {keys}, {start} AS st, {end} AS en
              FROM {table}
             WHERE {start} > {ds} - {hours} AND {start} < {de} + {hours}
          ),
-         sess_open AS (
-           SELECT {keys}, n.st,
-                  least(greatest(n.st + make_interval(mins => {idle_minutes}), act.last_at),
-                        n.st + {hours}, n.next_st) AS en
-             FROM sess_near n
+         sess_next AS (
+           SELECT o.user_id, o.st, min(n.st) AS next_st
+             FROM sess_near o JOIN sess_near n ON n.user_id = o.user_id AND n.st > o.st
+            WHERE o.en IS NULL AND o.st < {de}
+            GROUP BY o.user_id, o.st
+         ),
+         sess_open AS MATERIALIZED (
+           SELECT {open_keys}, o.st,
+                  least(greatest(o.st + make_interval(mins => {idle_minutes}), act.last_at),
+                        o.st + {hours}, x.next_st) AS en
+             FROM sess_near o
+             LEFT JOIN sess_next x ON x.user_id = o.user_id AND x.st = o.st
              CROSS JOIN LATERAL (
                SELECT greatest(
                  (SELECT max(r.solved_at) FROM tb_lms_lrn_result r
-                   WHERE r.user_id = n.user_id AND r.solved_at >= n.st AND r.solved_at < {reach}),
+                   WHERE r.user_id = o.user_id AND r.solved_at >= o.st AND r.solved_at < {reach}),
                  (SELECT max(a.accessed_at) FROM tb_lms_access_log a
-                   WHERE a.user_id = n.user_id AND a.accessed_at >= n.st AND a.accessed_at < {reach})
+                   WHERE a.user_id = o.user_id AND a.accessed_at >= o.st AND a.accessed_at < {reach})
                ) AS last_at
              ) act
-            WHERE n.en IS NULL AND n.st < {de} AND (n.next_st IS NULL OR n.next_st > {ds})
+            WHERE o.en IS NULL AND o.st < {de} AND (x.next_st IS NULL OR x.next_st > {ds})
          ),
          sess_spans AS (
            SELECT {keys}, st, en FROM sess_near
@@ -187,7 +194,12 @@ pub fn clipped_sessions_ctes(src: SessionTable, keys: &str, b: DayBinds) -> Stri
          ),
          clipped AS (
            SELECT {keys}, greatest(st, {ds}) AS s, least(en, {de}) AS e FROM sess_spans
-         )"
+         )",
+        open_keys = keys
+            .split(',')
+            .map(|k| format!("o.{}", k.trim()))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
