@@ -133,18 +133,23 @@ fn the_committed_cron_d_file_is_the_one_the_registry_builds() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
-    // /etc/cron.d's form: five time fields, the user, the command.
+    // /etc/cron.d's form: five time fields, the user, the command, which
+    // does nothing once the package is removed (its conffile stays).
+    let mut jobs = 0;
     for line in committed.lines() {
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() || line.starts_with('#') || line.split(' ').next().unwrap().contains('=')
+        {
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words[0].contains('=') {
-            continue;
-        }
-        assert_eq!(words[5], "aidt", "{line}");
-        assert_eq!(words[6], "/usr/bin/aidt-batch", "{line}");
+        let command = line.splitn(7, ' ').nth(6).unwrap();
+        assert_eq!(line.split(' ').nth(5), Some("aidt"), "{line}");
+        assert!(
+            command.starts_with("[ -x /usr/bin/aidt-batch ] && /usr/bin/aidt-batch "),
+            "{line}"
+        );
+        jobs += 1;
     }
+    assert!(jobs > 20, "{committed}");
 }
 
 #[test]
@@ -489,10 +494,17 @@ fn the_dockerfile_builds_the_release_binary_from_files_that_exist_and_runs_as_ai
         "{runtime:?}"
     );
     assert!(runtime.iter().any(|l| l.contains("ca-certificates")));
-    assert!(runtime.contains(&"ENV AIDT_CONFIG_DIR=/etc/aidt-batch"));
-    assert!(runtime
+    // prod by default, without the local profile's made-up secrets.
+    assert!(runtime.contains(&"ENV AIDT_CONFIG_DIR=/etc/aidt-batch AIDT_PROFILE=prod"));
+    let config = runtime
         .iter()
-        .any(|l| l.starts_with("COPY config/base.toml") && l.ends_with("/etc/aidt-batch/")));
+        .find(|l| l.starts_with("COPY config/base.toml"))
+        .expect("the configuration is copied");
+    assert!(config.ends_with("/etc/aidt-batch/") && config.contains("config/prod.toml"));
+    assert!(
+        !config.contains("local.toml"),
+        "the image ships no local.toml"
+    );
 
     // hadolint finds nothing.
     let out = Command::new(tools_bin("hadolint"))
@@ -537,6 +549,12 @@ fn compose_starts_only_the_databases_unless_the_batch_profile_is_asked_for() {
     assert_eq!(services["mongo"]["image"], "mongo:7");
     let batch = &services["batch"];
     assert_eq!(batch["profiles"], serde_json::json!(["batch"]));
+    // The image runs prod; compose's service is a developer's: local, mounted.
+    assert_eq!(batch["environment"]["AIDT_PROFILE"], "local");
+    assert_eq!(
+        batch["volumes"],
+        serde_json::json!(["./config/local.toml:/etc/aidt-batch/local.toml:ro"])
+    );
     assert_eq!(batch["build"], ".");
     for db in ["postgres", "mongo"] {
         assert_eq!(batch["depends_on"][db]["condition"], "service_healthy");

@@ -311,6 +311,8 @@ fn scripts_test_prints_the_database_url_with_its_password_masked() {
             "postgres://aidt:pa55-w0rd@127.0.0.1:5432/aidt?sslmode=disable",
         )
         .env("MONGODB_URI", "mongodb://batch:m0ngo-pw@127.0.0.1:27017/")
+        // A package already built: no release build through the stand-in.
+        .env("AIDT_DEB", "/nonexistent/aidt-batch.deb")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -335,7 +337,11 @@ fn every_job_appears_once_and_unscheduled_ones_are_commented_out() {
     // A scheduled line's user and command (the system form has a user field).
     for (form, user, bin) in [
         (Form::User, "", "/opt/aidt-batch/bin/aidt-batch"),
-        (Form::System, "aidt ", "/usr/bin/aidt-batch"),
+        (
+            Form::System,
+            "aidt [ -x /usr/bin/aidt-batch ] && ",
+            "/usr/bin/aidt-batch",
+        ),
     ] {
         let command = format!("{user}{bin}");
         let text = render(

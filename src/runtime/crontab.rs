@@ -47,6 +47,9 @@ struct Layout {
     env_file: String,
     /// `aidt ` in the system form, nothing in a user crontab.
     user_field: String,
+    /// `[ -x BIN ] && ` in the system form: a removed (not purged) package
+    /// leaves its conffile, and its lines then do nothing.
+    guard: String,
 }
 
 impl Form {
@@ -60,6 +63,7 @@ impl Form {
                 config_dir: "/etc/aidt-batch".into(),
                 env_file: crate::env_file::DEFAULT_ENV_FILE.into(),
                 user_field: format!("{USER} "),
+                guard: "[ -x /usr/bin/aidt-batch ] && ".into(),
             },
             Form::User => Layout {
                 file: "the crontab of user aidt",
@@ -69,6 +73,7 @@ impl Form {
                 config_dir: format!("{INSTALL_DIR}/config"),
                 env_file: format!("{INSTALL_DIR}/env"),
                 user_field: String::new(),
+                guard: String::new(),
             },
         }
     }
@@ -140,9 +145,10 @@ fn job_lines(out: &mut String, layout: &Layout, job: &JobDef, profile: Profile) 
     }
     for run in job.scheduled_runs() {
         let line = format!(
-            "{} {}{}",
+            "{} {}{}{}",
             run.cron,
             layout.user_field,
+            layout.guard,
             command(layout, job, profile, run.args)
         );
         if !run.why.is_empty() {

@@ -122,8 +122,9 @@ fn config_map() -> String {
     for line in [
         "# Layered over /etc/aidt-batch/base.toml and prod.toml; the environment",
         "# (Secret aidt-batch-secrets: AIDT__DATABASE__URL, AIDT__MONGO__URI,",
-        "# AIDT__KERIS__PARTNERS__<NAME>__PARTNER_ID, AIDT__JOBS__PRIVACY__AUDIT_SALT, ...)",
-        "# overrides it. No secrets here.",
+        "# AIDT__KERIS__PARTNERS__<NAME>__PARTNER_ID, AIDT__JOBS__PRIVACY__AUDIT_SALT, ...,",
+        "# made from a host's env file: kubectl create secret generic aidt-batch-secrets",
+        "# --from-env-file=/etc/aidt-batch/env) overrides it. No secrets here.",
         "#",
         "# [keris]",
         "# api_domain = \"https://<the KERIS endpoint>\"",
