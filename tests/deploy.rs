@@ -156,7 +156,11 @@ fn the_committed_cron_d_file_is_the_one_the_registry_builds() {
 fn the_env_file_template_sets_the_prod_profile_and_nothing_secret() {
     let text = std::fs::read(repo().join("deploy/debian/env.template")).unwrap();
     let entries = aidt_batch::env_file::parse(&text, |_| None).unwrap();
-    assert_eq!(entries, [("AIDT_PROFILE".to_string(), "prod".to_string())]);
+    assert_eq!(
+        entries,
+        [("AIDT_PROFILE", "prod"), ("AIDT_CONFIG_DIR", "/etc/aidt-batch")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
 }
 
 /// The pod spec of a CronJob document.
