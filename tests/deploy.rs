@@ -158,8 +158,11 @@ fn the_env_file_template_sets_the_prod_profile_and_nothing_secret() {
     let entries = aidt_batch::env_file::parse(&text, |_| None).unwrap();
     assert_eq!(
         entries,
-        [("AIDT_PROFILE", "prod"), ("AIDT_CONFIG_DIR", "/etc/aidt-batch")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+        [
+            ("AIDT_PROFILE", "prod"),
+            ("AIDT_CONFIG_DIR", "/etc/aidt-batch")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
     );
 }
 
