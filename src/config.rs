@@ -76,7 +76,7 @@ pub enum ConfigError {
     MissingFile { path: PathBuf },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error("missing required configuration key `{key}` (set it in the profile file or in the environment as {env})")]
+    #[error("missing required configuration key `{key}` (set it in the profile file, or as {env} in the environment or the env file)")]
     MissingKey { key: String, env: String },
     #[error("invalid value for configuration key `{key}`: {reason}")]
     BadValue { key: String, reason: String },
