@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The aidt-batch image: the release binary on Debian slim, run as the
-# non-root user aidt (uid/gid 10001), configuration in /etc/aidt-batch.
+# non-root user aidt (uid/gid 10001), configuration in /etc/aidt-batch, the
+# prod profile by default.
 #
 #   docker build -t aidt-batch:0.1.0 .
 #   docker run --rm aidt-batch:0.1.0 --help
@@ -34,8 +35,12 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid aidt --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin aidt
 COPY --from=builder /usr/local/bin/aidt-batch /usr/local/bin/aidt-batch
-COPY config/base.toml config/local.toml config/dev.toml config/prod.toml /etc/aidt-batch/
-ENV AIDT_CONFIG_DIR=/etc/aidt-batch
+# No local.toml: its made-up secrets are for a developer's machine (compose
+# mounts it for its `batch` service). The image runs prod unless told
+# otherwise (--profile, AIDT_PROFILE); secrets come from the environment
+# (Kubernetes: the Secret made from the hosts' env file).
+COPY config/base.toml config/dev.toml config/prod.toml /etc/aidt-batch/
+ENV AIDT_CONFIG_DIR=/etc/aidt-batch AIDT_PROFILE=prod
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/aidt-batch"]

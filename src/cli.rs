@@ -23,12 +23,18 @@ use crate::runtime::registry::{JobDef, Lock, Schedule};
                   4 completed with recorded item failures, 130/143 stopped by SIGINT/SIGTERM."
 )]
 pub struct Cli {
-    /// Configuration profile: config/base.toml + config/<profile>.toml [default: local; prod for `crontab`]
+    /// Configuration profile: config/base.toml + config/<profile>.toml [default: $AIDT_PROFILE,
+    /// else local; prod for `crontab`]
     #[arg(long, global = true, value_enum)]
     pub profile: Option<Profile>,
     /// An extra configuration file layered over the profile
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// KEY=value lines read literally (as `kubectl create secret --from-env-file` reads them)
+    /// into the environment; variables already set win [default: $AIDT_ENV_FILE, else
+    /// /etc/aidt-batch/env when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,8 +72,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Print the crontab built from the job registry
-    Crontab,
+    /// Print the crontab built from the job registry: a user crontab (`crontab -u aidt FILE`,
+    /// for a host installed without the package), or with --system the package's /etc/cron.d file
+    Crontab {
+        /// The /etc/cron.d form (a user field on each line) the Debian package installs
+        #[arg(long)]
+        system: bool,
+    },
     /// Print the Kubernetes manifests built from the job registry (a CronJob per
     /// scheduled job, the ConfigMap), or write them to a directory
     K8s {
@@ -212,15 +223,25 @@ pub enum Invocation {
         matches: ArgMatches,
         profile: Option<Profile>,
         config: Option<PathBuf>,
+        env_file: Option<PathBuf>,
     },
     Operator(Cli),
 }
 
 impl Invocation {
-    pub fn profile_or(&self, default: Profile) -> Profile {
+    /// The env file to read before anything else, for a command that loads
+    /// the configuration (the generators and `chain --list` read none).
+    pub fn env_file(&self) -> Option<PathBuf> {
         match self {
-            Invocation::Job { profile, .. } => profile.unwrap_or(default),
-            Invocation::Operator(cli) => cli.profile.unwrap_or(default),
+            Invocation::Job { env_file, .. } => crate::env_file::choose(env_file.as_deref()),
+            Invocation::Operator(cli) => match cli.command {
+                Command::Crontab { .. }
+                | Command::K8s { .. }
+                | Command::Completions { .. }
+                | Command::Man { .. }
+                | Command::Chain { list: true, .. } => None,
+                _ => crate::env_file::choose(cli.env_file.as_deref()),
+            },
         }
     }
 }
@@ -229,10 +250,18 @@ impl Invocation {
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for def in REGISTRY.iter() {
-        let schedule = match def.schedule {
+        let mut schedule = match def.schedule {
             Schedule::Cron(expr) => format!("cron `{expr}`"),
             Schedule::Unscheduled(_) => "unscheduled".into(),
         };
+        for run in def.also_scheduled {
+            schedule.push_str(&format!(
+                "; also `{}` with {} ({})",
+                run.cron,
+                run.args.join(" "),
+                run.why
+            ));
+        }
         let status = if def.is_implemented() {
             ""
         } else {
@@ -317,6 +346,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
                 matches: sub.clone(),
                 profile: global_profile(&matches),
                 config: global_config(&matches),
+                env_file: matches.get_one::<PathBuf>("env_file").cloned(),
             });
         }
     }

@@ -1,10 +1,15 @@
 //! Layered configuration: `config/base.toml`, then `config/<profile>.toml`,
 //! then an optional `--config FILE`, then environment variables
-//! `AIDT__SECTION__KEY` (e.g. `AIDT__DATABASE__URL`).
+//! `AIDT__SECTION__KEY` (e.g. `AIDT__DATABASE__URL`), which the env file
+//! (`crate::env_file`) may supply. Environment values are text: the type of
+//! the key reads them (`0123` stays `0123` for a password, `8` becomes a
+//! number for `max_connections`).
 //!
 //! Unknown keys are errors (a typo must not silently fall back to a default),
 //! missing required keys are errors that name the key and the variable that
 //! sets it, and secrets are wrapped so that `Debug` never prints them.
+//! Outside `local`, a secret that is empty or ships in this repository is
+//! refused, and so (in `prod`) is clear-text transport unless allowed.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +22,9 @@ use serde::Deserialize;
 pub const ENV_PREFIX: &str = "AIDT";
 /// Points at the directory holding `base.toml` and the profile files.
 pub const CONFIG_DIR_ENV: &str = "AIDT_CONFIG_DIR";
+/// The profile when `--profile` is not given (`prod` on a packaged host and
+/// in the image); unset: `local`.
+pub const PROFILE_ENV: &str = "AIDT_PROFILE";
 
 /// Deployment profile: which `config/<profile>.toml` is layered on the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,6 +44,23 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// `--profile` when given, else `$AIDT_PROFILE`, else `default`.
+    pub fn resolve(flag: Option<Profile>, default: Profile) -> Result<Profile, ConfigError> {
+        if let Some(profile) = flag {
+            return Ok(profile);
+        }
+        match std::env::var(PROFILE_ENV) {
+            Ok(value) if !value.is_empty() => <Profile as clap::ValueEnum>::from_str(&value, true)
+                .map_err(|_| ConfigError::BadValue {
+                    key: PROFILE_ENV.into(),
+                    reason: format!("`{value}` is not a profile: local, dev or prod"),
+                }),
+            _ => Ok(default),
+        }
+    }
+}
+
 impl fmt::Display for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -51,10 +76,12 @@ pub enum ConfigError {
     MissingFile { path: PathBuf },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error("missing required configuration key `{key}` (set it in the profile file or in the environment as {env})")]
+    #[error("missing required configuration key `{key}` (set it in the profile file, or as {env} in the environment or the env file)")]
     MissingKey { key: String, env: String },
     #[error("invalid value for configuration key `{key}`: {reason}")]
     BadValue { key: String, reason: String },
+    #[error("env file {}: {reason}", path.display())]
+    EnvFile { path: PathBuf, reason: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +105,11 @@ pub struct Settings {
 pub struct DatabaseSettings {
     /// Contains the password: never printed.
     pub url: Option<SecretString>,
+    /// In `prod`, a PostgreSQL URL without `sslmode=require` (or
+    /// `verify-ca`, `verify-full`) is refused unless this is true; a warning
+    /// is logged at every run that uses it. Covers `jobs.lcms_copy.source_url` too.
+    #[serde(default)]
+    pub allow_insecure: bool,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
     #[serde(default = "default_connect_timeout")]
@@ -96,6 +128,10 @@ pub struct MongoSettings {
 #[serde(deny_unknown_fields)]
 pub struct KerisSettings {
     pub api_domain: Option<String>,
+    /// In `prod`, an `http://` API domain is refused unless this is true; a
+    /// warning is logged at every run that uses it.
+    #[serde(default)]
+    pub allow_insecure: bool,
     #[serde(default = "default_api_version")]
     pub api_version: String,
     #[serde(default = "default_keris_connect_timeout")]
@@ -606,6 +642,18 @@ pub fn load_from(
     profile: Profile,
     extra_file: Option<&Path>,
 ) -> Result<LoadedConfig, ConfigError> {
+    load_with_env(dir, profile, extra_file, None)
+}
+
+/// [`load_from`] with `env` in place of the process environment (`None`:
+/// the process environment), so a test can give variables without
+/// changing the process's.
+pub fn load_with_env(
+    dir: &Path,
+    profile: Profile,
+    extra_file: Option<&Path>,
+    env: Option<config::Map<String, String>>,
+) -> Result<LoadedConfig, ConfigError> {
     use config::{Environment, File, FileFormat};
 
     let mut files = vec![dir.join("base.toml"), dir.join(format!("{profile}.toml"))];
@@ -619,24 +667,145 @@ pub fn load_from(
         }
         builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
     }
+    // No `try_parsing`: it would turn a password `0123` into the number 123
+    // and `1e3` into 1000; each key's type parses its text instead.
     builder = builder.add_source(
         Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true),
+            .source(env),
     );
     let raw = builder
         .build()
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let settings: Settings = raw
+        .clone()
         .try_deserialize()
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     settings.validate()?;
+    if profile != Profile::Local {
+        refuse_public_secrets(&raw)?;
+    }
+    if profile == Profile::Prod {
+        settings.refuse_insecure_transport()?;
+    }
     Ok(LoadedConfig {
         settings,
         profile,
         files,
     })
+}
+
+/// The repository's own configuration files: whatever they give a secret
+/// key is public, so no site may use it.
+const REPOSITORY_FILES: [(&str, &str); 4] = [
+    ("config/base.toml", include_str!("../config/base.toml")),
+    ("config/local.toml", include_str!("../config/local.toml")),
+    ("config/dev.toml", include_str!("../config/dev.toml")),
+    ("config/prod.toml", include_str!("../config/prod.toml")),
+];
+
+/// The secret keys whose value is a site's own outside `local`: never
+/// empty, never one the repository ships. (The Partner-IDs,
+/// `keris.partners.<name>.partner_id`, too.)
+pub const SITE_SECRETS: [&str; 6] = [
+    "database.url",
+    "jobs.privacy.audit_salt",
+    "jobs.lms_01_009.pseudonym_key",
+    "jobs.lms_01_009.s3.access_key_id",
+    "jobs.lms_01_009.s3.secret_access_key",
+    "jobs.bo_05_006.smtp.password",
+];
+
+/// The secret values of `config`: (key, value) for [`SITE_SECRETS`] that
+/// are set and for every partner's Partner-ID.
+fn secret_values(config: &config::Config) -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = SITE_SECRETS
+        .iter()
+        .filter_map(|key| Some((key.to_string(), config.get_string(key).ok()?)))
+        .collect();
+    for name in config
+        .get_table("keris.partners")
+        .unwrap_or_default()
+        .keys()
+    {
+        let key = format!("keris.partners.{name}.partner_id");
+        if let Ok(id) = config.get_string(&key) {
+            values.push((key, id));
+        }
+    }
+    values
+}
+
+/// Outside `local`: a secret set to nothing, or to a value one of the
+/// repository's files ships (local.toml's audit salt, pseudonym key,
+/// Partner-ID, database password), is refused, naming the key (never the
+/// value).
+fn refuse_public_secrets(raw: &config::Config) -> Result<(), ConfigError> {
+    let public: Vec<(&str, String)> = REPOSITORY_FILES
+        .iter()
+        .filter_map(|(name, text)| {
+            let file = config::File::from_str(text, config::FileFormat::Toml);
+            Some((
+                *name,
+                config::Config::builder().add_source(file).build().ok()?,
+            ))
+        })
+        .flat_map(|(name, config)| {
+            secret_values(&config)
+                .into_iter()
+                .map(move |(_, value)| (name, value))
+        })
+        .collect();
+    for (key, value) in secret_values(raw) {
+        let env = env_var(&key);
+        if value.is_empty() {
+            return Err(ConfigError::BadValue {
+                key,
+                reason: format!("empty; set the site's own secret ({env})"),
+            });
+        }
+        if let Some((file, _)) = public.iter().find(|(_, v)| *v == value) {
+            return Err(ConfigError::BadValue {
+                key,
+                reason: format!(
+                    "the value shipped in the repository's {file} is public; \
+                     set the site's own secret ({env})"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The switch that allows the clear-text transport of `key`.
+fn allow_key(key: &str) -> &'static str {
+    if key == "keris.api_domain" {
+        "keris.allow_insecure"
+    } else {
+        "database.allow_insecure"
+    }
+}
+
+/// Why a PostgreSQL URL may travel in clear, if it may: without
+/// `sslmode=require` (or `verify-ca`, `verify-full`) a TCP connection falls
+/// back to clear text, or never tries TLS. A Unix socket stays on the host.
+fn pg_clear_text(url: &str) -> Option<String> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let options = url.parse::<PgConnectOptions>().ok()?;
+    let mode = options.get_ssl_mode();
+    let secure = matches!(
+        mode,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    if secure || options.get_socket().is_some() || options.get_host().starts_with('/') {
+        return None;
+    }
+    let mode = format!("{mode:?}").to_lowercase();
+    Some(format!(
+        "sslmode={mode} may send the password and the data in clear; add sslmode=require \
+         (or verify-ca, verify-full)"
+    ))
 }
 
 impl KerisSettings {
@@ -663,11 +832,15 @@ impl KerisSettings {
     }
 }
 
+/// The environment variable that sets `key` (`AIDT__DATABASE__URL`).
+pub fn env_var(key: &str) -> String {
+    format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase())
+}
+
 fn missing(key: &str) -> ConfigError {
-    let env = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
     ConfigError::MissingKey {
         key: key.to_string(),
-        env,
+        env: env_var(key),
     }
 }
 
@@ -803,6 +976,61 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// In `prod`: an `http://` KERIS or a PostgreSQL URL that may fall back
+    /// to clear text is refused unless its `allow_insecure` says otherwise.
+    fn refuse_insecure_transport(&self) -> Result<(), ConfigError> {
+        for (key, reason) in self.insecure_transport() {
+            let allow = if key == "keris.api_domain" {
+                self.keris.allow_insecure
+            } else {
+                self.database.allow_insecure
+            };
+            if !allow {
+                let switch = allow_key(&key);
+                return Err(ConfigError::BadValue {
+                    key,
+                    reason: format!(
+                        "{reason}; refused in prod unless `{switch} = true` ({}=true)",
+                        env_var(switch)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The clear-text transports this configuration uses, as (key, why):
+    /// what `prod` refuses, or warns of at every run when allowed.
+    pub fn insecure_transport(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        let mut found = Vec::new();
+        if self
+            .keris
+            .api_domain
+            .as_deref()
+            .is_some_and(|d| d.starts_with("http://"))
+        {
+            found.push((
+                "keris.api_domain".to_string(),
+                "http:// sends the Partner-IDs and the students' records in clear; use https://"
+                    .to_string(),
+            ));
+        }
+        let urls = [
+            ("database.url", self.database.url.as_ref()),
+            (
+                "jobs.lcms_copy.source_url",
+                self.jobs.lcms_copy.source_url.as_ref(),
+            ),
+        ];
+        for (key, url) in urls {
+            if let Some(reason) = url.and_then(|u| pg_clear_text(u.expose_secret())) {
+                found.push((key.to_string(), reason));
+            }
+        }
+        found
     }
 
     pub fn database_url(&self) -> &SecretString {

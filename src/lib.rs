@@ -3,6 +3,7 @@ pub mod commands;
 pub mod config;
 pub mod context;
 pub mod contract;
+pub mod env_file;
 pub mod format;
 pub mod jobs;
 pub mod keris;

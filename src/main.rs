@@ -14,6 +14,13 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    // Before any thread exists: the env file's variables join the
+    // environment the configuration, the profile and the logging read.
+    if let Some(path) = invocation.env_file() {
+        if let Err(e) = aidt_batch::env_file::apply(&path) {
+            return commands::report(&e.into()).into();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use aidt_batch::config::Profile;
 use aidt_batch::jobs::{K8S_PARTITIONS, REGISTRY};
 use aidt_batch::runtime::k8s;
-use aidt_batch::runtime::registry::Schedule;
+use aidt_batch::runtime::registry::{JobDef, ScheduledRun};
 use serde_json::Value;
 
 use crate::helpers::stderr;
@@ -117,6 +118,54 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
     );
 }
 
+#[test]
+fn the_committed_cron_d_file_is_the_one_the_registry_builds() {
+    use aidt_batch::runtime::crontab::{render, Form};
+    let committed = std::fs::read_to_string(repo().join("deploy/debian/cron.d")).unwrap();
+    let built = render(&REGISTRY, Profile::Prod, Form::System);
+    assert!(
+        committed == built,
+        "deploy/debian/cron.d is out of date: run `cargo run -- crontab --system > deploy/debian/cron.d`"
+    );
+    let out = crate::helpers::bin()
+        .args(["crontab", "--system"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+    // /etc/cron.d's form: five time fields, the user, the command, which
+    // does nothing once the package is removed (its conffile stays).
+    let mut jobs = 0;
+    for line in committed.lines() {
+        if line.is_empty() || line.starts_with('#') || line.split(' ').next().unwrap().contains('=')
+        {
+            continue;
+        }
+        let command = line.splitn(7, ' ').nth(6).unwrap();
+        assert_eq!(line.split(' ').nth(5), Some("aidt"), "{line}");
+        assert!(
+            command.starts_with("[ -x /usr/bin/aidt-batch ] && /usr/bin/aidt-batch "),
+            "{line}"
+        );
+        jobs += 1;
+    }
+    assert!(jobs > 20, "{committed}");
+}
+
+#[test]
+fn the_env_file_template_sets_the_prod_profile_and_nothing_secret() {
+    let text = std::fs::read(repo().join("deploy/debian/env.template")).unwrap();
+    let entries = aidt_batch::env_file::parse(&text, |_| None).unwrap();
+    assert_eq!(
+        entries,
+        [
+            ("AIDT_PROFILE", "prod"),
+            ("AIDT_CONFIG_DIR", "/etc/aidt-batch")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+}
+
 /// The pod spec of a CronJob document.
 fn pod_spec(doc: &Value) -> &Value {
     &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -131,45 +180,47 @@ fn k8s_cronjobs_run_each_scheduled_job_as_the_registry_says() {
         for doc in yaml_documents(&entry.unwrap().path()) {
             match doc["kind"].as_str() {
                 Some("CronJob") => {
-                    let id = doc["metadata"]["annotations"]["aidt-batch/job-id"]
-                        .as_str()
-                        .unwrap()
-                        .to_string();
-                    cron_jobs.insert(id, doc);
+                    let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+                    cron_jobs.insert(name, doc);
                 }
                 Some("ConfigMap") => config_maps.push(doc),
                 other => panic!("unexpected kind {other:?}"),
             }
         }
     }
-    let scheduled: BTreeSet<&str> = REGISTRY
+    // One CronJob per scheduled start: a job's schedule, and its other
+    // starts (LCMS-01-001's weekly --full) named after them.
+    let cron_job_name = |def: &JobDef, run: &ScheduledRun| match run.name {
+        "" => format!("aidt-batch-{}", def.cli_name()),
+        name => format!("aidt-batch-{}-{name}", def.cli_name()),
+    };
+    let scheduled: BTreeSet<String> = REGISTRY
         .iter()
-        .filter(|d| matches!(d.schedule, Schedule::Cron(_)))
-        .map(|d| d.id)
+        .flat_map(|d| d.scheduled_runs().into_iter().map(move |r| (d, r)))
+        .map(|(d, r)| cron_job_name(d, &r))
         .collect();
     assert_eq!(
-        cron_jobs
-            .keys()
-            .map(String::as_str)
-            .collect::<BTreeSet<_>>(),
+        cron_jobs.keys().cloned().collect::<BTreeSet<_>>(),
         scheduled
     );
     assert!(
-        !cron_jobs.contains_key("LMS-01-009"),
+        !cron_jobs.contains_key("aidt-batch-lms-01-009"),
         "LMS-01-009 is unscheduled"
     );
+    assert!(cron_jobs.contains_key("aidt-batch-lcms-01-001-full"));
 
     assert_eq!(config_maps.len(), 1);
     let config_map_name = config_maps[0]["metadata"]["name"].as_str().unwrap();
     assert!(config_maps[0]["data"]["site.toml"].is_string());
 
-    for def in REGISTRY.iter() {
-        let Schedule::Cron(expr) = def.schedule else {
-            continue;
-        };
-        let doc = &cron_jobs[def.id];
+    for (def, run) in REGISTRY
+        .iter()
+        .flat_map(|d| d.scheduled_runs().into_iter().map(move |r| (d, r)))
+    {
+        let doc = &cron_jobs[&cron_job_name(def, &run)];
+        assert_eq!(doc["metadata"]["annotations"]["aidt-batch/job-id"], def.id);
         let spec = &doc["spec"];
-        assert_eq!(spec["schedule"], expr, "{}", def.id);
+        assert_eq!(spec["schedule"], run.cron, "{}", def.id);
         assert_eq!(spec["timeZone"], "Asia/Seoul");
         assert_eq!(spec["concurrencyPolicy"], "Forbid");
         assert!(spec["startingDeadlineSeconds"].as_u64().unwrap() > 0);
@@ -199,16 +250,17 @@ fn k8s_cronjobs_run_each_scheduled_job_as_the_registry_says() {
         assert_eq!(containers.len(), 1);
         let c = &containers[0];
         assert_eq!(fail["onExitCodes"]["containerName"], c["name"]);
-        assert_eq!(
-            c["args"],
-            serde_json::json!([
-                def.cli_name(),
-                "--profile",
-                "prod",
-                "--config",
-                "/etc/aidt-batch/site/site.toml"
-            ])
-        );
+        let mut args = serde_json::json!([
+            def.cli_name(),
+            "--profile",
+            "prod",
+            "--config",
+            "/etc/aidt-batch/site/site.toml"
+        ]);
+        for arg in run.args {
+            args.as_array_mut().unwrap().push((*arg).into());
+        }
+        assert_eq!(c["args"], args);
         assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
         assert_eq!(
             c["securityContext"]["capabilities"]["drop"],
@@ -245,18 +297,19 @@ fn k8s_cronjobs_run_each_scheduled_job_as_the_registry_says() {
     // DC-01-001: an Indexed Job whose partition count reaches the binary.
     let (id, partitions) = K8S_PARTITIONS[0];
     assert_eq!(id, "DC-01-001");
-    let job = &cron_jobs[id]["spec"]["jobTemplate"]["spec"];
+    let dc_01_001 = "aidt-batch-dc-01-001";
+    let job = &cron_jobs[dc_01_001]["spec"]["jobTemplate"]["spec"];
     assert_eq!(job["completionMode"], "Indexed");
     assert_eq!(job["completions"], partitions);
     assert_eq!(job["parallelism"], partitions);
-    let env = &pod_spec(&cron_jobs[id])["containers"][0]["env"];
+    let env = &pod_spec(&cron_jobs[dc_01_001])["containers"][0]["env"];
     assert_eq!(
         env,
         &serde_json::json!([{"name": "AIDT_PARTITIONS", "value": partitions.to_string()}])
     );
     // The others are plain Jobs.
     for (other, doc) in &cron_jobs {
-        if other != id {
+        if other != dc_01_001 {
             assert!(
                 doc["spec"]["jobTemplate"]["spec"]["completionMode"].is_null(),
                 "{other}"
@@ -448,10 +501,17 @@ fn the_dockerfile_builds_the_release_binary_from_files_that_exist_and_runs_as_ai
         "{runtime:?}"
     );
     assert!(runtime.iter().any(|l| l.contains("ca-certificates")));
-    assert!(runtime.contains(&"ENV AIDT_CONFIG_DIR=/etc/aidt-batch"));
-    assert!(runtime
+    // prod by default, without the local profile's made-up secrets.
+    assert!(runtime.contains(&"ENV AIDT_CONFIG_DIR=/etc/aidt-batch AIDT_PROFILE=prod"));
+    let config = runtime
         .iter()
-        .any(|l| l.starts_with("COPY config/base.toml") && l.ends_with("/etc/aidt-batch/")));
+        .find(|l| l.starts_with("COPY config/base.toml"))
+        .expect("the configuration is copied");
+    assert!(config.ends_with("/etc/aidt-batch/") && config.contains("config/prod.toml"));
+    assert!(
+        !config.contains("local.toml"),
+        "the image ships no local.toml"
+    );
 
     // hadolint finds nothing.
     let out = Command::new(tools_bin("hadolint"))
@@ -496,6 +556,12 @@ fn compose_starts_only_the_databases_unless_the_batch_profile_is_asked_for() {
     assert_eq!(services["mongo"]["image"], "mongo:7");
     let batch = &services["batch"];
     assert_eq!(batch["profiles"], serde_json::json!(["batch"]));
+    // The image runs prod; compose's service is a developer's: local, mounted.
+    assert_eq!(batch["environment"]["AIDT_PROFILE"], "local");
+    assert_eq!(
+        batch["volumes"],
+        serde_json::json!(["./config/local.toml:/etc/aidt-batch/local.toml:ro"])
+    );
     assert_eq!(batch["build"], ".");
     for db in ["postgres", "mongo"] {
         assert_eq!(batch["depends_on"][db]["condition"], "service_healthy");

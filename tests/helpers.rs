@@ -334,9 +334,14 @@ impl Drop for TestEnv {
     }
 }
 
-/// The `aidt-batch` binary built for this test run.
+/// The `aidt-batch` binary built for this test run. It reads no env file
+/// unless the test names one (the package test installs
+/// /etc/aidt-batch/env, the default, while others run) and takes its
+/// profile from no `AIDT_PROFILE` of the caller's.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_aidt-batch"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aidt-batch"));
+    cmd.env("AIDT_ENV_FILE", "").env_remove("AIDT_PROFILE");
+    cmd
 }
 
 /// The `aidt-dev` binary of the workspace's `aidt-dev` crate, beside

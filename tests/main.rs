@@ -25,6 +25,7 @@ mod lrs;
 mod metrics;
 mod notify;
 mod operator;
+mod package;
 mod partitions;
 mod privacy;
 mod raw_ids;

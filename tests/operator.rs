@@ -13,6 +13,7 @@ fn the_committed_crontab_is_the_one_the_registry_builds() {
     let built = aidt_batch::runtime::crontab::render(
         &aidt_batch::jobs::REGISTRY,
         aidt_batch::config::Profile::Prod,
+        aidt_batch::runtime::crontab::Form::User,
     );
     assert!(
         committed == built,
@@ -29,6 +30,7 @@ fn crontab_lines_run_the_jobs_with_the_seeds_times_fixed() {
     let text = aidt_batch::runtime::crontab::render(
         &aidt_batch::jobs::REGISTRY,
         aidt_batch::config::Profile::Prod,
+        aidt_batch::runtime::crontab::Form::User,
     );
     let active: Vec<&str> = text
         .lines()
@@ -311,6 +313,8 @@ fn scripts_test_prints_the_database_url_with_its_password_masked() {
             "postgres://aidt:pa55-w0rd@127.0.0.1:5432/aidt?sslmode=disable",
         )
         .env("MONGODB_URI", "mongodb://batch:m0ngo-pw@127.0.0.1:27017/")
+        // A package already built: no release build through the stand-in.
+        .env("AIDT_DEB", "/nonexistent/aidt-batch.deb")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -331,23 +335,55 @@ fn scripts_test_prints_the_database_url_with_its_password_masked() {
 
 #[test]
 fn every_job_appears_once_and_unscheduled_ones_are_commented_out() {
-    let text = aidt_batch::runtime::crontab::render(
+    use aidt_batch::runtime::crontab::{render, Form};
+    // A scheduled line's user and command (the system form has a user field).
+    for (form, user, bin) in [
+        (Form::User, "", "/opt/aidt-batch/bin/aidt-batch"),
+        (
+            Form::System,
+            "aidt [ -x /usr/bin/aidt-batch ] && ",
+            "/usr/bin/aidt-batch",
+        ),
+    ] {
+        let command = format!("{user}{bin}");
+        let text = render(
+            &aidt_batch::jobs::REGISTRY,
+            aidt_batch::config::Profile::Prod,
+            form,
+        );
+        for job in aidt_batch::jobs::REGISTRY.iter() {
+            // One line per scheduled start (LCMS-01-001: daily, and weekly
+            // --full), a commented one for an unscheduled job.
+            let needle = format!("{bin} {} --profile prod", job.cli_name());
+            let starts = job.scheduled_runs().len().max(1);
+            assert_eq!(text.matches(&needle).count(), starts, "{form:?} {}", job.id);
+        }
+        assert!(
+            text.contains(&format!(
+                "\n30 2 * * 0 {command} lcms-01-001 --profile prod --full >> /var/log/aidt-batch/lcms-01-001.log 2>&1\n"
+            )),
+            "{form:?}: LCMS-01-001's weekly full read"
+        );
+        for line in text.lines().filter(|l| l.contains("lms-01-009")) {
+            assert!(line.starts_with('#'), "{line}");
+        }
+        // No line sources the env file: the binary reads it (AIDT_ENV_FILE).
+        let env_line = text.lines().find(|l| l.starts_with("AIDT_ENV_FILE="));
+        assert!(env_line.is_some(), "{form:?}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains(". /") && !line.contains("source "), "{line}");
+        }
+        assert!(text.contains("\nCRON_TZ=Asia/Seoul\n") && text.contains("\nSHELL=/bin/bash\n"));
+        // DC-01-004 is unscheduled in the seed; aidt-batch runs it at dawn after LMS-01-008.
+        assert!(
+            text.contains(&format!("\n50 4 * * * {command} dc-01-004 ")),
+            "DC-01-004 at 04:50"
+        );
+    }
+    let text = render(
         &aidt_batch::jobs::REGISTRY,
         aidt_batch::config::Profile::Prod,
-    );
-    for job in aidt_batch::jobs::REGISTRY.iter() {
-        let needle = format!("aidt-batch {} --profile prod", job.cli_name());
-        assert_eq!(text.matches(&needle).count(), 1, "{}", job.id);
-    }
-    for line in text.lines().filter(|l| l.contains("lms-01-009")) {
-        assert!(line.starts_with('#'), "{line}");
-    }
-    // DC-01-004 is unscheduled in the seed; aidt-batch runs it at dawn after LMS-01-008.
-    assert!(
-        text.contains(
-            "\n50 4 * * * . /opt/aidt-batch/env && /opt/aidt-batch/bin/aidt-batch dc-01-004 "
-        ),
-        "DC-01-004 at 04:50"
+        Form::User,
     );
     let schedules = text
         .lines()

@@ -50,15 +50,27 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
         .map(|p| p.display().to_string())
         .collect();
     let partners: Vec<&str> = settings.keris.partners.keys().map(String::as_str).collect();
+    let env_file = match crate::env_file::applied() {
+        Some(file) => format!(
+            "; env file {} ({} set, {} already in the environment)",
+            file.path.display(),
+            file.set,
+            file.kept
+        ),
+        None => String::new(),
+    };
     let mut verdicts = vec![Verdict {
         what: "config",
         ok: true,
         detail: format!(
-            "profile {profile}; files {}; partners: {}",
+            "profile {profile}; files {}{env_file}; partners: {}",
             files.join(", "),
             partners.join(", ")
         ),
     }];
+    if let Some(verdict) = check_transport(&loaded) {
+        verdicts.push(verdict);
+    }
     verdicts.push(check_privacy(settings));
     verdicts.push(check_postgres(settings).await);
     verdicts.push(check_mongo(settings).await);
@@ -78,6 +90,26 @@ pub async fn run(profile: Profile, extra: Option<&Path>) -> anyhow::Result<Exit>
         );
     }
     Ok(if all_ok { Exit::Success } else { Exit::Failure })
+}
+
+/// In `prod`: the clear-text transport the configuration allows, if any
+/// (it would not have loaded otherwise).
+fn check_transport(loaded: &crate::config::LoadedConfig) -> Option<Verdict> {
+    if loaded.profile != Profile::Prod {
+        return None;
+    }
+    let insecure = super::insecure_transport(loaded);
+    let detail = if insecure.is_empty() {
+        "TLS to PostgreSQL, https to KERIS".to_string()
+    } else {
+        let keys: Vec<String> = insecure.into_iter().map(|(key, _)| key).collect();
+        format!("clear text allowed by allow_insecure: {}", keys.join(", "))
+    };
+    Some(Verdict {
+        what: "transport",
+        ok: true,
+        detail,
+    })
 }
 
 /// The privacy jobs refuse to run without an audit salt; say so before the

@@ -30,10 +30,11 @@ pub async fn execute(invocation: Invocation) -> Exit {
             matches,
             profile,
             config,
-        } => {
-            let profile = profile.unwrap_or(Profile::Local);
-            run_job(def, args, matches, profile, config.as_deref()).await
-        }
+            ..
+        } => match Profile::resolve(profile, Profile::Local) {
+            Ok(profile) => run_job(def, args, matches, profile, config.as_deref()).await,
+            Err(e) => Err(e.into()),
+        },
         Invocation::Operator(cli) => operator(cli).await,
     };
     result.unwrap_or_else(|e| report(&e))
@@ -48,15 +49,40 @@ pub fn report(e: &anyhow::Error) -> Exit {
 }
 
 /// Loads configuration and installs logging; a bad configuration is reported
-/// before any logging exists, so it goes straight to stderr.
-fn load_config(profile: Profile, extra: Option<&Path>) -> anyhow::Result<LoadedConfig> {
+/// before any logging exists, so it goes straight to stderr. Clear-text
+/// transport that `prod` allows is logged as a warning, in the run's span
+/// when `job` is a job's id.
+fn load_config(
+    profile: Profile,
+    extra: Option<&Path>,
+    job: Option<&str>,
+) -> anyhow::Result<LoadedConfig> {
     let loaded = crate::jobs::load_config(profile, extra)?;
     crate::telemetry::init(
         profile,
         loaded.settings.log.format,
         &loaded.settings.log.level,
     );
+    let span = match job {
+        Some(job_id) => tracing::info_span!("run", job_id),
+        None => tracing::Span::none(),
+    };
+    span.in_scope(|| {
+        for (key, why) in insecure_transport(&loaded) {
+            tracing::warn!(key, "clear-text transport allowed by configuration: {why}");
+        }
+    });
     Ok(loaded)
+}
+
+/// The clear-text transports `prod` was told to allow (elsewhere none is
+/// reported: `local` talks to loopback servers).
+pub fn insecure_transport(loaded: &LoadedConfig) -> Vec<(String, String)> {
+    if loaded.profile == Profile::Prod {
+        loaded.settings.insecure_transport()
+    } else {
+        Vec::new()
+    }
 }
 
 async fn run_job(
@@ -80,7 +106,7 @@ async fn run_job(
         }
         None => None,
     };
-    let loaded = load_config(profile, extra)?;
+    let loaded = load_config(profile, extra, Some(def.id))?;
     let started = std::time::Instant::now();
     let app = match AppContext::connect(&loaded).await {
         Ok(app) => app,
@@ -109,6 +135,14 @@ async fn run_job(
         "options": own_options(&matches),
         "config_file": extra.map(|p| p.display().to_string()),
     });
+    let mut params = params;
+    let insecure: Vec<String> = insecure_transport(&loaded)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    if !insecure.is_empty() {
+        params["insecure_transport"] = insecure.into();
+    }
     let request = RunRequest {
         date: args.date,
         partition,
@@ -146,11 +180,17 @@ fn own_options(matches: &clap::ArgMatches) -> serde_json::Map<String, serde_json
 
 async fn operator(cli: Cli) -> anyhow::Result<Exit> {
     let extra = cli.config.as_deref();
+    let profile = |default| Profile::resolve(cli.profile, default);
     match cli.command {
-        Command::Crontab => {
+        Command::Crontab { system } => {
+            let form = if system {
+                crontab::Form::System
+            } else {
+                crontab::Form::User
+            };
             print!(
                 "{}",
-                crontab::render(&REGISTRY, cli.profile.unwrap_or(Profile::Prod))
+                crontab::render(&REGISTRY, profile(Profile::Prod)?, form)
             );
             Ok(Exit::Success)
         }
@@ -169,12 +209,11 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Report { date, html } => {
-            let profile = cli.profile.unwrap_or(Profile::Local);
-            report::run(profile, extra, date, &html).await
+            report::run(profile(Profile::Local)?, extra, date, &html).await
         }
         Command::Completions { shell } => completions::run(shell),
         Command::Man { out_dir } => man::run(out_dir.as_deref()),
-        Command::List => list::run(cli.profile.unwrap_or(Profile::Local), extra).await,
+        Command::List => list::run(profile(Profile::Local)?, extra).await,
         Command::History {
             job,
             limit,
@@ -195,7 +234,7 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
                     }
                 },
             };
-            let loaded = load_config(cli.profile.unwrap_or(Profile::Local), extra)?;
+            let loaded = load_config(profile(Profile::Local)?, extra, None)?;
             let pg = crate::context::connect_pg(&loaded.settings).await?;
             let filter = crate::runtime::history::RunFilter {
                 job_id: job.map(|j| j.id),
@@ -208,12 +247,9 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
         Command::Purge {
             older_than,
             dry_run,
-        } => {
-            let profile = cli.profile.unwrap_or(Profile::Local);
-            purge::run(profile, extra, older_than, dry_run).await
-        }
+        } => purge::run(profile(Profile::Local)?, extra, older_than, dry_run).await,
         Command::Migrate => {
-            let loaded = load_config(cli.profile.unwrap_or(Profile::Local), extra)?;
+            let loaded = load_config(profile(Profile::Local)?, extra, None)?;
             let app = AppContext::connect(&loaded).await?;
             let exit = migrate::run(&app).await;
             app.close().await;
@@ -238,8 +274,8 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Usage);
             };
-            let profile = cli.profile.unwrap_or(Profile::Local);
-            let loaded = load_config(profile, extra)?;
+            let profile = profile(Profile::Local)?;
+            let loaded = load_config(profile, extra, None)?;
             let app = AppContext::connect(&loaded).await?;
             let params = serde_json::json!({
                 "profile": profile.as_str(),
@@ -250,10 +286,7 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             app.close().await;
             exit
         }
-        Command::Check => {
-            let profile = cli.profile.unwrap_or(Profile::Local);
-            check::run(profile, extra).await
-        }
+        Command::Check => check::run(profile(Profile::Local)?, extra).await,
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::registry::{JobDef, Registry, Schedule};
+use super::registry::{JobDef, Registry, ScheduledRun};
 
 /// The ConfigMap holding `site.toml`.
 pub const CONFIG_MAP: &str = "aidt-batch-config";
@@ -63,20 +63,27 @@ pub fn render(jobs: &Registry, options: &Options<'_>) -> Vec<Manifest> {
         text: config_map(),
     }];
     for job in jobs.iter() {
-        let Schedule::Cron(expr) = job.schedule else {
-            continue;
-        };
         let partitions = options
             .partitions
             .iter()
             .find(|(id, _)| *id == job.id)
             .map(|(_, n)| *n);
-        out.push(Manifest {
-            file: format!("cronjob-{}.yaml", job.cli_name()),
-            text: cron_job(job, expr, &options.image, partitions),
-        });
+        for run in job.scheduled_runs() {
+            out.push(Manifest {
+                file: format!("cronjob-{}.yaml", cron_job_name(job, &run)),
+                text: cron_job(job, &run, &options.image, partitions),
+            });
+        }
     }
     out
+}
+
+/// `<job>` for a job's own schedule, `<job>-<name>` for another start.
+fn cron_job_name(job: &JobDef, run: &ScheduledRun) -> String {
+    match run.name {
+        "" => job.cli_name(),
+        name => format!("{}-{name}", job.cli_name()),
+    }
 }
 
 /// Every manifest as one multi-document YAML stream.
@@ -115,8 +122,9 @@ fn config_map() -> String {
     for line in [
         "# Layered over /etc/aidt-batch/base.toml and prod.toml; the environment",
         "# (Secret aidt-batch-secrets: AIDT__DATABASE__URL, AIDT__MONGO__URI,",
-        "# AIDT__KERIS__PARTNERS__<NAME>__PARTNER_ID, AIDT__JOBS__PRIVACY__AUDIT_SALT, ...)",
-        "# overrides it. No secrets here.",
+        "# AIDT__KERIS__PARTNERS__<NAME>__PARTNER_ID, AIDT__JOBS__PRIVACY__AUDIT_SALT, ...,",
+        "# made from a host's env file: kubectl create secret generic aidt-batch-secrets",
+        "# --from-env-file=/etc/aidt-batch/env) overrides it. No secrets here.",
         "#",
         "# [keris]",
         "# api_domain = \"https://<the KERIS endpoint>\"",
@@ -144,8 +152,9 @@ fn period_secs(expr: &str) -> u64 {
     }
 }
 
-fn cron_job(job: &JobDef, expr: &str, image: &str, partitions: Option<u32>) -> String {
-    let name = format!("aidt-batch-{}", job.cli_name());
+fn cron_job(job: &JobDef, run: &ScheduledRun, image: &str, partitions: Option<u32>) -> String {
+    let expr = run.cron;
+    let name = format!("aidt-batch-{}", cron_job_name(job, run));
     let component = job.cli_name();
     let period = period_secs(expr);
     // A start missed by more than half a period (at most an hour) is
@@ -167,6 +176,9 @@ fn cron_job(job: &JobDef, expr: &str, image: &str, partitions: Option<u32>) -> S
     );
     if let Some(note) = job.schedule_note {
         let _ = writeln!(out, "#   schedule: {note}");
+    }
+    if !run.why.is_empty() {
+        let _ = writeln!(out, "#   also: {}", run.why);
     }
     if !job.is_implemented() {
         out.push_str(
@@ -239,7 +251,12 @@ fn cron_job(job: &JobDef, expr: &str, image: &str, partitions: Option<u32>) -> S
         "--config".into(),
         format!("{SITE_DIR}/site.toml"),
     ];
-    let args: Vec<String> = args.iter().map(|a| q(a)).collect();
+    let args: Vec<String> = args
+        .iter()
+        .map(String::as_str)
+        .chain(run.args.iter().copied())
+        .map(q)
+        .collect();
     let _ = writeln!(out, "              args: [{}]", args.join(", "));
     if let Some(n) = partitions {
         out.push_str("              env:\n");

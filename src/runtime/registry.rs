@@ -42,6 +42,21 @@ pub enum Schedule {
     Unscheduled(&'static str),
 }
 
+/// A start of a job besides its [`Schedule`], with options of its own
+/// (LCMS-01-001's weekly `--full`). Every generated form has it: a line in
+/// both crontabs, a CronJob of its own in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledRun {
+    /// A short name for it: the CronJob is `aidt-batch-<job>-<name>`.
+    pub name: &'static str,
+    /// A five-field cron expression, in Asia/Seoul.
+    pub cron: &'static str,
+    /// The job's own options given after its id (`--full`).
+    pub args: &'static [&'static str],
+    /// Why it runs: a comment beside it in the generated files.
+    pub why: &'static str,
+}
+
 /// Which business date a run works on when `--date` is not given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefaultDate {
@@ -79,6 +94,8 @@ pub struct JobDef {
     pub schedule: Schedule,
     /// Why the schedule differs from the seed's crontab, if it does.
     pub schedule_note: Option<&'static str>,
+    /// Starts besides `schedule`, each with options of its own.
+    pub also_scheduled: &'static [ScheduledRun],
     pub default_date: DefaultDate,
     pub lock: Lock,
     /// How long a run waits for a busy lock before it records `SKIPPED`
@@ -161,9 +178,9 @@ impl JobDef {
     /// What a job's `DEF` does not say: `..JobDef::DEFAULTS` fills the rest,
     /// so a `DEF` lists only what differs (its id, names, about, schedule and
     /// job at least; `registry_declarations_are_complete` checks that).
-    /// Unscheduled, yesterday's date, a lock of its own taken at once, the
-    /// default timeouts, one process, no settings section beyond the
-    /// runtime's keys, no options.
+    /// Unscheduled and no other start, yesterday's date, a lock of its own
+    /// taken at once, the default timeouts, one process, no settings section
+    /// beyond the runtime's keys, no options.
     pub const DEFAULTS: JobDef = JobDef {
         id: "",
         system: System::Lms,
@@ -172,6 +189,7 @@ impl JobDef {
         about: "",
         schedule: Schedule::Unscheduled("not declared"),
         schedule_note: None,
+        also_scheduled: &[],
         default_date: DefaultDate::Yesterday,
         lock: Lock::Job,
         lock_wait_secs: 0,
@@ -189,6 +207,23 @@ impl JobDef {
 
     pub fn is_implemented(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// Every scheduled start: the [`Schedule`] (name `""`, no options), if
+    /// it is a cron expression, then [`JobDef::also_scheduled`].
+    pub fn scheduled_runs(&self) -> Vec<ScheduledRun> {
+        let main = match self.schedule {
+            Schedule::Cron(cron) => Some(ScheduledRun {
+                name: "",
+                cron,
+                args: &[],
+                why: "",
+            }),
+            Schedule::Unscheduled(_) => None,
+        };
+        main.into_iter()
+            .chain(self.also_scheduled.iter().copied())
+            .collect()
     }
 
     /// The job's own configuration section, `[jobs.<this>]`: the id in
@@ -361,6 +396,31 @@ mod tests {
                 def.id
             );
         }
+    }
+
+    #[test]
+    fn other_scheduled_starts_are_named_timed_and_take_options_the_job_has() {
+        let mut names = std::collections::BTreeSet::new();
+        for def in crate::jobs::REGISTRY.iter() {
+            for run in def.also_scheduled {
+                assert!(
+                    !run.name.is_empty() && names.insert((def.id, run.name)),
+                    "{}: a name of its own",
+                    def.id
+                );
+                assert!(!run.why.is_empty(), "{} {}: say why", def.id, run.name);
+                assert_eq!(run.cron.split_whitespace().count(), 5, "{}", run.cron);
+                let cli = def.cli_name();
+                let args = std::iter::once(cli.as_str()).chain(run.args.iter().copied());
+                (def.args)(clap::Command::new(cli.clone()))
+                    .try_get_matches_from(args)
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", def.id, run.name));
+            }
+        }
+        let lcms = crate::jobs::REGISTRY.find("LCMS-01-001").unwrap();
+        let runs = lcms.scheduled_runs();
+        assert_eq!(runs.len(), 2, "daily, and weekly --full");
+        assert_eq!(runs[1].args, ["--full"]);
     }
 
     #[test]

@@ -68,7 +68,7 @@ use sqlx::{Connection as _, PgConnection};
 
 use crate::config::LcmsCopySettings;
 use crate::jobs::shared::shrink::{self, Shrink};
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
+use crate::runtime::registry::{DefaultDate, JobDef, Schedule, ScheduledRun, System, Timeouts};
 use crate::runtime::{Job, JobContext, JobStopped};
 
 pub const ID: &str = "LCMS-01-001";
@@ -85,6 +85,12 @@ pub static DEF: JobDef = JobDef {
     about: "Copies the LCMS content and items changed since the last copy (mod_dt watermark minus [jobs.lcms_copy] overlap_secs) into tb_lms_content / tb_lms_item, changed rows only; rows gone from the LCMS become use_yn = 'N', but a run retiring more than [jobs.lcms_copy] max_retire_share of the rows in use (or all of them) is refused unless --allow-shrink. The LCMS database is [jobs.lcms_copy] source_url, else the LMS database. One transaction: a killed run leaves the previous copy.",
     schedule: Schedule::Cron("0 1 * * *"),
     schedule_note: Some("the seed's line passes no job id; this one does"),
+    also_scheduled: &[ScheduledRun {
+        name: "full",
+        cron: "30 2 * * 0",
+        args: &["--full"],
+        why: "weekly full read, Sunday 02:30: rows committed late with a mod_dt behind the watermark come back",
+    }],
     default_date: DefaultDate::Today,
     args: copy_args,
     job: Some(&ContentCopy),
