@@ -99,19 +99,17 @@ pub struct SkipCompleted<'a> {
 pub enum Recorded<'a> {
     /// Every student of the set.
     Any,
-    /// Those not recorded complete: the deletion's own work.
+    /// Those not recorded complete: the deletion's own work (the sweep
+    /// takes the others, [`load_swept`]).
     Not(SkipCompleted<'a>),
-    /// Only those recorded complete: the sweep for data written afterwards.
-    Only(SkipCompleted<'a>),
 }
 
 impl<'a> Recorded<'a> {
-    /// (job id, salt, whether the record must exist) as query parameters.
-    fn params(self) -> (Option<&'a str>, Option<&'a str>, bool) {
+    /// (job id, salt) as query parameters.
+    fn params(self) -> (Option<&'a str>, Option<&'a str>) {
         match self {
-            Recorded::Any => (None, None, false),
-            Recorded::Not(s) => (Some(s.job_id), Some(s.salt), false),
-            Recorded::Only(s) => (Some(s.job_id), Some(s.salt), true),
+            Recorded::Any => (None, None),
+            Recorded::Not(s) => (Some(s.job_id), Some(s.salt)),
         }
     }
 }
@@ -149,19 +147,18 @@ pub async fn next_candidates(
            {SET_SQL}
             AND {ANCHOR_SQL} < $1
             AND ($2::uuid IS NULL OR u.user_id > $2)
-            AND ($4::text IS NULL OR {} = $6)
+            AND ($4::text IS NULL OR NOT {})
           ORDER BY u.user_id
           LIMIT $3",
         completed_sql("$4", "$5")
     );
-    let (job_id, salt, wanted) = recorded.params();
+    let (job_id, salt) = recorded.params();
     sqlx::query_as(&sql)
         .bind(rule.cutoff())
         .bind(after)
         .bind(i64::from(limit))
         .bind(job_id)
         .bind(salt)
-        .bind(wanted)
         .fetch_all(conn)
         .await
         .context("Failed to select students without consent from tb_lms_user / tb_lms_user_consent")

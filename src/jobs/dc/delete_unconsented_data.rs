@@ -170,21 +170,23 @@ async fn sweep(
     let mut tx = begin(ctx).await?;
     let swept = privacy::load_swept(&mut tx, rule, recorded).await?;
     ctx.set_detail("students_swept", swept);
+    // Their ids once (16 bytes each: 1.6 MB at 100,000), not the set query
+    // again per page.
+    let students: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT user_id FROM {} ORDER BY user_id",
+        privacy::SWEPT
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .context("Failed to read the students of the sweep")?;
     let errors = delete_error_rows(&mut tx, Students::Swept, ctx.dry_run).await?;
     figures
         .end_sweep(ctx, ID, recorded.salt, tx, errors, &mut progress.deleted)
         .await?;
-    let mut after = None;
-    loop {
+    let page = ctx.settings().jobs.privacy.batch_size as usize;
+    for students in students.chunks(page) {
         ctx.stop_point()?;
-        let page = next_page(ctx, rule, Recorded::Only(recorded), after).await?;
-        let students: Vec<Uuid> = page.iter().map(|c| c.user_id).collect();
-        let Some(last) = students.last().copied() else {
-            break;
-        };
-        after = Some(last);
-        let found =
-            delete_documents(&ctx.app.mongo, &students, ctx.dry_run, ctx.mongo_max_time()).await?;
+        let found = delete_documents(&ctx.app.mongo, students, ctx.dry_run, ctx.mongo_max_time()).await?;
         let tx = begin(ctx).await?;
         figures
             .end_sweep(ctx, ID, recorded.salt, tx, found, &mut progress.deleted)
