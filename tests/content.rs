@@ -749,7 +749,8 @@ async fn lcms_copy_refuses_a_source_that_lost_half_its_rows_unless_allow_shrink_
     let error = error_msg(env.pg(), run_id).await;
     assert!(
         error.contains("tb_lms_item: would remove 100 of 200 items in use (50.0%)")
-            && error.contains("jobs.lcms_copy.max_retire_share (10%)")
+            && error
+                .contains("(jobs.lcms_copy.max_retire_share allows 10%, and never all of them)")
             && error.contains("--allow-shrink")
             && !error.contains("tb_lms_content:"),
         "{error}"

@@ -101,7 +101,7 @@ impl Shrink {
 
 /// A run refused by [`check`].
 #[derive(Debug, thiserror::Error)]
-#[error("{job} refused to shrink: {figures}, more than {key} ({max}) allows; nothing was written. An empty or truncated source looks like this. If the rows are really gone, rerun with --{ALLOW_SHRINK} (or raise {key})", max = percent(*max_share), figures = describe_all(shrinks, *max_share))]
+#[error("{job} refused to shrink: {figures} ({key} allows {max}, and never all of them); nothing was written. An empty or truncated source looks like this: if the rows are really gone, rerun with --{ALLOW_SHRINK} (or raise {key})", max = percent(*max_share), figures = describe_all(shrinks, *max_share))]
 pub struct ShrinkRefused {
     pub job: &'static str,
     pub key: String,
