@@ -186,7 +186,8 @@ async fn sweep(
     let page = ctx.settings().jobs.privacy.batch_size as usize;
     for students in students.chunks(page) {
         ctx.stop_point()?;
-        let found = delete_documents(&ctx.app.mongo, students, ctx.dry_run, ctx.mongo_max_time()).await?;
+        let found =
+            delete_documents(&ctx.app.mongo, students, ctx.dry_run, ctx.mongo_max_time()).await?;
         let tx = begin(ctx).await?;
         figures
             .end_sweep(ctx, ID, recorded.salt, tx, found, &mut progress.deleted)
