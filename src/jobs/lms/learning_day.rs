@@ -15,8 +15,8 @@
 //!   (`tb_lms_access_log.accessed_at`) after its start and before the
 //!   student's next session, at most `open_session_max_hours` after its
 //!   start — and lasts at least `open_session_idle_minutes` (the student
-//!   was there when it opened; a login writes an access-log row at its
-//!   start);
+//!   was there when it opened, and a page opened at that instant says no
+//!   more);
 //! - overlapping sessions of one key (a student, or a student in a lecture)
 //!   are merged before summing, so two tabs open at once count once.
 
