@@ -7,5 +7,6 @@ pub mod bench;
 pub mod bench_bo;
 pub mod bench_lcms;
 pub mod bench_notify;
+pub mod mess;
 pub mod schema;
 pub mod seed;
