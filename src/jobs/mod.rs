@@ -4,10 +4,8 @@
 //! Adding a job: write `src/jobs/<system>/<what_it_does>.rs` with its `ID`,
 //! its `DEF` (names, schedule, default date, lock, settings, options) and
 //! the type implementing [`crate::runtime::Job`]; add `pub mod` to the
-//! system's `mod.rs`; put `&<system>::<file>::DEF` in [`JOBS`]. README
-//! "Adding a job" shows the whole diff. (A `JobDef` with `job: None` is
-//! registered but not implemented: how the jobs still run by the Java JARs
-//! were listed until BO-01-003 and BO-05-006, the last of them, landed.)
+//! system's `mod.rs`; put `&<system>::<file>::DEF` in [`JOBS`].
+//! docs/contributing.md ("Adding a job") shows the whole diff.
 
 use std::path::Path;
 
@@ -113,7 +111,7 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
         crate::runtime::timeouts::Timeouts::resolve(def, &settings.jobs)?;
         let section = settings.jobs.own_section(name);
         let result = match def.settings {
-            Some(check) => check(section),
+            Some(decl) => (decl.check)(section),
             None => match section.into_table() {
                 Ok(rest) if rest.is_empty() => Ok(()),
                 Ok(rest) => Err(format!(

@@ -1,5 +1,5 @@
 //! The documented exit codes of `aidt-batch`. Cron wrappers and operators
-//! branch on these; keep README's table in step.
+//! branch on these; keep the table in docs/operating.md (Exit codes) in step.
 
 use std::process::ExitCode;
 

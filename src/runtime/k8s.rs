@@ -90,7 +90,7 @@ pub fn render_stream(jobs: &Registry, options: &Options<'_>) -> String {
 
 const HEADER: &str =
     "# Generated from the job registry by `aidt-batch k8s --out deploy/k8s`: do not edit by hand\n\
-# (a test fails while it differs); change site values in an overlay (see README, Kubernetes).\n";
+# (a test fails while it differs); change site values in an overlay (see docs/operating.md, Kubernetes).\n";
 
 /// A double-quoted YAML scalar (JSON's quoting is valid YAML).
 fn q(s: &str) -> String {

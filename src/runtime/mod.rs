@@ -15,6 +15,7 @@ pub mod partition;
 pub mod progress;
 pub mod registry;
 pub mod runner;
+pub mod settings_keys;
 pub mod timeouts;
 
 pub use exit::Exit;

@@ -3,7 +3,12 @@
 //! all of them lives with the jobs (`crate::jobs::REGISTRY`), so this module
 //! — like the rest of the runtime — knows no job.
 
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
 use super::job::Job;
+use super::settings_keys::{keys_of, Kind};
 pub use super::timeouts::Timeouts;
 
 /// The system whose Java batch JAR a job replaces.
@@ -88,10 +93,10 @@ pub struct JobDef {
     /// (or `JOB_COMPLETION_INDEX` and `AIDT_PARTITIONS`) and then does the
     /// students of that partition only ([`super::partition`]).
     pub partitioned: bool,
-    /// Checks the job's own section (without the runtime's keys,
-    /// `config::RUNTIME_KEYS`): the job's settings type deserialized with
-    /// `deny_unknown_fields`. `None`: the section may hold the runtime's keys only.
-    pub settings: Option<fn(config::Value) -> Result<(), String>>,
+    /// The job's own settings type (`[jobs.<this>]` without the runtime's
+    /// keys, `config::RUNTIME_KEYS`). `None`: the section may hold the
+    /// runtime's keys only.
+    pub settings: Option<SettingsDecl>,
     /// Adds the job's own command-line options to its subcommand.
     pub args: fn(clap::Command) -> clap::Command,
     /// `None` while the job is registered but still runs on the Java JAR.
@@ -103,11 +108,52 @@ pub fn no_args(cmd: clap::Command) -> clap::Command {
     cmd
 }
 
-/// For [`JobDef::settings`]: the section must deserialize as `T`.
-pub fn settings_of<T: serde::de::DeserializeOwned>(section: config::Value) -> Result<(), String> {
+/// A job's settings type, for [`JobDef::settings`]: how its section is
+/// checked and which keys it has. Made by [`settings_of`] from the type, so
+/// the keys are the type's own (`tests/config_reference.rs` holds
+/// `docs/configuration.md` to them).
+#[derive(Clone, Copy)]
+pub struct SettingsDecl {
+    /// Deserializes the section as the type (`deny_unknown_fields`) and
+    /// checks its values; the error names the key.
+    pub check: fn(config::Value) -> Result<(), String>,
+    /// Every key of the type, nested tables dotted (`smtp.security`).
+    pub keys: fn() -> BTreeMap<String, Kind>,
+    /// The section as the type reads it (`Debug`, secrets redacted), so the
+    /// reference's documented defaults can be compared with the type's.
+    pub show: fn(config::Value) -> Result<String, String>,
+}
+
+/// The [`SettingsDecl`] of `T`: the section must deserialize as `T`.
+pub const fn settings_of<T: DeserializeOwned + std::fmt::Debug>() -> SettingsDecl {
+    SettingsDecl {
+        check: deserializes_as::<T>,
+        keys: keys_of::<T>,
+        show: show_as::<T>,
+    }
+}
+
+impl SettingsDecl {
+    /// The same type, checked by `check` instead: a function that
+    /// deserializes the section as this type and checks value ranges too.
+    pub const fn checked_by(self, check: fn(config::Value) -> Result<(), String>) -> Self {
+        Self { check, ..self }
+    }
+}
+
+fn deserializes_as<T: DeserializeOwned>(section: config::Value) -> Result<(), String> {
     section
         .try_deserialize::<T>()
         .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn show_as<T: DeserializeOwned + std::fmt::Debug>(
+    section: config::Value,
+) -> Result<String, String> {
+    section
+        .try_deserialize::<T>()
+        .map(|t| format!("{t:?}"))
         .map_err(|e| e.to_string())
 }
 

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_bo;
 pub mod bench_lcms;
 pub mod bench_notify;
+pub mod bench_privacy;
 pub mod mess;
 pub mod schema;
 pub mod seed;

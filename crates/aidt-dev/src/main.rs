@@ -1,4 +1,4 @@
-//! `aidt-dev [--profile P] [--config FILE] <schema|seed|mess|bench-data|bench-bo|bench-lcms|bench-notify-data|scan|read-and-mark|drop-database>`:
+//! `aidt-dev [--profile P] [--config FILE] <schema|seed|mess|bench-data|bench-bo|bench-lcms|bench-notify-data|bench-privacy|scan|read-and-mark|drop-database>`:
 //! the development tools, against the databases of a profile's
 //! configuration. Refused in the `prod` profile: they create and fill tables
 //! that other systems own there.
@@ -47,6 +47,8 @@ enum Command {
     Scan(aidt_dev::bench::ScanArgs),
     /// Students, lectures, assignments and submissions for the LMS-01-004 benchmark
     BenchNotifyData(aidt_dev::bench_notify::BenchNotifyArgs),
+    /// Deleted students, an LMS and an LRS around them, and data written after the deletion (scripts/bench-privacy)
+    BenchPrivacy(aidt_dev::bench_privacy::BenchPrivacyArgs),
     /// Read the day's READY keris_batch_data as DC-01-001 does and mark each SENT by _id, no HTTP (benchmark baseline)
     ReadAndMark(aidt_dev::bench::ReadAndMarkArgs),
     /// Drop the configuration's MongoDB database (benchmark clean-up)
@@ -103,6 +105,7 @@ async fn run_command(app: &AppContext, command: Command) -> anyhow::Result<()> {
         Command::BenchNotifyData(args) => {
             aidt_dev::bench_notify::bench_notify_data(app, &args).await
         }
+        Command::BenchPrivacy(args) => aidt_dev::bench_privacy::bench_privacy(app, &args).await,
         Command::ReadAndMark(args) => aidt_dev::bench::read_and_mark(app, &args).await,
         Command::DropDatabase => aidt_dev::bench::drop_database(app).await,
         Command::Mess(args) => {

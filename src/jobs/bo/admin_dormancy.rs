@@ -29,7 +29,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads and writes tb_bo_admin_user: ACTIVE approved back-office admins become DORMANT when neither their last login nor their approval is more recent than [jobs.bo_01_001] inactive_days (15).",
     schedule: Schedule::Cron("35 0 * * *"),
     default_date: DefaultDate::Today,
-    settings: Some(settings_of::<AdminDormancySettings>),
+    settings: Some(settings_of::<AdminDormancySettings>()),
     job: Some(&AdminDormancy),
     ..JobDef::DEFAULTS
 };

@@ -33,7 +33,7 @@ use sqlx::PgConnection;
 
 use super::login_stats::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
 use crate::jobs::lms::learning_day::{validate_settings, LearningDaySettings};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -50,7 +50,7 @@ pub static DEF: JobDef = JobDef {
     about: "Counts, for each hour of the day (KST) and each school level, the distinct LMS users with a session overlapping that hour into tb_bo_lms_conn_stats_daily (24 hours x every level, zeros included); sessions crossing midnight count on both days, open sessions until the end of the day or [jobs.bo_01_003] max_open_session_hours after login. A rerun replaces the day's rows.",
     schedule: Schedule::Cron("5 2 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(validate_settings),
+    settings: Some(settings_of::<LearningDaySettings>().checked_by(validate_settings)),
     job: Some(&ConnectedUsers),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS

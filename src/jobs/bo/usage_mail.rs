@@ -44,7 +44,7 @@ use sqlx::PgConnection;
 use super::connected_users;
 use super::usage_report::{ensure_statistics, read_week, Report, Week};
 use crate::jobs::lms::learning_day::LearningDaySettings;
-use crate::runtime::registry::{JobDef, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -59,7 +59,7 @@ pub static DEF: JobDef = JobDef {
     about: "Mails the last complete Monday-Sunday week ending on or before the business date (logins, distinct login users per type and level, busiest hour, each with the change from the week before, and a chart of the seven days; missing statistics are computed first) to every active tb_bo_mail_recipient not yet SENT for that week, over SMTP ([jobs.bo_05_006.smtp]); one tb_bo_mail_send_hist row per recipient and week (SENT, or FAILED with the server's reply: exit 4, retried by the next run). --dry-run prints the message; --to ADDRESS sends one test copy without touching the history.",
     schedule: Schedule::Cron("5 9 * * 6"),
     // Two runs at once, even for different dates of one week, would send twice.
-    settings: Some(validate_settings),
+    settings: Some(settings_of::<UsageMailSettings>().checked_by(validate_settings)),
     args: mail_args,
     job: Some(&UsageMail),
     timeouts: Timeouts::STATISTICS,

@@ -29,7 +29,7 @@
 //! writes a `batch_privacy_audit` row with counts and salted hashes of the
 //! students changed — never ids, here or in the logs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -156,8 +156,9 @@ async fn next_page(
 /// The sweep: data written for students recorded complete, after their
 /// deletion. The error rows by one set-based `DELETE` against the swept
 /// students ([`privacy::load_swept`]); the documents by pages of those
-/// students (one `distinct` per collection over the `user_id` index, a
-/// delete only where it found any), each page's audit committed on its own.
+/// students (one count per collection over the `user_id` index, more only
+/// where it found any), each page's audit committed on its own
+/// after its documents are gone.
 #[tracing::instrument(skip_all, err)]
 async fn sweep(
     ctx: &JobContext,
@@ -184,12 +185,10 @@ async fn sweep(
         after = Some(last);
         let found =
             delete_documents(&ctx.app.mongo, &students, ctx.dry_run, ctx.mongo_max_time()).await?;
-        if found.total() > 0 {
-            let tx = begin(ctx).await?;
-            figures
-                .end_sweep(ctx, ID, recorded.salt, tx, found, &mut progress.deleted)
-                .await?;
-        }
+        let tx = begin(ctx).await?;
+        figures
+            .end_sweep(ctx, ID, recorded.salt, tx, found, &mut progress.deleted)
+            .await?;
         ctx.save_checkpoint(&*progress).await?;
     }
     Ok(())
@@ -272,9 +271,11 @@ fn user_filter(students: &[Uuid]) -> Document {
 }
 
 /// Deletes (or, for a dry run, counts) the students' documents in
-/// [`COLLECTIONS`]. Which students have documents comes first (`distinct`,
-/// for the audit); a collection where none has any is not asked again.
-/// `max_time` is the `maxTimeMS` of the reads.
+/// [`COLLECTIONS`]. A count over the `user_id` index comes first: where the
+/// students have no document (every page of a sweep on a quiet night) that
+/// is all; otherwise `distinct` names their owners for the audit (on
+/// FerretDB v2 `distinct` reads the matches without the index: 0.35 s
+/// where the count takes 0.03 s, for 500 students), then the delete.
 #[tracing::instrument(skip_all, fields(students = students.len(), dry_run), err)]
 pub async fn delete_documents(
     db: &mongodb::Database,
@@ -286,31 +287,34 @@ pub async fn delete_documents(
     let mut tally = Tally::default();
     for name in COLLECTIONS {
         let coll = db.collection::<Document>(name);
-        let owners: BTreeSet<Uuid> = coll
-            .distinct("user_id", filter.clone())
+        let found = coll
+            .count_documents(filter.clone())
             .max_time(max_time)
             .await
-            .with_context(|| format!("Failed to find the students' documents in {name}"))?
-            .iter()
-            .filter_map(|v| owner(v, students))
-            .collect();
-        let n = if owners.is_empty() {
+            .with_context(|| format!("Failed to count the students' documents in {name}"))?;
+        let n = if found == 0 {
             0
-        } else if dry_run {
-            coll.count_documents(filter.clone())
+        } else {
+            let owners = coll
+                .distinct("user_id", filter.clone())
                 .max_time(max_time)
                 .await
-                .with_context(|| format!("Failed to count the students' documents in {name}"))?
-        } else {
-            coll.delete_many(filter.clone())
-                .await
-                .with_context(|| format!("Failed to delete the students' documents from {name}"))?
-                .deleted_count
+                .with_context(|| format!("Failed to find the students' documents in {name}"))?;
+            tally
+                .students
+                .extend(owners.iter().filter_map(|v| owner(v, students)));
+            if dry_run {
+                found
+            } else {
+                coll.delete_many(filter.clone())
+                    .await
+                    .with_context(|| {
+                        format!("Failed to delete the students' documents from {name}")
+                    })?
+                    .deleted_count
+            }
         };
         *tally.counts.entry(name.to_string()).or_default() += n;
-        if n > 0 {
-            tally.students.extend(owners);
-        }
     }
     Ok(tally)
 }

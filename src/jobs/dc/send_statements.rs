@@ -6,10 +6,10 @@
 //! statements LRS-01-001 wrote for an earlier day, go out with the next
 //! night), per configured partner and concurrently across partners: the
 //! `READY` documents of each day in `keris_batch_data` are read as a cursor
-//! (never a whole day in memory),
-//! cut into API-007 requests of at most `keris.max_statements_per_request`
-//! statements and `keris.max_request_bytes` bytes, and sent one statement per
-//! HTTP chunk on the partner's transfer (see [`crate::jobs::shared::transfer`]). Reading,
+//! (never a whole day in memory), cut into API-007 requests of at most
+//! `keris.max_statements_per_request` statements and
+//! `keris.max_request_bytes` bytes, and sent one statement per HTTP chunk on
+//! the partner's transfer (see [`crate::jobs::shared::transfer`]). Reading,
 //! sending and recording overlap: while KERIS works on one request the next
 //! is being read and the previous one recorded.
 //!
@@ -23,30 +23,29 @@
 //! 404, a refused Partner-ID; see [`crate::jobs::shared::refusal`]) stop the
 //! partner's sending: its statements stay `READY`, nothing of the refusals is
 //! recorded, and the run ends `FAILED` (exit 1) with what KERIS answered.
-//! Per day the run's details count what was read, sent, failed and withheld
-//! (`days`); `READY` statements older than the look-back are counted per day
-//! (`older_than_look_back`), not sent: `--date` of that day sends them.
+//! After `jobs.keris_transfer.give_up_after_transient_failures` failed
+//! requests in a row KERIS is taken to be down for the partner: its
+//! remaining statements stay `READY`, are counted as failed (`deferred`) and
+//! go out with a rerun. Per day the run's details count what was read, sent,
+//! failed and withheld (`days`); `READY` statements older than the look-back
+//! are counted per day (`older_than_look_back`), not sent: `--date` of that
+//! day sends them.
 //!
 //! Consent: the students who must not reach KERIS
 //! ([`crate::jobs::privacy::withheld_students`], loaded once per run) are
 //! checked again here, as LRS-01-001 checks them when it aggregates (a grace
 //! period may end in between): their statements stay `READY` (DC-01-003
 //! deletes them), counted as `withheld`, never sent.
-//! After `jobs.keris_transfer.give_up_after_transient_failures` failed
-//! requests in a row KERIS is taken to be down for the partner: its remaining
-//! statements stay `READY`, are counted as failed (`deferred`) and go out
-//! with a rerun.
 //!
 //! Kill-safety: each request is written to `batch_keris_request` before it
 //! goes out and deleted once its outcome is recorded. The next run, of any
 //! date, first asks KERIS for the status of the transfers of rows left
-//! behind and sends those
-//! requests again on their transfer at their own indexes — KERIS drops what
-//! it already holds (same id, same content) and names again what it refused,
-//! so no verdict is lost and nothing is stored twice — then sends everything
-//! still `READY`. A request KERIS never received (index beyond the transfer's
-//! status), whose transfer is gone, or which holds a withheld student's
-//! statement goes out with the rest.
+//! behind and sends those requests again on their transfer at their own
+//! indexes — KERIS drops what it already holds (same id, same content) and
+//! names again what it refused, so no verdict is lost and nothing is stored
+//! twice — then sends everything still `READY`. A request KERIS never
+//! received (index beyond the transfer's status), whose transfer is gone, or
+//! which holds a withheld student's statement goes out with the rest.
 //!
 //! Documents of partners that are not configured are counted as skipped and
 //! left `READY`. `--dry-run` counts what would be sent, per partner, and what

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::templates;
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
+use crate::runtime::registry::{settings_of, DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-004";
@@ -70,7 +70,7 @@ pub static DEF: JobDef = JobDef {
     schedule_note: Some("the seed prints `_/30_ * * *` (Markdown mangling of */30)"),
     default_date: DefaultDate::Today,
     lock_wait_secs: 600,
-    settings: Some(templates::validate::<AssignmentDueSettings>),
+    settings: Some(settings_of::<AssignmentDueSettings>().checked_by(templates::validate::<AssignmentDueSettings>)),
     job: Some(&AssignmentDueMessages),
     ..JobDef::DEFAULTS
 };

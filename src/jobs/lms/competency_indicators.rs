@@ -19,7 +19,7 @@
 //! new one. Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
 use super::learning_day::{self, DayTable};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-002";
@@ -33,7 +33,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads the business date's tb_lms_lrn_session, tb_lms_lrn_result and tb_lms_assignment_submit; writes tb_lms_stdnt_cmpt_idx_daily: per active lecture member, learning time (sessions clipped to the day, open ones capped at [jobs.lms_01_002] max_open_session_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
     schedule: Schedule::Cron("10 4 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(learning_day::validate_settings),
+    settings: Some(settings_of::<learning_day::LearningDaySettings>().checked_by(learning_day::validate_settings)),
     job: Some(&CompetencyIndicators),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS

@@ -13,7 +13,7 @@
 //! Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
 use super::learning_day::{self, DayTable};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-006";
@@ -27,7 +27,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads the business date's tb_lms_lrn_result and tb_lms_lrn_session; writes tb_lms_stdnt_lrn_stats_daily: per active student and lecture with a result or a session that day, distinct standard codes and items, correct results, average score and the lecture's learning time (clipped, open sessions capped at [jobs.lms_01_006] max_open_session_hours, overlaps merged); a rerun replaces the day's rows.",
     schedule: Schedule::Cron("0 6 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(learning_day::validate_settings),
+    settings: Some(settings_of::<learning_day::LearningDaySettings>().checked_by(learning_day::validate_settings)),
     job: Some(&LearningStats),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS

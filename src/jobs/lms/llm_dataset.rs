@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::learning_day::Day;
-use crate::runtime::registry::{JobDef, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-009";
@@ -77,7 +77,7 @@ pub static DEF: JobDef = JobDef {
     name_en: "Create and upload the LLM dataset",
     about: "Reads the item responses (tb_lms_lrn_result, tb_lms_item) of --from..--to (default: the business date) of consenting students (tb_lms_user_consent) and writes them as gzip JSON Lines with keyed pseudonyms (HMAC-SHA256) and a manifest, streamed as a multipart upload to S3-compatible storage ([jobs.lms_01_009.s3]) or into --output-dir; a rerun replaces the range's objects, a failed upload leaves none.",
     schedule: Schedule::Unscheduled("the seed leaves it undecided (미정)"),
-    settings: Some(validate_settings),
+    settings: Some(settings_of::<LlmDatasetSettings>().checked_by(validate_settings)),
     args: dataset_args,
     job: Some(&LlmDataset),
     timeouts: Timeouts {

@@ -21,7 +21,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, DefaultDate, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -36,7 +36,7 @@ pub static DEF: JobDef = JobDef {
     about: "Deletes the rows of tb_lms_access_log, tb_lms_api_log and tb_lms_login_hist older than each table's retention ([jobs.lms_01_001]: 90, 90 and 365 days), in batches; a rerun deletes what is left.",
     schedule: Schedule::Cron("0 4 * * *"),
     default_date: DefaultDate::Today,
-    settings: Some(validate_settings),
+    settings: Some(settings_of::<LogCleanupSettings>().checked_by(validate_settings)),
     job: Some(&LogCleanup),
     timeouts: Timeouts::DELETION,
     ..JobDef::DEFAULTS

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::templates;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
 
@@ -60,7 +60,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads the business date's (default yesterday) assignments and submissions, tb_lms_lrn_result and tb_lms_lrn_session; writes PRAISE messages into tb_lms_ntcn_msg: every assignment due that day submitted on time, an average score of at least 90 over at least 5 items, a learning streak reaching a multiple of 7 days ([jobs.lms_01_005]); a rerun writes nothing twice.",
     schedule: Schedule::Cron("0 1 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(templates::validate::<PraiseSettings>),
+    settings: Some(settings_of::<PraiseSettings>().checked_by(templates::validate::<PraiseSettings>)),
     job: Some(&PraiseMessages),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
