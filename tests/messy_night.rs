@@ -543,6 +543,11 @@ async fn two_messy_nights_run_in_cron_order_send_every_storable_statement_once_a
             ..Faults::default()
         });
         let expected = model.night(date(day), &lrs_snapshot(&env).await);
+        let late_days = expected.sent.keys().filter(|d| **d < date(day)).count();
+        assert!(
+            late_days >= 5,
+            "late statements of {late_days} earlier days to send: {expected:?}"
+        );
         let plan = night_plan(&lines, date(day));
         assert_cron_order(&plan);
         let runs = run_night(&env, &sim, &plan).await;
@@ -768,5 +773,94 @@ async fn assert_deleted_students_left_nothing(env: &TestEnv) {
         .await
         .unwrap();
         assert_eq!(n, 0, "{table} keeps rows of deleted students");
+    }
+}
+
+/// Every document of `statements` and the rows the mess touches, as text.
+async fn world_text(env: &TestEnv) -> Vec<String> {
+    let docs: Vec<Document> = env
+        .app
+        .mongo
+        .collection::<Document>(aidt_batch::contract::STATEMENTS)
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut text: Vec<String> = docs.into_iter().map(|d| d.to_string()).collect();
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT item_id FROM tb_lcms_item
+         UNION ALL SELECT content_id FROM tb_lcms_content
+         UNION ALL SELECT format('%s %s %s', user_id, started_at, ended_at) FROM tb_lms_lrn_session
+         UNION ALL SELECT format('%s %s %s %s', target_sys, start_dt, end_dt, status) FROM tb_bo_pm_schedule
+         ORDER BY 1",
+    )
+    .fetch_all(env.pg())
+    .await
+    .unwrap();
+    text.extend(rows);
+    text
+}
+
+#[tokio::test]
+async fn the_messy_night_is_the_same_for_the_same_seed_and_refused_without_a_seeded_world() {
+    let mut worlds = Vec::new();
+    for _ in 0..2 {
+        let env = TestEnv::new().await;
+        let seed = env.run_dev(&[
+            "seed",
+            "--students",
+            "60",
+            "--statements",
+            "600",
+            "--date",
+            D1,
+            "--seed",
+            SEED,
+        ]);
+        assert!(seed.status.success(), "{}", stderr(&seed));
+        let out = env.run_dev(&["mess", "--date", D1, "--seed", SEED]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        worlds.push((stdout(&out), world_text(&env).await));
+    }
+    let (report, world) = &worlds[0];
+    for kind in [
+        "late statements",
+        "voiding statements",
+        "undecodable documents",
+        "LCMS source rows lost",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("{report}"));
+        assert_ne!(line.rsplit(' ').next(), Some("0"), "{report}");
+    }
+    assert_eq!(&worlds[1].0, report);
+    assert!(
+        &worlds[1].1 == world,
+        "two runs with one seed wrote different data"
+    );
+
+    let empty = TestEnv::new().await;
+    let out = empty.run_dev(&["mess", "--date", D1]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("run `aidt-dev seed` first"),
+        "{}",
+        stderr(&out)
+    );
+    let help = empty.run_dev(&["mess", "--help"]);
+    for what in [
+        "late statements",
+        "voiding statements",
+        "BSON UUID",
+        "--proxy-statement-id",
+        "LCMS source",
+        "maintenance",
+    ] {
+        assert!(stdout(&help).contains(what), "{what}: {}", stdout(&help));
     }
 }
