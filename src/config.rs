@@ -464,6 +464,10 @@ pub struct LcmsCopySettings {
     /// transaction with an earlier `mod_dt` are not missed; the upsert makes
     /// the re-read rows harmless.
     pub overlap_secs: u64,
+    /// A run that would take more than this share (0–1) of the copy's rows
+    /// in use out of use, or all of them, is refused unless `--allow-shrink`:
+    /// an empty or truncated LCMS source looks exactly like that.
+    pub max_retire_share: f64,
 }
 
 impl Default for LcmsCopySettings {
@@ -471,6 +475,7 @@ impl Default for LcmsCopySettings {
         Self {
             source_url: None,
             overlap_secs: 3600,
+            max_retire_share: 0.10,
         }
     }
 }
@@ -783,6 +788,13 @@ impl Settings {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        let share = self.jobs.lcms_copy.max_retire_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ConfigError::BadValue {
+                key: "jobs.lcms_copy.max_retire_share".into(),
+                reason: format!("must be a fraction between 0 and 1 (0.1 = 10%), not {share}"),
+            });
         }
         if self.jobs.keris_dashboard.page_size == 0 {
             return Err(ConfigError::BadValue {

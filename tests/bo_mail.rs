@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use mail_parser::{MessageParser, MimeHeaders};
 use sqlx::PgPool;
 
-use crate::bo_stats::{kst, kst_midnight, users, World, OPEN_SESSION_HOURS};
+use crate::bo_stats::{kst, kst_midnight, users, World, OPEN_SESSIONS};
 use crate::helpers::*;
 
 /// The reported week (Monday 2 March 2026) and the week before.
@@ -251,6 +251,7 @@ fn two_weeks() -> World {
     World {
         users: users(),
         logins,
+        activity: Vec::new(),
     }
 }
 
@@ -285,7 +286,7 @@ fn expected(world: &World, monday: NaiveDate) -> Expected {
             day.values().map(|v| v.0).sum(),
             day.values().map(|v| v.1).sum(),
         ));
-        let hourly = world.connected(d, OPEN_SESSION_HOURS);
+        let hourly = world.connected(d, OPEN_SESSIONS);
         for hour in 0..24i16 {
             let n: i64 = hourly
                 .iter()
@@ -492,7 +493,7 @@ async fn weekly_mail_reaches_every_active_recipient_with_both_parts_and_the_week
     for d in (0..14).map(|i| date(PREVIOUS) + Duration::days(i)) {
         assert_eq!(
             crate::bo_stats::connected_stats(env.pg(), d).await,
-            world.connected(d, OPEN_SESSION_HOURS),
+            world.connected(d, OPEN_SESSIONS),
             "BO-01-003 rows of {d}"
         );
     }

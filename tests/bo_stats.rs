@@ -14,8 +14,20 @@ pub(crate) const TYPES: [&str; 3] = ["S", "T", "P"];
 /// The level the jobs document for users without a school.
 pub(crate) const NO_SCHOOL: &str = "X";
 pub(crate) const LEVELS: [&str; 4] = ["E", "M", "H", NO_SCHOOL];
-/// BO-01-003's default `max_open_session_hours`.
-pub(crate) const OPEN_SESSION_HOURS: i64 = 12;
+/// How an open session counts: at least `idle_minutes` after its login, up
+/// to the user's last activity before their next login, looked for up to
+/// `max_hours` after the login.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenRule {
+    pub idle_minutes: i64,
+    pub max_hours: i64,
+}
+
+/// BO-01-003's defaults.
+pub(crate) const OPEN_SESSIONS: OpenRule = OpenRule {
+    idle_minutes: 10,
+    max_hours: 12,
+};
 
 /// A user of the fixture: type, school (None: no school) and whether
 /// `tb_lms_user` has them at all.
@@ -32,6 +44,8 @@ pub(crate) type Login = (usize, DateTime<Utc>, Option<DateTime<Utc>>);
 pub(crate) struct World {
     pub users: Vec<FixtureUser>,
     pub logins: Vec<Login>,
+    /// Pages the users opened (`tb_lms_access_log`): user index, time.
+    pub activity: Vec<(usize, DateTime<Utc>)>,
 }
 
 /// A KST wall-clock time.
@@ -110,6 +124,38 @@ impl World {
             .await
             .unwrap();
         }
+        for &(user, at) in &self.activity {
+            sqlx::query(
+                "INSERT INTO tb_lms_access_log (user_id, url, ip, accessed_at) VALUES ($1, '/lms/home', '10.0.0.1', $2)",
+            )
+            .bind(self.users[user].id)
+            .bind(at)
+            .execute(pg)
+            .await
+            .unwrap();
+        }
+    }
+
+    /// Where `user`'s open session of `login` ends under `rule`.
+    fn open_end(&self, user: usize, login: DateTime<Utc>, rule: OpenRule) -> DateTime<Utc> {
+        let next = self
+            .logins
+            .iter()
+            .filter(|l| l.0 == user && l.1 > login)
+            .map(|l| l.1)
+            .min();
+        let mut limit = login + Duration::hours(rule.max_hours);
+        if let Some(next) = next {
+            limit = limit.min(next);
+        }
+        let last = self
+            .activity
+            .iter()
+            .filter(|a| a.0 == user && a.1 >= login && a.1 < limit)
+            .map(|a| a.1)
+            .max();
+        let at_least = login + Duration::minutes(rule.idle_minutes);
+        last.map_or(at_least, |l| l.max(at_least)).min(limit)
     }
 
     /// (type, level) → (logins, distinct users) of the logins in [from, to),
@@ -148,13 +194,9 @@ impl World {
 
     /// Distinct users connected in each hour of `day` (KST) per school
     /// level, every hour and level present: a session covers `[login,
-    /// logout)`, an open one `[login, login + open_hours)`, both cut at the
-    /// day's end; a session of no length covers the instant of its login.
-    pub(crate) fn connected(
-        &self,
-        day: NaiveDate,
-        open_hours: i64,
-    ) -> BTreeMap<(i16, String), i64> {
+    /// logout)`, an open one `[login, open_end)`, both cut at the day's end;
+    /// a session of no length covers the instant of its login.
+    pub(crate) fn connected(&self, day: NaiveDate, open: OpenRule) -> BTreeMap<(i16, String), i64> {
         let start = kst_midnight(day);
         let mut users: BTreeMap<(i16, String), BTreeSet<usize>> = BTreeMap::new();
         for hour in 0..24 {
@@ -163,7 +205,7 @@ impl World {
             }
         }
         for &(user, login, logout) in &self.logins {
-            let end = logout.unwrap_or(login + Duration::hours(open_hours));
+            let end = logout.unwrap_or_else(|| self.open_end(user, login, open));
             for hour in 0..24i16 {
                 let from = start + Duration::hours(i64::from(hour));
                 let to = from + Duration::hours(1);
@@ -242,6 +284,7 @@ async fn login_counts_count_the_kst_day_per_type_and_level_with_zeros_and_users_
     let d = date("2026-03-04");
     let world = World {
         users: users(),
+        activity: Vec::new(),
         logins: vec![
             (
                 0,
@@ -348,6 +391,7 @@ async fn login_counts_count_the_kst_day_per_type_and_level_with_zeros_and_users_
 fn boundary_world() -> World {
     World {
         users: users(),
+        activity: Vec::new(),
         logins: vec![
             (
                 0,
@@ -482,6 +526,7 @@ async fn login_users_count_a_running_week_and_month_up_to_yesterday_when_an_earl
     let at = |d: NaiveDate, hms: &str| kst(&format!("{d}T{hms}"));
     let world = World {
         users: users(),
+        activity: Vec::new(),
         logins: vec![
             (0, at(y2, "10:00:00"), None),
             (1, at(y, "10:00:00"), None),
@@ -540,8 +585,9 @@ async fn migrate_adds_the_login_at_index_concurrently_where_it_is_missing() {
 }
 
 /// Sessions around D = 2026-03-04 for BO-01-003: crossing both midnights,
-/// on and across hour boundaries, open ones inside and outside the cap, one
-/// spanning the whole day, zero-length, repeated and overlapping.
+/// on and across hour boundaries, open ones ended by the user's last
+/// activity, by their next login or after the idle minutes, one spanning
+/// the whole day, zero-length, repeated and overlapping.
 fn hourly_world() -> World {
     let t = kst;
     World {
@@ -550,9 +596,9 @@ fn hourly_world() -> World {
             (0, t("2026-03-03T23:30:00"), Some(t("2026-03-04T00:20:00"))), // into D: hour 0
             (0, t("2026-03-04T00:10:00"), Some(t("2026-03-04T00:50:00"))), // same pupil, same hour: once
             (1, t("2026-03-04T23:50:00"), Some(t("2026-03-05T00:30:00"))), // out of D: hour 23
-            (2, t("2026-03-03T20:00:00"), None), // open since the evening before: hours 0-7 (cap 12 h)
-            (3, t("2026-03-03T10:00:00"), None), // open, cap over before D: nothing
-            (4, t("2026-03-04T21:00:00"), None), // open on D: hours 21-23
+            (2, t("2026-03-03T20:00:00"), None), // open since the evening before, active until 07:30: hours 0-7
+            (3, t("2026-03-03T10:00:00"), None), // open, nothing within 12 h: nothing on D
+            (4, t("2026-03-04T21:00:00"), None), // open on D, no activity: 21:00-21:10
             (3, t("2026-03-04T10:00:00"), Some(t("2026-03-04T11:00:00"))), // exactly hour 10
             (8, t("2026-03-04T10:59:59"), Some(t("2026-03-04T11:00:01"))), // hours 10 and 11
             (5, t("2026-03-04T14:30:00"), Some(t("2026-03-04T14:30:00"))), // zero length: hour 14
@@ -561,19 +607,31 @@ fn hourly_world() -> World {
             (7, t("2026-03-05T00:00:00"), Some(t("2026-03-05T01:00:00"))), // starts at D's end: nothing
             (8, t("2026-03-04T09:15:00"), Some(t("2026-03-04T10:20:00"))), // overlaps their 10:59 one
             (1, t("2026-03-04T13:00:00"), Some(t("2026-03-04T15:59:59"))), // hours 13-15
+            (1, t("2026-03-04T17:00:00"), None), // open, active until 19:30, then logs in again: hours 17-19
+            (1, t("2026-03-04T20:00:00"), Some(t("2026-03-04T20:05:00"))), // hour 20
+            (5, t("2026-03-04T23:00:00"), None), // open, active after midnight: hour 23, then D+1 hour 0
+        ],
+        activity: vec![
+            (2, t("2026-03-04T03:00:00")),
+            (2, t("2026-03-04T07:30:00")),
+            (3, t("2026-03-04T09:00:00")), // 23 h after the open login: not its activity
+            (1, t("2026-03-04T17:00:00")), // the login's own page
+            (1, t("2026-03-04T19:30:00")),
+            (1, t("2026-03-04T21:30:00")), // after the next login: not the 17:00 session's
+            (5, t("2026-03-05T00:40:00")),
         ],
     }
 }
 
 #[tokio::test]
-async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midnight_and_open_ones_capped(
+async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midnight_and_open_ones_ended_by_activity(
 ) {
     let mut env = TestEnv::new().await;
     let d = date("2026-03-04");
     let world = hourly_world();
     world.insert(env.pg()).await;
 
-    let expected = world.connected(d, OPEN_SESSION_HOURS);
+    let expected = world.connected(d, OPEN_SESSIONS);
     assert_eq!(expected.len(), 24 * 4);
     // Spot checks of the independent computation itself.
     assert_eq!(
@@ -584,9 +642,13 @@ async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midni
     assert_eq!(
         expected[&(7, "H".into())],
         1,
-        "open since 20:00 the day before, until 08:00"
+        "open since 20:00 the day before, last active at 07:30"
     );
-    assert_eq!(expected[&(8, "H".into())], 0, "capped at 12 hours");
+    assert_eq!(
+        expected[&(8, "H".into())],
+        0,
+        "nothing after the last activity"
+    );
     assert_eq!(
         expected[&(10, "M".into())],
         1,
@@ -603,7 +665,21 @@ async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midni
         2,
         "the parent's zero-length visit and the whole-day session"
     );
-    assert_eq!(expected[&(23, "M".into())], 1);
+    assert_eq!(
+        (expected[&(19, "M".into())], expected[&(21, "M".into())]),
+        (1, 0),
+        "open at 17:00, active at 19:30; the 21:30 page follows the 20:00 login"
+    );
+    assert_eq!(
+        (expected[&(21, "H".into())], expected[&(22, "H".into())]),
+        (1, 0),
+        "open at 21:00 without activity: ten minutes"
+    );
+    assert_eq!(
+        expected[&(23, "X".into())],
+        2,
+        "the whole-day session and the parent's 23:00, active past midnight"
+    );
     assert_eq!(
         expected[&(0, "X".into())],
         1,
@@ -623,17 +699,15 @@ async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midni
     // The day after sees the sessions crossing into it.
     let next = date("2026-03-05");
     env.run_ok("BO-01-003", Some(next), false).await;
+    let after = world.connected(next, OPEN_SESSIONS);
+    assert_eq!(connected_stats(env.pg(), next).await, after);
     assert_eq!(
-        connected_stats(env.pg(), next).await,
-        world.connected(next, OPEN_SESSION_HOURS)
-    );
-    assert_eq!(
-        connected_stats(env.pg(), next).await[&(0, "M".into())],
-        1,
-        "the 23:50 session crossing midnight"
+        (after[&(0, "M".into())], after[&(0, "X".into())]),
+        (1, 3),
+        "the 23:50 session crossing midnight; the parent active at 00:40, the whole-day session, the unknown user's 00:00"
     );
 
-    // A late session and a shorter cap: the rerun replaces D's rows exactly.
+    // A late session and other limits: the rerun replaces D's rows exactly.
     let mut world = world;
     let late = (
         4,
@@ -650,12 +724,18 @@ async fn connected_users_count_every_hour_and_level_with_sessions_crossing_midni
     .await
     .unwrap();
     world.logins.push(late);
-    env.configure_job("bo_01_003", "max_open_session_hours", 3i64);
+    env.configure_job("bo_01_003", "open_session_max_hours", 3i64);
+    env.configure_job("bo_01_003", "open_session_idle_minutes", 90i64);
     env.run_ok("BO-01-003", Some(d), false).await;
-    let capped = world.connected(d, 3);
+    let rule = OpenRule {
+        idle_minutes: 90,
+        max_hours: 3,
+    };
+    let capped = world.connected(d, rule);
     assert_eq!(connected_stats(env.pg(), d).await, capped);
-    assert_eq!(capped[&(0, "H".into())], 0, "20:00 + 3 h ends before D");
+    assert_eq!(capped[&(0, "H".into())], 0, "07:30 is past 20:00 + 3 h");
     assert_eq!(capped[&(6, "H".into())], 1, "the late teacher's session");
+    assert_eq!(capped[&(22, "H".into())], 1, "21:00 + 90 minutes");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tb_bo_lms_conn_stats_daily")
         .fetch_one(env.pg())
         .await

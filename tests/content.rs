@@ -96,8 +96,10 @@ fn first_unknown_pairs() -> serde_json::Value {
 #[tokio::test]
 async fn kc_std_map_is_rebuilt_from_active_items_keeping_unchanged_pairs_and_reporting_unknown_codes(
 ) {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
     seed_items(env.pg()).await;
+    // One pair of three goes: a third of a map this small.
+    env.configure_job("lms_01_003", "max_delete_share", 0.5);
     let before = map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id").await;
 
     let dry = env.run_ok("LMS-01-003", None, true).await;
@@ -177,8 +179,10 @@ async fn kc_std_map_is_rebuilt_from_active_items_keeping_unchanged_pairs_and_rep
 
 #[tokio::test]
 async fn course_std_sys_is_rebuilt_from_each_courses_active_content_and_items() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
     seed_items(env.pg()).await;
+    // One pair of two goes: half of a map this small.
+    env.configure_job("lms_01_010", "max_delete_share", 0.5);
     let before = map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await;
 
     env.run_ok("LMS-01-010", None, true).await;
@@ -244,21 +248,104 @@ async fn course_std_sys_is_rebuilt_from_each_courses_active_content_and_items() 
     );
 }
 
+/// The maps after LMS-01-003 and LMS-01-010 have run over `seed_items`.
+async fn built_maps(env: &TestEnv) -> (MapRows, MapRows) {
+    (
+        map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id").await,
+        map_rows(env.pg(), "tb_lms_course_std_sys", "course_id").await,
+    )
+}
+
 #[tokio::test]
-async fn std_maps_empty_when_no_item_is_active() {
-    let env = TestEnv::new().await;
+async fn std_maps_refuse_to_lose_more_than_the_share_or_empty_unless_allowed() {
+    let mut env = TestEnv::new().await;
     seed_items(env.pg()).await;
+    for job in ["LMS-01-003", "LMS-01-010"] {
+        env.run_job_with(job, None, false, &["--allow-shrink"])
+            .await;
+    }
+    let built = built_maps(&env).await;
+    assert_eq!((built.0.len(), built.1.len()), (4, 4));
+
+    // The copy is wiped by something else than LCMS-01-001: no active item.
     exec(env.pg(), "UPDATE tb_lms_content SET use_yn = 'N'").await;
-    env.run_ok("LMS-01-003", None, false).await;
+    for (job, table, key) in [
+        (
+            "LMS-01-003",
+            "tb_lms_kc_std_map",
+            "jobs.lms_01_003.max_delete_share",
+        ),
+        (
+            "LMS-01-010",
+            "tb_lms_course_std_sys",
+            "jobs.lms_01_010.max_delete_share",
+        ),
+    ] {
+        let outcome = env.run_job(job, None, false).await;
+        assert_eq!(outcome.exit, Exit::Failure, "{job}");
+        let run_id = outcome.run_id.unwrap();
+        assert_eq!(run_status(env.pg(), run_id).await, "FAILED");
+        let error: String =
+            sqlx::query_scalar("SELECT error_msg FROM batch_job_run WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(env.pg())
+                .await
+                .unwrap();
+        let figures = format!("{table}: would leave no pairs with items (all 4 removed, 100.0%)");
+        assert!(
+            error.contains(&figures) && error.contains(key) && error.contains("--allow-shrink"),
+            "{error}"
+        );
+        assert_eq!(
+            env.details(run_id).await["would_change"]["deleted"],
+            4,
+            "{job}"
+        );
+    }
+    assert_eq!(built_maps(&env).await, built, "nothing was written");
+
+    // Even with every share allowed, emptying needs the flag.
+    env.configure_job("lms_01_003", "max_delete_share", 1.0);
+    assert_eq!(
+        env.run_job("LMS-01-003", None, false).await.exit,
+        Exit::Failure
+    );
+
+    // One pair of four gone (25%) passes a share of 0.3, not the default.
+    exec(
+        env.pg(),
+        "UPDATE tb_lms_content SET use_yn = 'Y' WHERE content_id <> 'C4';
+         UPDATE tb_lms_item SET use_yn = 'N' WHERE item_id = 'i06'",
+    )
+    .await;
+    assert_eq!(
+        env.run_job("LMS-01-010", None, false).await.exit,
+        Exit::Failure
+    );
+    env.configure_job("lms_01_010", "max_delete_share", 0.3);
     env.run_ok("LMS-01-010", None, false).await;
-    assert!(map_rows(env.pg(), "tb_lms_kc_std_map", "kc_id")
-        .await
-        .is_empty());
-    assert!(map_rows(env.pg(), "tb_lms_course_std_sys", "course_id")
-        .await
-        .is_empty());
-    let outcome = env.run_job("LMS-01-003", None, false).await;
-    assert_eq!(outcome.exit, Exit::Success);
+    assert_eq!(
+        map_rows(env.pg(), "tb_lms_course_std_sys", "course_id")
+            .await
+            .len(),
+        3
+    );
+
+    // --allow-shrink applies the emptying.
+    exec(env.pg(), "UPDATE tb_lms_content SET use_yn = 'N'").await;
+    for job in ["LMS-01-003", "LMS-01-010"] {
+        let outcome = env
+            .run_job_with(job, None, false, &["--allow-shrink"])
+            .await;
+        assert_eq!(outcome.exit, Exit::Success, "{job}");
+    }
+    let emptied = built_maps(&env).await;
+    assert!(emptied.0.is_empty() && emptied.1.is_empty());
+    // An empty map stays empty without complaint.
+    assert_eq!(
+        env.run_job("LMS-01-003", None, false).await.exit,
+        Exit::Success
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -355,6 +442,12 @@ pub(crate) async fn seed_lcms(source: &PgPool, lms: &PgPool) {
     .await;
 }
 
+/// The fixtures of `seed_lcms` retire one row in use of two: half of a copy
+/// this small. The guard against that has tests of its own.
+fn allow_any_retired_share(env: &mut TestEnv) {
+    env.configure(|s| s.jobs.lcms_copy.max_retire_share = 1.0);
+}
+
 async fn sync_dt(pg: &PgPool, item: &str) -> chrono::DateTime<chrono::Utc> {
     sqlx::query_scalar("SELECT sync_dt FROM tb_lms_item WHERE item_id = $1")
         .bind(item)
@@ -365,7 +458,8 @@ async fn sync_dt(pg: &PgPool, item: &str) -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test]
 async fn lcms_copy_upserts_changed_rows_marks_removed_ones_and_rereads_the_overlap() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    allow_any_retired_share(&mut env);
     seed_lcms(env.pg(), env.pg()).await;
     let before = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
 
@@ -464,6 +558,7 @@ pub(crate) async fn with_separate_source(env: &mut TestEnv) -> TestEnv {
 #[tokio::test]
 async fn lcms_copy_reads_a_separate_lcms_database_when_source_url_is_set() {
     let mut env = TestEnv::new().await;
+    allow_any_retired_share(&mut env);
     let source = with_separate_source(&mut env).await;
     seed_lcms(source.pg(), env.pg()).await;
     // The LMS database's own LCMS tables hold something else: not read.
@@ -526,6 +621,7 @@ async fn kill_mid_copy_then_rerun(empty_copy: bool) {
     let mut child = env
         .command(&["lcms-01-001"])
         .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &source_url)
+        .env("AIDT__JOBS__LCMS_COPY__MAX_RETIRE_SHARE", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -557,6 +653,7 @@ async fn kill_mid_copy_then_rerun(empty_copy: bool) {
     let out = env
         .command(&["lcms-01-001"])
         .env("AIDT__JOBS__LCMS_COPY__SOURCE_URL", &source_url)
+        .env("AIDT__JOBS__LCMS_COPY__MAX_RETIRE_SHARE", "1")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -594,6 +691,161 @@ async fn lcms_copy_killed_mid_copy_leaves_the_previous_copy_and_a_rerun_complete
 #[tokio::test]
 async fn lcms_first_copy_killed_mid_copy_leaves_the_copy_empty_and_a_rerun_completes_it() {
     kill_mid_copy_then_rerun(true).await;
+}
+
+/// `contents` contents of 10 items each, all in use, in the LCMS tables of
+/// `pg`; item `ITM-<c>-<i>` (`c`, `i` from 0) of content `CNT-<c>`.
+async fn seed_lcms_items(pg: &PgPool, contents: i32) {
+    exec(
+        pg,
+        &format!(
+            "INSERT INTO tb_lcms_content (content_id, course_id, content_type, title, use_yn, mod_dt)
+             SELECT 'CNT-' || c, 'CRS-1', 'LESSON', 'content ' || c, 'Y', timestamptz '2026-06-30 10:00+09'
+               FROM generate_series(0, {contents} - 1) c;
+             INSERT INTO tb_lcms_item (item_id, content_id, item_type, difficulty, std_sys_ids, kc_ids, use_yn, mod_dt)
+             SELECT 'ITM-' || c || '-' || i, 'CNT-' || c, 'M', 1, '{{S1}}', '{{K1}}', 'Y', timestamptz '2026-06-30 10:00+09'
+               FROM generate_series(0, {contents} - 1) c, generate_series(0, 9) i"
+        ),
+    )
+    .await;
+}
+
+async fn in_use(pg: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE use_yn = 'Y'"))
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+async fn error_msg(pg: &PgPool, run_id: i64) -> String {
+    sqlx::query_scalar("SELECT error_msg FROM batch_job_run WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lcms_copy_refuses_a_source_that_lost_half_its_rows_unless_allow_shrink_and_applies_a_small_loss(
+) {
+    let mut env = TestEnv::new().await;
+    let source = with_separate_source(&mut env).await;
+    seed_lcms_items(source.pg(), 20).await;
+    env.run_ok("LCMS-01-001", None, false).await;
+    assert_eq!(in_use(env.pg(), "tb_lms_item").await, 200);
+
+    // Half of the items vanish from the LCMS (a truncated table).
+    exec(
+        source.pg(),
+        "DELETE FROM tb_lcms_item WHERE right(item_id, 1) < '5'",
+    )
+    .await;
+    let copy = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
+    let marks = watermarks(env.pg()).await;
+    let outcome = env.run_job("LCMS-01-001", None, false).await;
+    assert_eq!(outcome.exit, Exit::Failure);
+    let run_id = outcome.run_id.unwrap();
+    assert_eq!(run_status(env.pg(), run_id).await, "FAILED");
+    let error = error_msg(env.pg(), run_id).await;
+    assert!(
+        error.contains("tb_lms_item: would remove 100 of 200 items in use (50.0%)")
+            && error.contains("jobs.lcms_copy.max_retire_share (10%)")
+            && error.contains("--allow-shrink")
+            && !error.contains("tb_lms_content:"),
+        "{error}"
+    );
+    assert_eq!(
+        env.details(run_id).await["retired"],
+        serde_json::json!([{"table": "tb_lms_item", "rows": "items in use",
+                            "before": 200, "removed": 100, "after": 100}])
+    );
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await,
+        copy,
+        "copy intact"
+    );
+    assert_eq!(watermarks(env.pg()).await, marks);
+
+    // The operator confirms: applied.
+    let outcome = env
+        .run_job_with("LCMS-01-001", None, false, &["--allow-shrink"])
+        .await;
+    assert_eq!(outcome.exit, Exit::Success);
+    let gone: Vec<String> = (0..20)
+        .flat_map(|c| (0..5).map(move |i| format!("ITM-{c}-{i}")))
+        .collect();
+    let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+    assert_copy_matches(source.pg(), env.pg(), &gone).await;
+    assert_eq!(in_use(env.pg(), "tb_lms_item").await, 100);
+
+    // 5 of the 100 left go, and 1 of the 20 contents is unused in the LCMS
+    // now: 5% each, under the share, applied without the flag.
+    exec(
+        source.pg(),
+        "DELETE FROM tb_lcms_item WHERE item_id IN ('ITM-0-5', 'ITM-0-6', 'ITM-0-7', 'ITM-0-8', 'ITM-0-9');
+         UPDATE tb_lcms_content SET use_yn = 'N', mod_dt = '2026-06-30 11:00+09' WHERE content_id = 'CNT-1'",
+    )
+    .await;
+    let run_id = env.run_ok("LCMS-01-001", None, false).await;
+    assert_eq!(in_use(env.pg(), "tb_lms_item").await, 95);
+    assert_eq!(in_use(env.pg(), "tb_lms_content").await, 19);
+    assert_eq!(
+        env.details(run_id).await["copied"]["tb_lms_content"]["retired"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn lcms_copy_refuses_an_emptied_source_whatever_the_share_and_writes_nothing() {
+    let mut env = TestEnv::new().await;
+    // 1,936 items in use, as where this was found.
+    seed_lcms_items(env.pg(), 194).await;
+    exec(
+        env.pg(),
+        "DELETE FROM tb_lcms_item WHERE item_id IN ('ITM-0-0', 'ITM-0-1', 'ITM-0-2', 'ITM-0-3')",
+    )
+    .await;
+    env.run_ok("LCMS-01-001", None, false).await;
+    assert_eq!(in_use(env.pg(), "tb_lms_item").await, 1936);
+
+    exec(
+        env.pg(),
+        "DELETE FROM tb_lcms_item; DELETE FROM tb_lcms_content",
+    )
+    .await;
+    env.configure(|s| s.jobs.lcms_copy.max_retire_share = 1.0);
+    let items = rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await;
+    let contents = rows_text(env.pg(), "tb_lms_content", CONTENT_COLS).await;
+    for dry_run in [true, false] {
+        let outcome = env.run_job("LCMS-01-001", None, dry_run).await;
+        assert_eq!(outcome.exit, Exit::Failure);
+        let error = error_msg(env.pg(), outcome.run_id.unwrap()).await;
+        assert!(
+            error.contains(
+                "tb_lms_content: would leave no contents in use (all 194 removed, 100.0%)"
+            ) && error
+                .contains("tb_lms_item: would leave no items in use (all 1,936 removed, 100.0%)"),
+            "{error}"
+        );
+    }
+    assert_eq!(rows_text(env.pg(), "tb_lms_item", ITEM_COLS).await, items);
+    assert_eq!(
+        rows_text(env.pg(), "tb_lms_content", CONTENT_COLS).await,
+        contents
+    );
+
+    // What the maps then read is intact too.
+    exec(
+        env.pg(),
+        "INSERT INTO tb_lms_std_sys VALUES ('S1', '[4수01-01]', 'MAT', 'E', 's1')",
+    )
+    .await;
+    env.run_job_with("LMS-01-003", None, false, &[]).await;
+    let pairs: i32 = sqlx::query_scalar("SELECT item_cnt FROM tb_lms_kc_std_map")
+        .fetch_one(env.pg())
+        .await
+        .unwrap();
+    assert_eq!(pairs, 1936);
 }
 
 /// The first copy into an empty LMS copy (rows straight in), an
@@ -866,5 +1118,32 @@ async fn the_seeded_world_gives_the_maps_data_errors_to_skip_and_report() {
                 serde_json::json!({"count": 1, "first": [planted[3]]})
             );
         }
+    }
+}
+
+#[test]
+fn a_shrink_share_outside_zero_to_one_is_refused_naming_the_key() {
+    for (var, key) in [
+        (
+            "AIDT__JOBS__LCMS_COPY__MAX_RETIRE_SHARE",
+            "jobs.lcms_copy.max_retire_share",
+        ),
+        (
+            "AIDT__JOBS__LMS_01_010__MAX_DELETE_SHARE",
+            "max_delete_share",
+        ),
+    ] {
+        let out = bin()
+            .args(["bo-01-005", "--dry-run"])
+            .env("AIDT_CONFIG_DIR", config_dir())
+            .env(var, "1.5")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(key) && err.contains("between 0 and 1"),
+            "{var}: {err}"
+        );
     }
 }

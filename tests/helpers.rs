@@ -252,7 +252,15 @@ impl TestEnv {
 
     pub async fn run_ok(&self, id: &str, date: Option<NaiveDate>, dry_run: bool) -> i64 {
         let outcome = self.run_job(id, date, dry_run).await;
-        assert_eq!(outcome.exit, Exit::Success, "{id} should succeed");
+        if outcome.exit != Exit::Success {
+            let error: Option<Option<String>> =
+                sqlx::query_scalar("SELECT error_msg FROM batch_job_run WHERE run_id = $1")
+                    .bind(outcome.run_id)
+                    .fetch_optional(self.pg())
+                    .await
+                    .unwrap();
+            panic!("{id} should succeed: {:?}, {error:?}", outcome.exit);
+        }
         outcome.run_id.unwrap()
     }
 

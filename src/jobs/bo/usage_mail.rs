@@ -308,7 +308,7 @@ async fn prepare_report(ctx: &JobContext, week: Week) -> anyhow::Result<Report> 
     let prep = ensure_statistics(
         &mut tx,
         &[week.previous(), week],
-        conn_settings.max_open_session_hours,
+        &conn_settings,
         oldest.unwrap_or(NaiveDate::MAX),
     )
     .await?;

@@ -36,6 +36,7 @@ use super::login_stats::{SCHOOL_LEVELS, USER_TYPES};
 use super::login_users::Period;
 use super::{connected_users, login_counts, login_users};
 use crate::format::thousands;
+use crate::jobs::lms::learning_day::LearningDaySettings;
 
 /// A Monday-to-Sunday week, Asia/Seoul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -89,7 +90,7 @@ pub struct Preparation {
 pub async fn ensure_statistics(
     conn: &mut PgConnection,
     weeks: &[Week],
-    max_open_session_hours: u32,
+    sessions: &LearningDaySettings,
     oldest_computable: NaiveDate,
 ) -> anyhow::Result<Preparation> {
     let mut prep = Preparation::default();
@@ -109,7 +110,7 @@ pub async fn ensure_statistics(
             prep.computed.push(format!("{} {day}", login_counts::ID));
         }
         for day in missing_hourly {
-            connected_users::compute_day(conn, day, max_open_session_hours).await?;
+            connected_users::compute_day(conn, day, sessions).await?;
             prep.computed.push(format!("{} {day}", connected_users::ID));
         }
         if week.start >= oldest_computable {

@@ -45,6 +45,14 @@
 //! copy (LMS-01-003/010) see the old copy or the new one. A stop request
 //! (SIGINT/SIGTERM) aborts the copy and rolls back.
 //!
+//! An empty or truncated source looks like a source whose rows were all
+//! removed. A run that would take more than `[jobs.lcms_copy]
+//! max_retire_share` (10%) of a table's rows in use out of use (gone from
+//! the source, or `use_yn = 'N'` there), or all of them, is refused: it rolls
+//! back (the copy and the watermarks stay as they were), fails (exit 1)
+//! and names the figures and the key; `--allow-shrink` applies it. The rows
+//! in use are counted only when a run retires some.
+//!
 //! Rerun: safe; a second run writes nothing. `--dry-run` does the whole copy
 //! inside the transaction, reports what it would change and rolls back.
 
@@ -59,6 +67,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, PgConnection};
 
 use crate::config::LcmsCopySettings;
+use crate::jobs::shared::shrink::{self, Shrink};
 use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext, JobStopped};
 
@@ -73,11 +82,11 @@ pub static DEF: JobDef = JobDef {
     system: System::Lcms,
     name_ko: "콘텐츠, 문항 데이터 select 일배치",
     name_en: "Copy LCMS content and items (daily)",
-    about: "Copies the LCMS content and items changed since the last copy (mod_dt watermark minus [jobs.lcms_copy] overlap_secs) into tb_lms_content / tb_lms_item, changed rows only; rows gone from the LCMS become use_yn = 'N'. The LCMS database is [jobs.lcms_copy] source_url, else the LMS database. One transaction: a killed run leaves the previous copy.",
+    about: "Copies the LCMS content and items changed since the last copy (mod_dt watermark minus [jobs.lcms_copy] overlap_secs) into tb_lms_content / tb_lms_item, changed rows only; rows gone from the LCMS become use_yn = 'N', but a run retiring more than [jobs.lcms_copy] max_retire_share of the rows in use (or all of them) is refused unless --allow-shrink. The LCMS database is [jobs.lcms_copy] source_url, else the LMS database. One transaction: a killed run leaves the previous copy.",
     schedule: Schedule::Cron("0 1 * * *"),
     schedule_note: Some("the seed's line passes no job id; this one does"),
     default_date: DefaultDate::Today,
-    args: full_arg,
+    args: copy_args,
     job: Some(&ContentCopy),
     timeouts: Timeouts {
         // A full copy streams each LCMS table through one COPY.
@@ -89,15 +98,17 @@ pub static DEF: JobDef = JobDef {
 
 pub struct ContentCopy;
 
-/// `--full`: ignore the watermarks.
+/// `--full`: ignore the watermarks. (`--allow-shrink`: [`shrink`].)
 const FULL: &str = "full";
 
-fn full_arg(cmd: clap::Command) -> clap::Command {
-    cmd.arg(
-        clap::Arg::new(FULL)
-            .long("full")
-            .action(clap::ArgAction::SetTrue)
-            .help("Read every LCMS row, not only those changed since the watermark"),
+fn copy_args(cmd: clap::Command) -> clap::Command {
+    shrink::allow_shrink_arg(
+        cmd.arg(
+            clap::Arg::new(FULL)
+                .long("full")
+                .action(clap::ArgAction::SetTrue)
+                .help("Read every LCMS row, not only those changed since the watermark"),
+        ),
     )
 }
 
@@ -116,6 +127,8 @@ pub struct CopiedTable {
     pub key: &'static str,
     /// Every column but `sync_dt`, the key first.
     pub columns: &'static [&'static str],
+    /// What its rows in use are called in a refusal ("items in use").
+    pub in_use: &'static str,
 }
 
 pub const CONTENT: CopiedTable = CopiedTable {
@@ -130,6 +143,7 @@ pub const CONTENT: CopiedTable = CopiedTable {
         "use_yn",
         "mod_dt",
     ],
+    in_use: "contents in use",
 };
 
 pub const ITEM: CopiedTable = CopiedTable {
@@ -146,6 +160,7 @@ pub const ITEM: CopiedTable = CopiedTable {
         "use_yn",
         "mod_dt",
     ],
+    in_use: "items in use",
 };
 
 impl CopiedTable {
@@ -201,6 +216,12 @@ pub struct TableReport {
     pub unchanged: u64,
     /// Rows gone from the source, now `use_yn = 'N'`.
     pub marked_unused: u64,
+    /// Rows in use (`use_yn = 'Y'`) taken out of use: gone from the source,
+    /// or no longer in use there.
+    pub retired: u64,
+    /// Rows not in use before (or new) that are in use now.
+    #[serde(skip)]
+    pub put_in_use: u64,
     /// The watermark after the run.
     pub watermark: Option<DateTime<Utc>>,
 }
@@ -220,26 +241,7 @@ impl Job for ContentCopy {
         ctx.progress.show_counts();
         let settings = ctx.settings().jobs.lcms_copy.clone();
         let settings = &settings;
-        let full = ctx.flag(FULL);
-        let source_url = configured_source_url(settings).cloned();
-        let mut source = match source_url {
-            Some(url) => {
-                let timeout = Duration::from_secs(ctx.settings().database.connect_timeout_secs);
-                let mut conn = connect_source(&url, timeout).await?;
-                let limits = ctx.timeouts();
-                crate::context::set_pg_limits(&mut conn, limits.statement(), limits.lock())
-                    .await
-                    .with_context(|| format!("Failed to set the run's timeouts on the LCMS database ({SOURCE_URL_KEY})"))?;
-                sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .execute(&mut conn)
-                    .await
-                    .context(
-                        "Failed to begin the read of the LCMS database (jobs.lcms_copy.source_url)",
-                    )?;
-                Source::Remote(conn)
-            }
-            None => Source::Local,
-        };
+        let mut source = open_source(ctx, settings).await?;
         let mut tx = ctx
             .pg()
             .begin()
@@ -252,109 +254,214 @@ impl Job for ContentCopy {
                 .await
                 .context("Failed to set the copy's isolation level")?;
         }
+        let plan = Plan {
+            marks: read_watermarks(&mut tx).await?,
+            source_now: source_clock(&mut source, &mut tx).await?,
+            overlap: chrono::Duration::try_seconds(settings.overlap_secs as i64)
+                .unwrap_or(chrono::Duration::MAX),
+            full: ctx.flag(FULL),
+        };
 
-        let marks = read_watermarks(&mut tx).await?;
-        let source_now = source_clock(&mut source, &mut tx).await?;
-        let overlap = chrono::Duration::try_seconds(settings.overlap_secs as i64)
-            .unwrap_or(chrono::Duration::MAX);
-
-        let mut reports = serde_json::Map::new();
-        let mut modes = Vec::new();
+        let mut reports = Vec::new();
         for table in [CONTENT, ITEM] {
             ctx.stop_point()?;
-            let mark = marks
-                .iter()
-                .find(|(name, _)| name == table.source)
-                .map(|(_, at)| *at);
-            let empty = copy_is_empty(&mut tx, table).await?;
-            let mode = if full {
-                ReadMode::Full
-            } else if mark.is_none() {
-                ReadMode::NoWatermark
-            } else if empty {
-                ReadMode::EmptyCopy
-            } else {
-                ReadMode::Incremental
-            };
-            let since = match (mode, mark) {
-                (ReadMode::Incremental, Some(at)) => Some(
-                    at.checked_sub_signed(overlap)
-                        .unwrap_or(DateTime::UNIX_EPOCH),
-                ),
-                _ => None,
-            };
-            let mut report = match (&mut source, empty) {
-                (Source::Local, _) => copy_local(&mut tx, table, since, empty).await?,
-                (Source::Remote(conn), true) => {
-                    copy_remote_into_empty(ctx, conn, &mut tx, table).await?
-                }
-                (Source::Remote(conn), false) => {
-                    copy_remote(ctx, conn, &mut tx, table, since).await?
-                }
-            };
-            report.mode = mode.label();
-            modes.push(mode.label());
-            report.watermark = advance_watermark(
-                &mut tx,
-                ctx.run_id,
-                table,
-                mark,
-                report.watermark,
-                source_now,
-            )
-            .await?;
-            tracing::info!(
-                table = table.target,
-                read = report.read,
-                inserted = report.inserted,
-                updated = report.updated,
-                marked_unused = report.marked_unused,
-                since = ?report.since,
-                dry_run = ctx.dry_run,
-                "table copied"
-            );
-            ctx.counts.add_read(report.read);
-            ctx.counts.add_skipped(report.unchanged);
-            if !ctx.dry_run {
-                ctx.counts
-                    .add_written(report.inserted + report.updated + report.marked_unused);
-            }
-            reports.insert(table.target.into(), serde_json::to_value(&report)?);
+            let report = copy_table(ctx, &mut source, &mut tx, table, &plan).await?;
+            reports.push((table, report));
         }
         ctx.stop_point()?;
-        if ctx.dry_run {
-            tx.rollback().await?;
-        } else {
+        let shrinks = shrinks(&mut tx, &reports).await?;
+        if !shrinks.is_empty() {
+            ctx.set_detail("retired", &shrinks);
+        }
+        let guard = shrink::check(
+            ID,
+            MAX_RETIRE_SHARE_KEY,
+            settings.max_retire_share,
+            &shrinks,
+            ctx.flag(shrink::ALLOW_SHRINK),
+        );
+        let applied = !ctx.dry_run && guard.is_ok();
+        if applied {
             tx.commit()
                 .await
                 .context("Failed to commit the LCMS copy")?;
+        } else {
+            tx.rollback().await?;
         }
-        if let Source::Remote(mut conn) = source {
-            // Read only: ending it is tidiness, not correctness.
-            let _ = sqlx::query("COMMIT").execute(&mut conn).await;
-            let _ = conn.close().await;
-        }
-        ctx.set_detail(
-            "source",
-            if configured_source_url(settings).is_some() {
-                SOURCE_URL_KEY
-            } else {
-                "database.url (the LMS database)"
-            },
-        );
-        modes.dedup();
-        ctx.set_detail(
-            "mode",
-            if modes.len() == 1 {
-                modes[0].to_string()
-            } else {
-                format!("{} (contents), {} (items)", modes[0], modes[1])
-            },
-        );
-        ctx.set_detail("overlap_secs", settings.overlap_secs);
-        ctx.set_detail(if ctx.dry_run { "would_copy" } else { "copied" }, reports);
+        close_source(source).await;
+        report_run(ctx, settings, &reports, applied);
+        guard?;
         Ok(())
     }
+}
+
+/// The configuration key of the share of the copy's rows in use a run may
+/// retire without `--allow-shrink`.
+pub const MAX_RETIRE_SHARE_KEY: &str = "jobs.lcms_copy.max_retire_share";
+
+/// What every table's copy of a run reads by.
+struct Plan {
+    marks: Vec<(String, DateTime<Utc>)>,
+    source_now: DateTime<Utc>,
+    overlap: chrono::Duration,
+    full: bool,
+}
+
+/// Connects to the separate LCMS database and opens its read-only snapshot,
+/// or says the LMS database is the source.
+async fn open_source(ctx: &JobContext, settings: &LcmsCopySettings) -> anyhow::Result<Source> {
+    let Some(url) = configured_source_url(settings) else {
+        return Ok(Source::Local);
+    };
+    let timeout = Duration::from_secs(ctx.settings().database.connect_timeout_secs);
+    let mut conn = connect_source(url, timeout).await?;
+    let limits = ctx.timeouts();
+    crate::context::set_pg_limits(&mut conn, limits.statement(), limits.lock())
+        .await
+        .with_context(|| {
+            format!("Failed to set the run's timeouts on the LCMS database ({SOURCE_URL_KEY})")
+        })?;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut conn)
+        .await
+        .context("Failed to begin the read of the LCMS database (jobs.lcms_copy.source_url)")?;
+    Ok(Source::Remote(conn))
+}
+
+async fn close_source(source: Source) {
+    if let Source::Remote(mut conn) = source {
+        // Read only: ending it is tidiness, not correctness.
+        let _ = sqlx::query("COMMIT").execute(&mut conn).await;
+        let _ = conn.close().await;
+    }
+}
+
+/// Copies one table inside the run's transaction and moves its watermark.
+async fn copy_table(
+    ctx: &JobContext,
+    source: &mut Source,
+    tx: &mut PgConnection,
+    table: CopiedTable,
+    plan: &Plan,
+) -> anyhow::Result<TableReport> {
+    let mark = plan
+        .marks
+        .iter()
+        .find(|(name, _)| name == table.source)
+        .map(|(_, at)| *at);
+    let empty = copy_is_empty(tx, table).await?;
+    let mode = if plan.full {
+        ReadMode::Full
+    } else if mark.is_none() {
+        ReadMode::NoWatermark
+    } else if empty {
+        ReadMode::EmptyCopy
+    } else {
+        ReadMode::Incremental
+    };
+    let since = match (mode, mark) {
+        (ReadMode::Incremental, Some(at)) => Some(
+            at.checked_sub_signed(plan.overlap)
+                .unwrap_or(DateTime::UNIX_EPOCH),
+        ),
+        _ => None,
+    };
+    let mut report = match (source, empty) {
+        (Source::Local, _) => copy_local(tx, table, since, empty).await?,
+        (Source::Remote(conn), true) => copy_remote_into_empty(ctx, conn, tx, table).await?,
+        (Source::Remote(conn), false) => copy_remote(ctx, conn, tx, table, since).await?,
+    };
+    report.mode = mode.label();
+    report.watermark = advance_watermark(
+        tx,
+        ctx.run_id,
+        table,
+        mark,
+        report.watermark,
+        plan.source_now,
+    )
+    .await?;
+    tracing::info!(
+        table = table.target,
+        read = report.read,
+        inserted = report.inserted,
+        updated = report.updated,
+        marked_unused = report.marked_unused,
+        retired = report.retired,
+        since = ?report.since,
+        dry_run = ctx.dry_run,
+        "table copied"
+    );
+    Ok(report)
+}
+
+/// For each table whose copy took rows in use out of use: how many were in
+/// use before and after. The copy's rows in use are counted only then.
+async fn shrinks(
+    tx: &mut PgConnection,
+    reports: &[(CopiedTable, TableReport)],
+) -> anyhow::Result<Vec<Shrink>> {
+    let mut shrinks = Vec::new();
+    for (table, report) in reports.iter().filter(|(_, r)| r.retired > 0) {
+        let after: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {} WHERE use_yn = 'Y'",
+            table.target
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("Failed to count the rows in use of {}", table.target))?;
+        let after = after as u64;
+        shrinks.push(Shrink {
+            table: table.target,
+            rows: table.in_use,
+            before: after + report.retired - report.put_in_use,
+            removed: report.retired,
+            after,
+        });
+    }
+    Ok(shrinks)
+}
+
+/// The run's counts and details.
+fn report_run(
+    ctx: &JobContext,
+    settings: &LcmsCopySettings,
+    reports: &[(CopiedTable, TableReport)],
+    applied: bool,
+) {
+    let mut tables = serde_json::Map::new();
+    for (table, report) in reports {
+        ctx.counts.add_read(report.read);
+        ctx.counts.add_skipped(report.unchanged);
+        if applied {
+            ctx.counts
+                .add_written(report.inserted + report.updated + report.marked_unused);
+        }
+        tables.insert(
+            table.target.into(),
+            serde_json::to_value(report).unwrap_or_default(),
+        );
+    }
+    ctx.set_detail(
+        "source",
+        if configured_source_url(settings).is_some() {
+            SOURCE_URL_KEY
+        } else {
+            "database.url (the LMS database)"
+        },
+    );
+    let mut modes: Vec<&str> = reports.iter().map(|(_, r)| r.mode).collect();
+    modes.dedup();
+    ctx.set_detail(
+        "mode",
+        if modes.len() == 1 {
+            modes[0].to_string()
+        } else {
+            format!("{} (contents), {} (items)", modes[0], modes[1])
+        },
+    );
+    ctx.set_detail("overlap_secs", settings.overlap_secs);
+    ctx.set_detail(if applied { "copied" } else { "would_copy" }, tables);
 }
 
 /// `now()` of the source's snapshot.
@@ -535,6 +642,7 @@ async fn copy_local(
 impl TableReport {
     /// A copy into an empty table: every row read was inserted.
     fn into_empty(read: u64, max_mod_dt: Option<DateTime<Utc>>) -> Self {
+        // Nothing was in use before, so nothing was retired.
         TableReport {
             into_empty_copy: true,
             read,
@@ -777,29 +885,39 @@ async fn merge(
         .map(|c| format!("EXCLUDED.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let (inserted, updated): (i64, i64) = sqlx::query_as(&format!(
+    // A sub-select in RETURNING reads the statement's snapshot: the row as
+    // it was before this statement changed it (NULL for a new row).
+    let was_in_use = format!("(SELECT o.use_yn FROM {target} o WHERE o.{key} = t.{key}) = 'Y'");
+    let (inserted, updated, retired, put_in_use): (i64, i64, i64, i64) = sqlx::query_as(&format!(
         "WITH up AS (
              INSERT INTO {target} AS t ({cols}, sync_dt)
              SELECT {cols}, now() FROM {rows}
              ON CONFLICT ({key}) DO UPDATE SET {set}, sync_dt = EXCLUDED.sync_dt
               WHERE ({old}) IS DISTINCT FROM ({new})
-             RETURNING (t.xmax = 0) AS inserted
+             RETURNING (t.xmax = 0) AS inserted, coalesce(t.use_yn = 'Y', false) AS in_use,
+                       coalesce({was_in_use}, false) AS was_in_use
          )
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+                count(*) FILTER (WHERE was_in_use AND NOT in_use),
+                count(*) FILTER (WHERE in_use AND NOT was_in_use)
+           FROM up"
     ))
     .fetch_one(&mut *tx)
     .await
     .with_context(|| format!("Failed to upsert the changed rows into {target}"))?;
 
-    let marked_unused = sqlx::query(&format!(
-        "UPDATE {target} t SET use_yn = 'N', sync_dt = now()
-          WHERE t.use_yn IS DISTINCT FROM 'N'
-            AND NOT EXISTS (SELECT 1 FROM {keys} k WHERE k.{key} = t.{key})"
+    let (marked_unused, gone_in_use): (i64, i64) = sqlx::query_as(&format!(
+        "WITH gone AS (
+             UPDATE {target} t SET use_yn = 'N', sync_dt = now()
+              WHERE t.use_yn IS DISTINCT FROM 'N'
+                AND NOT EXISTS (SELECT 1 FROM {keys} k WHERE k.{key} = t.{key})
+             RETURNING coalesce({was_in_use}, false) AS was_in_use
+         )
+         SELECT count(*), count(*) FILTER (WHERE was_in_use) FROM gone"
     ))
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await
-    .with_context(|| format!("Failed to mark the rows gone from the LCMS unused in {target}"))?
-    .rows_affected();
+    .with_context(|| format!("Failed to mark the rows gone from the LCMS unused in {target}"))?;
 
     Ok(TableReport {
         since,
@@ -807,7 +925,9 @@ async fn merge(
         inserted: inserted as u64,
         updated: updated as u64,
         unchanged: (read - inserted - updated).max(0) as u64,
-        marked_unused,
+        marked_unused: marked_unused as u64,
+        retired: (retired + gone_in_use) as u64,
+        put_in_use: put_in_use as u64,
         watermark: max_mod_dt,
         ..TableReport::default()
     })

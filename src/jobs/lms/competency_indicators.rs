@@ -30,7 +30,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "학생역량지표 일일 데이터 저장 일배치",
     name_en: "Save daily student competency indicators",
-    about: "Reads the business date's tb_lms_lrn_session, tb_lms_lrn_result and tb_lms_assignment_submit; writes tb_lms_stdnt_cmpt_idx_daily: per active lecture member, learning time (sessions clipped to the day, open ones capped at [jobs.lms_01_002] max_open_session_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
+    about: "Reads the business date's tb_lms_lrn_session, tb_lms_lrn_result and tb_lms_assignment_submit; writes tb_lms_stdnt_cmpt_idx_daily: per active lecture member, learning time (sessions clipped to the day, open ones ended at the student's last activity, at least [jobs.lms_01_002] open_session_idle_minutes and at most open_session_max_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
     schedule: Schedule::Cron("10 4 * * *"),
     lock: Lock::JobAndDate,
     settings: Some(settings_of::<learning_day::LearningDaySettings>().checked_by(learning_day::validate_settings)),

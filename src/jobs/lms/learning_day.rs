@@ -1,15 +1,22 @@
 //! What LMS-01-002 and LMS-01-006 share: the business day D as a half-open
 //! instant range, the learning time of D's sessions (clipped to D, open
-//! sessions capped, overlaps merged) as one SQL fragment, the run itself (a
-//! [`DayTable`]: D's rows replaced in one transaction, or counted when dry)
-//! and the indexes on the time columns their statements read by.
+//! sessions ended at the student's last activity, overlaps merged) as one
+//! SQL fragment, the run itself (a [`DayTable`]: D's rows replaced in one
+//! transaction, or counted when dry) and the indexes on the columns their
+//! statements read by. BO-01-003 counts its login sessions with the same
+//! rule for open ones ([`clipped_sessions_ctes`]).
 //!
 //! Learning time, once for both jobs:
 //! - a session counts for its part inside D `[00:00, 24:00)` KST, so one
 //!   crossing midnight counts on both days;
-//! - an open session (`ended_at` NULL) counts until the end of D, at most
-//!   `max_open_session_hours` after its start (a tab left open for a week is
-//!   not a week of learning);
+//! - an open session (`ended_at` NULL: most web sessions end without a
+//!   logout) ends at the student's last recorded activity in it — the latest
+//!   result solved (`tb_lms_lrn_result.solved_at`) or page accessed
+//!   (`tb_lms_access_log.accessed_at`) after its start and before the
+//!   student's next session, at most `open_session_max_hours` after its
+//!   start — and lasts at least `open_session_idle_minutes` (the student
+//!   was there when it opened; a login writes an access-log row at its
+//!   start);
 //! - overlapping sessions of one key (a student, or a student in a lecture)
 //!   are merged before summing, so two tabs open at once count once.
 
@@ -39,42 +46,178 @@ impl Day {
     }
 }
 
-/// The setting both jobs have in their own sections
-/// (`[jobs.lms_01_002]`, `[jobs.lms_01_006]`).
+/// The settings LMS-01-002, LMS-01-006 and BO-01-003 have in their own
+/// sections (`[jobs.lms_01_002]`, `[jobs.lms_01_006]`, `[jobs.bo_01_003]`):
+/// how a session without an end is counted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearningDaySettings {
-    /// An open session counts at most this long after its start.
-    pub max_open_session_hours: u32,
+    /// An open session lasts at least this long after its start, also when
+    /// no activity of the user follows it.
+    pub open_session_idle_minutes: u32,
+    /// An open session's activity is looked for up to this long after its
+    /// start: the longest it can count.
+    pub open_session_max_hours: u32,
 }
 
 impl Default for LearningDaySettings {
     fn default() -> Self {
         Self {
-            max_open_session_hours: 12,
+            open_session_idle_minutes: 10,
+            open_session_max_hours: 12,
         }
     }
 }
 
+/// The key open sessions were counted by when they counted that long flat.
+const REPLACED_KEY: &str = "max_open_session_hours";
+
 pub fn validate_settings(section: config::Value) -> Result<(), String> {
+    let replaced = section
+        .clone()
+        .into_table()
+        .is_ok_and(|t| t.contains_key(REPLACED_KEY));
+    if replaced {
+        return Err(format!(
+            "{REPLACED_KEY} is replaced by open_session_max_hours (how long after its start an open session's activity is looked for: the longest it counts) and open_session_idle_minutes (the least it counts)"
+        ));
+    }
     let settings: LearningDaySettings = section.try_deserialize().map_err(|e| e.to_string())?;
-    if settings.max_open_session_hours == 0 {
-        return Err("max_open_session_hours: must be at least 1".into());
+    if settings.open_session_max_hours == 0 {
+        return Err("open_session_max_hours: must be at least 1".into());
+    }
+    if settings.open_session_idle_minutes > settings.open_session_max_hours * 60 {
+        return Err(format!(
+            "open_session_idle_minutes: at most open_session_max_hours ({} h)",
+            settings.open_session_max_hours
+        ));
     }
     Ok(())
 }
 
+/// Where a kind of session is stored: a table with `user_id`, a start and
+/// an end column (NULL while open).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTable {
+    pub table: &'static str,
+    pub start: &'static str,
+    pub end: &'static str,
+}
+
+/// LMS learning sessions (LMS-01-002, LMS-01-006).
+pub const LEARNING_SESSIONS: SessionTable = SessionTable {
+    table: "tb_lms_lrn_session",
+    start: "started_at",
+    end: "ended_at",
+};
+
+/// LMS logins (BO-01-003).
+pub const LOGIN_SESSIONS: SessionTable = SessionTable {
+    table: "tb_lms_login_hist",
+    start: "login_at",
+    end: "logout_at",
+};
+
+/// The SQL placeholders of a statement's binds [`clipped_sessions_ctes`]
+/// reads: D's start and end (timestamptz), `open_session_max_hours` and
+/// `open_session_idle_minutes` (int).
+#[derive(Debug, Clone, Copy)]
+pub struct DayBinds {
+    pub day_start: &'static str,
+    pub day_end: &'static str,
+    pub max_hours: &'static str,
+    pub idle_minutes: &'static str,
+}
+
+/// CTEs (without the leading `WITH`) ending in `clipped(<keys>, s, e)`:
+/// every session of `src` overlapping D, as its part in D (`e <= s` for a
+/// session of no length, or one that ends before it starts). `keys` are
+/// columns of `src`, `user_id` first.
+///
+/// The sessions come from index ranges (see [`CONTRACT_INDEXES`]): those
+/// starting from `max_hours` before D to `max_hours` after it (the open
+/// ones that can reach D, and each user's next session after them), and,
+/// by the end column, closed ones that started earlier and end inside D or
+/// later. An open session ends at the user's last activity after its start
+/// and before the earlier of their next session and `max_hours`, or
+/// `idle_minutes` after its start if that is later. The next session comes
+/// from a hash join of those sessions with themselves (no sort); the
+/// activity from two index probes per open session that can reach D
+/// (results and access log, by user and time). Both CTEs that feed more
+/// than one step are materialized, so each probe runs once.
+pub fn clipped_sessions_ctes(src: SessionTable, keys: &str, b: DayBinds) -> String {
+    let SessionTable { table, start, end } = src;
+    let DayBinds {
+        day_start: ds,
+        day_end: de,
+        max_hours,
+        idle_minutes,
+    } = b;
+    let hours = format!("make_interval(hours => {max_hours})");
+    let reach = format!("least(o.st + {hours}, x.next_st)");
+    format!(
+        "sess_near AS MATERIALIZED (
+           SELECT {keys}, {start} AS st, {end} AS en
+             FROM {table}
+            WHERE {start} > {ds} - {hours} AND {start} < {de} + {hours}
+         ),
+         sess_next AS (
+           SELECT o.user_id, o.st, min(n.st) AS next_st
+             FROM sess_near o JOIN sess_near n ON n.user_id = o.user_id AND n.st > o.st
+            WHERE o.en IS NULL AND o.st < {de}
+            GROUP BY o.user_id, o.st
+         ),
+         sess_open AS MATERIALIZED (
+           SELECT {open_keys}, o.st,
+                  least(greatest(o.st + make_interval(mins => {idle_minutes}), act.last_at),
+                        o.st + {hours}, x.next_st) AS en
+             FROM sess_near o
+             LEFT JOIN sess_next x ON x.user_id = o.user_id AND x.st = o.st
+             CROSS JOIN LATERAL (
+               SELECT greatest(
+                 (SELECT max(r.solved_at) FROM tb_lms_lrn_result r
+                   WHERE r.user_id = o.user_id AND r.solved_at >= o.st AND r.solved_at < {reach}),
+                 (SELECT max(a.accessed_at) FROM tb_lms_access_log a
+                   WHERE a.user_id = o.user_id AND a.accessed_at >= o.st AND a.accessed_at < {reach})
+               ) AS last_at
+             ) act
+            WHERE o.en IS NULL AND o.st < {de} AND (x.next_st IS NULL OR x.next_st > {ds})
+         ),
+         sess_spans AS (
+           SELECT {keys}, st, en FROM sess_near
+            WHERE en IS NOT NULL AND st < {de} AND (st >= {ds} OR en > {ds})
+           UNION ALL
+           SELECT {keys}, {start}, {end} FROM {table}
+            WHERE {end} > {ds} AND {start} <= {ds} - {hours}
+           UNION ALL
+           SELECT {keys}, st, en FROM sess_open WHERE st >= {ds} OR en > {ds}
+         ),
+         clipped AS (
+           SELECT {keys}, greatest(st, {ds}) AS s, least(en, {de}) AS e FROM sess_spans
+         )",
+        open_keys = keys
+            .split(',')
+            .map(|k| format!("o.{}", k.trim()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The binds of a [`DayTable`]'s statement: `$2`/`$3` D's range, `$4`
+/// `open_session_max_hours`, `$5` `open_session_idle_minutes`.
+const DAY_TABLE_BINDS: DayBinds = DayBinds {
+    day_start: "$2",
+    day_end: "$3",
+    max_hours: "$4",
+    idle_minutes: "$5",
+};
+
 /// CTEs (without the leading `WITH`) ending in `session_time(<keys>,
 /// lrn_time_sec)`: the merged learning time on D per `keys` (a
-/// comma-separated list of `tb_lms_lrn_session` columns, e.g. `user_id` or
-/// `user_id, lecture_code`), one row per key with a session overlapping D
-/// (`lrn_time_sec` may be 0 for less than a second). Binds: `$2` start of D,
-/// `$3` end of D, `$4` `max_open_session_hours` (int).
-///
-/// The `WHERE` is three ranges, each served by an index (see
-/// [`CONTRACT_INDEXES`]): sessions started on D; closed sessions started
-/// before D that end after its start; open sessions started less than the cap
-/// before D. A session can only overlap D in one of these ways.
+/// comma-separated list of `tb_lms_lrn_session` columns, `user_id` first,
+/// e.g. `user_id` or `user_id, lecture_code`), one row per key with a
+/// session overlapping D (`lrn_time_sec` may be 0 for less than a second).
+/// Binds as [`DayTable`]; the sessions are [`clipped_sessions_ctes`].
 ///
 /// Merging is a sweep over each key's sessions in order of start: `reach` is
 /// the latest end among the earlier ones, and a session adds only its part
@@ -85,16 +228,7 @@ pub fn validate_settings(section: config::Value) -> Result<(), String> {
 /// microsecond).
 pub fn session_time_ctes(keys: &str) -> String {
     format!(
-        "clipped AS (
-           SELECT {keys},
-                  greatest(started_at, $2) AS s,
-                  least(coalesce(ended_at, started_at + make_interval(hours => $4)), $3) AS e
-             FROM tb_lms_lrn_session
-            WHERE (started_at >= $2 AND started_at < $3)
-               OR (started_at < $2 AND ended_at > $2)
-               OR (started_at < $2 AND ended_at IS NULL
-                   AND started_at > $2 - make_interval(hours => $4))
-         ),
+        "{clipped},
          reached AS (
            SELECT {keys}, s, e,
                   max(e) OVER (PARTITION BY {keys} ORDER BY s, e
@@ -108,11 +242,12 @@ pub fn session_time_ctes(keys: &str) -> String {
                           FILTER (WHERE reach IS NULL OR reach < e))::int AS lrn_time_sec
              FROM reached
             GROUP BY {keys}
-         )"
+         )",
+        clipped = clipped_sessions_ctes(LEARNING_SESSIONS, keys, DAY_TABLE_BINDS),
     )
 }
 
-/// Indexes on contract tables that the two jobs' statements read by, which
+/// Indexes on contract tables that the jobs' session statements read by, which
 /// `aidt-batch migrate` creates when missing (`CREATE INDEX CONCURRENTLY`,
 /// so a live LMS table is never locked for writes): `(table, index, columns)`.
 /// `tb_lms_lrn_result (solved_at)` is in the contract already.
@@ -128,6 +263,18 @@ pub const CONTRACT_INDEXES: &[(&str, &str, &str)] = &[
         "ended_at",
     ),
     ("tb_lms_assignment", "tb_lms_assignment_due_idx", "due_dt"),
+    // An open session's last activity: one probe per session, by user and
+    // time (LMS-01-002/006, BO-01-003).
+    (
+        "tb_lms_lrn_result",
+        "tb_lms_lrn_result_user_solved_idx",
+        "user_id, solved_at",
+    ),
+    (
+        "tb_lms_access_log",
+        "tb_lms_access_log_user_accessed_idx",
+        "user_id, accessed_at",
+    ),
 ];
 
 /// Creates the [`CONTRACT_INDEXES`] that are missing, one statement at a
@@ -217,7 +364,8 @@ async fn set_statement_settings(tx: &mut sqlx::PgConnection) -> anyhow::Result<(
 
 /// A daily table one statement fills for D: the job's table, its columns and
 /// the `SELECT` of D's rows. Binds `$1` D, `$2`/`$3` its instant range, `$4`
-/// the cap on open sessions in hours ([`session_time_ctes`]).
+/// `open_session_max_hours` and `$5` `open_session_idle_minutes`
+/// ([`session_time_ctes`]).
 pub struct DayTable {
     pub job_id: &'static str,
     pub table: &'static str,
@@ -297,7 +445,8 @@ impl DayTable {
         .bind(day.date)
         .bind(day.start)
         .bind(day.end)
-        .bind(settings.max_open_session_hours as i32)
+        .bind(settings.open_session_max_hours as i32)
+        .bind(settings.open_session_idle_minutes as i32)
         .persistent(false)
         .execute(&mut *tx)
         .await
@@ -355,7 +504,8 @@ impl DayTable {
         .bind(day.date)
         .bind(day.start)
         .bind(day.end)
-        .bind(settings.max_open_session_hours as i32)
+        .bind(settings.open_session_max_hours as i32)
+        .bind(settings.open_session_idle_minutes as i32)
         .fetch_one(&mut *tx)
         .await
         .with_context(|| {

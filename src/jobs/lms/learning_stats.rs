@@ -24,7 +24,7 @@ pub static DEF: JobDef = JobDef {
     system: System::Lms,
     name_ko: "학생 학습 통계 일배치",
     name_en: "Student learning statistics (daily)",
-    about: "Reads the business date's tb_lms_lrn_result and tb_lms_lrn_session; writes tb_lms_stdnt_lrn_stats_daily: per active student and lecture with a result or a session that day, distinct standard codes and items, correct results, average score and the lecture's learning time (clipped, open sessions capped at [jobs.lms_01_006] max_open_session_hours, overlaps merged); a rerun replaces the day's rows.",
+    about: "Reads the business date's tb_lms_lrn_result and tb_lms_lrn_session; writes tb_lms_stdnt_lrn_stats_daily: per active student and lecture with a result or a session that day, distinct standard codes and items, correct results, average score and the lecture's learning time (clipped, open sessions ended at the student's last activity, at least [jobs.lms_01_006] open_session_idle_minutes and at most open_session_max_hours, overlaps merged); a rerun replaces the day's rows.",
     schedule: Schedule::Cron("0 6 * * *"),
     lock: Lock::JobAndDate,
     settings: Some(settings_of::<learning_day::LearningDaySettings>().checked_by(learning_day::validate_settings)),

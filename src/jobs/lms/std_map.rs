@@ -18,12 +18,20 @@
 //! report, so both describe the same snapshot, and readers see the old map
 //! or the new one, never half of either. `--dry-run` does the same and
 //! rolls back.
+//!
+//! A rebuild that would delete more than the job's `max_delete_share`
+//! (10%) of the map's pairs with items (`item_cnt > 0`), or all of them, is
+//! refused (rolled back, exit 1,
+//! the figures and the key in the error) unless `--allow-shrink`: the copy
+//! it reads may have been wiped by something other than LCMS-01-001, whose
+//! own guard stops an empty source.
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System};
+use crate::jobs::shared::shrink::{self, Shrink};
+use crate::runtime::registry::{settings_of, DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 /// At most this many offending (item, code) pairs or item ids per list in a
@@ -66,9 +74,32 @@ const ACTIVE_ITEMS: &str = "
          WHERE i.use_yn = 'Y' AND c.use_yn = 'Y'
     )";
 
+/// A map job's own section (`[jobs.lms_01_003]`, `[jobs.lms_01_010]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StdMapSettings {
+    /// A rebuild that would delete more than this share (0–1) of the map's
+    /// pairs, or all of them, is refused unless `--allow-shrink`.
+    pub max_delete_share: f64,
+}
+
+impl Default for StdMapSettings {
+    fn default() -> Self {
+        Self {
+            max_delete_share: shrink::DEFAULT_MAX_SHARE,
+        }
+    }
+}
+
+/// The settings check of a map job's section.
+pub fn validate_settings(section: config::Value) -> Result<(), String> {
+    let settings: StdMapSettings = section.try_deserialize().map_err(|e| e.to_string())?;
+    shrink::check_share("max_delete_share", settings.max_delete_share)
+}
+
 /// The registry entry of a map job: LMS, daily, today's date (the map is
-/// rebuilt as of now), a lock of its own, no settings or options; `map` is
-/// the job, [`run`] over it.
+/// rebuilt as of now), a lock of its own, [`StdMapSettings`] and
+/// `--allow-shrink`; `map` is the job, [`run`] over it.
 pub const fn job_def(
     id: &'static str,
     map: &'static StdMap,
@@ -85,6 +116,8 @@ pub const fn job_def(
         about,
         schedule: Schedule::Cron(cron),
         default_date: DefaultDate::Today,
+        settings: Some(settings_of::<StdMapSettings>().checked_by(validate_settings)),
+        args: shrink::allow_shrink_arg,
         job: Some(map),
         ..JobDef::DEFAULTS
     }
@@ -107,12 +140,32 @@ pub struct MapChanges {
     pub updated: i64,
     /// Pairs no longer present.
     pub deleted: i64,
+    /// Pairs with items (`item_cnt > 0`) before the rebuild.
+    #[serde(skip)]
+    pub counted_before: i64,
+    /// Of the deleted pairs, those that had items.
+    #[serde(skip)]
+    pub deleted_counted: i64,
 }
 
 impl MapChanges {
     /// Pairs kept as they were (`upd_dt` untouched).
     pub fn unchanged(&self) -> i64 {
         self.pairs - self.inserted - self.updated
+    }
+
+    /// How much of the map the rebuild deletes: pairs that counted items
+    /// (a pair of `item_cnt` 0, as another writer of the map may leave,
+    /// carries nothing to lose).
+    pub fn shrink(&self, table: &'static str) -> Shrink {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Shrink {
+            table,
+            rows: "pairs with items",
+            before: count(self.counted_before),
+            removed: count(self.deleted_counted),
+            after: count(self.pairs),
+        }
     }
 }
 
@@ -157,14 +210,29 @@ pub async fn run(ctx: &JobContext, map: StdMap) -> anyhow::Result<()> {
         .context("Failed to set the rebuild's isolation level")?;
     let issues = data_issues(&mut tx, map).await?;
     let changes = rebuild(&mut tx, map).await?;
-    if ctx.dry_run {
-        tx.rollback().await?;
-    } else {
+    let settings: StdMapSettings = ctx.own_settings()?;
+    let guard = shrink::check(
+        ctx.def.id,
+        &format!("jobs.{}.max_delete_share", ctx.def.config_name()),
+        settings.max_delete_share,
+        &[changes.shrink(map.table)],
+        ctx.flag(shrink::ALLOW_SHRINK),
+    );
+    let applied = !ctx.dry_run && guard.is_ok();
+    if applied {
         tx.commit()
             .await
             .with_context(|| format!("Failed to commit the rebuild of {}", map.table))?;
+    } else {
+        tx.rollback().await?;
     }
+    report(ctx, map, &issues, &changes, applied);
+    guard?;
+    Ok(())
+}
 
+/// The run's log lines, counts and details.
+fn report(ctx: &JobContext, map: StdMap, issues: &DataIssues, changes: &MapChanges, applied: bool) {
     let unknown = issues.unknown_std_sys_ids.count;
     if unknown > 0 {
         tracing::warn!(
@@ -179,22 +247,18 @@ pub async fn run(ctx: &JobContext, map: StdMap) -> anyhow::Result<()> {
         inserted = changes.inserted,
         updated = changes.updated,
         deleted = changes.deleted,
-        dry_run = ctx.dry_run,
+        applied,
         "map rebuilt"
     );
     ctx.counts.add_read(issues.active_items as u64);
     ctx.counts.add_skipped(unknown as u64);
-    if !ctx.dry_run {
+    if applied {
         ctx.counts
             .add_written((changes.inserted + changes.updated + changes.deleted) as u64);
     }
     ctx.set_detail("active_items", issues.active_items);
     ctx.set_detail(
-        if ctx.dry_run {
-            "would_change"
-        } else {
-            "changed"
-        },
+        if applied { "changed" } else { "would_change" },
         serde_json::json!({
             "pairs": changes.pairs,
             "inserted": changes.inserted,
@@ -203,8 +267,7 @@ pub async fn run(ctx: &JobContext, map: StdMap) -> anyhow::Result<()> {
             "unchanged": changes.unchanged(),
         }),
     );
-    ctx.set_detail("data_issues", &issues);
-    Ok(())
+    ctx.set_detail("data_issues", issues);
 }
 
 /// Rebuilds `map` on `conn` (the caller's transaction) in one statement.
@@ -241,7 +304,7 @@ pub async fn rebuild(conn: &mut PgConnection, map: StdMap) -> anyhow::Result<Map
              DELETE FROM {table} t
               WHERE NOT EXISTS (SELECT 1 FROM fresh f
                                  WHERE f.map_key = t.{key_column} AND f.std_sys_id = t.std_sys_id)
-             RETURNING 1
+             RETURNING t.item_cnt > 0 AS counted
          ),
          upserted AS (
              INSERT INTO {table} AS t ({key_column}, std_sys_id, item_cnt, upd_dt)
@@ -254,7 +317,9 @@ pub async fn rebuild(conn: &mut PgConnection, map: StdMap) -> anyhow::Result<Map
          SELECT (SELECT count(*) FROM fresh) AS pairs,
                 count(*) FILTER (WHERE inserted) AS inserted,
                 count(*) FILTER (WHERE NOT inserted) AS updated,
-                (SELECT count(*) FROM gone) AS deleted
+                (SELECT count(*) FROM gone) AS deleted,
+                (SELECT count(*) FROM {table} WHERE item_cnt > 0) AS counted_before,
+                (SELECT count(*) FILTER (WHERE counted) FROM gone) AS deleted_counted
            FROM upserted"
     );
     sqlx::query_as(&sql)

@@ -223,14 +223,13 @@ async fn notices(conn: &mut PgConnection, r: DateTime<Utc>) -> anyhow::Result<(S
 /// are the older days of the week BO-05-006 mails (it computes them first).
 async fn statistics(conn: &mut PgConnection, world: &World) -> anyhow::Result<Vec<(String, u64)>> {
     use aidt_batch::jobs::bo::{connected_users, login_counts, login_users};
-    let open_hours =
-        aidt_batch::jobs::lms::learning_day::LearningDaySettings::default().max_open_session_hours;
+    let sessions = aidt_batch::jobs::lms::learning_day::LearningDaySettings::default();
     let days: Vec<NaiveDate> = (1..=7)
         .rev()
         .map(|back| world.day.date - Duration::days(back))
         .collect();
     for &day in &days {
-        connected_users::compute_day(conn, day, open_hours).await?;
+        connected_users::compute_day(conn, day, &sessions).await?;
         login_counts::compute_day(conn, day).await?;
         login_users::compute(conn, &login_users::periods_of(day, day + Duration::days(1))).await?;
     }
