@@ -554,7 +554,7 @@ async fn two_messy_nights_run_in_cron_order_send_every_storable_statement_once_a
         assert_exits(&runs);
         assert_lrs_details(&env, run_of(&runs, "LRS-01-001"), &expected, night).await;
         assert_transfer_details(&env, &runs, day, &expected).await;
-        let _ = (&copy, assert_lcms_refused); // the shrink guard is not on main yet
+        assert_lcms_refused(&env, run_of(&runs, "LCMS-01-001"), &copy).await;
         let (flag, windows) = maintenance(&env).await;
         match night {
             0 => assert_eq!((flag.as_str(), windows), ("Y", vec!["ACTIVE".to_string()])),
@@ -611,7 +611,7 @@ fn assert_exits(runs: &[Run]) {
         .filter(|r| {
             let expected = match r.job.as_str() {
                 "DC-01-001" | "DC-01-002" => 4,
-                "LCMS-01-001" => 0, // the shrink guard is not on main yet
+                "LCMS-01-001" => 1,
                 _ => 0,
             };
             r.exit != expected
