@@ -137,7 +137,6 @@ impl Lrs {
     /// Late statements of the 10 days before D, stored during D.
     pub async fn late(&self, rng: &mut StdRng) -> anyhow::Result<u64> {
         let all = self.templates(doc! {}, None).await?;
-        let yesterday = self.day.date - Duration::days(1);
         let mut docs = Vec::new();
         for k in 1..=LATE_DAYS {
             let date = self.day.date - Duration::days(k);
@@ -148,7 +147,7 @@ impl Lrs {
             };
             let pool = if own.is_empty() { &all } else { &own };
             let mut picked = sample(rng, pool, LATE_PER_DAY * if k == 1 { 2 } else { 1 });
-            if date == yesterday && picked.len() > 1 {
+            if k == 1 && picked.len() > 1 {
                 picked.pop();
                 picked.push(picked[0].clone());
             }
@@ -376,7 +375,6 @@ fn is_clean(d: &Document, partner_key: &str) -> bool {
         && statement
             .get_str("timestamp")
             .is_ok_and(|t| DateTime::parse_from_rfc3339(t).is_ok())
-        && partner.is_some() == d.get_str("partner_id").is_ok()
         && partner == d.get_str("partner_id").ok()
         && d.get_datetime("timestamp").is_ok()
         && d.get_datetime("stored").is_ok()

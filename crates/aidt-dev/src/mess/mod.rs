@@ -108,11 +108,6 @@ impl MessReport {
     fn add(&mut self, what: &str, n: u64) {
         self.lines.push((what.to_string(), n));
     }
-
-    /// The count written for `what`.
-    pub fn count(&self, what: &str) -> Option<u64> {
-        self.lines.iter().find(|(w, _)| w == what).map(|(_, n)| *n)
-    }
 }
 
 impl std::fmt::Display for MessReport {
