@@ -22,6 +22,7 @@ mod learning_stats;
 mod llm_dataset;
 mod locks;
 mod lrs;
+mod messy_night;
 mod metrics;
 mod notify;
 mod operator;

@@ -8,5 +8,6 @@ pub mod bench_bo;
 pub mod bench_lcms;
 pub mod bench_notify;
 pub mod bench_privacy;
+pub mod mess;
 pub mod schema;
 pub mod seed;

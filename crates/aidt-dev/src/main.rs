@@ -1,4 +1,4 @@
-//! `aidt-dev [--profile P] [--config FILE] <schema|seed|bench-data|bench-bo|bench-lcms|bench-notify-data|bench-privacy|scan|read-and-mark|drop-database>`:
+//! `aidt-dev [--profile P] [--config FILE] <schema|seed|mess|bench-data|bench-bo|bench-lcms|bench-notify-data|bench-privacy|scan|read-and-mark|drop-database>`:
 //! the development tools, against the databases of a profile's
 //! configuration. Refused in the `prod` profile: they create and fill tables
 //! that other systems own there.
@@ -34,6 +34,9 @@ enum Command {
     Schema,
     /// Fill the contract tables and lrs.statements with synthetic data
     Seed(aidt_dev::seed::SeedArgs),
+    /// Add a messy night to a seeded world: late, voiding and undecodable statements, deleted students' data, a statement a proxy refuses, open sessions, a shrunken LCMS source, a cancelled maintenance
+    #[command(long_about = aidt_dev::mess::ABOUT)]
+    Mess(aidt_dev::mess::MessArgs),
     /// Write READY KERIS statements into keris_batch_data (DC-01-001 benchmark)
     BenchData(aidt_dev::bench::BenchDataArgs),
     /// A month of users and logins for the BO statistics benchmark (scripts/bench-bo)
@@ -105,6 +108,11 @@ async fn run_command(app: &AppContext, command: Command) -> anyhow::Result<()> {
         Command::BenchPrivacy(args) => aidt_dev::bench_privacy::bench_privacy(app, &args).await,
         Command::ReadAndMark(args) => aidt_dev::bench::read_and_mark(app, &args).await,
         Command::DropDatabase => aidt_dev::bench::drop_database(app).await,
+        Command::Mess(args) => {
+            let report = aidt_dev::mess::mess(app, &args).await?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Seed(args) => {
             let report = aidt_dev::seed::seed(app, &args).await?;
             println!("{report}");

@@ -13,7 +13,7 @@ use aidt_batch::time;
 /// One independent random stream per table group: a change to how one group
 /// is generated (one more column, one more row) does not reshuffle the
 /// others, so diffs between two versions of the generator stay small.
-pub(super) fn stream(seed: u64, group: &str) -> StdRng {
+pub(crate) fn stream(seed: u64, group: &str) -> StdRng {
     let mut hasher = Sha256::new();
     hasher.update(seed.to_le_bytes());
     hasher.update(group.as_bytes());
@@ -22,7 +22,7 @@ pub(super) fn stream(seed: u64, group: &str) -> StdRng {
 
 /// A UUID built from the stream's bytes (not `Uuid::new_v4`, which reads the
 /// OS random source and would break reproducibility).
-pub(super) fn uuid(rng: &mut StdRng) -> Uuid {
+pub(crate) fn uuid(rng: &mut StdRng) -> Uuid {
     uuid::Builder::from_random_bytes(rng.gen()).into_uuid()
 }
 
@@ -45,7 +45,7 @@ pub(super) fn weighted(rng: &mut StdRng, weights: &[u32]) -> usize {
 }
 
 /// One element of a non-empty slice.
-pub(super) fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+pub(crate) fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.gen_range(0..items.len())]
 }
 
@@ -103,7 +103,7 @@ pub(super) fn ip(rng: &mut StdRng) -> String {
 /// The business date and its bounds as UTC instants. Every time the generator
 /// writes is an offset from these, never from the clock.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Day {
+pub(crate) struct Day {
     pub date: NaiveDate,
     /// 00:00 of the business date in Seoul.
     pub start: DateTime<Utc>,
@@ -171,7 +171,7 @@ impl Day {
 
 /// RFC 3339 with milliseconds and the Seoul offset, as KERIS and the LRS
 /// write statement timestamps (`2026-03-05T09:10:00.000+09:00`).
-pub(super) fn rfc3339_seoul(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339_seoul(t: DateTime<Utc>) -> String {
     t.with_timezone(&time::seoul())
         .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
         .to_string()

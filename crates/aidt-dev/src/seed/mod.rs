@@ -40,11 +40,11 @@ mod activity;
 mod bo;
 mod content;
 mod curriculum;
-mod gen;
+pub(crate) mod gen;
 mod logs;
 mod notify;
 mod reference;
-mod statements;
+pub(crate) mod statements;
 mod world;
 
 use anyhow::{bail, Context as _};

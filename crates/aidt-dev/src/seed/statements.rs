@@ -41,7 +41,7 @@ const BATCH: usize = 2_000;
 const IN_FLIGHT: usize = 4;
 /// The vendor's home page: the `account.homePage` of every actor and the
 /// root of activity ids.
-const HOME_PAGE: &str = "https://aidt.example.kr";
+pub(crate) const HOME_PAGE: &str = "https://aidt.example.kr";
 /// `context.platform` of the vendor's statements.
 const PLATFORM: &str = "aidt-demo";
 const PROFILE_BASE: &str = "http://aidtbook.kr/xapi/profiles";
@@ -505,7 +505,7 @@ fn break_profile(
 
 /// An ObjectId like the server's (seconds of the insert first), with the
 /// remaining bytes from the stream instead of a process counter.
-fn object_id(rng: &mut StdRng, stored: DateTime<Utc>) -> ObjectId {
+pub(crate) fn object_id(rng: &mut StdRng, stored: DateTime<Utc>) -> ObjectId {
     let mut bytes = [0u8; 12];
     bytes[..4].copy_from_slice(&(stored.timestamp() as u32).to_be_bytes());
     rng.fill(&mut bytes[4..]);
