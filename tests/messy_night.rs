@@ -555,6 +555,7 @@ async fn two_messy_nights_run_in_cron_order_send_every_storable_statement_once_a
         assert_lrs_details(&env, run_of(&runs, "LRS-01-001"), &expected, night).await;
         assert_transfer_details(&env, &runs, day, &expected).await;
         assert_lcms_refused(&env, run_of(&runs, "LCMS-01-001"), &copy).await;
+        assert_night_report(&env, day, &expected);
         let (flag, windows) = maintenance(&env).await;
         match night {
             0 => assert_eq!((flag.as_str(), windows), ("Y", vec!["ACTIVE".to_string()])),
@@ -680,6 +681,67 @@ async fn assert_transfer_details(env: &TestEnv, runs: &[Run], day: &str, expecte
     assert_eq!(d["days"][day]["failed"], expected.refused, "{d}");
     let d = env.details(run_of(runs, "DC-01-002").run_id).await;
     assert_eq!(d["failed_for_good"], expected.refused, "{d}");
+}
+
+/// The night report the binary writes names what was skipped, caught up
+/// and refused, with the model's figures.
+fn assert_night_report(env: &TestEnv, day: &str, expected: &NightFigures) {
+    let page = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("messy-{}-{day}.html", env.pg_name));
+    let out = env
+        .command(&["report", "--date", day, "--html", page.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let html = scraper::Html::parse_document(&std::fs::read_to_string(&page).unwrap());
+    let text = |css: &str| -> Option<String> {
+        let sel = scraper::Selector::parse(css).unwrap();
+        html.select(&sel)
+            .next()
+            .map(|e| e.text().collect::<String>())
+    };
+    let figure = |css: &str| -> u64 {
+        let t = text(css).unwrap_or_else(|| panic!("{day}: nothing at {css}"));
+        let digits: String = t
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("{day}: {css}: {t}"))
+    };
+    let exception =
+        |label: &str| figure(&format!("#aggregation-exceptions span[data-k=\"{label}\"]"));
+    assert_eq!(
+        exception("undecodable documents skipped"),
+        expected.undecodable.len() as u64
+    );
+    assert_eq!(
+        exception("too late (past the look-back), not sent"),
+        expected.too_late.values().sum::<u64>()
+    );
+    assert_eq!(
+        exception("statements of withheld students"),
+        expected.withheld
+    );
+    for (base_dt, sent) in &expected.sent {
+        assert_eq!(
+            figure(&format!(
+                "#sent-per-day tr[data-day=\"{base_dt}\"] td[data-k=\"sent\"]"
+            )),
+            *sent,
+            "{day}: sent for {base_dt}"
+        );
+    }
+    assert_eq!(
+        figure(&format!(
+            "#sent-per-day tr[data-day=\"{day}\"] td[data-k=\"failed\"]"
+        )),
+        expected.refused
+    );
 }
 
 /// LCMS-01-001 refuses to retire half the copy: FAILED with the figures,

@@ -300,6 +300,22 @@ fn keris(report: &NightReport) -> Markup {
                 }
             }
         }
+        @if report.sent_per_day.len() > 1 || report.sent_per_day.values().any(|d| d.withheld > 0) {
+            table #sent-per-day {
+                thead { tr { th { "Learning day (DC-01-001)" } th.n { "Sent" } th.n { "Failed" } th.n { "Withheld (no consent)" } } }
+                tbody {
+                    @for (day, f) in &report.sent_per_day {
+                        tr.day data-day=(day) {
+                            td { (day) }
+                            td.n data-k="sent" { (number(f.sent as i64)) }
+                            td.n data-k="failed" { (number(f.failed as i64)) }
+                            td.n data-k="withheld" { (number(f.withheld as i64)) }
+                        }
+                    }
+                }
+            }
+            p.legend { "Days before the night's date are late statements and nights caught up within the look-back (jobs.keris_transfer.look_back_days)." }
+        }
         @if report.aggregation_exceptions.values().any(|n| *n > 0) {
             p #aggregation-exceptions {
                 "LRS-01-001 (ids in the run's details): "

@@ -119,8 +119,20 @@ pub struct NightReport {
     /// over the night's runs: late, too late, voided after sending,
     /// undecodable, withheld (see [`LRS_EXCEPTIONS`]).
     pub aggregation_exceptions: BTreeMap<&'static str, u64>,
+    /// DC-01-001's statements per learning day, summed over the night's
+    /// runs: the night's day and the earlier days it caught up.
+    pub sent_per_day: BTreeMap<String, DayFigures>,
     /// `None` when the error table does not exist in this database.
     pub open_errors: Option<Vec<OpenErrors>>,
+}
+
+/// DC-01-001's figures of one learning day (its details' `days`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayFigures {
+    pub sent: u64,
+    pub failed: u64,
+    /// Left unsent: the student's consent is missing past the grace period.
+    pub withheld: u64,
 }
 
 /// One job's runs of the night and their sums.
@@ -321,7 +333,16 @@ impl NightReport {
         let mut keris: BTreeMap<(String, &'static str), KerisFigure> = BTreeMap::new();
         let mut aggregated: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut aggregation_exceptions: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut sent_per_day: BTreeMap<String, DayFigures> = BTreeMap::new();
         for run in runs.iter().filter(|r| !r.dry_run) {
+            if run.job_id == jobs::dc::send_statements::ID {
+                for (day, figures) in objects(&run.details["days"]) {
+                    let entry = sent_per_day.entry(day.clone()).or_default();
+                    entry.sent += count(figures, "sent");
+                    entry.failed += count(figures, "failed");
+                    entry.withheld += count(figures, "withheld");
+                }
+            }
             if run.job_id == jobs::lrs::aggregate_statements::ID {
                 for (partner, figures) in objects(&run.details["per_partner"]) {
                     let entry = aggregated.entry(partner.clone()).or_default();
@@ -377,6 +398,7 @@ impl NightReport {
             runs,
             lanes,
             keris,
+            sent_per_day,
             aggregated: aggregated
                 .into_iter()
                 .map(|(p, (ready, invalid))| (p, ready, invalid))
@@ -569,7 +591,9 @@ mod tests {
     fn keris_figures_sum_per_partner_and_job_from_the_details() {
         let send = serde_json::json!({"partners": {
             "brand-a": {"sent": 90, "already_sent": 2, "failed": 3, "deferred": 0, "errors_by_code": {"XAPI_VAL_ERR": 3}},
-            "brand-b": {"sent": 50, "already_sent": 0, "failed": 0, "deferred": 7, "errors_by_code": {}}}});
+            "brand-b": {"sent": 50, "already_sent": 0, "failed": 0, "deferred": 7, "errors_by_code": {}}},
+            "days": {"2026-03-05": {"sent": 130, "failed": 3, "withheld": 2},
+                     "2026-03-02": {"sent": 10, "failed": 0, "withheld": 0}}});
         let resend_old =
             serde_json::json!({"partners": {"brand-a": {"requests": 1, "gave_up": false}}});
         let resend =
@@ -600,6 +624,18 @@ mod tests {
             4
         );
         assert_eq!(r.aggregation_exceptions["voided after sending"], 0);
+        let day = |sent, failed, withheld| DayFigures {
+            sent,
+            failed,
+            withheld,
+        };
+        assert_eq!(
+            r.sent_per_day.iter().collect::<Vec<_>>(),
+            [
+                (&"2026-03-02".to_string(), &day(20, 0, 0)),
+                (&"2026-03-05".to_string(), &day(260, 6, 4)),
+            ]
+        );
         let got: Vec<(&str, &str, u64, u64, u64)> = r
             .keris
             .iter()
