@@ -75,11 +75,14 @@ use uuid::Uuid;
 use crate::config::KerisTransferSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::privacy;
+use crate::jobs::shared::error_data::{record_errors, FailedColumns};
+use crate::jobs::shared::keris_batch_data::{
+    load_stored, mark_error, mark_sent, stored_projection, Marks,
+};
+use crate::jobs::shared::partners::{partners_by_id, PartnerClients};
 use crate::jobs::shared::refusal::SystemicRefusal;
 use crate::jobs::shared::transfer::{
-    load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
-    FailedColumns, Item, Journal, Marks, PartnerSender, ProbeSource, RequestOutcome, SendReport,
-    Verdict,
+    Batcher, Item, Journal, PartnerSender, ProbeSource, RequestOutcome, SendReport, Verdict,
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
 use crate::runtime::partition::Partition;
@@ -234,7 +237,7 @@ impl Job for SendStatements {
             withheld,
         };
         set_progress_total(ctx, &partners, &window.days).await;
-        let reports = send_all(ctx, &partners, &window).await?;
+        let reports = send_all(ctx, &window).await?;
         set_day_details(ctx, &reports);
         ctx.set_detail("partners", &reports);
         if let Some(stop) = reports.values().find_map(|r| r.stopped.clone()) {
@@ -293,18 +296,13 @@ async fn set_progress_total(
 /// the others, and the first one is returned once all have ended.
 async fn send_all(
     ctx: &JobContext,
-    partners: &HashMap<String, String>,
     window: &Window<'_>,
 ) -> anyhow::Result<BTreeMap<String, PartnerReport>> {
-    let settings = ctx.settings();
-    let options = ClientOptions::from_settings(&settings.keris);
-    let runs = partners.iter().map(|(partner_id, name)| {
-        let options = options.clone();
-        async move {
-            let client = KerisClient::from_settings(&settings.keris, name, options)?;
-            let report = send_partner(ctx, window, client, partner_id).await?;
-            Ok::<_, anyhow::Error>((name.clone(), report))
-        }
+    let partners = PartnerClients::from_settings(&ctx.settings().keris)?;
+    let runs = partners.iter().map(|partner| async move {
+        let report =
+            send_partner(ctx, window, partner.client.clone(), &partner.stored_id()).await?;
+        Ok::<_, anyhow::Error>((partner.name.clone(), report))
     });
     let mut reports = BTreeMap::new();
     let mut first_error = None;

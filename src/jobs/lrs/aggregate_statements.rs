@@ -68,6 +68,7 @@ use crate::config::LrsAggregateSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
 use crate::jobs::privacy;
 use crate::jobs::shared::in_flight::run_in_flight;
+use crate::jobs::shared::keris_batch_data;
 use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -369,7 +370,7 @@ fn per_partner_by_name(
     keris: &crate::config::KerisSettings,
     by_id: &BTreeMap<String, BTreeMap<&'static str, u64>>,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<&'static str, u64>>> {
-    let names = crate::jobs::shared::transfer::partners_by_id(keris)?;
+    let names = crate::jobs::shared::partners::partners_by_id(keris)?;
     let mut by_name: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (id, counts) in by_id {
         let name = names
@@ -859,10 +860,9 @@ pub async fn write_outputs(
         return Ok(inserted);
     }
     let ids: Vec<String> = duplicates.iter().map(|&i| outputs[i].id.clone()).collect();
-    let existing =
-        crate::jobs::shared::transfer::find_by_ids(db, KERIS_BATCH_DATA, &ids, None, max_time)
-            .await
-            .context("Failed to read keris_batch_data")?;
+    let existing = keris_batch_data::find_by_ids(db, &ids, None, max_time)
+        .await
+        .context("Failed to read keris_batch_data")?;
     let mut updates = Vec::new();
     for index in duplicates {
         let out = &outputs[index];
@@ -899,14 +899,9 @@ pub async fn write_outputs(
             "u": update,
         });
     }
-    let updated = crate::jobs::shared::transfer::run_updates(
-        db,
-        KERIS_BATCH_DATA,
-        &updates,
-        UPDATES_PER_COMMAND,
-    )
-    .await
-    .context("Failed to update keris_batch_data")?;
+    let updated = keris_batch_data::run_updates(db, &updates, UPDATES_PER_COMMAND)
+        .await
+        .context("Failed to update keris_batch_data")?;
     report.updated += updated;
     Ok(inserted + updated)
 }

@@ -15,7 +15,7 @@
 //! events of its students only: every reader adds the run's
 //! [`JobContext::owns_user_sql`] condition.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use anyhow::Context as _;
@@ -26,9 +26,10 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::give_up::GiveUp;
+use super::partners::PartnerClients;
 use crate::keris::{
-    AchievementLevel, Api, ApiResponse, ClientOptions, CompleteRequest, InitializedRequest,
-    KerisClient, KerisError, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
+    AchievementLevel, Api, ApiResponse, CompleteRequest, InitializedRequest, KerisClient,
+    KerisError, ProgressRequest, ScoreRequest, StudentAccessToken, TerminatedRequest,
 };
 use crate::runtime::partition::{sql_condition, Partition};
 use crate::runtime::JobContext;
@@ -286,9 +287,7 @@ enum Skip {
 /// keeps the run's figures. Shared by LMS-01-008 and DC-01-004.
 pub struct DashboardSender<'a> {
     ctx: &'a JobContext,
-    clients: Vec<KerisClient>,
-    /// Partner-ID (a secret: never logged) → index in `clients`.
-    by_partner: HashMap<Uuid, usize>,
+    clients: PartnerClients,
     page_size: i64,
     max_reported_ids: usize,
     /// Per client: transient failures in a row, and the limit after which
@@ -305,17 +304,7 @@ pub struct DashboardSender<'a> {
 
 impl<'a> DashboardSender<'a> {
     pub fn new(ctx: &'a JobContext) -> anyhow::Result<Self> {
-        let settings = &ctx.settings().keris;
-        let options = ClientOptions::from_settings(settings);
-        let mut clients = Vec::new();
-        let mut by_partner = HashMap::new();
-        let ids: HashMap<&str, Uuid> = settings.partner_ids()?.into_iter().collect();
-        for (name, client) in KerisClient::all_from_settings(settings, &options)
-            .context("Failed to build the KERIS clients")?
-        {
-            by_partner.insert(ids[name.as_str()], clients.len());
-            clients.push(client);
-        }
+        let clients = PartnerClients::from_settings(&ctx.settings().keris)?;
         let job = &ctx.settings().jobs.keris_dashboard;
         Ok(Self {
             ctx,
@@ -323,7 +312,6 @@ impl<'a> DashboardSender<'a> {
                 .map(|_| GiveUp::new(job.give_up_after_transient_failures))
                 .collect(),
             clients,
-            by_partner,
             page_size: i64::from(job.page_size),
             max_reported_ids: job.max_reported_ids,
             salt: crate::jobs::privacy::audit_salt(&ctx.settings().jobs.privacy).ok(),
@@ -335,7 +323,7 @@ impl<'a> DashboardSender<'a> {
     fn resolve(&self, student: &StudentRef) -> Result<(usize, StudentAccessToken), Skip> {
         let client = student
             .partner_id
-            .and_then(|p| self.by_partner.get(&p).copied())
+            .and_then(|p| self.clients.position(&p))
             .ok_or(Skip::UnknownPartner)?;
         match (&student.token, &student.access_id) {
             (Some(token), Some(access_id)) if !token.is_empty() => Ok((
@@ -398,7 +386,7 @@ impl<'a> DashboardSender<'a> {
         }
         let mut partners = Vec::new();
         for (i, events) in per_partner.into_iter().enumerate() {
-            let client = &self.clients[i];
+            let client = &self.clients.get(i).client;
             let sends: Vec<_> = events
                 .into_iter()
                 .map(|(key, user_id, requests)| self.send_event(i, key, user_id, requests))
@@ -435,7 +423,7 @@ impl<'a> DashboardSender<'a> {
 
     async fn send_one(&self, index: usize, user_id: Uuid, request: &DashboardRequest) -> bool {
         let api = request.api();
-        let client = &self.clients[index];
+        let client = &self.clients.get(index).client;
         let give_up = &self.give_up[index];
         self.ctx.counts.add_read(1);
         if give_up.gave_up() {
