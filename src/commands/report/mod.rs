@@ -33,7 +33,7 @@ use sqlx::PgPool;
 
 use crate::config::Profile;
 use crate::jobs;
-use crate::runtime::history::{self, RunRow};
+use crate::runtime::history::{self, RunRow, RunStatus};
 use crate::runtime::registry::Registry;
 use crate::runtime::Exit;
 use crate::time;
@@ -144,7 +144,7 @@ pub struct Lane {
     pub chain_step: bool,
     /// Indexes into [`NightReport::runs`].
     pub runs: Vec<usize>,
-    pub by_status: BTreeMap<String, u64>,
+    pub by_status: BTreeMap<RunStatus, u64>,
     /// Sums over the runs that were not dry.
     pub read: i64,
     pub written: i64,
@@ -311,7 +311,7 @@ impl NightReport {
                 };
                 for &i in &lane.runs {
                     let r = &runs[i];
-                    *lane.by_status.entry(r.status.clone()).or_default() += 1;
+                    *lane.by_status.entry(r.status).or_default() += 1;
                     if r.dry_run {
                         continue;
                     }
@@ -319,7 +319,7 @@ impl NightReport {
                     lane.written += r.write_cnt;
                     lane.skipped += r.skip_cnt;
                     lane.failed += r.fail_cnt;
-                    if let (Some(end), false) = (r.ended_at, r.status == "SKIPPED") {
+                    if let (Some(end), false) = (r.ended_at, r.status == RunStatus::Skipped) {
                         lane.seconds +=
                             (end - r.started_at).num_milliseconds().max(0) as f64 / 1000.0;
                         lane.timed_read += r.read_cnt;
@@ -412,7 +412,7 @@ impl NightReport {
     pub fn attention(&self) -> Vec<&RunRow> {
         self.runs
             .iter()
-            .filter(|r| r.status != "COMPLETED")
+            .filter(|r| r.status != RunStatus::Completed)
             .collect()
     }
 
@@ -526,7 +526,7 @@ mod tests {
             job_id: job.into(),
             business_date: NaiveDate::from_ymd_opt(2026, 3, 5).unwrap(),
             dry_run: false,
-            status: status.into(),
+            status: RunStatus::parse(status).expect("a run status"),
             started_at: start,
             ended_at: Some(start + Duration::seconds(secs)),
             read_cnt: 100,
@@ -582,7 +582,7 @@ mod tests {
         assert_eq!((dc.read, dc.written, dc.failed), (200, 80, 4));
         assert_eq!(dc.seconds, 40.0);
         assert_eq!(dc.read_per_sec(), Some(5.0));
-        assert_eq!(dc.by_status["FAILED"], 1);
+        assert_eq!(dc.by_status[&RunStatus::Failed], 1);
         assert_eq!(r.missing_steps().len(), 4);
         assert_eq!(r.attention().len(), 1);
     }
