@@ -18,7 +18,6 @@ pub mod dc;
 pub mod lcms;
 pub mod lms;
 pub mod lrs;
-pub mod privacy;
 pub mod shared;
 
 /// The lock of every job that writes `keris_batch_data` or the error table
