@@ -314,16 +314,18 @@ impl std::fmt::Debug for ChainDef {
 /// Every job, in the seed's order, and the chains of them.
 #[derive(Clone, Copy)]
 pub struct Registry {
-    jobs: &'static [&'static JobDef],
+    lists: &'static [&'static [&'static JobDef]],
     chains: &'static [&'static ChainDef],
 }
 
 impl Registry {
+    /// The jobs are the systems' lists, one after the other: each list in
+    /// its own order, the lists in the order given.
     pub const fn new(
-        jobs: &'static [&'static JobDef],
+        lists: &'static [&'static [&'static JobDef]],
         chains: &'static [&'static ChainDef],
     ) -> Self {
-        Self { jobs, chains }
+        Self { lists, chains }
     }
 
     pub fn chains(&self) -> impl Iterator<Item = &'static ChainDef> + '_ {
@@ -336,7 +338,7 @@ impl Registry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'static JobDef> + '_ {
-        self.jobs.iter().copied()
+        self.lists.iter().flat_map(|list| list.iter().copied())
     }
 
     /// Finds a job by id, ignoring case (`lms-01-001` and `LMS-01-001` alike).

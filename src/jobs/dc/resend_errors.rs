@@ -30,7 +30,7 @@
 //! (see [`crate::jobs::shared::refusal`]) stop the partner's resending, leave
 //! its rows as they are and end the run `FAILED` (exit 1) with what KERIS
 //! answered. Rows of students whose statements must not reach KERIS
-//! ([`crate::jobs::privacy::withheld_students`]) are left open, counted as
+//! ([`crate::jobs::shared::privacy::withheld_students`]) are left open, counted as
 //! `withheld` (DC-01-003 deletes them). Per day the details count what was
 //! resent, failed, withheld and deferred (`days`).
 //!
@@ -58,10 +58,10 @@ use uuid::Uuid;
 
 use crate::config::KerisTransferSettings;
 use crate::contract::ErrorStatus;
-use crate::jobs::privacy;
 use crate::jobs::shared::error_data::FailedColumns;
 use crate::jobs::shared::keris_batch_data::{load_stored, mark_error, mark_sent, Marks};
 use crate::jobs::shared::partners::PartnerClients;
+use crate::jobs::shared::privacy;
 use crate::jobs::shared::refusal::SystemicRefusal;
 use crate::jobs::shared::transfer::{
     is_content_code, is_duplicate_code, Batcher, Item, PartnerSender, ProbeSource, RequestOutcome,

@@ -32,7 +32,7 @@
 //! day sends them.
 //!
 //! Consent: the students who must not reach KERIS
-//! ([`crate::jobs::privacy::withheld_students`], loaded once per run) are
+//! ([`crate::jobs::shared::privacy::withheld_students`], loaded once per run) are
 //! checked again here, as LRS-01-001 checks them when it aggregates (a grace
 //! period may end in between): their statements stay `READY` (DC-01-003
 //! deletes them), counted as `withheld`, never sent.
@@ -74,12 +74,12 @@ use uuid::Uuid;
 
 use crate::config::KerisTransferSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
-use crate::jobs::privacy;
 use crate::jobs::shared::error_data::{record_errors, FailedColumns};
 use crate::jobs::shared::keris_batch_data::{
     load_stored, mark_error, mark_sent, stored_projection, Marks,
 };
 use crate::jobs::shared::partners::{partners_by_id, PartnerClients};
+use crate::jobs::shared::privacy;
 use crate::jobs::shared::refusal::SystemicRefusal;
 use crate::jobs::shared::transfer::{
     Batcher, Item, Journal, PartnerSender, ProbeSource, RequestOutcome, SendReport, Verdict,

@@ -314,7 +314,7 @@ impl<'a> DashboardSender<'a> {
             clients,
             page_size: i64::from(job.page_size),
             max_reported_ids: job.max_reported_ids,
-            salt: crate::jobs::privacy::audit_salt(&ctx.settings().jobs.privacy).ok(),
+            salt: crate::jobs::shared::privacy::audit_salt(&ctx.settings().jobs.privacy).ok(),
             ours: ctx.owns_user_sql("x.user_id::text"),
             report: Mutex::new(Report::default()),
         })
@@ -492,7 +492,7 @@ impl<'a> DashboardSender<'a> {
     fn student_ref(&self, user_id: Uuid) -> Option<String> {
         self.salt
             .as_deref()
-            .map(|salt| crate::jobs::privacy::student_hash(salt, user_id))
+            .map(|salt| crate::jobs::shared::privacy::student_hash(salt, user_id))
     }
 
     /// Writes the figures to the run's details.
