@@ -13,7 +13,7 @@ use serde_json::json;
 use aidt_batch::context::AppContext;
 use aidt_batch::contract::KERIS_BATCH_DATA;
 use aidt_batch::jobs::dc::send_statements;
-use aidt_batch::jobs::shared::in_flight::run_in_flight;
+use aidt_batch::jobs::lrs::aggregation::in_flight::run_in_flight;
 use aidt_batch::jobs::shared::{keris_batch_data, transfer};
 use aidt_batch::xapi;
 
@@ -336,7 +336,7 @@ async fn source_cursor(
     app: &AppContext,
     date: NaiveDate,
 ) -> anyhow::Result<mongodb::Cursor<RawDocumentBuf>> {
-    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
+    use aidt_batch::jobs::lrs::aggregation::{source_filter, source_sort};
     app.mongo
         .collection::<RawDocumentBuf>(aidt_batch::contract::STATEMENTS)
         .find(source_filter(date))

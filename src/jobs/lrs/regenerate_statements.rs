@@ -43,8 +43,8 @@ use mongodb::bson::{doc, Bson};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregate_statements::Output;
-use super::late_statements::plan_chunk;
+use super::aggregation::late_statements::plan_chunk;
+use super::aggregation::Output;
 use crate::contract::BatchStatus;
 use crate::jobs::shared::keris_batch_data::{find_by_ids, run_updates};
 use crate::jobs::shared::transfer::CONTENT_CODES;

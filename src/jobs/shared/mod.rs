@@ -9,7 +9,6 @@
 pub mod dashboard;
 pub mod error_data;
 pub mod give_up;
-pub mod in_flight;
 pub mod keris_batch_data;
 pub mod partners;
 pub mod privacy;

@@ -34,11 +34,11 @@ use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregate_statements::{
+use super::source::{self, Kind, Source, Undecodable};
+use super::{
     coverage_of, first_id, is_withheld, output, owns_unknown, write_outputs, Coverage, Group, Key,
     Output, Report, INVALID, READY,
 };
-use super::source::{self, Kind, Source, Undecodable};
 use crate::config::LrsAggregateSettings;
 use crate::contract::{KERIS_BATCH_DATA, STATEMENTS};
 use crate::runtime::JobContext;
@@ -263,7 +263,7 @@ pub async fn late_pass(
     if window.until <= window.after {
         return Ok(late);
     }
-    let (day_start, _) = super::aggregate_statements::day_bounds(window.date);
+    let (day_start, _) = super::day_bounds(window.date);
     let filter = doc! {
         "stored": { "$gt": bson_date(window.after), "$lte": bson_date(window.until) },
         "timestamp": { "$not": { "$gte": day_start } },
@@ -565,8 +565,8 @@ async fn read_sources(
     wanted: &HashSet<(&str, NaiveDate)>,
     max_time: Duration,
 ) -> anyhow::Result<ByUserDay<Source>> {
-    let (start, _) = super::aggregate_statements::day_bounds(first);
-    let (_, end) = super::aggregate_statements::day_bounds(last);
+    let (start, _) = super::day_bounds(first);
+    let (_, end) = super::day_bounds(last);
     let mut cursor = db
         .collection::<RawDocumentBuf>(STATEMENTS)
         .find(doc! { "user_id": { "$in": users }, "timestamp": { "$gte": start, "$lt": end } })
