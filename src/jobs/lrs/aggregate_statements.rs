@@ -61,6 +61,7 @@ use mongodb::bson::{doc, Document, RawDocument, RawDocumentBuf};
 use uuid::Uuid;
 
 use super::aggregation::late_statements::{self, Exceptions, Window};
+use super::aggregation::rebuild;
 use super::aggregation::source::{self, Kind, Source};
 use super::aggregation::{
     day_bounds, in_flight::run_in_flight, is_withheld, owns_unknown, source_filter, source_sort,
@@ -113,10 +114,9 @@ impl Job for AggregateStatements {
             late_statements::late_pass(ctx, &window, &withheld, &mut ex, &mut rebuilds).await?;
         late_statements::voided_targets(ctx, &window, &mut ex, &mut rebuilds).await?;
         ctx.stop_point()?;
-        let mut rebuilt = late_statements::rebuild_user_days(
-            ctx, &settings, &window, &withheld, &ex.voided, &rebuilds,
-        )
-        .await?;
+        let mut rebuilt =
+            rebuild::rebuild_user_days(ctx, &settings, &window, &withheld, &ex.voided, &rebuilds)
+                .await?;
         if !ctx.dry_run {
             ctx.counts
                 .add_written(rebuilt.report.inserted + rebuilt.report.updated + rebuilt.deleted);

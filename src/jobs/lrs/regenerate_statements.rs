@@ -43,7 +43,7 @@ use mongodb::bson::{doc, Bson};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregation::late_statements::plan_chunk;
+use super::aggregation::rebuild::plan_chunk;
 use super::aggregation::Output;
 use crate::contract::BatchStatus;
 use crate::jobs::shared::keris_batch_data::{find_by_ids, run_updates};

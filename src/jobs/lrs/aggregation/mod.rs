@@ -2,8 +2,8 @@
 //! into KERIS statements: reading source documents ([`source`]), grouping
 //! them per (student, verb, object) into outputs ([`group`]), writing the
 //! outputs to `keris_batch_data` ([`write`]), the late statements of earlier
-//! days ([`late_statements`]) and the bounded tasks writes run as
-//! ([`in_flight`]).
+//! days ([`late_statements`]), rebuilding a student's day window by window
+//! ([`rebuild`]) and the bounded tasks writes run as ([`in_flight`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,6 +18,7 @@ use crate::time;
 pub mod group;
 pub mod in_flight;
 pub mod late_statements;
+pub mod rebuild;
 pub mod source;
 pub mod write;
 
