@@ -36,7 +36,7 @@ use super::login_stats::{SCHOOL_LEVELS, USER_TYPES};
 use super::login_users::Period;
 use super::{connected_users, login_counts, login_users};
 use crate::format::thousands;
-use crate::jobs::lms::learning_day::LearningDaySettings;
+use crate::jobs::shared::sessions::LearningDaySettings;
 
 /// A Monday-to-Sunday week, Asia/Seoul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -223,7 +223,7 @@ async fn notices(conn: &mut PgConnection, r: DateTime<Utc>) -> anyhow::Result<(S
 /// are the older days of the week BO-05-006 mails (it computes them first).
 async fn statistics(conn: &mut PgConnection, world: &World) -> anyhow::Result<Vec<(String, u64)>> {
     use aidt_batch::jobs::bo::{connected_users, login_counts, login_users};
-    let sessions = aidt_batch::jobs::lms::learning_day::LearningDaySettings::default();
+    let sessions = aidt_batch::jobs::shared::sessions::LearningDaySettings::default();
     let days: Vec<NaiveDate> = (1..=7)
         .rev()
         .map(|back| world.day.date - Duration::days(back))
