@@ -32,9 +32,8 @@ use chrono::{Datelike, Days, NaiveDate, Weekday};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{SCHOOL_LEVELS, USER_TYPES};
 use super::login_users::Period;
-use super::{connected_users, login_counts, login_users};
+use super::{connected_users, login_counts, login_users, SCHOOL_LEVELS, USER_TYPES};
 use crate::format::thousands;
 use crate::jobs::shared::sessions::LearningDaySettings;
 
@@ -273,7 +272,7 @@ fn level_name(code: &str) -> &str {
         "E" => "초등",
         "M" => "중등",
         "H" => "고등",
-        super::login_stats::NO_SCHOOL_LEVEL => "학교 없음",
+        super::NO_SCHOOL_LEVEL => "학교 없음",
         other => other,
     }
 }

@@ -15,7 +15,7 @@
 //!   — and lasts at least `open_session_idle_minutes` (10)
 //!   ([`crate::jobs::shared::sessions::clipped_sessions_ctes`]).
 //! - Users without a school count under
-//!   [`super::login_stats::NO_SCHOOL_LEVEL`], never dropped.
+//!   [`super::NO_SCHOOL_LEVEL`], never dropped.
 //! - All 24 hours × every level of [`SCHOOL_LEVELS`] are written, zeros
 //!   included, so a chart has no gaps and a quiet hour differs from a day
 //!   not computed.
@@ -35,7 +35,7 @@ use chrono::{Days, NaiveDate};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
+use super::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
 use crate::jobs::shared::sessions::{
     clipped_sessions_ctes, validate_settings, DayBinds, LearningDaySettings, LOGIN_SESSIONS,
 };
