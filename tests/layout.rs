@@ -232,3 +232,55 @@ fn no_file_in_src_is_longer_than_600_lines() {
         "files over {MAX_LINES} lines (split them into named parts): {long:?}"
     );
 }
+
+/// The lines of `diff` under `+++ b/<path>` up to the next file header,
+/// without their `+`/` ` mark: (added, context).
+fn hunk_of(diff: &str, path: &str) -> (Vec<String>, Vec<String>) {
+    let start = diff
+        .find(&format!("+++ b/{path}\n"))
+        .unwrap_or_else(|| panic!("docs/contributing.md: no diff of {path}"));
+    let body = diff[start..].lines().skip(1);
+    let (mut added, mut context) = (Vec::new(), Vec::new());
+    for line in body.take_while(|l| !l.starts_with("--- ")) {
+        if let Some(rest) = line.strip_prefix('+') {
+            added.push(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix(' ') {
+            context.push(rest.to_string());
+        }
+    }
+    (added, context)
+}
+
+#[test]
+fn the_adding_a_job_diff_is_the_example_the_tests_compile() {
+    let doc = std::fs::read_to_string(root().join("docs/contributing.md")).unwrap();
+    let start = doc
+        .find("## Adding a job")
+        .expect("an \"Adding a job\" section");
+    let section = &doc[start..];
+    let diff = &section[section.find("```diff\n").expect("a diff")..];
+    let diff = &diff[..diff["```diff\n".len()..].find("```").unwrap() + "```diff\n".len()];
+
+    let (new_file, _) = hunk_of(diff, "src/jobs/bo/session_expiry.rs");
+    let compiled = std::fs::read_to_string(root().join("src/jobs/example.rs")).unwrap();
+    assert_eq!(
+        new_file.join("\n"),
+        compiled.trim_end(),
+        "the new file of docs/contributing.md's diff is src/jobs/example.rs, which `cargo \
+         test --lib` compiles: change both"
+    );
+
+    let (added, context) = hunk_of(diff, "src/jobs/bo/mod.rs");
+    assert_eq!(
+        added,
+        ["pub mod session_expiry;", "    &session_expiry::DEF,"]
+    );
+    let bo_mod = std::fs::read_to_string(root().join("src/jobs/bo/mod.rs")).unwrap();
+    let lines: Vec<&str> = bo_mod.lines().collect();
+    for line in &context {
+        assert!(
+            lines.contains(&line.as_str()),
+            "docs/contributing.md's diff of src/jobs/bo/mod.rs no longer applies: {line:?}"
+        );
+    }
+}
