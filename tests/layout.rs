@@ -30,7 +30,6 @@ const LONG_FILES_BEING_SPLIT: &[&str] = &[
     "src/jobs/shared/privacy.rs",
     "src/jobs/lms/llm_dataset.rs",
     "src/jobs/lcms/content_copy.rs",
-    "src/jobs/bo/login_stats/usage_report/mod.rs",
 ];
 
 /// Jobs of the LRS aggregation that still share through each other's files
