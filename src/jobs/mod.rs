@@ -20,6 +20,11 @@ pub mod lms;
 pub mod lrs;
 pub mod shared;
 
+/// The job docs/contributing.md ("Adding a job") adds, compiled from the
+/// doc's own text (tests/layout.rs checks that they are the same).
+#[cfg(test)]
+mod example;
+
 /// The lock of every job that writes `keris_batch_data` or the error table
 /// `tb_dc_error_data_info` (aggregation, sending, resending, regeneration,
 /// privacy deletion): at most one of them runs at a time.
@@ -105,4 +110,41 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example job of docs/contributing.md, registered the way the doc
+    /// says, is a job like the others: found by id, with its section.
+    #[test]
+    fn the_documented_example_job_registers_with_its_settings() {
+        static WITH_EXAMPLE: &[&JobDef] = &[&example::DEF];
+        static REGISTRY: Registry = Registry::new(
+            &[
+                lms::JOBS,
+                dc::JOBS,
+                lrs::JOBS,
+                lcms::JOBS,
+                bo::JOBS,
+                WITH_EXAMPLE,
+            ],
+            CHAINS,
+        );
+        let def = REGISTRY.find("bo-01-006").expect("registered");
+        assert_eq!(REGISTRY.by_config("bo_01_006").map(|d| d.id), Some(def.id));
+        assert_eq!(REGISTRY.iter().count(), super::REGISTRY.iter().count() + 1);
+        let check = def.settings.expect("settings").check;
+        let section = |toml: &str| {
+            ::config::Config::builder()
+                .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .cache
+        };
+        assert_eq!(check(section("keep_days = 3")), Ok(()));
+        let typo = check(section("keep_dayz = 3")).unwrap_err();
+        assert!(typo.contains("keep_dayz"), "{typo}");
+    }
 }

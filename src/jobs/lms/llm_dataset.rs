@@ -50,7 +50,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::learning_day::Day;
+use crate::jobs::shared::sessions::Day;
 use crate::runtime::registry::{settings_of, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 

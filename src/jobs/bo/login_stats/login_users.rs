@@ -29,9 +29,7 @@ use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{
-    finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
-};
+use super::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES};
 use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;

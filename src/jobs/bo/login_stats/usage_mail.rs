@@ -43,7 +43,7 @@ use sqlx::PgConnection;
 
 use super::connected_users;
 use super::usage_report::{ensure_statistics, read_week, Report, Week};
-use crate::jobs::lms::learning_day::LearningDaySettings;
+use crate::jobs::shared::sessions::LearningDaySettings;
 use crate::runtime::registry::{settings_of, JobDef, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;

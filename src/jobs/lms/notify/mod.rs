@@ -5,6 +5,9 @@
 //! settings prologue; the statement's tail that writes the messages (or
 //! counts them for `--dry-run`); and the run's counts.
 
+pub mod assignment_due_messages;
+pub mod praise_messages;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 

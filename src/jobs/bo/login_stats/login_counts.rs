@@ -7,7 +7,7 @@
 //! level) of [`USER_TYPES`] × [`SCHOOL_LEVELS`] gets a row, zeros included,
 //! so a day without logins differs from a day not computed (BO-05-006 relies
 //! on it). Users without a school count under
-//! [`super::login_stats::NO_SCHOOL_LEVEL`].
+//! [`super::NO_SCHOOL_LEVEL`].
 //!
 //! One set-based statement in one transaction that first deletes D's rows:
 //! a rerun replaces them exactly. `--dry-run` computes inside the
@@ -17,9 +17,7 @@ use chrono::{Days, NaiveDate};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{
-    finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES,
-};
+use super::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS, USER_TYPES};
 use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;

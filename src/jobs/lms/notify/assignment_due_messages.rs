@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::templates;
+use crate::jobs::lms::notify;
 use crate::runtime::registry::{settings_of, DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -70,7 +70,7 @@ pub static DEF: JobDef = JobDef {
     schedule_note: Some("the seed prints `_/30_ * * *` (Markdown mangling of */30)"),
     default_date: DefaultDate::Today,
     lock_wait_secs: 600,
-    settings: Some(settings_of::<AssignmentDueSettings>().checked_by(templates::validate::<AssignmentDueSettings>)),
+    settings: Some(settings_of::<AssignmentDueSettings>().checked_by(notify::validate::<AssignmentDueSettings>)),
     job: Some(&AssignmentDueMessages),
     ..JobDef::DEFAULTS
 };
@@ -82,7 +82,7 @@ pub struct AssignmentDueSettings {
     /// Minutes before `due_dt` at which a reminder is due: `[1440, 60]` or
     /// `"1440,60"`. With the 30-minute schedule a threshold under 30 minutes
     /// may fall between two runs.
-    #[serde(deserialize_with = "templates::number_list")]
+    #[serde(deserialize_with = "notify::number_list")]
     pub thresholds_minutes: Vec<u32>,
     /// `{title}` the assignment's title, `{due}` its due time in KST
     /// (`YYYY-MM-DD HH:MI`), `{threshold}` the threshold (`24시간`, `1시간`).
@@ -106,7 +106,7 @@ impl Default for AssignmentDueSettings {
 /// The longest threshold accepted: a week. Longer is not a deadline reminder.
 const MAX_THRESHOLD_MINUTES: u32 = 7 * 24 * 60;
 
-impl templates::MessageSettings for AssignmentDueSettings {
+impl notify::MessageSettings for AssignmentDueSettings {
     fn check(&self) -> Result<(), String> {
         let t = &self.thresholds_minutes;
         if t.is_empty() {
@@ -122,8 +122,8 @@ impl templates::MessageSettings for AssignmentDueSettings {
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("thresholds_minutes: {} is given twice", w[0]));
         }
-        templates::check("title_template", &self.title_template, &PLACEHOLDERS)?;
-        templates::check("body_template", &self.body_template, &PLACEHOLDERS)?;
+        notify::check("title_template", &self.title_template, &PLACEHOLDERS)?;
+        notify::check("body_template", &self.body_template, &PLACEHOLDERS)?;
         Ok(())
     }
 }
@@ -157,7 +157,7 @@ pub struct AssignmentDueMessages;
 #[async_trait::async_trait]
 impl Job for AssignmentDueMessages {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings: AssignmentDueSettings = templates::settings(ctx)?;
+        let settings: AssignmentDueSettings = notify::settings(ctx)?;
         let now = ctx.reference_time();
         ctx.set_detail("reference_time", now);
 
@@ -176,7 +176,7 @@ impl Job for AssignmentDueMessages {
         let by_threshold = write_messages(ctx.pg(), now, &settings, ctx.dry_run).await?;
         let candidates: u64 = by_threshold.values().map(|c| c.candidates).sum();
         let written: u64 = by_threshold.values().map(|c| c.written).sum();
-        templates::report(ctx, candidates, written);
+        notify::report(ctx, candidates, written);
         let by_threshold: BTreeMap<String, ThresholdCount> = by_threshold
             .into_iter()
             .map(|(m, c)| (format!("{m}m"), c))
@@ -269,7 +269,7 @@ pub async fn write_messages(
         .map(|&m| threshold_label(m))
         .collect();
     let widest = thresholds.iter().copied().max().unwrap_or(0);
-    let tail = templates::write_or_count(MSG_TYPE, "minutes", dry_run);
+    let tail = notify::write_or_count(MSG_TYPE, "minutes", dry_run);
     let sql = format!("{CANDIDATES} {tail}");
     let rows: Vec<(i32, i64, i64)> = sqlx::query_as(&sql)
         .bind(now)
@@ -304,8 +304,8 @@ pub async fn write_messages(
 
 #[cfg(test)]
 mod tests {
-    use super::templates::MessageSettings as _;
     use super::*;
+    use crate::jobs::lms::notify::MessageSettings as _;
 
     #[test]
     fn thresholds_read_as_hours_and_minutes() {

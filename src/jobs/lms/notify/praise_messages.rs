@@ -36,7 +36,7 @@ use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::templates;
+use crate::jobs::lms::notify;
 use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 use crate::time;
@@ -60,7 +60,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads the business date's (default yesterday) assignments and submissions, tb_lms_lrn_result and tb_lms_lrn_session; writes PRAISE messages into tb_lms_ntcn_msg: every assignment due that day submitted on time, an average score of at least 90 over at least 5 items, a learning streak reaching a multiple of 7 days ([jobs.lms_01_005]); a rerun writes nothing twice.",
     schedule: Schedule::Cron("0 1 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(settings_of::<PraiseSettings>().checked_by(templates::validate::<PraiseSettings>)),
+    settings: Some(settings_of::<PraiseSettings>().checked_by(notify::validate::<PraiseSettings>)),
     job: Some(&PraiseMessages),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
@@ -106,7 +106,7 @@ impl Default for PraiseSettings {
 /// The longest look-back accepted, about ten years.
 const MAX_LOOKBACK_DAYS: u32 = 3660;
 
-impl templates::MessageSettings for PraiseSettings {
+impl notify::MessageSettings for PraiseSettings {
     fn check(&self) -> Result<(), String> {
         if !(0.0..=100.0).contains(&self.min_avg_score) {
             return Err(format!(
@@ -155,7 +155,7 @@ impl templates::MessageSettings for PraiseSettings {
             ("streak_title", &self.streak_title, &["date", "days"]),
             ("streak_body", &self.streak_body, &["date", "days"]),
         ] {
-            templates::check(key, template, known)?;
+            notify::check(key, template, known)?;
         }
         Ok(())
     }
@@ -181,11 +181,11 @@ pub struct PraiseMessages;
 #[async_trait::async_trait]
 impl Job for PraiseMessages {
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        let settings: PraiseSettings = templates::settings(ctx)?;
+        let settings: PraiseSettings = notify::settings(ctx)?;
         let outcome = write_praise(ctx.pg(), ctx.business_date, &settings, ctx.dry_run).await?;
         let candidates: u64 = outcome.by_reason.values().map(|c| c.candidates).sum();
         let written: u64 = outcome.by_reason.values().map(|c| c.written).sum();
-        templates::report(ctx, candidates, written);
+        notify::report(ctx, candidates, written);
         if outcome.streaks_beyond_lookback > 0 {
             tracing::warn!(
                 students = outcome.streaks_beyond_lookback,
@@ -287,7 +287,7 @@ pub async fn write_praise(
     let lookback_first = date
         .checked_sub_days(Days::new(u64::from(settings.streak_lookback_days) - 1))
         .context("streak look-back out of range")?;
-    let tail = templates::write_or_count(MSG_TYPE, "reason", dry_run);
+    let tail = notify::write_or_count(MSG_TYPE, "reason", dry_run);
     // The streaks no window can measure, reported beside the reasons.
     let sql = format!(
         "{CANDIDATES} {tail}
@@ -343,8 +343,8 @@ pub async fn write_praise(
 
 #[cfg(test)]
 mod tests {
-    use super::templates::MessageSettings as _;
     use super::*;
+    use crate::jobs::lms::notify::MessageSettings as _;
 
     #[test]
     fn the_defaults_pass_and_each_bad_setting_names_its_key() {

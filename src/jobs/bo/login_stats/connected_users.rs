@@ -13,9 +13,9 @@
 //!   result or access-log row after the login and before the user's next
 //!   login, at most `[jobs.bo_01_003] open_session_max_hours` (12) after it
 //!   — and lasts at least `open_session_idle_minutes` (10)
-//!   ([`crate::jobs::lms::learning_day::clipped_sessions_ctes`]).
+//!   ([`crate::jobs::shared::sessions::clipped_sessions_ctes`]).
 //! - Users without a school count under
-//!   [`super::login_stats::NO_SCHOOL_LEVEL`], never dropped.
+//!   [`super::NO_SCHOOL_LEVEL`], never dropped.
 //! - All 24 hours × every level of [`SCHOOL_LEVELS`] are written, zeros
 //!   included, so a chart has no gaps and a quiet hour differs from a day
 //!   not computed.
@@ -35,8 +35,8 @@ use chrono::{Days, NaiveDate};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::login_stats::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
-use crate::jobs::lms::learning_day::{
+use super::{finish, level_expr, level_joins, replace_rows, Owned, SCHOOL_LEVELS};
+use crate::jobs::shared::sessions::{
     clipped_sessions_ctes, validate_settings, DayBinds, LearningDaySettings, LOGIN_SESSIONS,
 };
 use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};

@@ -1,7 +1,8 @@
 //! What the back-office login statistics share: BO-01-003 (connected users
 //! per hour), BO-01-004 (logins per day), BO-01-007 (login users per day,
 //! ISO week and month) and BO-05-006, which computes a week those jobs left
-//! missing before it mails it.
+//! missing with their own code before it mails it (the weekly report:
+//! [`usage_report`]).
 //!
 //! A user's school level comes from `tb_lms_user.school_id` →
 //! `tb_lms_school.school_level`. Users without one — parents, a user without
@@ -9,6 +10,12 @@
 //! in `tb_lms_user` — are counted under [`NO_SCHOOL_LEVEL`], never dropped.
 //! The user type is the login row's own `tb_lms_login_hist.user_type` (what
 //! the user logged in as).
+
+pub mod connected_users;
+pub mod login_counts;
+pub mod login_users;
+pub mod usage_mail;
+pub mod usage_report;
 
 use anyhow::Context as _;
 use chrono::NaiveDate;

@@ -6,7 +6,7 @@
 //! least one lecture, also for a student with no activity on D (zeros,
 //! `attend_yn = 'N'`), so teachers see who was absent:
 //! - `lrn_time_sec`: the student's sessions of every lecture, clipped to D and
-//!   merged ([`super::learning_day`]);
+//!   merged ([`super`]);
 //! - `solved_cnt`: results solved on D; `correct_rate`: correct / solved in
 //!   percent (0–100, two decimals, like scores), NULL when nothing was solved;
 //! - `asgn_submit_rate`: of the assignments due on D in the student's
@@ -18,7 +18,8 @@
 //! deleted since loses the row) and readers see either the old day or the
 //! new one. Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
-use super::learning_day::{self, DayTable};
+use super::{session_time_ctes, DayTable};
+use crate::jobs::shared::sessions::{validate_settings, LearningDaySettings};
 use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
@@ -33,7 +34,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads the business date's tb_lms_lrn_session, tb_lms_lrn_result and tb_lms_assignment_submit; writes tb_lms_stdnt_cmpt_idx_daily: per active lecture member, learning time (sessions clipped to the day, open ones ended at the student's last activity, at least [jobs.lms_01_002] open_session_idle_minutes and at most open_session_max_hours, overlaps merged), results solved, correct rate, assignment submit rate, attendance; a rerun replaces the day's rows.",
     schedule: Schedule::Cron("10 4 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(settings_of::<learning_day::LearningDaySettings>().checked_by(learning_day::validate_settings)),
+    settings: Some(settings_of::<LearningDaySettings>().checked_by(validate_settings)),
     job: Some(&CompetencyIndicators),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
@@ -77,7 +78,7 @@ fn rows_sql() -> String {
              ON st.user_id = mb.user_id AND st.user_type = 'S' AND st.del_yn = 'N'
            LEFT JOIN session_time t ON t.user_id = st.user_id
            LEFT JOIN solved r ON r.user_id = st.user_id",
-        sessions = learning_day::session_time_ctes("user_id"),
+        sessions = session_time_ctes("user_id"),
     )
 }
 

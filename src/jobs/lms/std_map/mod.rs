@@ -34,11 +34,14 @@ use crate::jobs::shared::shrink::{self, Shrink};
 use crate::runtime::registry::{settings_of, DefaultDate, JobDef, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
+pub mod course_std_sys;
+pub mod kc_std_map;
+
 /// At most this many offending (item, code) pairs or item ids per list in a
 /// run's details; the counts are always complete.
 pub const MAX_REPORTED: i64 = 20;
 
-/// One of the two maps.
+/// One of the two maps (each job's file declares its own).
 #[derive(Debug, Clone, Copy)]
 pub struct StdMap {
     /// The table rebuilt.
@@ -49,21 +52,6 @@ pub struct StdMap {
     /// content's `course_id`): KC problems are reported only then.
     pub keyed_by_kc: bool,
 }
-
-/// `tb_lms_kc_std_map`: (KC, standard-system id) of every active item,
-/// `kc_ids × std_sys_ids`.
-pub const KC_STD_MAP: StdMap = StdMap {
-    table: "tb_lms_kc_std_map",
-    key_column: "kc_id",
-    keyed_by_kc: true,
-};
-
-/// `tb_lms_course_std_sys`: (course of the item's content, standard-system id).
-pub const COURSE_STD_SYS: StdMap = StdMap {
-    table: "tb_lms_course_std_sys",
-    key_column: "course_id",
-    keyed_by_kc: false,
-};
 
 /// The active items of the LMS copy, with their content's course.
 const ACTIVE_ITEMS: &str = "
@@ -99,10 +87,10 @@ pub fn validate_settings(section: config::Value) -> Result<(), String> {
 
 /// The registry entry of a map job: LMS, daily, today's date (the map is
 /// rebuilt as of now), a lock of its own, [`StdMapSettings`] and
-/// `--allow-shrink`; `map` is the job, [`run`] over it.
+/// `--allow-shrink`; `job` runs [`run`] over its map.
 pub const fn job_def(
     id: &'static str,
-    map: &'static StdMap,
+    job: &'static dyn Job,
     name_ko: &'static str,
     name_en: &'static str,
     about: &'static str,
@@ -118,15 +106,8 @@ pub const fn job_def(
         default_date: DefaultDate::Today,
         settings: Some(settings_of::<StdMapSettings>().checked_by(validate_settings)),
         args: shrink::allow_shrink_arg,
-        job: Some(map),
+        job: Some(job),
         ..JobDef::DEFAULTS
-    }
-}
-
-#[async_trait::async_trait]
-impl Job for StdMap {
-    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
-        run(ctx, *self).await
     }
 }
 

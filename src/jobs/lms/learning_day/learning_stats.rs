@@ -6,13 +6,14 @@
 //! session of that lecture overlapping D: `std_sys_cnt` (distinct
 //! standard-system ids), `item_cnt` (distinct items), `correct_cnt` (correct
 //! results), `avg_score` (NULL without results), `lrn_time_sec` (that
-//! lecture's sessions clipped to D and merged, [`super::learning_day`]).
+//! lecture's sessions clipped to D and merged, [`super`]).
 //!
 //! One set-based statement computes the rows; the run deletes D's rows and
 //! inserts them in one transaction, so a rerun replaces D exactly.
 //! Rerun: safe. `--dry-run` computes the rows and writes nothing.
 
-use super::learning_day::{self, DayTable};
+use super::{session_time_ctes, DayTable};
+use crate::jobs::shared::sessions::{validate_settings, LearningDaySettings};
 use crate::runtime::registry::{settings_of, JobDef, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
@@ -27,7 +28,7 @@ pub static DEF: JobDef = JobDef {
     about: "Reads the business date's tb_lms_lrn_result and tb_lms_lrn_session; writes tb_lms_stdnt_lrn_stats_daily: per active student and lecture with a result or a session that day, distinct standard codes and items, correct results, average score and the lecture's learning time (clipped, open sessions ended at the student's last activity, at least [jobs.lms_01_006] open_session_idle_minutes and at most open_session_max_hours, overlaps merged); a rerun replaces the day's rows.",
     schedule: Schedule::Cron("0 6 * * *"),
     lock: Lock::JobAndDate,
-    settings: Some(settings_of::<learning_day::LearningDaySettings>().checked_by(learning_day::validate_settings)),
+    settings: Some(settings_of::<LearningDaySettings>().checked_by(validate_settings)),
     job: Some(&LearningStats),
     timeouts: Timeouts::STATISTICS,
     ..JobDef::DEFAULTS
@@ -60,7 +61,7 @@ fn rows_sql() -> String {
            FROM solved r
            FULL JOIN session_time t USING (user_id, lecture_code) AS k
            JOIN tb_lms_user u ON u.user_id = k.user_id AND u.user_type = 'S' AND u.del_yn = 'N'",
-        sessions = learning_day::session_time_ctes("user_id, lecture_code"),
+        sessions = session_time_ctes("user_id, lecture_code"),
     )
 }
 
