@@ -52,10 +52,6 @@ pub static KERIS_NIGHTLY: ChainDef = ChainDef {
 /// Every chain, for `aidt-batch chain`.
 pub static CHAINS: &[&ChainDef] = &[&KERIS_NIGHTLY];
 
-/// Jobs Kubernetes runs as an Indexed Job of this many partitions (`aidt-batch
-/// k8s`): pod i runs partition i (`JOB_COMPLETION_INDEX`) of N (`AIDT_PARTITIONS`).
-pub static K8S_PARTITIONS: &[(&str, u32)] = &[(dc::send_statements::ID, 4)];
-
 /// The registry the CLI, `list`, `crontab` and the runner read: every job of
 /// the seed's table, in its order.
 pub static REGISTRY: Registry = Registry::new(

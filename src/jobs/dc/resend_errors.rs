@@ -68,7 +68,7 @@ use crate::jobs::shared::transfer::{
     Verdict, CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
 };
 use crate::keris::XAPI_DUP_ERR;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{JobDef, KerisFigures, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-002";
@@ -85,6 +85,10 @@ pub static DEF: JobDef = JobDef {
     lock_wait_secs: 3600,
     partitioned: true,
     job: Some(&ResendErrors),
+    keris_figures: Some(KerisFigures {
+        unit: "statements",
+        accepted: &["resent"],
+    }),
     ..JobDef::DEFAULTS
 };
 

@@ -86,7 +86,7 @@ use crate::jobs::shared::transfer::{
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
 use crate::runtime::partition::Partition;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{JobDef, KerisFigures, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-001";
@@ -104,6 +104,12 @@ pub static DEF: JobDef = JobDef {
     partitioned: true,
     job: Some(&SendStatements),
     timeouts: Timeouts::DAY_STREAM,
+    k8s_partitions: Some(4),
+    // `already_sent`: accepted again after a kill left the request in doubt.
+    keris_figures: Some(KerisFigures {
+        unit: "statements",
+        accepted: &["sent", "already_sent"],
+    }),
     ..JobDef::DEFAULTS
 };
 
