@@ -14,7 +14,6 @@ const MAX_LINES: usize = 600;
 const LONG_FILES_BEING_SPLIT: &[&str] = &[
     // The KERIS senders and the LRS aggregation, split with the sender's
     // data access moved out.
-    "src/jobs/shared/dashboard.rs",
     "src/jobs/dc/send_statements.rs",
     "src/jobs/dc/resend_errors.rs",
     "src/commands/report/mod.rs",
