@@ -28,7 +28,6 @@ const LONG_FILES_BEING_SPLIT: &[&str] = &[
     "src/keris/client.rs",
     // Part of this family sweep, next in line.
     "src/jobs/shared/privacy.rs",
-    "src/jobs/lcms/content_copy.rs",
 ];
 
 /// Jobs of the LRS aggregation that still share through each other's files
