@@ -26,8 +26,6 @@ const LONG_FILES_BEING_SPLIT: &[&str] = &[
     // The runner's `run_locked` and the KERIS client, split into named steps.
     "src/runtime/runner.rs",
     "src/keris/client.rs",
-    // Part of this family sweep, next in line.
-    "src/jobs/shared/privacy.rs",
 ];
 
 /// Jobs of the LRS aggregation that still share through each other's files
