@@ -22,10 +22,6 @@ const LONG_FILES_BEING_SPLIT: &[&str] = &[
     // The runner's `run_locked` and the KERIS client, split into named steps.
     "src/runtime/runner.rs",
     "src/keris/client.rs",
-    // Part of this family sweep, next in line.
-    "src/jobs/shared/privacy.rs",
-    "src/jobs/lms/llm_dataset.rs",
-    "src/jobs/lcms/content_copy.rs",
 ];
 
 /// Folders of a system that hold what the system's jobs share, too long

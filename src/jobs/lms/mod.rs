@@ -20,6 +20,6 @@ pub static JOBS: &[&JobDef] = &[
     &learning_day::learning_stats::DEF,
     &delete_unconsented_students::DEF,
     &keris_dashboard::DEF,
-    &llm_dataset::DEF,
+    &llm_dataset::upload::DEF,
     &std_map::course_std_sys::DEF,
 ];
