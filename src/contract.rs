@@ -118,7 +118,9 @@ mod tests {
         let sources = [
             include_str!("jobs/dc/resend_errors.rs"),
             include_str!("jobs/dc/send_statements.rs"),
-            include_str!("jobs/shared/transfer.rs"),
+            include_str!("jobs/shared/transfer/mod.rs"),
+            include_str!("jobs/shared/transfer/sender.rs"),
+            include_str!("jobs/shared/error_data.rs"),
             include_str!("jobs/lrs/regenerate_statements.rs"),
         ];
         let mut seen = 0;

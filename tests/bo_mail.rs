@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use aidt_batch::runtime::history::RunStatus;
 use aidt_batch::runtime::Exit;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use mail_parser::{MessageParser, MimeHeaders};
@@ -535,7 +536,7 @@ async fn a_refused_recipient_is_recorded_failed_with_the_reply_exit_4_and_the_ne
     assert_eq!(outcome.exit, Exit::CompletedWithErrors);
     assert_eq!(
         run_status(env.pg(), outcome.run_id.unwrap()).await,
-        "COMPLETED_WITH_ERRORS"
+        RunStatus::CompletedWithErrors
     );
     let rows = hist(env.pg()).await;
     let status: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();

@@ -197,7 +197,7 @@ fn environment_values_are_text_so_secrets_keep_leading_zeros_and_exponents() {
     ]);
     let loaded = load_with(aidt_batch::config::Profile::Prod, &vars).unwrap();
     let settings = &loaded.settings;
-    let mail: aidt_batch::jobs::bo::usage_mail::UsageMailSettings = settings
+    let mail: aidt_batch::jobs::bo::login_stats::usage_mail::UsageMailSettings = settings
         .jobs
         .own_section("bo_05_006")
         .try_deserialize()

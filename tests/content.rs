@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use aidt_batch::runtime::history::RunStatus;
 use aidt_batch::runtime::Exit;
 use sqlx::PgPool;
 
@@ -284,7 +285,7 @@ async fn std_maps_refuse_to_lose_more_than_the_share_or_empty_unless_allowed() {
         let outcome = env.run_job(job, None, false).await;
         assert_eq!(outcome.exit, Exit::Failure, "{job}");
         let run_id = outcome.run_id.unwrap();
-        assert_eq!(run_status(env.pg(), run_id).await, "FAILED");
+        assert_eq!(run_status(env.pg(), run_id).await, RunStatus::Failed);
         let error: String =
             sqlx::query_scalar("SELECT error_msg FROM batch_job_run WHERE run_id = $1")
                 .bind(run_id)
@@ -745,7 +746,7 @@ async fn lcms_copy_refuses_a_source_that_lost_half_its_rows_unless_allow_shrink_
     let outcome = env.run_job("LCMS-01-001", None, false).await;
     assert_eq!(outcome.exit, Exit::Failure);
     let run_id = outcome.run_id.unwrap();
-    assert_eq!(run_status(env.pg(), run_id).await, "FAILED");
+    assert_eq!(run_status(env.pg(), run_id).await, RunStatus::Failed);
     let error = error_msg(env.pg(), run_id).await;
     assert!(
         error.contains("tb_lms_item: would remove 100 of 200 items in use (50.0%)")

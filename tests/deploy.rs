@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aidt_batch::config::Profile;
-use aidt_batch::jobs::{K8S_PARTITIONS, REGISTRY};
+use aidt_batch::jobs::REGISTRY;
 use aidt_batch::runtime::k8s;
 use aidt_batch::runtime::registry::{JobDef, ScheduledRun};
 use serde_json::Value;
@@ -45,11 +45,8 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn k8s_options() -> k8s::Options<'static> {
-    k8s::Options {
-        partitions: K8S_PARTITIONS,
-        ..k8s::Options::default()
-    }
+fn k8s_options() -> k8s::Options {
+    k8s::Options::default()
 }
 
 #[test]
@@ -295,7 +292,10 @@ fn k8s_cronjobs_run_each_scheduled_job_as_the_registry_says() {
     }
 
     // DC-01-001: an Indexed Job whose partition count reaches the binary.
-    let (id, partitions) = K8S_PARTITIONS[0];
+    let (id, partitions) = REGISTRY
+        .iter()
+        .find_map(|job| Some((job.id, job.k8s_partitions?)))
+        .expect("a job Kubernetes runs partitioned");
     assert_eq!(id, "DC-01-001");
     let dc_01_001 = "aidt-batch-dc-01-001";
     let job = &cron_jobs[dc_01_001]["spec"]["jobTemplate"]["spec"];

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aidt_batch::config::{self, LoadedConfig, Profile, Settings};
 use aidt_batch::context::AppContext;
 use aidt_batch::jobs::REGISTRY;
+use aidt_batch::runtime::history::RunStatus;
 use aidt_batch::runtime::runner::{self, RunOutcome, RunRequest};
 use aidt_batch::runtime::Exit;
 use chrono::NaiveDate;
@@ -380,7 +381,7 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// The status of a run.
-pub async fn run_status(pg: &PgPool, run_id: i64) -> String {
+pub async fn run_status(pg: &PgPool, run_id: i64) -> RunStatus {
     sqlx::query_scalar("SELECT status FROM batch_job_run WHERE run_id = $1")
         .bind(run_id)
         .fetch_one(pg)

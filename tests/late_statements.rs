@@ -107,11 +107,11 @@ type GroupKey = (String, String, String, String);
 /// The students whose records are withheld from KERIS (no consent, grace
 /// period of 30 days passed): the privacy rule's one definition of the set.
 async fn withheld(env: &TestEnv) -> Vec<String> {
-    let rule = aidt_batch::jobs::privacy::ConsentRule {
+    let rule = aidt_batch::jobs::shared::privacy::ConsentRule {
         reference_time: chrono::Utc::now(),
         grace_days: 30,
     };
-    aidt_batch::jobs::privacy::withheld_students(env.pg(), &rule)
+    aidt_batch::jobs::shared::privacy::withheld_students(env.pg(), &rule)
         .await
         .unwrap()
         .into_iter()

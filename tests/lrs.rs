@@ -496,16 +496,17 @@ async fn lrs_seed_data_aggregates_to_valid_statements() {
     assert!(later > 0, "the seed stores some statements after the night");
     assert_eq!(details["stored_after_window"], later, "{details}");
     // Students without consent past their grace period are left out.
-    let rule = aidt_batch::jobs::privacy::ConsentRule {
+    let rule = aidt_batch::jobs::shared::privacy::ConsentRule {
         reference_time: chrono::Utc::now(),
         grace_days: 30,
     };
-    let withheld: Vec<String> = aidt_batch::jobs::privacy::withheld_students(env.pg(), &rule)
-        .await
-        .unwrap()
-        .iter()
-        .map(|u| u.to_string())
-        .collect();
+    let withheld: Vec<String> =
+        aidt_batch::jobs::shared::privacy::withheld_students(env.pg(), &rule)
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
     let withheld_statements = stmts
         .count_documents(doc! { "voided": false, "stored": { "$lte": end.clone() }, "user_id": { "$in": &withheld } })
         .await

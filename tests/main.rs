@@ -18,6 +18,7 @@ mod jobs_bo;
 mod jobs_lms;
 mod keris;
 mod late_statements;
+mod layout;
 mod learning_stats;
 mod llm_dataset;
 mod locks;

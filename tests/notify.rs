@@ -368,7 +368,9 @@ async fn overlapping_due_message_runs_write_each_message_once() {
     // Without the lock (two writers straight at the table), the unique key
     // alone keeps each message single.
     exec(env.pg(), "DELETE FROM tb_lms_ntcn_msg").await;
-    use aidt_batch::jobs::lms::assignment_due_messages::{write_messages, AssignmentDueSettings};
+    use aidt_batch::jobs::lms::notify::assignment_due_messages::{
+        write_messages, AssignmentDueSettings,
+    };
     let settings = AssignmentDueSettings::default();
     let (x, y) = tokio::join!(
         write_messages(env.pg(), due_now(), &settings, false),

@@ -94,6 +94,55 @@ fn list_works_without_a_database() {
     assert!(stderr(&out).contains("last runs unavailable"));
 }
 
+#[test]
+fn list_keeps_the_order_of_the_seeds_table() {
+    // The seed's job table, row by row.
+    let seed = [
+        "LMS-01-001",
+        "LMS-01-002",
+        "LMS-01-003",
+        "LMS-01-004",
+        "LMS-01-005",
+        "LMS-01-006",
+        "LMS-01-007",
+        "LMS-01-008",
+        "LMS-01-009",
+        "LMS-01-010",
+        "DC-01-001",
+        "DC-01-002",
+        "DC-01-003",
+        "DC-01-004",
+        "LRS-01-001",
+        "LRS-01-002",
+        "LCMS-01-001",
+        "BO-01-001",
+        "BO-01-002",
+        "BO-01-003",
+        "BO-01-004",
+        "BO-01-005",
+        "BO-05-006",
+        "BO-01-007",
+    ];
+    let out = bin()
+        .arg("list")
+        .env("AIDT_CONFIG_DIR", config_dir())
+        .env(
+            "AIDT__DATABASE__URL",
+            "postgres://aidt:x@127.0.0.1:1/aidt?sslmode=disable",
+        )
+        .env("AIDT__DATABASE__CONNECT_TIMEOUT_SECS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|first| seed.iter().any(|id| id.eq_ignore_ascii_case(first)))
+        .map(str::to_ascii_uppercase)
+        .collect();
+    assert_eq!(listed, seed);
+}
+
 #[tokio::test]
 async fn history_shows_runs_with_date_status_counts_and_errors() {
     let env = TestEnv::new().await;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use aidt_batch::jobs::privacy::{self, ConsentRule};
+use aidt_batch::jobs::shared::privacy::{self, ConsentRule};
 use futures::TryStreamExt as _;
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
 use sqlx::PgPool;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aidt_batch::runtime::history::RunStatus;
 use aidt_batch::runtime::Exit;
 
 use crate::helpers::*;
@@ -167,7 +168,7 @@ async fn sigint_stops_with_exit_130() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(130));
-    assert_eq!(run_status(env.pg(), 1).await, "STOPPED");
+    assert_eq!(run_status(env.pg(), 1).await, RunStatus::Stopped);
 }
 
 #[tokio::test]

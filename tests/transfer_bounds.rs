@@ -201,7 +201,7 @@ async fn sigkilled_again_and_again_under_faults_the_rerun_resends_at_most_the_re
     .await;
     let n = 4_000;
     let expected = ready_day(&env, n).await;
-    let partner_id = aidt_batch::jobs::shared::transfer::partners_by_id(&env.app.settings.keris)
+    let partner_id = aidt_batch::jobs::shared::partners::partners_by_id(&env.app.settings.keris)
         .unwrap()
         .into_keys()
         .next()

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aidt_batch::jobs::REGISTRY;
+use aidt_batch::runtime::history::RunStatus;
 use aidt_batch::runtime::Exit;
 use aidt_dev::bench::{bench_data, BenchDataArgs};
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
@@ -106,7 +107,7 @@ async fn a_night_skipped_for_a_busy_lock_is_sent_by_the_next_night_oldest_day_fi
     assert_eq!(skipped.exit, Exit::AlreadyRunning);
     assert_eq!(
         run_status(env.pg(), skipped.run_id.unwrap()).await,
-        "SKIPPED"
+        RunStatus::Skipped
     );
     holder.close().await.unwrap();
     assert_eq!(sim.stats().requests("API-007"), 0);

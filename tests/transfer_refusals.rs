@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 
 use aidt_batch::contract::KERIS_BATCH_DATA;
+use aidt_batch::runtime::history::RunStatus;
 use aidt_batch::runtime::Exit;
 use keris_simulator::{self as simulator, Faults, SimulatorConfig, SimulatorHandle};
 use mongodb::bson::{doc, Document};
@@ -209,7 +210,7 @@ async fn assert_stopped(
 ) {
     assert_eq!(outcome.exit, Exit::Failure, "{wall:?}");
     let run = outcome.run_id.unwrap();
-    assert_eq!(run_status(env.pg(), run).await, "FAILED");
+    assert_eq!(run_status(env.pg(), run).await, RunStatus::Failed);
     let error: String = sqlx::query_scalar("SELECT error_msg FROM batch_job_run WHERE run_id = $1")
         .bind(run)
         .fetch_one(env.pg())

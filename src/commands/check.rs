@@ -115,7 +115,7 @@ fn check_transport(loaded: &crate::config::LoadedConfig) -> Option<Verdict> {
 /// The privacy jobs refuse to run without an audit salt; say so before the
 /// night they first run. The salt itself never prints.
 fn check_privacy(settings: &crate::config::Settings) -> Verdict {
-    match crate::jobs::privacy::audit_salt(&settings.jobs.privacy) {
+    match crate::jobs::shared::privacy::audit_salt(&settings.jobs.privacy) {
         Ok(_) => Verdict {
             what: "privacy",
             ok: true,

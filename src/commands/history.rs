@@ -41,7 +41,7 @@ pub fn render(rows: &[RunRow]) -> String {
         let status = if r.dry_run {
             format!("{} (dry)", r.status)
         } else {
-            r.status.clone()
+            r.status.to_string()
         };
         let error: String = r
             .error_msg

@@ -58,7 +58,7 @@ pub fn render(last: Option<&HashMap<String, RunRow>>) -> String {
                     .format("%Y-%m-%d %H:%M:%S")
                     .to_string(),
                 run.business_date.to_string(),
-                run.status.clone(),
+                run.status.to_string(),
             ),
         };
         let name = if job.is_implemented() {

@@ -20,7 +20,7 @@ use crate::contract::KERIS_BATCH_DATA;
 
 pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
     apply(app).await?;
-    for line in crate::jobs::lms::learning_day::ensure_contract_indexes(&app.pg).await? {
+    for line in crate::jobs::shared::sessions::ensure_contract_indexes(&app.pg).await? {
         println!("PostgreSQL: index {line}");
     }
     println!(

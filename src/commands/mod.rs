@@ -195,10 +195,7 @@ async fn operator(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::K8s { out, image } => {
-            let mut options = k8s::Options {
-                partitions: crate::jobs::K8S_PARTITIONS,
-                ..k8s::Options::default()
-            };
+            let mut options = k8s::Options::default();
             if let Some(image) = image {
                 options.image = image;
             }

@@ -1,10 +1,11 @@
 //! The jobs, one file each, grouped by the system whose batch JAR they
-//! replace, and the registry: the list of every job in the seed's order.
+//! replace (`<system>/`, each with its list `JOBS` in the seed's order), and
+//! the registry built from those lists.
 //!
 //! Adding a job: write `src/jobs/<system>/<what_it_does>.rs` with its `ID`,
 //! its `DEF` (names, schedule, default date, lock, settings, options) and
 //! the type implementing [`crate::runtime::Job`]; add `pub mod` to the
-//! system's `mod.rs`; put `&<system>::<file>::DEF` in [`JOBS`].
+//! system's `mod.rs` and `&<file>::DEF` to its `JOBS`.
 //! docs/contributing.md ("Adding a job") shows the whole diff.
 
 use std::path::Path;
@@ -17,8 +18,12 @@ pub mod dc;
 pub mod lcms;
 pub mod lms;
 pub mod lrs;
-pub mod privacy;
 pub mod shared;
+
+/// The job docs/contributing.md ("Adding a job") adds, compiled from the
+/// doc's own text (tests/layout.rs checks that they are the same).
+#[cfg(test)]
+mod example;
 
 /// The lock of every job that writes `keris_batch_data` or the error table
 /// `tb_dc_error_data_info` (aggregation, sending, resending, regeneration,
@@ -26,34 +31,6 @@ pub mod shared;
 pub const KERIS_XAPI_LOCK: &str = "keris-xapi";
 /// The lock of the jobs that write the teacher view and send API-005.
 pub const KERIS_DASHBOARD_LOCK: &str = "keris-dashboard";
-
-/// Every job of the seed's table, in its order.
-pub static JOBS: &[&JobDef] = &[
-    &lms::log_cleanup::DEF,
-    &lms::competency_indicators::DEF,
-    &lms::kc_std_map::DEF,
-    &lms::assignment_due_messages::DEF,
-    &lms::praise_messages::DEF,
-    &lms::learning_stats::DEF,
-    &lms::delete_unconsented_students::DEF,
-    &lms::keris_dashboard::DEF,
-    &lms::llm_dataset::DEF,
-    &lms::course_std_sys::DEF,
-    &dc::send_statements::DEF,
-    &dc::resend_errors::DEF,
-    &dc::delete_unconsented_data::DEF,
-    &dc::achievement_levels::DEF,
-    &lrs::aggregate_statements::DEF,
-    &lrs::regenerate_statements::DEF,
-    &lcms::content_copy::DEF,
-    &bo::admin_dormancy::DEF,
-    &bo::pm_schedule::DEF,
-    &bo::connected_users::DEF,
-    &bo::login_counts::DEF,
-    &bo::notice_expiry::DEF,
-    &bo::usage_mail::DEF,
-    &bo::login_users::DEF,
-];
 
 /// The seed's nightly KERIS flow (its "data flow", steps 2–8): the dashboard
 /// data, the achievement levels, the day's xAPI aggregate, its transfer and
@@ -75,12 +52,12 @@ pub static KERIS_NIGHTLY: ChainDef = ChainDef {
 /// Every chain, for `aidt-batch chain`.
 pub static CHAINS: &[&ChainDef] = &[&KERIS_NIGHTLY];
 
-/// Jobs Kubernetes runs as an Indexed Job of this many partitions (`aidt-batch
-/// k8s`): pod i runs partition i (`JOB_COMPLETION_INDEX`) of N (`AIDT_PARTITIONS`).
-pub static K8S_PARTITIONS: &[(&str, u32)] = &[(dc::send_statements::ID, 4)];
-
-/// The registry the CLI, `list`, `crontab` and the runner read.
-pub static REGISTRY: Registry = Registry::new(JOBS, CHAINS);
+/// The registry the CLI, `list`, `crontab` and the runner read: every job of
+/// the seed's table, in its order.
+pub static REGISTRY: Registry = Registry::new(
+    &[lms::JOBS, dc::JOBS, lrs::JOBS, lcms::JOBS, bo::JOBS],
+    CHAINS,
+);
 
 /// Loads the configuration and checks every job's own section too.
 pub fn load_config(profile: Profile, extra: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
@@ -129,4 +106,41 @@ pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example job of docs/contributing.md, registered the way the doc
+    /// says, is a job like the others: found by id, with its section.
+    #[test]
+    fn the_documented_example_job_registers_with_its_settings() {
+        static WITH_EXAMPLE: &[&JobDef] = &[&example::DEF];
+        static REGISTRY: Registry = Registry::new(
+            &[
+                lms::JOBS,
+                dc::JOBS,
+                lrs::JOBS,
+                lcms::JOBS,
+                bo::JOBS,
+                WITH_EXAMPLE,
+            ],
+            CHAINS,
+        );
+        let def = REGISTRY.find("bo-01-006").expect("registered");
+        assert_eq!(REGISTRY.by_config("bo_01_006").map(|d| d.id), Some(def.id));
+        assert_eq!(REGISTRY.iter().count(), super::REGISTRY.iter().count() + 1);
+        let check = def.settings.expect("settings").check;
+        let section = |toml: &str| {
+            ::config::Config::builder()
+                .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .cache
+        };
+        assert_eq!(check(section("keep_days = 3")), Ok(()));
+        let typo = check(section("keep_dayz = 3")).unwrap_err();
+        assert!(typo.contains("keep_dayz"), "{typo}");
+    }
 }

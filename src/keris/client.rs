@@ -161,23 +161,6 @@ impl KerisClient {
         Self::new(domain, Partner::new(partner_name, id), options)
     }
 
-    /// One client per configured partner, keyed by partner name.
-    pub fn all_from_settings(
-        settings: &crate::config::KerisSettings,
-        options: &ClientOptions,
-    ) -> Result<std::collections::BTreeMap<String, Self>, ClientBuildError> {
-        settings
-            .partners
-            .keys()
-            .map(|name| {
-                Ok((
-                    name.clone(),
-                    Self::from_settings(settings, name, options.clone())?,
-                ))
-            })
-            .collect()
-    }
-
     /// The partner's name (never its id).
     pub fn partner_name(&self) -> &str {
         &self.inner.partner_name

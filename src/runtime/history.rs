@@ -6,8 +6,8 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::job::CountsSnapshot;
 
-/// The status of a run, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The status of a run, as stored (`batch_job_run.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RunStatus {
     Started,
     Completed,
@@ -44,6 +44,39 @@ impl RunStatus {
             RunStatus::Stopped => "STOPPED",
             RunStatus::Skipped => "SKIPPED",
         }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Read from the `status` column (text): a value outside the column's
+/// `CHECK` is an error naming it.
+impl sqlx::Type<sqlx::Postgres> for RunStatus {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for RunStatus {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        RunStatus::parse(text)
+            .filter(|s| s.as_str() == text)
+            .ok_or_else(|| format!("unknown run status {text:?} in batch_job_run.status").into())
     }
 }
 
@@ -243,7 +276,7 @@ pub struct RunRow {
     pub job_id: String,
     pub business_date: NaiveDate,
     pub dry_run: bool,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub read_cnt: i64,

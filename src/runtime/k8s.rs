@@ -31,18 +31,15 @@ pub const NEVER_RETRIED: [u8; 2] = [2, 3];
 
 /// What the manifests are built with.
 #[derive(Debug, Clone)]
-pub struct Options<'a> {
+pub struct Options {
     /// The image the pods run (an overlay sets the registry and tag).
     pub image: String,
-    /// Jobs run as an Indexed Job of this many partitions, by id.
-    pub partitions: &'a [(&'a str, u32)],
 }
 
-impl Default for Options<'_> {
+impl Default for Options {
     fn default() -> Self {
         Self {
             image: format!("aidt-batch:{}", env!("CARGO_PKG_VERSION")),
-            partitions: &[],
         }
     }
 }
@@ -57,17 +54,13 @@ pub struct Manifest {
 /// The manifests: the ConfigMap, then one CronJob per scheduled job in the
 /// registry's order (a job not implemented yet is `suspend: true`, as its
 /// crontab line is commented out; an unscheduled job has none).
-pub fn render(jobs: &Registry, options: &Options<'_>) -> Vec<Manifest> {
+pub fn render(jobs: &Registry, options: &Options) -> Vec<Manifest> {
     let mut out = vec![Manifest {
         file: "configmap.yaml".into(),
         text: config_map(),
     }];
     for job in jobs.iter() {
-        let partitions = options
-            .partitions
-            .iter()
-            .find(|(id, _)| *id == job.id)
-            .map(|(_, n)| *n);
+        let partitions = job.k8s_partitions;
         for run in job.scheduled_runs() {
             out.push(Manifest {
                 file: format!("cronjob-{}.yaml", cron_job_name(job, &run)),
@@ -87,7 +80,7 @@ fn cron_job_name(job: &JobDef, run: &ScheduledRun) -> String {
 }
 
 /// Every manifest as one multi-document YAML stream.
-pub fn render_stream(jobs: &Registry, options: &Options<'_>) -> String {
+pub fn render_stream(jobs: &Registry, options: &Options) -> String {
     render(jobs, options)
         .into_iter()
         .map(|m| m.text)

@@ -110,6 +110,12 @@ pub struct JobDef {
     /// (or `JOB_COMPLETION_INDEX` and `AIDT_PARTITIONS`) and then does the
     /// students of that partition only ([`super::partition`]).
     pub partitioned: bool,
+    /// Kubernetes runs the job as an Indexed Job of this many partitions
+    /// (`aidt-batch k8s`: pod i runs partition i of N); `None`: one pod.
+    pub k8s_partitions: Option<u32>,
+    /// For a job that sends to KERIS: where the night report finds what
+    /// each partner was sent.
+    pub keris_figures: Option<KerisFigures>,
     /// The job's own settings type (`[jobs.<this>]` without the runtime's
     /// keys, `config::RUNTIME_KEYS`). `None`: the section may hold the
     /// runtime's keys only.
@@ -121,6 +127,17 @@ pub struct JobDef {
 }
 
 /// For [`JobDef::args`] of a job without options of its own.
+/// Where a job that sends to KERIS keeps its per-partner figures in its
+/// run's details: `partners.<name>.<key>`, counted in `unit`.
+#[derive(Debug, Clone, Copy)]
+pub struct KerisFigures {
+    /// What one figure counts (`calls`, `statements`).
+    pub unit: &'static str,
+    /// The keys whose sum is what KERIS accepted; a run whose figures lack
+    /// the first one says nothing (recorded before the job kept them).
+    pub accepted: &'static [&'static str],
+}
+
 pub fn no_args(cmd: clap::Command) -> clap::Command {
     cmd
 }
@@ -195,6 +212,8 @@ impl JobDef {
         lock_wait_secs: 0,
         timeouts: Timeouts::DEFAULT,
         partitioned: false,
+        k8s_partitions: None,
+        keris_figures: None,
         settings: None,
         args: no_args,
         job: None,
@@ -314,16 +333,18 @@ impl std::fmt::Debug for ChainDef {
 /// Every job, in the seed's order, and the chains of them.
 #[derive(Clone, Copy)]
 pub struct Registry {
-    jobs: &'static [&'static JobDef],
+    lists: &'static [&'static [&'static JobDef]],
     chains: &'static [&'static ChainDef],
 }
 
 impl Registry {
+    /// The jobs are the systems' lists, one after the other: each list in
+    /// its own order, the lists in the order given.
     pub const fn new(
-        jobs: &'static [&'static JobDef],
+        lists: &'static [&'static [&'static JobDef]],
         chains: &'static [&'static ChainDef],
     ) -> Self {
-        Self { jobs, chains }
+        Self { lists, chains }
     }
 
     pub fn chains(&self) -> impl Iterator<Item = &'static ChainDef> + '_ {
@@ -336,7 +357,7 @@ impl Registry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'static JobDef> + '_ {
-        self.jobs.iter().copied()
+        self.lists.iter().flat_map(|list| list.iter().copied())
     }
 
     /// Finds a job by id, ignoring case (`lms-01-001` and `LMS-01-001` alike).

@@ -13,8 +13,8 @@ use serde_json::json;
 use aidt_batch::context::AppContext;
 use aidt_batch::contract::KERIS_BATCH_DATA;
 use aidt_batch::jobs::dc::send_statements;
-use aidt_batch::jobs::shared::in_flight::run_in_flight;
-use aidt_batch::jobs::shared::transfer;
+use aidt_batch::jobs::lrs::aggregation::in_flight::run_in_flight;
+use aidt_batch::jobs::shared::{keris_batch_data, transfer};
 use aidt_batch::xapi;
 
 /// `aidt-batch dev bench-data`.
@@ -82,7 +82,7 @@ fn date_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
 pub async fn bench_data(app: &AppContext, args: &BenchDataArgs) -> anyhow::Result<()> {
     let date = date_or_yesterday(args.date);
     let partners: Vec<String> =
-        aidt_batch::jobs::shared::transfer::partners_by_id(&app.settings.keris)?
+        aidt_batch::jobs::shared::partners::partners_by_id(&app.settings.keris)?
             .into_keys()
             .collect();
     anyhow::ensure!(
@@ -176,7 +176,7 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut n = 0u64;
     for partner_id in
-        aidt_batch::jobs::shared::transfer::partners_by_id(&app.settings.keris)?.keys()
+        aidt_batch::jobs::shared::partners::partners_by_id(&app.settings.keris)?.keys()
     {
         let mut find = coll
             .find(send_statements::ready_filter(
@@ -184,7 +184,7 @@ pub async fn scan(app: &AppContext, args: &ScanArgs) -> anyhow::Result<()> {
                 partner_id,
                 None,
             ))
-            .projection(transfer::stored_projection())
+            .projection(keris_batch_data::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size);
         if !args.unsorted {
             find = find.sort(send_statements::ready_sort());
@@ -230,7 +230,7 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
     let coll = app.mongo.collection::<Document>(KERIS_BATCH_DATA);
     let started = Instant::now();
     let (mut read, mut marked) = (0u64, 0u64);
-    for partner_id in transfer::partners_by_id(keris)?.keys() {
+    for partner_id in aidt_batch::jobs::shared::partners::partners_by_id(keris)?.keys() {
         let mut cursor = coll
             .find(send_statements::ready_filter(
                 &date.to_string(),
@@ -238,7 +238,7 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
                 None,
             ))
             .sort(send_statements::ready_sort())
-            .projection(transfer::stored_projection())
+            .projection(keris_batch_data::stored_projection())
             .batch_size(app.settings.jobs.keris_transfer.read_batch_size)
             .await
             .context("Failed to read keris_batch_data")?;
@@ -279,7 +279,13 @@ pub async fn read_and_mark(app: &AppContext, args: &ReadAndMarkArgs) -> anyhow::
                 }
                 let db = app.mongo.clone();
                 marking.push(tokio::spawn(async move {
-                    transfer::mark_sent(&db, &outcome, per_command, transfer::Marks::JustRead).await
+                    keris_batch_data::mark_sent(
+                        &db,
+                        &outcome,
+                        per_command,
+                        keris_batch_data::Marks::JustRead,
+                    )
+                    .await
                 }));
             }
             if doc.is_none() {
@@ -330,7 +336,7 @@ async fn source_cursor(
     app: &AppContext,
     date: NaiveDate,
 ) -> anyhow::Result<mongodb::Cursor<RawDocumentBuf>> {
-    use aidt_batch::jobs::lrs::aggregate_statements::{source_filter, source_sort};
+    use aidt_batch::jobs::lrs::aggregation::{source_filter, source_sort};
     app.mongo
         .collection::<RawDocumentBuf>(aidt_batch::contract::STATEMENTS)
         .find(source_filter(date))

@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Lane, NightReport};
+use crate::runtime::history::RunStatus;
 use crate::time;
 
 /// Width of every chart, in CSS pixels (the page is at most this wide).
@@ -17,18 +18,18 @@ const ROW: u32 = 30;
 const FONT: &str = "sans-serif";
 
 /// Colour of a run status, shared by the charts and the page's badges.
-pub fn status_rgb(status: &str) -> (u8, u8, u8) {
+pub fn status_rgb(status: RunStatus) -> (u8, u8, u8) {
     match status {
-        "COMPLETED" => (46, 125, 50),
-        "COMPLETED_WITH_ERRORS" => (230, 145, 0),
-        "FAILED" => (198, 40, 40),
-        "STOPPED" => (106, 27, 154),
-        "SKIPPED" => (120, 120, 120),
-        _ => (21, 101, 192), // STARTED: running, or stale
+        RunStatus::Completed => (46, 125, 50),
+        RunStatus::CompletedWithErrors => (230, 145, 0),
+        RunStatus::Failed => (198, 40, 40),
+        RunStatus::Stopped => (106, 27, 154),
+        RunStatus::Skipped => (120, 120, 120),
+        RunStatus::Started => (21, 101, 192), // running, or stale
     }
 }
 
-pub fn status_hex(status: &str) -> String {
+pub fn status_hex(status: RunStatus) -> String {
     let (r, g, b) = status_rgb(status);
     format!("#{r:02x}{g:02x}{b:02x}")
 }
@@ -139,7 +140,7 @@ pub fn timeline(report: &NightReport) -> String {
                 let run = &report.runs[i];
                 let a = x(run.started_at);
                 let b = x(ends(run)).max(a + min_width);
-                let (r, g, bl) = status_rgb(&run.status);
+                let (r, g, bl) = status_rgb(run.status);
                 let colour = RGBColor(r, g, bl).mix(if run.dry_run { 0.45 } else { 0.9 });
                 let mut rect = Rectangle::new(
                     [(a, SegmentValue::Exact(y)), (b, SegmentValue::Exact(y + 1))],

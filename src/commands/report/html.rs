@@ -11,7 +11,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::charts;
 use super::{Lane, NightReport};
-use crate::runtime::history::RunRow;
+use crate::runtime::history::{RunRow, RunStatus};
 use crate::time;
 
 /// Nothing may be loaded: styles are inline, images are the inline SVG.
@@ -50,7 +50,10 @@ pub fn render(report: &NightReport, profile: &str) -> String {
     };
     let attention = report.attention();
     let missing = report.missing_steps();
-    let failed_runs = attention.iter().filter(|r| r.status == "FAILED").count();
+    let failed_runs = attention
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .count();
     let (from, to) = report.window;
     let page = html! {
         (DOCTYPE)
@@ -79,7 +82,7 @@ pub fn render(report: &NightReport, profile: &str) -> String {
                     figure #timeline { (PreEscaped(charts::timeline(report))) }
                     p.legend {
                         "Run status:"
-                        @for s in ["COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "STOPPED", "SKIPPED", "STARTED"] {
+                        @for s in LEGEND {
                             span.sw style=(format!("background:{}", charts::status_hex(s))) {} (s)
                         }
                         span.sw style=(format!("background:{}", charts::hex(charts::LEGEND_NIGHT))) {}
@@ -141,7 +144,17 @@ fn verdict(report: &NightReport, attention: usize, failed: usize, missing: &[&La
     html! { div.verdict.(class) #verdict data-failed=(failed) data-runs=(report.runs.len()) { (text) } }
 }
 
-fn badge(status: &str) -> Markup {
+/// The statuses the timeline's legend explains, in its order.
+const LEGEND: [RunStatus; 6] = [
+    RunStatus::Completed,
+    RunStatus::CompletedWithErrors,
+    RunStatus::Failed,
+    RunStatus::Stopped,
+    RunStatus::Skipped,
+    RunStatus::Started,
+];
+
+fn badge(status: RunStatus) -> Markup {
     html! { span.badge style=(format!("background:{}", charts::status_hex(status))) { (status) } }
 }
 
@@ -155,7 +168,7 @@ fn failures(report: &NightReport, attention: &[&RunRow], missing: &[&Lane]) -> M
                 tbody {
                     @for lane in missing {
                         tr.failure data-job=(lane.job_id) data-status="MISSING" {
-                            td { "–" } td.j { (lane.job_id) } td { (report.date) } td { (badge("FAILED")) " no run" } td.n { "–" } td { "–" }
+                            td { "–" } td.j { (lane.job_id) } td { (report.date) } td { (badge(RunStatus::Failed)) " no run" } td.n { "–" } td { "–" }
                             td { "The keris-nightly step did not run this night: "
                                  code { "aidt-batch chain keris-nightly --date " (report.date) } " runs it and the steps after it." }
                         }
@@ -165,7 +178,7 @@ fn failures(report: &NightReport, attention: &[&RunRow], missing: &[&Lane]) -> M
                             td.n { (r.run_id) }
                             td.j { (r.job_id) }
                             td.t { (r.business_date) }
-                            td { (badge(&r.status)) @if r.dry_run { " " span.dry { "dry run" } } }
+                            td { (badge(r.status)) @if r.dry_run { " " span.dry { "dry run" } } }
                             td.n { (r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "–".into())) }
                             td.t { (r.started_at.with_timezone(&time::seoul()).format("%m-%d %H:%M:%S")) }
                             td.why { (why(r)) }
@@ -179,8 +192,8 @@ fn failures(report: &NightReport, attention: &[&RunRow], missing: &[&Lane]) -> M
 
 /// The reason a run did not complete cleanly, in the history's own words.
 fn why(r: &RunRow) -> Markup {
-    match (r.status.as_str(), r.error_msg.as_deref()) {
-        ("COMPLETED_WITH_ERRORS", _) => {
+    match (r.status, r.error_msg.as_deref()) {
+        (RunStatus::CompletedWithErrors, _) => {
             let codes = error_codes(&r.details);
             html! {
                 (number(r.fail_cnt)) " item(s) failed and were recorded"
@@ -188,7 +201,7 @@ fn why(r: &RunRow) -> Markup {
                 "."
             }
         }
-        ("STARTED", _) => {
+        (RunStatus::Started, _) => {
             html! { "Still running, or its process died (the next start of a job of its lock marks it FAILED)." }
         }
         (_, Some(msg)) => html! { pre.err { (msg) } },
@@ -236,7 +249,7 @@ fn jobs_table(report: &NightReport) -> Markup {
                         td.n data-k="runs" { (lane.runs.len()) }
                         td {
                             @for (status, n) in &lane.by_status {
-                                (badge(status)) " ×" (n) " "
+                                (badge(*status)) " ×" (n) " "
                             }
                             @if lane.runs.is_empty() { span.muted { "no run" } }
                         }
@@ -379,7 +392,7 @@ fn runs_table(runs: &[RunRow]) -> Markup {
                             td.n { (r.run_id) }
                             td.j { (r.job_id) }
                             td.t { (r.business_date) }
-                            td { (badge(&r.status)) @if r.dry_run { " " span.dry { "dry" } } }
+                            td { (badge(r.status)) @if r.dry_run { " " span.dry { "dry" } } }
                             td.t { (short(r.started_at)) }
                             td.t { (r.ended_at.map(short).unwrap_or_else(|| "–".into())) }
                             td.n { (r.ended_at.map(|e| duration((e - r.started_at).num_milliseconds() as f64 / 1000.0)).unwrap_or_else(|| "–".into())) }

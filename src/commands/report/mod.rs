@@ -33,7 +33,7 @@ use sqlx::PgPool;
 
 use crate::config::Profile;
 use crate::jobs;
-use crate::runtime::history::{self, RunRow};
+use crate::runtime::history::{self, RunRow, RunStatus};
 use crate::runtime::registry::Registry;
 use crate::runtime::Exit;
 use crate::time;
@@ -144,7 +144,7 @@ pub struct Lane {
     pub chain_step: bool,
     /// Indexes into [`NightReport::runs`].
     pub runs: Vec<usize>,
-    pub by_status: BTreeMap<String, u64>,
+    pub by_status: BTreeMap<RunStatus, u64>,
     /// Sums over the runs that were not dry.
     pub read: i64,
     pub written: i64,
@@ -286,7 +286,7 @@ impl NightReport {
                 .map(|id| (id, "(not in this release's registry)".to_string(), false)),
         );
 
-        let lanes = order
+        let lanes: Vec<Lane> = order
             .into_iter()
             .filter_map(|(job_id, name, chain_step)| {
                 let mine: Vec<usize> = (0..runs.len())
@@ -311,7 +311,7 @@ impl NightReport {
                 };
                 for &i in &lane.runs {
                     let r = &runs[i];
-                    *lane.by_status.entry(r.status.clone()).or_default() += 1;
+                    *lane.by_status.entry(r.status).or_default() += 1;
                     if r.dry_run {
                         continue;
                     }
@@ -319,7 +319,7 @@ impl NightReport {
                     lane.written += r.write_cnt;
                     lane.skipped += r.skip_cnt;
                     lane.failed += r.fail_cnt;
-                    if let (Some(end), false) = (r.ended_at, r.status == "SKIPPED") {
+                    if let (Some(end), false) = (r.ended_at, r.status == RunStatus::Skipped) {
                         lane.seconds +=
                             (end - r.started_at).num_milliseconds().max(0) as f64 / 1000.0;
                         lane.timed_read += r.read_cnt;
@@ -358,7 +358,10 @@ impl NightReport {
                 }
                 continue;
             }
-            let Some(shape) = KerisShape::of(&run.job_id) else {
+            let Some((job_id, shape)) = registry
+                .find(&run.job_id)
+                .and_then(|def| Some((def.id, def.keris_figures?)))
+            else {
                 continue;
             };
             for (partner, figures) in objects(&run.details["partners"]) {
@@ -366,17 +369,18 @@ impl NightReport {
                 if figures.get(shape.accepted[0]).is_none() {
                     continue;
                 }
-                let figure = keris
-                    .entry((partner.clone(), shape.job_id))
-                    .or_insert_with(|| KerisFigure {
-                        partner: partner.clone(),
-                        job_id: shape.job_id,
-                        unit: shape.unit,
-                        accepted: 0,
-                        failed: 0,
-                        deferred: 0,
-                        codes: BTreeMap::new(),
-                    });
+                let figure =
+                    keris
+                        .entry((partner.clone(), job_id))
+                        .or_insert_with(|| KerisFigure {
+                            partner: partner.clone(),
+                            job_id,
+                            unit: shape.unit,
+                            accepted: 0,
+                            failed: 0,
+                            deferred: 0,
+                            codes: BTreeMap::new(),
+                        });
                 figure.accepted += shape
                     .accepted
                     .iter()
@@ -389,7 +393,7 @@ impl NightReport {
                 }
             }
         }
-        let keris = order_keris(keris.into_values().collect());
+        let keris = order_keris(keris.into_values().collect(), &lanes);
 
         NightReport {
             date,
@@ -412,7 +416,7 @@ impl NightReport {
     pub fn attention(&self) -> Vec<&RunRow> {
         self.runs
             .iter()
-            .filter(|r| r.status != "COMPLETED")
+            .filter(|r| r.status != RunStatus::Completed)
             .collect()
     }
 
@@ -425,12 +429,13 @@ impl NightReport {
     }
 }
 
-/// Partners in name order, each partner's jobs in the chain's order.
-fn order_keris(mut figures: Vec<KerisFigure>) -> Vec<KerisFigure> {
+/// Partners in name order, each partner's jobs in the lanes' order (the
+/// chain's).
+fn order_keris(mut figures: Vec<KerisFigure>, lanes: &[Lane]) -> Vec<KerisFigure> {
     let rank = |job: &str| {
-        KERIS_SHAPES
+        lanes
             .iter()
-            .position(|s| s.job_id == job)
+            .position(|l| l.job_id == job)
             .unwrap_or(usize::MAX)
     };
     figures.sort_by(|a, b| {
@@ -439,45 +444,6 @@ fn order_keris(mut figures: Vec<KerisFigure>) -> Vec<KerisFigure> {
             .then(rank(a.job_id).cmp(&rank(b.job_id)))
     });
     figures
-}
-
-/// Where a KERIS-sending job keeps its per-partner figures in `details.partners`.
-struct KerisShape {
-    job_id: &'static str,
-    unit: &'static str,
-    /// Keys whose sum is what KERIS accepted (the first must be present).
-    accepted: &'static [&'static str],
-}
-
-/// In the nightly chain's order.
-const KERIS_SHAPES: &[KerisShape] = &[
-    KerisShape {
-        job_id: jobs::lms::keris_dashboard::ID,
-        unit: "calls",
-        accepted: &["sent"],
-    },
-    KerisShape {
-        job_id: jobs::dc::achievement_levels::ID,
-        unit: "calls",
-        accepted: &["sent"],
-    },
-    KerisShape {
-        job_id: jobs::dc::send_statements::ID,
-        unit: "statements",
-        // `already_sent`: accepted again after a kill left the request in doubt.
-        accepted: &["sent", "already_sent"],
-    },
-    KerisShape {
-        job_id: jobs::dc::resend_errors::ID,
-        unit: "statements",
-        accepted: &["resent"],
-    },
-];
-
-impl KerisShape {
-    fn of(job_id: &str) -> Option<&'static KerisShape> {
-        KERIS_SHAPES.iter().find(|s| s.job_id == job_id)
-    }
 }
 
 fn objects(value: &Value) -> impl Iterator<Item = (&String, &Value)> {
@@ -526,7 +492,7 @@ mod tests {
             job_id: job.into(),
             business_date: NaiveDate::from_ymd_opt(2026, 3, 5).unwrap(),
             dry_run: false,
-            status: status.into(),
+            status: RunStatus::parse(status).expect("a run status"),
             started_at: start,
             ended_at: Some(start + Duration::seconds(secs)),
             read_cnt: 100,
@@ -582,7 +548,7 @@ mod tests {
         assert_eq!((dc.read, dc.written, dc.failed), (200, 80, 4));
         assert_eq!(dc.seconds, 40.0);
         assert_eq!(dc.read_per_sec(), Some(5.0));
-        assert_eq!(dc.by_status["FAILED"], 1);
+        assert_eq!(dc.by_status[&RunStatus::Failed], 1);
         assert_eq!(r.missing_steps().len(), 4);
         assert_eq!(r.attention().len(), 1);
     }

@@ -23,7 +23,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::jobs::shared::dashboard::{self, level_sql, school_level_sql, DashboardSender};
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{
+    DefaultDate, JobDef, KerisFigures, Lock, Schedule, System, Timeouts,
+};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-004";
@@ -42,6 +44,10 @@ pub static DEF: JobDef = JobDef {
     lock_wait_secs: 1800,
     job: Some(&AchievementLevels),
     timeouts: Timeouts::STATISTICS,
+    keris_figures: Some(KerisFigures {
+        unit: "calls",
+        accepted: &["sent"],
+    }),
     ..JobDef::DEFAULTS
 };
 

@@ -1,6 +1,6 @@
 //! DC-01-003 — delete the learning data of students without consent.
 //!
-//! For every student of the set defined in [`crate::jobs::privacy`] (the set
+//! For every student of the set defined in [`crate::jobs::shared::privacy`] (the set
 //! LMS-01-007 clears in the LMS): deletes their documents in MongoDB
 //! `statements` and `keris_batch_data` (field `user_id`: the uuid as a
 //! string, matched in every form of [`id_forms`] — any textual form in
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{
+use crate::jobs::shared::privacy::{
     self, Candidate, ConsentRule, Recorded, RunFigures, SkipCompleted, Students, Tally,
 };
 use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System, Timeouts};

@@ -30,7 +30,7 @@
 //! (see [`crate::jobs::shared::refusal`]) stop the partner's resending, leave
 //! its rows as they are and end the run `FAILED` (exit 1) with what KERIS
 //! answered. Rows of students whose statements must not reach KERIS
-//! ([`crate::jobs::privacy::withheld_students`]) are left open, counted as
+//! ([`crate::jobs::shared::privacy::withheld_students`]) are left open, counted as
 //! `withheld` (DC-01-003 deletes them). Per day the details count what was
 //! resent, failed, withheld and deferred (`days`).
 //!
@@ -58,15 +58,17 @@ use uuid::Uuid;
 
 use crate::config::KerisTransferSettings;
 use crate::contract::ErrorStatus;
-use crate::jobs::privacy;
+use crate::jobs::shared::error_data::FailedColumns;
+use crate::jobs::shared::keris_batch_data::{load_stored, mark_error, mark_sent, Marks};
+use crate::jobs::shared::partners::PartnerClients;
+use crate::jobs::shared::privacy;
 use crate::jobs::shared::refusal::SystemicRefusal;
 use crate::jobs::shared::transfer::{
-    is_content_code, is_duplicate_code, load_stored, mark_error, mark_sent, partners_by_id,
-    Batcher, FailedColumns, Item, Marks, PartnerSender, ProbeSource, RequestOutcome, Verdict,
-    CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
+    is_content_code, is_duplicate_code, Batcher, Item, PartnerSender, ProbeSource, RequestOutcome,
+    Verdict, CONTENT_CODES as CONTENT, RESENDABLE_CODES as RESENDABLE,
 };
-use crate::keris::{ClientOptions, KerisClient, XAPI_DUP_ERR};
-use crate::runtime::registry::{JobDef, Lock, Schedule, System};
+use crate::keris::XAPI_DUP_ERR;
+use crate::runtime::registry::{JobDef, KerisFigures, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-002";
@@ -83,6 +85,10 @@ pub static DEF: JobDef = JobDef {
     lock_wait_secs: 3600,
     partitioned: true,
     job: Some(&ResendErrors),
+    keris_figures: Some(KerisFigures {
+        unit: "statements",
+        accepted: &["resent"],
+    }),
     ..JobDef::DEFAULTS
 };
 
@@ -320,18 +326,16 @@ fn senders(
     ctx: &JobContext,
     window: &Window<'_>,
 ) -> anyhow::Result<HashMap<String, PartnerSender>> {
-    let settings = ctx.settings();
-    let options = ClientOptions::from_settings(&settings.keris);
     let mut senders = HashMap::new();
-    for (partner_id, name) in partners_by_id(&settings.keris)? {
-        let client = KerisClient::from_settings(&settings.keris, &name, options.clone())?;
+    for partner in &PartnerClients::from_settings(&ctx.settings().keris)? {
         let probe = ProbeSource {
             db: ctx.app.mongo.clone(),
-            partner_id: partner_id.clone(),
+            partner_id: partner.stored_id(),
             days: window.days.iter().rev().copied().collect(),
         };
-        let sender = PartnerSender::new(client, None, window.cfg).with_probe_source(probe);
-        senders.insert(partner_id, sender);
+        let sender =
+            PartnerSender::new(partner.client.clone(), None, window.cfg).with_probe_source(probe);
+        senders.insert(partner.stored_id(), sender);
     }
     Ok(senders)
 }

@@ -32,7 +32,7 @@
 //! day sends them.
 //!
 //! Consent: the students who must not reach KERIS
-//! ([`crate::jobs::privacy::withheld_students`], loaded once per run) are
+//! ([`crate::jobs::shared::privacy::withheld_students`], loaded once per run) are
 //! checked again here, as LRS-01-001 checks them when it aggregates (a grace
 //! period may end in between): their statements stay `READY` (DC-01-003
 //! deletes them), counted as `withheld`, never sent.
@@ -74,16 +74,19 @@ use uuid::Uuid;
 
 use crate::config::KerisTransferSettings;
 use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
-use crate::jobs::privacy;
+use crate::jobs::shared::error_data::{record_errors, FailedColumns};
+use crate::jobs::shared::keris_batch_data::{
+    load_stored, mark_error, mark_sent, stored_projection, Marks,
+};
+use crate::jobs::shared::partners::{partners_by_id, PartnerClients};
+use crate::jobs::shared::privacy;
 use crate::jobs::shared::refusal::SystemicRefusal;
 use crate::jobs::shared::transfer::{
-    load_stored, mark_error, mark_sent, partners_by_id, record_errors, stored_projection, Batcher,
-    FailedColumns, Item, Journal, Marks, PartnerSender, ProbeSource, RequestOutcome, SendReport,
-    Verdict,
+    Batcher, Item, Journal, PartnerSender, ProbeSource, RequestOutcome, SendReport, Verdict,
 };
 use crate::keris::{ClientOptions, KerisClient, KerisError, Transfer};
 use crate::runtime::partition::Partition;
-use crate::runtime::registry::{JobDef, Lock, Schedule, System, Timeouts};
+use crate::runtime::registry::{JobDef, KerisFigures, Lock, Schedule, System, Timeouts};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "DC-01-001";
@@ -101,6 +104,12 @@ pub static DEF: JobDef = JobDef {
     partitioned: true,
     job: Some(&SendStatements),
     timeouts: Timeouts::DAY_STREAM,
+    k8s_partitions: Some(4),
+    // `already_sent`: accepted again after a kill left the request in doubt.
+    keris_figures: Some(KerisFigures {
+        unit: "statements",
+        accepted: &["sent", "already_sent"],
+    }),
     ..JobDef::DEFAULTS
 };
 
@@ -234,7 +243,7 @@ impl Job for SendStatements {
             withheld,
         };
         set_progress_total(ctx, &partners, &window.days).await;
-        let reports = send_all(ctx, &partners, &window).await?;
+        let reports = send_all(ctx, &window).await?;
         set_day_details(ctx, &reports);
         ctx.set_detail("partners", &reports);
         if let Some(stop) = reports.values().find_map(|r| r.stopped.clone()) {
@@ -293,18 +302,13 @@ async fn set_progress_total(
 /// the others, and the first one is returned once all have ended.
 async fn send_all(
     ctx: &JobContext,
-    partners: &HashMap<String, String>,
     window: &Window<'_>,
 ) -> anyhow::Result<BTreeMap<String, PartnerReport>> {
-    let settings = ctx.settings();
-    let options = ClientOptions::from_settings(&settings.keris);
-    let runs = partners.iter().map(|(partner_id, name)| {
-        let options = options.clone();
-        async move {
-            let client = KerisClient::from_settings(&settings.keris, name, options)?;
-            let report = send_partner(ctx, window, client, partner_id).await?;
-            Ok::<_, anyhow::Error>((name.clone(), report))
-        }
+    let partners = PartnerClients::from_settings(&ctx.settings().keris)?;
+    let runs = partners.iter().map(|partner| async move {
+        let report =
+            send_partner(ctx, window, partner.client.clone(), &partner.stored_id()).await?;
+        Ok::<_, anyhow::Error>((partner.name.clone(), report))
     });
     let mut reports = BTreeMap::new();
     let mut first_error = None;

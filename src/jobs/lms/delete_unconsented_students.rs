@@ -1,6 +1,6 @@
 //! LMS-01-007 — delete the personal data of students without consent.
 //!
-//! For every student of the set defined in [`crate::jobs::privacy`] (no
+//! For every student of the set defined in [`crate::jobs::shared::privacy`] (no
 //! `PRVC_PROVIDE` consent, grace period `[jobs.privacy] grace_days` passed
 //! as of the reference time): clears `user_nm` and `email` and sets
 //! `del_yn = 'Y'` in `tb_lms_user`, and deletes the student's rows in
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::privacy::{
+use crate::jobs::shared::privacy::{
     self, ConsentRule, Recorded, RunFigures, SkipCompleted, Students, Tally,
 };
 use crate::runtime::registry::{DefaultDate, JobDef, Schedule, System, Timeouts};

@@ -84,7 +84,7 @@ use sqlx::PgConnection;
 
 use crate::config::KerisDashboardSettings;
 use crate::runtime::partition::{sql_condition, Partition};
-use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
+use crate::runtime::registry::{DefaultDate, JobDef, KerisFigures, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
 pub const ID: &str = "LMS-01-008";
@@ -104,6 +104,10 @@ pub static DEF: JobDef = JobDef {
     partitioned: true,
     args: full_arg,
     job: Some(&KerisDashboard),
+    keris_figures: Some(KerisFigures {
+        unit: "calls",
+        accepted: &["sent"],
+    }),
     ..JobDef::DEFAULTS
 };
 

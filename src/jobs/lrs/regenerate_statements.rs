@@ -43,10 +43,11 @@ use mongodb::bson::{doc, Bson};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::aggregate_statements::Output;
-use super::late_statements::plan_chunk;
-use crate::contract::{BatchStatus, KERIS_BATCH_DATA};
-use crate::jobs::shared::transfer::{find_by_ids, run_updates, CONTENT_CODES};
+use super::aggregation::rebuild::plan_chunk;
+use super::aggregation::Output;
+use crate::contract::BatchStatus;
+use crate::jobs::shared::keris_batch_data::{find_by_ids, run_updates};
+use crate::jobs::shared::transfer::CONTENT_CODES;
 use crate::runtime::registry::{DefaultDate, JobDef, Lock, Schedule, System};
 use crate::runtime::{Job, JobContext};
 
@@ -289,7 +290,7 @@ async fn write_back(ctx: &JobContext, good: &[(Uuid, Output)]) -> anyhow::Result
     let db = &ctx.app.mongo;
     let ids: Vec<String> = good.iter().map(|(_, out)| out.id.clone()).collect();
     let projection = Some(doc! { "statement": 1 });
-    let old = find_by_ids(db, KERIS_BATCH_DATA, &ids, projection, ctx.mongo_max_time())
+    let old = find_by_ids(db, &ids, projection, ctx.mongo_max_time())
         .await
         .context("Failed to read keris_batch_data")?;
     let now = Bson::DateTime(mongodb::bson::DateTime::now());
@@ -314,7 +315,7 @@ async fn write_back(ctx: &JobContext, good: &[(Uuid, Output)]) -> anyhow::Result
             },
         });
     }
-    run_updates(db, KERIS_BATCH_DATA, &updates, UPDATES_PER_COMMAND)
+    run_updates(db, &updates, UPDATES_PER_COMMAND)
         .await
         .context("Failed to update keris_batch_data")?;
     Ok(unchanged)

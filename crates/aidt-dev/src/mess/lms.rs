@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{execute, sample, Student};
 use aidt_batch::context::AppContext;
-use aidt_batch::jobs::privacy::{self, ConsentRule};
+use aidt_batch::jobs::shared::privacy::{self, ConsentRule};
 use aidt_batch::time;
 
 /// Students whose data arrives after (or, before any deletion, just

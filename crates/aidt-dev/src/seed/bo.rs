@@ -222,8 +222,8 @@ async fn notices(conn: &mut PgConnection, r: DateTime<Utc>) -> anyhow::Result<(S
 /// true of the data. The business date itself is left for the jobs, and so
 /// are the older days of the week BO-05-006 mails (it computes them first).
 async fn statistics(conn: &mut PgConnection, world: &World) -> anyhow::Result<Vec<(String, u64)>> {
-    use aidt_batch::jobs::bo::{connected_users, login_counts, login_users};
-    let sessions = aidt_batch::jobs::lms::learning_day::LearningDaySettings::default();
+    use aidt_batch::jobs::bo::login_stats::{connected_users, login_counts, login_users};
+    let sessions = aidt_batch::jobs::shared::sessions::LearningDaySettings::default();
     let days: Vec<NaiveDate> = (1..=7)
         .rev()
         .map(|back| world.day.date - Duration::days(back))
@@ -270,7 +270,8 @@ async fn mail_recipients(conn: &mut PgConnection) -> anyhow::Result<(String, u64
 /// reports for the business date (that one is left to the job): sent on the
 /// Monday after each week, one delivery failed.
 async fn mail_history(conn: &mut PgConnection, world: &World) -> anyhow::Result<(String, u64)> {
-    let reported = aidt_batch::jobs::bo::usage_report::Week::last_complete(world.day.date).start;
+    let reported =
+        aidt_batch::jobs::bo::login_stats::usage_report::Week::last_complete(world.day.date).start;
     let mut rows = Vec::new();
     for w in (1..=3).rev() {
         let week_start = reported - Duration::weeks(w);
