@@ -283,7 +283,7 @@ pub struct JobsSettings {
     #[serde(default)]
     pub keris_transfer: KerisTransferSettings,
     #[serde(default)]
-    pub lcms_copy: LcmsCopySettings,
+    pub lcms_copy: crate::jobs::lcms::content_copy::copy::LcmsCopySettings,
     /// The jobs' own sections, by name.
     #[serde(flatten)]
     pub own: BTreeMap<String, config::Value>,
@@ -481,37 +481,6 @@ impl Default for PrivacySettings {
             batch_size: 500,
             pause_ms: 0,
             audit_salt: None,
-        }
-    }
-}
-
-/// LCMS-01-001: the copy of the LCMS content and items into the LMS. A
-/// section of its own name, not `[jobs.lcms_01_001]`, because the key
-/// `jobs.lcms_copy.source_url` is the one operators were given.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LcmsCopySettings {
-    /// The LCMS database, when it is not the LMS's (`database.url`): a URL
-    /// with a password, so a secret, never printed. Absent or empty: the
-    /// LMS database is the source.
-    pub source_url: Option<SecretString>,
-    /// Each incremental run re-reads rows whose `mod_dt` is up to this many
-    /// seconds before the watermark, so rows committed late by a long LCMS
-    /// transaction with an earlier `mod_dt` are not missed; the upsert makes
-    /// the re-read rows harmless.
-    pub overlap_secs: u64,
-    /// A run that would take more than this share (0–1) of the copy's rows
-    /// in use out of use, or all of them, is refused unless `--allow-shrink`:
-    /// an empty or truncated LCMS source looks exactly like that.
-    pub max_retire_share: f64,
-}
-
-impl Default for LcmsCopySettings {
-    fn default() -> Self {
-        Self {
-            source_url: None,
-            overlap_secs: 3600,
-            max_retire_share: 0.10,
         }
     }
 }
@@ -962,13 +931,7 @@ impl Settings {
                 });
             }
         }
-        let share = self.jobs.lcms_copy.max_retire_share;
-        if !(0.0..=1.0).contains(&share) {
-            return Err(ConfigError::BadValue {
-                key: "jobs.lcms_copy.max_retire_share".into(),
-                reason: format!("must be a fraction between 0 and 1 (0.1 = 10%), not {share}"),
-            });
-        }
+        self.jobs.lcms_copy.validate()?;
         if self.jobs.keris_dashboard.page_size == 0 {
             return Err(ConfigError::BadValue {
                 key: "jobs.keris_dashboard.page_size".into(),

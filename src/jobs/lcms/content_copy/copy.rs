@@ -67,7 +67,10 @@ use super::{
     copy_remote_into_empty, source_clock, CopiedTable, ReadMode, Source, TableReport, CONTENT,
     ITEM,
 };
-use crate::config::LcmsCopySettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
 use crate::jobs::shared::shrink::{self, Shrink};
 use crate::runtime::registry::{DefaultDate, JobDef, Schedule, ScheduledRun, System, Timeouts};
 use crate::runtime::{Job, JobContext};
@@ -117,6 +120,51 @@ fn copy_args(cmd: clap::Command) -> clap::Command {
                 .help("Read every LCMS row, not only those changed since the watermark"),
         ),
     )
+}
+
+/// LCMS-01-001: the copy of the LCMS content and items into the LMS. A
+/// section of its own name, not `[jobs.lcms_01_001]`, because the key
+/// `jobs.lcms_copy.source_url` is the one operators were given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LcmsCopySettings {
+    /// The LCMS database, when it is not the LMS's (`database.url`): a URL
+    /// with a password, so a secret, never printed. Absent or empty: the
+    /// LMS database is the source.
+    pub source_url: Option<SecretString>,
+    /// Each incremental run re-reads rows whose `mod_dt` is up to this many
+    /// seconds before the watermark, so rows committed late by a long LCMS
+    /// transaction with an earlier `mod_dt` are not missed; the upsert makes
+    /// the re-read rows harmless.
+    pub overlap_secs: u64,
+    /// A run that would take more than this share (0–1) of the copy's rows
+    /// in use out of use, or all of them, is refused unless `--allow-shrink`:
+    /// an empty or truncated LCMS source looks exactly like that.
+    pub max_retire_share: f64,
+}
+
+impl Default for LcmsCopySettings {
+    fn default() -> Self {
+        Self {
+            source_url: None,
+            overlap_secs: 3600,
+            max_retire_share: 0.10,
+        }
+    }
+}
+
+impl LcmsCopySettings {
+    /// The checks beyond the types: `max_retire_share` is a fraction.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let share = self.max_retire_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ConfigError::BadValue {
+                key: MAX_RETIRE_SHARE_KEY.into(),
+                reason: format!("must be a fraction between 0 and 1 (0.1 = 10%), not {share}"),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]

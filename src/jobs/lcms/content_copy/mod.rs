@@ -13,10 +13,9 @@ use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, PgConnection};
 
-use crate::config::LcmsCopySettings;
 use crate::runtime::{JobContext, JobStopped};
 
-use copy::SOURCE_URL_KEY;
+use copy::{LcmsCopySettings, SOURCE_URL_KEY};
 
 pub mod copy;
 
