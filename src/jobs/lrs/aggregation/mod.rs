@@ -19,6 +19,7 @@ pub mod group;
 pub mod in_flight;
 pub mod late_statements;
 pub mod rebuild;
+pub mod settings;
 pub mod source;
 pub mod write;
 

@@ -31,6 +31,7 @@ use crate::time;
 
 mod events;
 mod sender;
+pub mod settings;
 
 pub use events::{send_progress, send_scores, send_sessions_ended, send_sessions_started};
 pub use sender::DashboardSender;

@@ -54,6 +54,7 @@ use uuid::Uuid;
 use crate::config::PrivacySettings;
 
 mod audit;
+pub mod settings;
 
 pub use audit::{hashes, record_batch, record_swept, start_run, RunFigures};
 

@@ -43,6 +43,7 @@ use sqlx::PgPool;
 use crate::keris::{XAPI_DUP_ERR, XAPI_USER_ERR, XAPI_VAL_ERR};
 
 mod sender;
+pub mod settings;
 
 pub use sender::{PartnerSender, ProbeSource};
 
