@@ -173,6 +173,23 @@ impl Default for MetricsSettings {
 }
 
 impl MetricsSettings {
+    /// The push gateway, when set, is an http(s) URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        if let Some(url) = self.pushgateway_url() {
+            let bad = |reason: &str| ConfigError::BadValue {
+                key: "metrics.pushgateway_url".into(),
+                reason: reason.into(),
+            };
+            let parsed = reqwest::Url::parse(url.expose_secret())
+                .map_err(|_| bad("not a URL (expected http://host:9091)"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("must start with http:// or https://"));
+            }
+        }
+        Ok(())
+    }
+
     /// The textfile directory, if the textfile output is on.
     pub fn textfile_dir(&self) -> Option<&Path> {
         self.textfile_dir
@@ -273,6 +290,38 @@ fn default_max_connections() -> u32 {
 fn default_connect_timeout() -> u64 {
     10
 }
+/// `key`'s `value` is at least `min`, else an error naming the key.
+pub fn at_least<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::BadValue {
+            key: key.into(),
+            reason: format!("must be at least {min}"),
+        });
+    }
+    Ok(())
+}
+
+/// `key`'s `value` is within `min..=max`, else an error naming the key and
+/// the range.
+pub fn between<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::BadValue {
+            key: key.into(),
+            reason: format!("must be between {min} and {max}"),
+        });
+    }
+    Ok(())
+}
+
 /// The environment variable that sets `key` (`AIDT__DATABASE__URL`).
 pub fn env_var(key: &str) -> String {
     format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase())

@@ -22,6 +22,35 @@ pub fn render_list(registry: &Registry) -> String {
     out
 }
 
+/// The command: an unknown chain is a usage error (exit 2) naming the
+/// known ones; else the chain runs (or, with `plan`, says what it would).
+pub async fn exec(
+    profile: crate::config::Profile,
+    extra: Option<&std::path::Path>,
+    name: &str,
+    date: Option<NaiveDate>,
+    plan: bool,
+) -> anyhow::Result<Exit> {
+    let Some(def) = REGISTRY.chain(name) else {
+        let known: Vec<&str> = REGISTRY.chains().map(|c| c.name).collect();
+        eprintln!(
+            "aidt-batch: error: unknown chain `{name}`; chains: {}",
+            known.join(", ")
+        );
+        return Ok(Exit::Usage);
+    };
+    let loaded = super::load_config(profile, extra, None)?;
+    let app = AppContext::connect(&loaded).await?;
+    let params = serde_json::json!({
+        "profile": profile.as_str(),
+        "date": date.map(|d| d.to_string()),
+        "config_file": extra.map(|p| p.display().to_string()),
+    });
+    let exit = run(&app, def, date, plan, params).await;
+    app.close().await;
+    exit
+}
+
 pub async fn run(
     app: &AppContext,
     def: &'static ChainDef,

@@ -1,11 +1,57 @@
 //! `aidt-batch history [JOB] [--limit N] [--status S] [--since WHEN] [--date D]`:
 //! past runs, newest first.
 
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use crate::runtime::history::{self, RunFilter, RunRow};
+use crate::config::Profile;
+use crate::jobs::REGISTRY;
+use crate::runtime::history::{self, RunFilter, RunRow, RunStatus};
 use crate::runtime::Exit;
 use crate::time;
+
+/// What the command line asks for: a job id as typed (any case), statuses,
+/// a start and a business date.
+pub struct Filter {
+    pub job: Option<String>,
+    pub statuses: Vec<RunStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub business_date: Option<NaiveDate>,
+}
+
+/// The command: an unknown job id is a usage error (exit 2) naming the
+/// known ones; else the runs from the batch's database.
+pub async fn exec(
+    profile: Profile,
+    extra: Option<&Path>,
+    filter: Filter,
+    limit: i64,
+) -> anyhow::Result<Exit> {
+    let job = match &filter.job {
+        None => None,
+        Some(given) => match REGISTRY.find(given) {
+            Some(def) => Some(def),
+            None => {
+                eprintln!(
+                    "aidt-batch: error: {}",
+                    crate::cli::unknown_job_message(given)
+                );
+                return Ok(Exit::Usage);
+            }
+        },
+    };
+    let loaded = super::load_config(profile, extra, None)?;
+    let pg = crate::context::connect_pg(&loaded.settings).await?;
+    let runs = RunFilter {
+        job_id: job.map(|j| j.id),
+        statuses: filter.statuses,
+        since: filter.since,
+        business_date: filter.business_date,
+    };
+    run(&pg, &runs, limit).await
+}
 
 pub async fn run(pg: &PgPool, filter: &RunFilter<'_>, limit: i64) -> anyhow::Result<Exit> {
     let rows = history::find_runs(pg, filter, limit.max(1)).await?;

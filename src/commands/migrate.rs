@@ -18,6 +18,18 @@ pub static LMS_INDEX_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migra
 
 use crate::contract::KERIS_BATCH_DATA;
 
+/// The command: connects with `profile`'s configuration and migrates.
+pub async fn exec(
+    profile: crate::config::Profile,
+    extra: Option<&std::path::Path>,
+) -> anyhow::Result<Exit> {
+    let loaded = super::load_config(profile, extra, None)?;
+    let app = AppContext::connect(&loaded).await?;
+    let exit = run(&app).await;
+    app.close().await;
+    exit
+}
+
 pub async fn run(app: &AppContext) -> anyhow::Result<Exit> {
     apply(app).await?;
     for line in crate::jobs::shared::sessions::ensure_contract_indexes(&app.pg).await? {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{missing, ConfigError};
+use super::{at_least, between, missing, ConfigError};
 
 /// `[keris]`: where KERIS is and how the client treats it.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +100,33 @@ fn default_max_request_bytes() -> usize {
 }
 
 impl KerisSettings {
+    /// The endpoint, at least one partner with a UUID Partner-ID, and the
+    /// client's limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.api_domain.as_deref() {
+            None | Some("") => return Err(missing("keris.api_domain")),
+            Some(domain) if !(domain.starts_with("http://") || domain.starts_with("https://")) => {
+                return Err(ConfigError::BadValue {
+                    key: "keris.api_domain".into(),
+                    reason: "must start with http:// or https://".into(),
+                })
+            }
+            Some(_) => {}
+        }
+        if self.partners.is_empty() {
+            return Err(missing("keris.partners.<name>.partner_id"));
+        }
+        self.partner_ids()?;
+        at_least("keris.max_attempts", self.max_attempts, 1)?;
+        at_least("keris.max_concurrency", self.max_concurrency, 1)?;
+        between(
+            "keris.max_statements_per_request",
+            self.max_statements_per_request,
+            1,
+            500,
+        )
+    }
+
     /// The configured partners (configuration name, Partner-ID), in name
     /// order. Every job that matches stored data to a partner reads the ids
     /// here; errors name the key, never the value (it is a secret).

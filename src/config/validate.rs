@@ -1,112 +1,15 @@
 //! What serde can't check: required keys, value ranges, and (in `prod`)
 //! clear-text transport.
 
-use super::{env_var, missing, ConfigError, Settings};
+use super::{at_least, env_var, missing, ConfigError, Settings};
 
 impl Settings {
-    /// Checks what serde can't: required keys and value ranges.
+    /// Checks what serde can't: required keys and value ranges, each
+    /// section by its own `validate()`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        use secrecy::ExposeSecret;
-        if self
-            .database
-            .url
-            .as_ref()
-            .is_none_or(|u| u.expose_secret().is_empty())
-        {
-            return Err(missing("database.url"));
-        }
-        if self
-            .mongo
-            .uri
-            .as_ref()
-            .is_none_or(|u| u.expose_secret().is_empty())
-        {
-            return Err(missing("mongo.uri"));
-        }
-        if self.mongo.database.as_deref().is_none_or(str::is_empty) {
-            return Err(missing("mongo.database"));
-        }
-        match self.keris.api_domain.as_deref() {
-            None | Some("") => return Err(missing("keris.api_domain")),
-            Some(domain) if !(domain.starts_with("http://") || domain.starts_with("https://")) => {
-                return Err(ConfigError::BadValue {
-                    key: "keris.api_domain".into(),
-                    reason: "must start with http:// or https://".into(),
-                })
-            }
-            Some(_) => {}
-        }
-        if self.keris.partners.is_empty() {
-            return Err(missing("keris.partners.<name>.partner_id"));
-        }
-        self.keris.partner_ids()?;
-        if self.keris.max_attempts == 0 {
-            return Err(ConfigError::BadValue {
-                key: "keris.max_attempts".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.keris.max_concurrency == 0 {
-            return Err(ConfigError::BadValue {
-                key: "keris.max_concurrency".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        if !(1..=500).contains(&self.keris.max_statements_per_request) {
-            return Err(ConfigError::BadValue {
-                key: "keris.max_statements_per_request".into(),
-                reason: "must be between 1 and 500".into(),
-            });
-        }
-        if self.jobs.privacy.batch_size == 0 {
-            return Err(ConfigError::BadValue {
-                key: "jobs.privacy.batch_size".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.jobs.lrs_aggregate.batch_size == 0 {
-            return Err(ConfigError::BadValue {
-                key: "jobs.lrs_aggregate.batch_size".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        if !(1..=16).contains(&self.jobs.lrs_aggregate.writes_in_flight) {
-            return Err(ConfigError::BadValue {
-                key: "jobs.lrs_aggregate.writes_in_flight".into(),
-                reason: "must be between 1 and 16".into(),
-            });
-        }
-        if self.jobs.keris_transfer.look_back_days > 366 {
-            return Err(ConfigError::BadValue {
-                key: "jobs.keris_transfer.look_back_days".into(),
-                reason: "must be between 0 and 366".into(),
-            });
-        }
-        if !(1..=100_000).contains(&self.jobs.keris_transfer.sent_marks_per_command) {
-            return Err(ConfigError::BadValue {
-                key: "jobs.keris_transfer.sent_marks_per_command".into(),
-                reason: "must be between 1 and 100000".into(),
-            });
-        }
-        let attempts = &self.jobs.lrs_aggregate.attempts_extension;
-        let is_iri = attempts.starts_with("http://") || attempts.starts_with("https://");
-        if !attempts.is_empty() && !is_iri {
-            return Err(ConfigError::BadValue {
-                key: "jobs.lrs_aggregate.attempts_extension".into(),
-                reason: "must be an http:// or https:// IRI, or empty".into(),
-            });
-        }
-        if let Some(url) = self.metrics.pushgateway_url() {
-            let bad = |reason: &str| ConfigError::BadValue {
-                key: "metrics.pushgateway_url".into(),
-                reason: reason.into(),
-            };
-            let parsed = reqwest::Url::parse(url.expose_secret())
-                .map_err(|_| bad("not a URL (expected http://host:9091)"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(bad("must start with http:// or https://"));
-            }
-        }
+        self.require_connections()?;
+        self.keris.validate()?;
+        self.metrics.validate()?;
         for (key, value) in [
             ("runtime.lock_probe_secs", self.runtime.lock_probe_secs),
             (
@@ -114,19 +17,28 @@ impl Settings {
                 self.runtime.lock_probe_timeout_secs,
             ),
         ] {
-            if value == 0 {
-                return Err(ConfigError::BadValue {
-                    key: key.into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
+            at_least(key, value, 1)?;
         }
+        self.jobs.privacy.validate()?;
+        self.jobs.lrs_aggregate.validate()?;
+        self.jobs.keris_transfer.validate()?;
         self.jobs.lcms_copy.validate()?;
-        if self.jobs.keris_dashboard.page_size == 0 {
-            return Err(ConfigError::BadValue {
-                key: "jobs.keris_dashboard.page_size".into(),
-                reason: "must be at least 1".into(),
-            });
+        self.jobs.keris_dashboard.validate()
+    }
+
+    /// The database URL, the MongoDB URI and database: set and not empty.
+    fn require_connections(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        let empty =
+            |s: Option<&secrecy::SecretString>| s.is_none_or(|u| u.expose_secret().is_empty());
+        if empty(self.database.url.as_ref()) {
+            return Err(missing("database.url"));
+        }
+        if empty(self.mongo.uri.as_ref()) {
+            return Err(missing("mongo.uri"));
+        }
+        if self.mongo.database.as_deref().is_none_or(str::is_empty) {
+            return Err(missing("mongo.database"));
         }
         Ok(())
     }

@@ -21,6 +21,7 @@
 
 mod charts;
 mod html;
+mod sums;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -260,140 +261,9 @@ impl NightReport {
         runs: Vec<RunRow>,
         open_errors: Option<Vec<OpenErrors>>,
     ) -> Self {
-        let mut order: Vec<(String, String, bool)> = Vec::new();
-        for chain in registry.chains() {
-            for step in chain.steps {
-                if !order.iter().any(|(id, _, _)| id == step.id) {
-                    order.push((step.id.to_string(), step.name_en.to_string(), true));
-                }
-            }
-        }
-        for def in registry.iter() {
-            if !order.iter().any(|(id, _, _)| id == def.id) {
-                order.push((def.id.to_string(), def.name_en.to_string(), false));
-            }
-        }
-        let mut strangers: Vec<String> = runs
-            .iter()
-            .map(|r| r.job_id.clone())
-            .filter(|id| !order.iter().any(|(known, _, _)| known == id))
-            .collect();
-        strangers.sort();
-        strangers.dedup();
-        order.extend(
-            strangers
-                .into_iter()
-                .map(|id| (id, "(not in this release's registry)".to_string(), false)),
-        );
-
-        let lanes: Vec<Lane> = order
-            .into_iter()
-            .filter_map(|(job_id, name, chain_step)| {
-                let mine: Vec<usize> = (0..runs.len())
-                    .filter(|&i| runs[i].job_id == job_id)
-                    .collect();
-                if mine.is_empty() && !chain_step {
-                    return None;
-                }
-                let mut lane = Lane {
-                    job_id,
-                    name,
-                    chain_step,
-                    runs: mine,
-                    by_status: BTreeMap::new(),
-                    read: 0,
-                    written: 0,
-                    skipped: 0,
-                    failed: 0,
-                    seconds: 0.0,
-                    timed_read: 0,
-                    timed_written: 0,
-                };
-                for &i in &lane.runs {
-                    let r = &runs[i];
-                    *lane.by_status.entry(r.status).or_default() += 1;
-                    if r.dry_run {
-                        continue;
-                    }
-                    lane.read += r.read_cnt;
-                    lane.written += r.write_cnt;
-                    lane.skipped += r.skip_cnt;
-                    lane.failed += r.fail_cnt;
-                    if let (Some(end), false) = (r.ended_at, r.status == RunStatus::Skipped) {
-                        lane.seconds +=
-                            (end - r.started_at).num_milliseconds().max(0) as f64 / 1000.0;
-                        lane.timed_read += r.read_cnt;
-                        lane.timed_written += r.write_cnt;
-                    }
-                }
-                Some(lane)
-            })
-            .collect();
-
-        let mut keris: BTreeMap<(String, &'static str), KerisFigure> = BTreeMap::new();
-        let mut aggregated: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let mut aggregation_exceptions: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut sent_per_day: BTreeMap<String, DayFigures> = BTreeMap::new();
-        for run in runs.iter().filter(|r| !r.dry_run) {
-            if run.job_id == jobs::dc::send_statements::ID {
-                for (day, figures) in objects(&run.details["days"]) {
-                    let entry = sent_per_day.entry(day.clone()).or_default();
-                    entry.sent += count(figures, "sent");
-                    entry.failed += count(figures, "failed");
-                    entry.withheld += count(figures, "withheld");
-                }
-            }
-            if run.job_id == jobs::lrs::aggregate_statements::ID {
-                for (partner, figures) in objects(&run.details["per_partner"]) {
-                    let entry = aggregated.entry(partner.clone()).or_default();
-                    entry.0 += count(figures, "ready");
-                    entry.1 += count(figures, "invalid");
-                }
-                for (label, key, field) in LRS_EXCEPTIONS {
-                    let n = match field {
-                        Some(field) => count(&run.details[*key], field),
-                        None => count(&run.details, key),
-                    };
-                    *aggregation_exceptions.entry(label).or_default() += n;
-                }
-                continue;
-            }
-            let Some((job_id, shape)) = registry
-                .find(&run.job_id)
-                .and_then(|def| Some((def.id, def.keris_figures?)))
-            else {
-                continue;
-            };
-            for (partner, figures) in objects(&run.details["partners"]) {
-                // Runs recorded before a job kept these figures say nothing.
-                if figures.get(shape.accepted[0]).is_none() {
-                    continue;
-                }
-                let figure =
-                    keris
-                        .entry((partner.clone(), job_id))
-                        .or_insert_with(|| KerisFigure {
-                            partner: partner.clone(),
-                            job_id,
-                            unit: shape.unit,
-                            accepted: 0,
-                            failed: 0,
-                            deferred: 0,
-                            codes: BTreeMap::new(),
-                        });
-                figure.accepted += shape
-                    .accepted
-                    .iter()
-                    .map(|k| count(figures, k))
-                    .sum::<u64>();
-                figure.failed += count(figures, "failed");
-                figure.deferred += count(figures, "deferred");
-                for (code, n) in objects(&figures["errors_by_code"]) {
-                    *figure.codes.entry(code.clone()).or_default() += n.as_u64().unwrap_or(0);
-                }
-            }
-        }
-        let keris = order_keris(keris.into_values().collect(), &lanes);
+        let lanes = sums::lanes(registry, &runs);
+        let figures = sums::Figures::of(registry, &runs);
+        let keris = order_keris(figures.keris.into_values().collect(), &lanes);
 
         NightReport {
             date,
@@ -402,12 +272,13 @@ impl NightReport {
             runs,
             lanes,
             keris,
-            sent_per_day,
-            aggregated: aggregated
+            sent_per_day: figures.sent_per_day,
+            aggregated: figures
+                .aggregated
                 .into_iter()
                 .map(|(p, (ready, invalid))| (p, ready, invalid))
                 .collect(),
-            aggregation_exceptions,
+            aggregation_exceptions: figures.aggregation_exceptions,
             open_errors,
         }
     }

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::config::{at_least, between, ConfigError};
+
 /// LRS-01-001: aggregation of the day's xAPI statements into KERIS statements.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,5 +56,26 @@ impl Default for LrsAggregateSettings {
             stored_settle_secs: 300,
             max_reported_ids: 100,
         }
+    }
+}
+
+impl LrsAggregateSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("jobs.lrs_aggregate.batch_size", self.batch_size, 1)?;
+        between(
+            "jobs.lrs_aggregate.writes_in_flight",
+            self.writes_in_flight,
+            1,
+            16,
+        )?;
+        let attempts = &self.attempts_extension;
+        let is_iri = attempts.starts_with("http://") || attempts.starts_with("https://");
+        if !attempts.is_empty() && !is_iri {
+            return Err(ConfigError::BadValue {
+                key: "jobs.lrs_aggregate.attempts_extension".into(),
+                reason: "must be an http:// or https:// IRI, or empty".into(),
+            });
+        }
+        Ok(())
     }
 }

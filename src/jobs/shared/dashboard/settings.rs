@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::config::{at_least, ConfigError};
+
 /// LMS-01-008 and DC-01-004 (KERIS dashboard APIs 001–005).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,5 +38,11 @@ impl Default for KerisDashboardSettings {
             incremental_overlap_secs: 900,
             full_refresh_after_hours: 24,
         }
+    }
+}
+
+impl KerisDashboardSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("jobs.keris_dashboard.page_size", self.page_size, 1)
     }
 }

@@ -3,6 +3,8 @@
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::config::{at_least, ConfigError};
+
 /// LMS-01-007 and DC-01-003: deletion of students' data without consent.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,5 +28,11 @@ impl Default for PrivacySettings {
             pause_ms: 0,
             audit_salt: None,
         }
+    }
+}
+
+impl PrivacySettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("jobs.privacy.batch_size", self.batch_size, 1)
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::config::{between, ConfigError};
+
 /// DC-01-001, DC-01-002 and LRS-01-002: learning-history transfer (API-006/007).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,5 +59,22 @@ impl KerisTransferSettings {
             .rev()
             .map(|back| date - chrono::Duration::days(back))
             .collect()
+    }
+}
+
+impl KerisTransferSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        between(
+            "jobs.keris_transfer.look_back_days",
+            self.look_back_days,
+            0,
+            366,
+        )?;
+        between(
+            "jobs.keris_transfer.sent_marks_per_command",
+            self.sent_marks_per_command,
+            1,
+            100_000,
+        )
     }
 }
