@@ -16,7 +16,6 @@ const LONG_FILES_BEING_SPLIT: &[&str] = &[
     // data access moved out.
     "src/jobs/dc/send_statements.rs",
     "src/jobs/dc/resend_errors.rs",
-    "src/commands/report/mod.rs",
     // The runner's `run_locked` and the KERIS client, split into named steps.
     "src/runtime/runner.rs",
     "src/keris/client.rs",
